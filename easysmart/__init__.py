@@ -1,0 +1,1 @@
+"""Easy Smart Monitor backend: the package shared by every function."""

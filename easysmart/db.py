@@ -1,0 +1,126 @@
+"""PostgreSQL access: a connection pool, transactions that map outages to 503, migrations."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from importlib import resources
+from typing import Iterator
+
+import psycopg2
+import psycopg2.extensions
+import psycopg2.extras
+import psycopg2.pool
+
+from easysmart.errors import UnavailableError
+
+logger = logging.getLogger(__name__)
+
+psycopg2.extras.register_uuid()
+_MIGRATION_NAME = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+?)(?:\.(?P<mode>postgres|timescaledb))?\.sql$")
+MODES = ("postgres", "timescaledb")
+
+
+class Database:
+    """A lazily-filled thread-safe pool. A dead connection is discarded, never reused."""
+
+    def __init__(self, dsn: str, max_connections: int = 16, connect_timeout_s: int = 5) -> None:
+        self.dsn = dsn
+        self._pool = psycopg2.pool.ThreadedConnectionPool(0, max_connections, dsn, connect_timeout=connect_timeout_s)
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[psycopg2.extensions.connection]:
+        try:
+            conn = self._pool.getconn()
+        except psycopg2.OperationalError as error:
+            raise UnavailableError("the database is unavailable", retry_after_s=5) from error
+        broken = False
+        try:
+            yield conn
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
+            broken = True
+            raise UnavailableError("the database is unavailable", retry_after_s=5) from error
+        finally:
+            if conn.closed:
+                broken = True
+            elif not broken and conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+                conn.rollback()
+            self._pool.putconn(conn, close=broken)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[psycopg2.extensions.cursor]:
+        """One transaction: committed when the block ends, rolled back on any error."""
+        with self.connection() as conn:
+            try:
+                with conn.cursor() as cursor:
+                    yield cursor
+                conn.commit()
+            except BaseException:
+                if not conn.closed:
+                    conn.rollback()
+                raise
+
+    def close(self) -> None:
+        self._pool.closeall()
+
+
+def detect_mode(cursor: psycopg2.extensions.cursor, configured: str) -> str:
+    """'timescaledb' when forced or when the extension is available; else 'postgres'."""
+    if configured in MODES:
+        return configured
+    if configured != "auto":
+        raise ValueError(f"DB_MODE must be auto, postgres or timescaledb, not {configured!r}")
+    cursor.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
+    return "timescaledb" if cursor.fetchone() else "postgres"
+
+
+def migrations_for(mode: str) -> list[tuple[str, str, str]]:
+    """(version, file name, sql) for every migration that applies to this mode, in order."""
+    found = []
+    for entry in resources.files("easysmart.migrations").iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match and match["mode"] in (None, mode):
+            found.append((match["version"], entry.name, entry.read_text(encoding="utf-8")))
+    found.sort()
+    versions = [version for version, _, _ in found]
+    duplicated = {v for v in versions if versions.count(v) > 1}
+    if duplicated:
+        raise RuntimeError(f"two migrations share version(s) {sorted(duplicated)} for mode {mode}")
+    return found
+
+
+def migrate(dsn: str, configured_mode: str = "auto") -> tuple[str, list[str]]:
+    """Apply pending migrations in order, each in its own transaction. Returns (mode, applied)."""
+    conn = psycopg2.connect(dsn, connect_timeout=10)
+    applied: list[str] = []
+    try:
+        with conn.cursor() as cursor:
+            # One migrator at a time, whoever else starts.
+            cursor.execute("SELECT pg_advisory_lock(hashtext('esm_migrations'))")
+            cursor.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version text PRIMARY KEY, name text NOT NULL, mode text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            conn.commit()
+            cursor.execute("SELECT mode FROM schema_migrations ORDER BY version LIMIT 1")
+            row = cursor.fetchone()
+            mode = row[0] if row else detect_mode(cursor, configured_mode)
+            if row and configured_mode in MODES and configured_mode != mode:
+                raise RuntimeError(f"the database was migrated in {mode} mode; DB_MODE={configured_mode} cannot change it")
+            cursor.execute("SELECT version FROM schema_migrations")
+            done = {version for (version,) in cursor.fetchall()}
+            conn.commit()
+            for version, name, sql in migrations_for(mode):
+                if version in done:
+                    continue
+                logger.info("applying migration %s", name)
+                cursor.execute(sql)
+                cursor.execute("INSERT INTO schema_migrations (version, name, mode) VALUES (%s, %s, %s)", (version, name, mode))
+                conn.commit()
+                applied.append(name)
+            cursor.execute("SELECT pg_advisory_unlock(hashtext('esm_migrations'))")
+            conn.commit()
+        return mode, applied
+    finally:
+        conn.close()

@@ -1,0 +1,74 @@
+"""Structured JSON logs carrying request, batch and tenant ids; Prometheus metrics."""
+from __future__ import annotations
+
+import contextvars
+import logging
+import os
+import sys
+import time
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+batch_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("batch_id", default=None)
+tenant_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("tenant_id", default=None)
+
+_CONTEXT_FIELDS = (("request_id", request_id_var), ("batch_id", batch_id_var), ("tenant_id", tenant_id_var))
+_RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+REQUESTS = Counter("esm_http_requests_total", "HTTP requests answered", ["function", "route", "status"])
+LATENCY = Histogram(
+    "esm_http_request_seconds", "HTTP request latency", ["function", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120),
+)
+READINGS = Counter("esm_readings_total", "Readings handled by process", ["outcome"])
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name, var in _CONTEXT_FIELDS:
+            value = var.get()
+            if value is not None:
+                entry[name] = value
+        for key, value in record.__dict__.items():
+            if key not in _RESERVED and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+def configure_logging(service: str) -> None:
+    """JSON lines on stderr; idempotent so every entry point may call it."""
+    root = logging.getLogger()
+    if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root.handlers[:] = [handler]
+    root.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    handler.addFilter(_ServiceFilter(service))
+
+
+class _ServiceFilter(logging.Filter):
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.service = self.service
+        return True
+
+
+def metrics_response() -> tuple[bytes, int, dict[str, str]]:
+    return generate_latest(), 200, {"Content-Type": CONTENT_TYPE_LATEST}
