@@ -1,0 +1,219 @@
+"""Local kafka-source bridge with Knative KafkaSource semantics.
+
+Consumes `telemetry.raw`, POSTs each record to `process` as a binary-mode CloudEvent
+(keeping the producer's id, type and source), and commits a partition's offset only after
+each of its records is done: answered 2xx, or dead-lettered after a permanent answer or
+exhausted retries. Partitions are delivered in parallel, each in order.
+
+Run: python -m easysmart.bridges.kafka_source
+"""
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import random
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import kafka
+import kafka.errors
+import requests
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from easysmart.events import from_kafka, to_http
+from easysmart.observability import configure_logging
+
+logger = logging.getLogger(__name__)
+
+# Knative's delivery spec retries these; every other 4xx is permanent.
+RETRIABLE_STATUSES = {404, 408, 409, 429}
+DLQ_ERROR_HEADERS = ("ce_knativeerrorcode", "ce_knativeerrordata", "ce_knativeerrordest")
+
+
+@dataclass(frozen=True)
+class BridgeSettings:
+    bootstrap_servers: str
+    topic: str
+    dlq_topic: str
+    sink_url: str
+    group_id: str
+    backoff_base_s: float
+    backoff_max_s: float
+    retry_max_elapsed_s: float
+    request_timeout_s: float
+
+    @classmethod
+    def from_env(cls) -> "BridgeSettings":
+        env = os.environ.get
+        return cls(
+            bootstrap_servers=env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:59092"),
+            topic=env("KAFKA_TOPIC_RAW", "telemetry.raw"),
+            dlq_topic=env("KAFKA_TOPIC_DLQ", "telemetry.dlq"),
+            sink_url=env("PROCESS_URL", "http://127.0.0.1:8083/"),
+            group_id=env("BRIDGE_GROUP_ID", "process-bridge"),
+            backoff_base_s=float(env("BRIDGE_BACKOFF_BASE_S", "0.5")),
+            backoff_max_s=float(env("BRIDGE_BACKOFF_MAX_S", "30")),
+            # A database outage of an hour must dead-letter nothing.
+            retry_max_elapsed_s=float(env("BRIDGE_RETRY_MAX_ELAPSED_S", "5400")),
+            request_timeout_s=float(env("BRIDGE_REQUEST_TIMEOUT_S", "900")),
+        )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    delivered: bool
+    status: int | None
+    error: str
+
+
+def backoff_delay(attempt: int, base_s: float, max_s: float) -> float:
+    """Exponential backoff with jitter: base * 2^attempt, capped, +-20%."""
+    delay = min(max_s, base_s * (2 ** min(attempt, 30)))
+    return delay * random.uniform(0.8, 1.2)
+
+
+def is_retriable(status: int | None) -> bool:
+    return status is None or status >= 500 or status in RETRIABLE_STATUSES
+
+
+class KafkaSourceBridge:
+    def __init__(self, settings: BridgeSettings, session: requests.Session | None = None) -> None:
+        self.settings = settings
+        self.session = session or requests.Session()
+        self.stopping = threading.Event()
+        self._producer: kafka.KafkaProducer | None = None
+
+    def deliver(self, record) -> Outcome:
+        """POST one record until it is done, retrying retriable failures with backoff."""
+        headers = {k: v for k, v in (record.headers or [])}
+        try:
+            event = from_kafka(headers, record.key, record.value)
+            http_headers, body = to_http(event)
+        except Exception as error:  # the SDK raises several types for a malformed record
+            return Outcome(False, None, f"not a binary-mode CloudEvent: {error}")
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            status, error = self._post(http_headers, body)
+            if status is not None and 200 <= status < 300:
+                return Outcome(True, status, "")
+            elapsed = time.monotonic() - started
+            if not is_retriable(status):
+                return Outcome(False, status, error)
+            if elapsed >= self.settings.retry_max_elapsed_s:
+                return Outcome(False, status, f"retries exhausted after {elapsed:.0f} s: {error}")
+            delay = backoff_delay(attempt, self.settings.backoff_base_s, self.settings.backoff_max_s)
+            logger.warning("delivery failed; retrying", extra={"event_id": event["id"], "status": status,
+                                                               "error": error[:300], "attempt": attempt, "retry_in_s": round(delay, 2)})
+            attempt += 1
+            if self.stopping.wait(delay):
+                raise InterruptedError("bridge stopping")
+
+    def _post(self, headers: dict[str, str], body: bytes) -> tuple[int | None, str]:
+        try:
+            response = self.session.post(self.settings.sink_url, headers=headers, data=body,
+                                         timeout=(5, self.settings.request_timeout_s))
+        except requests.RequestException as error:
+            return None, f"network error: {error}"
+        return response.status_code, response.text[:2000]
+
+    def dead_letter(self, record, outcome: Outcome) -> None:
+        """Send the record to the DLQ with the error attached (Knative's extension names)."""
+        headers = [(k, v) for k, v in (record.headers or []) if k not in DLQ_ERROR_HEADERS]
+        headers += [
+            ("ce_knativeerrorcode", str(outcome.status or 0).encode()),
+            ("ce_knativeerrordata", base64.b64encode(outcome.error.encode()[:4096])),
+            ("ce_knativeerrordest", self.settings.sink_url.encode()),
+            ("dlq_source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
+        ]
+        attempt = 0
+        while True:
+            try:
+                producer = self._dlq_producer()
+                producer.send(self.settings.dlq_topic, key=record.key, value=record.value, headers=headers).get(timeout=10)
+                logger.error("record dead-lettered", extra={"partition": record.partition, "offset": record.offset,
+                                                            "status": outcome.status, "error": outcome.error[:300]})
+                return
+            except kafka.errors.KafkaError as error:
+                # The offset is not committed until the record is safe somewhere.
+                self._producer = None
+                delay = backoff_delay(attempt, 1, 30)
+                logger.warning("dead-lettering failed; retrying", extra={"error": str(error), "retry_in_s": delay})
+                attempt += 1
+                if self.stopping.wait(delay):
+                    raise InterruptedError("bridge stopping") from error
+
+    def _dlq_producer(self) -> kafka.KafkaProducer:
+        if self._producer is None:
+            self._producer = kafka.KafkaProducer(bootstrap_servers=self.settings.bootstrap_servers.split(","),
+                                                 acks="all", max_block_ms=10000, request_timeout_ms=10000)
+        return self._producer
+
+    def handle_partition(self, records: list) -> int | None:
+        """Deliver records of one partition in order; the last offset that is done."""
+        done = None
+        for record in records:
+            if self.stopping.is_set():
+                break
+            outcome = self.deliver(record)
+            if not outcome.delivered:
+                self.dead_letter(record, outcome)
+            done = record.offset
+        return done
+
+    def run(self) -> None:
+        consumer = kafka.KafkaConsumer(
+            self.settings.topic,
+            bootstrap_servers=self.settings.bootstrap_servers.split(","),
+            group_id=self.settings.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=20,
+            # A record may be retried for the whole retry window before the next poll.
+            max_poll_interval_ms=int((self.settings.retry_max_elapsed_s + self.settings.request_timeout_s + 300) * 1000),
+            reconnect_backoff_max_ms=5000,
+        )
+        logger.info("kafka-source bridge started", extra={"topic": self.settings.topic, "sink": self.settings.sink_url})
+        with ThreadPoolExecutor(max_workers=8, thread_name_prefix="partition") as pool:
+            while not self.stopping.is_set():
+                batches = consumer.poll(timeout_ms=500)
+                if not batches:
+                    continue
+                futures = {tp: pool.submit(self.handle_partition, records) for tp, records in batches.items()}
+                offsets = {}
+                for tp, future in futures.items():
+                    try:
+                        last = future.result()
+                    except InterruptedError:
+                        continue
+                    if last is not None:
+                        offsets[TopicPartition(tp.topic, tp.partition)] = OffsetAndMetadata(last + 1, "", -1)
+                if offsets:
+                    consumer.commit(offsets)
+                # Records after an interrupted one are fetched again from the committed offset.
+                for tp, records in batches.items():
+                    committed = offsets.get(TopicPartition(tp.topic, tp.partition))
+                    if committed is None or committed.offset <= records[-1].offset:
+                        consumer.seek(tp, committed.offset if committed else records[0].offset)
+        consumer.close()
+
+
+def main() -> None:
+    configure_logging("kafka-source-bridge")
+    bridge = KafkaSourceBridge(BridgeSettings.from_env())
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: bridge.stopping.set())
+    while not bridge.stopping.is_set():
+        try:
+            bridge.run()
+        except kafka.errors.KafkaError as error:
+            logger.warning("consumer failed; restarting", extra={"error": str(error)})
+            bridge.stopping.wait(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""The claim check: a small CloudEvent pointing at an upload's blob, and its transport adapters.
+
+ClaimCheck is a plain value; to_kafka/from_kafka and to_http/from_http convert it with the
+cloudevents SDK (binary content mode, so a Knative KafkaSource keeps id, type and source).
+"""
+from __future__ import annotations
+
+from dataclasses import MISSING, asdict, dataclass, fields
+from typing import Mapping
+
+import orjson
+from cloudevents.conversion import to_binary as _to_http_binary
+from cloudevents.http import CloudEvent, from_http as _from_http
+from cloudevents.kafka import KafkaMessage, from_binary as _from_kafka_binary, to_binary as _to_kafka_binary
+
+from easysmart.errors import BadRequestError
+
+CLAIM_CHECK_TYPE = "com.easysmart.telemetry.batch.received.v1"
+CLAIM_CHECK_SOURCE = "/easysmart/ingest"
+
+
+class InvalidClaimCheckError(BadRequestError):
+    code = "invalid_claim_check"
+
+
+@dataclass(frozen=True)
+class ClaimCheck:
+    batch_id: str
+    tenant_id: str
+    account_id: str
+    device: str
+    bucket: str
+    key: str
+    size_bytes: int
+    decompressed_bytes: int
+    sha256: str
+    content_encoding: str
+    items: int | None
+    readings: int | None
+    request_id: str
+    received_at: str
+    traceparent: str | None = None
+
+    @property
+    def partition_key(self) -> str:
+        # Per-device order on one partition.
+        return f"{self.tenant_id}:{self.account_id}"
+
+    @classmethod
+    def from_data(cls, data: object) -> "ClaimCheck":
+        if isinstance(data, (bytes, str)):
+            try:
+                data = orjson.loads(data)
+            except orjson.JSONDecodeError as error:
+                raise InvalidClaimCheckError(f"claim check data is not JSON: {error}") from None
+        if not isinstance(data, dict):
+            raise InvalidClaimCheckError("claim check data must be a JSON object")
+        known = {f.name: f for f in fields(cls)}
+        missing = [name for name, f in known.items() if f.default is MISSING and name not in data]
+        if missing:
+            raise InvalidClaimCheckError(f"claim check is missing {', '.join(sorted(missing))}")
+        values = {name: data.get(name) for name in known}
+        for name in ("size_bytes", "decompressed_bytes"):
+            if not isinstance(values[name], int):
+                raise InvalidClaimCheckError(f"claim check field {name} must be an integer")
+        return cls(**values)
+
+
+def to_cloudevent(claim: ClaimCheck) -> CloudEvent:
+    attributes = {
+        "id": claim.batch_id,
+        "type": CLAIM_CHECK_TYPE,
+        "source": CLAIM_CHECK_SOURCE,
+        "subject": f"tenants/{claim.tenant_id}/devices/{claim.account_id}",
+        "datacontenttype": "application/json",
+        "time": claim.received_at,
+        "partitionkey": claim.partition_key,
+    }
+    if claim.traceparent:
+        attributes["traceparent"] = claim.traceparent
+    return CloudEvent(attributes, asdict(claim))
+
+
+def from_cloudevent(event: CloudEvent) -> ClaimCheck:
+    if event["type"] != CLAIM_CHECK_TYPE:
+        raise InvalidClaimCheckError(f"unexpected event type {event['type']!r}; expected {CLAIM_CHECK_TYPE}")
+    claim = ClaimCheck.from_data(event.get_data())
+    if claim.batch_id != event["id"]:
+        raise InvalidClaimCheckError("claim check batch_id does not match the event id")
+    return claim
+
+
+def _marshal(data: object) -> bytes:
+    return orjson.dumps(data)
+
+
+def to_kafka(claim: ClaimCheck) -> KafkaMessage:
+    return _to_kafka_binary(to_cloudevent(claim), data_marshaller=_marshal)
+
+
+def from_kafka(headers: Mapping[str, bytes], key: bytes | str | None, value: bytes) -> CloudEvent:
+    return _from_kafka_binary(KafkaMessage(dict(headers), key, value), data_unmarshaller=orjson.loads)
+
+
+def to_http(event: CloudEvent) -> tuple[dict[str, str], bytes]:
+    headers, body = _to_http_binary(event, data_marshaller=_marshal)
+    return headers, body
+
+
+def from_http_request(headers: Mapping[str, str], body: bytes) -> CloudEvent:
+    """A CloudEvent from an HTTP request in binary or structured mode.
+
+    A plain POST whose body is the claim check itself (an OpenFaaS connector) becomes one too.
+    """
+    lowered = {k.lower(): v for k, v in headers.items()}
+    if "ce-id" in lowered or lowered.get("content-type", "").startswith("application/cloudevents"):
+        try:
+            return _from_http(dict(headers), body, data_unmarshaller=orjson.loads)
+        except Exception as error:  # the SDK raises several unrelated types
+            raise InvalidClaimCheckError(f"not a valid CloudEvent: {error}") from error
+    claim = ClaimCheck.from_data(body)
+    return to_cloudevent(claim)

@@ -1,0 +1,327 @@
+"""Ingest: take an upload, store it as a blob, send its claim check, answer 201.
+
+The body is read in chunks: its size as sent and decompressed are limited while streaming,
+the gzip as sent goes to a spooled file (memory for small uploads, disk for large ones),
+and only the first window of decompressed text is parsed here to answer 400/422 and the
+counts. `process` checks the whole.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+import uuid
+import zlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import BinaryIO, Iterator
+
+import orjson
+
+from easysmart.auth import Principal
+from easysmart.config import Settings
+from easysmart.db import Database
+from easysmart.errors import (BadRequestError, EasySmartError, ForbiddenError, NotFoundError, PayloadTooLargeError,
+                              UnavailableError, UnprocessableError, UnsupportedMediaTypeError)
+from easysmart.events import ClaimCheck
+from easysmart.jsonstream import MalformedJsonError, WindowExhausted, events_from_items, iter_upload_text, text_reader
+from easysmart.messaging import ClaimCheckPublisher
+from easysmart.observability import batch_id_var
+from easysmart.ratelimit import Limit, RateLimiter
+from easysmart.storage import BlobStore
+from easysmart.upload import UploadShape, scan_shape
+
+logger = logging.getLogger(__name__)
+
+READ_CHUNK_BYTES = 64 * 1024
+DECOMPRESS_STEP_BYTES = 1024 * 1024
+SPOOL_IN_MEMORY_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class UploadRequest:
+    principal: Principal
+    request_id: str
+    content_encoding: str | None
+    content_length: int | None
+    body: BinaryIO
+
+
+@dataclass
+class UploadResult:
+    batch_id: str
+    status: str
+    received: int | None
+    readings: int | None
+    duplicate: bool = False
+
+    def body(self) -> dict:
+        body = {"batch_id": self.batch_id, "status": self.status, "received": self.received, "readings": self.readings}
+        if self.duplicate:
+            body["duplicate"] = True
+        return body
+
+
+class _Decompressor:
+    """gzip (possibly several members) to text bytes, with a limit on the decompressed total."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.total = 0
+        self._inflater = zlib.decompressobj(wbits=31)
+        self._started = False
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        try:
+            while data:
+                self._started = True
+                out = self._inflater.decompress(data, DECOMPRESS_STEP_BYTES)
+                yield from self._count(out)
+                data = self._inflater.unconsumed_tail
+                if self._inflater.eof:
+                    rest = self._inflater.unused_data
+                    if not rest:
+                        break
+                    self._inflater = zlib.decompressobj(wbits=31)
+                    data = rest
+        except zlib.error as error:
+            raise BadRequestError(f"the body is not valid gzip: {error}") from None
+
+    def _count(self, out: bytes) -> Iterator[bytes]:
+        if out:
+            self.total += len(out)
+            if self.total > self.limit:
+                raise PayloadTooLargeError(f"the upload decompresses to more than {self.limit} bytes", limit=self.limit)
+            yield out
+
+    def finish(self) -> None:
+        if not self._started:
+            raise BadRequestError("the body is empty")
+        if not self._inflater.eof:
+            raise BadRequestError("the gzip stream is truncated")
+
+
+class _Window:
+    """The first `size` decompressed bytes, which ingest parses synchronously."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.data = bytearray()
+        self.complete = True  # False once the upload is known to go past the window
+
+    def add(self, out: bytes) -> None:
+        room = self.size - len(self.data)
+        if len(out) > room:
+            self.complete = False
+        if room > 0:
+            self.data += out[:room]
+
+    @property
+    def full(self) -> bool:
+        return not self.complete
+
+
+_JSON_NON_ARRAY_STARTS = {bytes([c]) for c in b'{"0123456789-tfn'}
+
+
+def inspect_window(data: bytes, complete: bool) -> UploadShape:
+    """Structure and counts of the upload (complete) or of the part of it in the window.
+
+    Raises BadRequestError for text that is not JSON and UnprocessableError for structure."""
+    shape = UploadShape()
+    try:
+        if complete:
+            try:
+                items = orjson.loads(data)
+            except orjson.JSONDecodeError as error:
+                raise BadRequestError(f"the upload is not valid JSON: {error}") from None
+            if not isinstance(items, list):
+                raise UnprocessableError("the upload must be a JSON array of equipment objects", paths=["$"])
+            scan_shape(events_from_items(items), shape)
+        else:
+            scan_shape(iter_upload_text(text_reader([bytes(data)]), complete=False), shape)
+    except WindowExhausted:
+        pass
+    except MalformedJsonError as error:
+        if data.lstrip()[:1] in _JSON_NON_ARRAY_STARTS:
+            raise UnprocessableError("the upload must be a JSON array of equipment objects", paths=["$"]) from None
+        raise BadRequestError(f"the upload is not valid JSON: {error}") from None
+    if shape.violations:
+        raise UnprocessableError(
+            f"{shape.violation_count} equipment item(s) cannot be used: " + "; ".join(shape.violations[:10]),
+            paths=[v.split(":", 1)[0] for v in shape.violations],
+            violations=shape.violations,
+        )
+    return shape
+
+
+class IngestService:
+    def __init__(self, settings: Settings, db: Database, blobs: BlobStore, publisher: ClaimCheckPublisher,
+                 limiter: RateLimiter) -> None:
+        self.settings = settings
+        self.db = db
+        self.blobs = blobs
+        self.publisher = publisher
+        self.limiter = limiter
+
+    def rate_limit(self, principal: Principal, client_addr: str) -> dict[str, str]:
+        return self.limiter.check([
+            Limit("device", f"device:{principal.account_id}", self.settings.ratelimit_device_per_minute),
+            Limit("client address", f"addr:{client_addr}", self.settings.ratelimit_address_per_minute),
+        ])
+
+    def upload(self, request: UploadRequest) -> UploadResult:
+        if request.principal.kind != "device":
+            raise ForbiddenError("only device accounts may upload telemetry")
+        gzip_body = self._is_gzip(request.content_encoding)
+        max_body = self.settings.ingest_max_body_bytes
+        if request.content_length is not None and request.content_length > max_body:
+            raise PayloadTooLargeError(f"the body is {request.content_length} bytes; the limit is {max_body}", limit=max_body)
+
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES) as spool:
+            digest, decompressed, shape = self._read_body(request, gzip_body, spool)
+            received_at = datetime.now(timezone.utc)
+            earlier = self._earlier_identical(request.principal, digest, received_at)
+            if earlier is not None:
+                return earlier
+            batch_id = str(uuid.uuid4())
+            batch_id_var.set(batch_id)
+            key = f"raw/{received_at:%Y/%m/%d}/{request.principal.tenant_id}/{batch_id}.json.gz"
+            claim = ClaimCheck(
+                batch_id=batch_id, tenant_id=request.principal.tenant_id, account_id=request.principal.account_id,
+                device=request.principal.username or "", bucket=self.blobs.bucket, key=key,
+                size_bytes=spool.tell(), decompressed_bytes=decompressed, sha256=digest, content_encoding="gzip",
+                items=shape.items if shape else None, readings=shape.readings if shape else None,
+                request_id=request.request_id, received_at=received_at.isoformat(),
+            )
+            spool.seek(0)
+            self.blobs.put(key, spool, {
+                "tenant-id": claim.tenant_id, "account-id": claim.account_id, "request-id": claim.request_id,
+                "sha256": digest, "batch-id": batch_id,
+            })
+        try:
+            self.publisher.publish(claim)
+        except UnavailableError:
+            # No claim check may point at a missing blob, and no blob stays without one.
+            self.blobs.delete(key)
+            raise
+        self._record_batch(claim)
+        logger.info("upload accepted", extra={"items": claim.items, "readings": claim.readings,
+                                              "size_bytes": claim.size_bytes, "decompressed_bytes": decompressed})
+        return UploadResult(batch_id, "accepted", claim.items, claim.readings)
+
+    @staticmethod
+    def _is_gzip(content_encoding: str | None) -> bool:
+        encoding = (content_encoding or "identity").strip().lower()
+        if encoding in ("gzip", "x-gzip"):
+            return True
+        if encoding == "identity":
+            return False
+        raise UnsupportedMediaTypeError(f"Content-Encoding {encoding!r} is not supported; send gzip or identity")
+
+    def _read_body(self, request: UploadRequest, gzip_body: bool, spool: BinaryIO) -> tuple[str, int, UploadShape | None]:
+        """Streams the body into the spool; returns (sha256 of the JSON text, its size, shape)."""
+        max_body = self.settings.ingest_max_body_bytes
+        max_decompressed = self.settings.ingest_max_decompressed_bytes
+        window = _Window(self.settings.ingest_sync_window_bytes)
+        digest = hashlib.sha256()
+        inflater = _Decompressor(max_decompressed) if gzip_body else None
+        deflater = None if gzip_body else zlib.compressobj(5, zlib.DEFLATED, 31)
+        sent = plain_total = 0
+        inspected: UploadShape | None = None
+        first = True
+        while True:
+            chunk = request.body.read(READ_CHUNK_BYTES)
+            if not chunk:
+                break
+            sent += len(chunk)
+            if sent > max_body:
+                raise PayloadTooLargeError(f"the body is larger than the limit of {max_body} bytes", limit=max_body)
+            if first and not gzip_body and chunk[:2] == b"\x1f\x8b":
+                # gzip sent without its Content-Encoding header: take it as gzip all the same.
+                gzip_body, inflater, deflater = True, _Decompressor(max_decompressed), None
+            first = False
+            if gzip_body:
+                spool.write(chunk)
+                texts = inflater.feed(chunk)
+            else:
+                plain_total += len(chunk)
+                if plain_total > max_decompressed:
+                    raise PayloadTooLargeError(f"the upload is larger than {max_decompressed} bytes", limit=max_decompressed)
+                spool.write(deflater.compress(chunk))
+                texts = (chunk,)
+            for text in texts:
+                digest.update(text)
+                window.add(text)
+                if window.full and inspected is None:
+                    # Refuse a bad upload (or a bomb of zeros) without reading the rest.
+                    inspected = inspect_window(window.data, complete=False)
+        if gzip_body:
+            inflater.finish()
+            total = inflater.total
+        else:
+            if sent == 0:
+                raise BadRequestError("the body is empty")
+            spool.write(deflater.flush())
+            total = plain_total
+        if window.complete:
+            return digest.hexdigest(), total, inspect_window(window.data, complete=True)
+        return digest.hexdigest(), total, None
+
+    def _earlier_identical(self, principal: Principal, digest: str, now: datetime) -> UploadResult | None:
+        since = now - timedelta(days=self.settings.blob_retention_days)
+        try:
+            with self.db.transaction() as cursor:
+                cursor.execute(
+                    "SELECT id, status, received_items, readings FROM batches"
+                    " WHERE account_id = %s AND sha256 = %s AND received_at > %s AND status <> 'failed'"
+                    " ORDER BY received_at LIMIT 1",
+                    (principal.account_id, digest, since),
+                )
+                row = cursor.fetchone()
+        except UnavailableError:
+            # Without the ledger we cannot tell; process deduplicates readings anyway.
+            logger.warning("duplicate check skipped: database unavailable")
+            return None
+        if row is None:
+            return None
+        batch_id, status, items, readings = row
+        logger.info("identical upload; answering with the first batch", extra={"first_batch_id": str(batch_id)})
+        return UploadResult(str(batch_id), status, items, readings, duplicate=True)
+
+    def _record_batch(self, claim: ClaimCheck) -> None:
+        try:
+            with self.db.transaction() as cursor:
+                cursor.execute(
+                    "INSERT INTO batches (id, tenant_id, account_id, request_id, sha256, status, received_items, readings,"
+                    " bucket, object_key, size_bytes, decompressed_bytes, received_at)"
+                    " VALUES (%s, %s, %s, %s, %s, 'accepted', %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+                    (claim.batch_id, claim.tenant_id, claim.account_id, claim.request_id, claim.sha256, claim.items,
+                     claim.readings, claim.bucket, claim.key, claim.size_bytes, claim.decompressed_bytes, claim.received_at),
+                )
+        except EasySmartError:
+            # The claim check is durable in Kafka: process records the batch from it.
+            logger.warning("batch row not recorded at ingest; process will record it")
+
+    def batch_status(self, principal: Principal, batch_id: str) -> dict:
+        try:
+            uuid.UUID(batch_id)
+        except ValueError:
+            raise NotFoundError(f"batch {batch_id} not found") from None
+        with self.db.transaction() as cursor:
+            cursor.execute(
+                "SELECT id, status, received_items, readings, stored, duplicate, skipped, rejected, reasons, reason_counts,"
+                " received_at, processed_at FROM batches WHERE id = %s AND tenant_id = %s",
+                (batch_id, principal.tenant_id),
+            )
+            row = cursor.fetchone()
+        if row is None:
+            raise NotFoundError(f"batch {batch_id} not found")
+        (id_, status, items, readings, stored, duplicate, skipped, rejected, reasons, reason_counts,
+         received_at, processed_at) = row
+        return {
+            "batch_id": str(id_), "status": status, "received": items, "readings": readings, "stored": stored,
+            "duplicate": duplicate, "skipped": skipped, "rejected": rejected, "reasons": reasons,
+            "reason_counts": reason_counts, "received_at": received_at.isoformat(),
+            "processed_at": processed_at.isoformat() if processed_at else None,
+        }

@@ -1,0 +1,196 @@
+"""Incremental reading of an upload (a JSON array of equipment objects) in bounded memory.
+
+Uploads after days offline decompress to hundreds of MiB, mostly one long `sensor` list per
+equipment. This reader walks the two outer levels itself and decodes every other value
+(readings, equipment fields) with the C decoder of the standard library, so memory holds
+one buffer of text and one reading at a time.
+
+Both this reader and `events_from_items` (for uploads parsed in one go) yield the same events:
+    (ITEM_START, index, None)
+    (FIELD, index, (key, value))        every equipment field but `sensor` as a list
+    (READING, index, raw_reading)       each element of the item's `sensor` list
+    (ITEM_END, index, None)
+    (NOT_AN_OBJECT, index, value)       an array element that is not an object
+"""
+from __future__ import annotations
+
+import codecs
+import json
+import re
+from typing import Callable, Iterable, Iterator
+
+ITEM_START, FIELD, READING, ITEM_END, NOT_AN_OBJECT = "item_start", "field", "reading", "item_end", "not_an_object"
+Event = tuple[str, int, object]
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+class MalformedJsonError(ValueError):
+    """The text is not valid JSON (or not the expected array); the message says where."""
+
+
+class WindowExhausted(Exception):
+    """The available prefix ended before the upload did (ingest's synchronous window)."""
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+class _Buffer:
+    def __init__(self, read: Callable[[], str], complete: bool, max_value_chars: int) -> None:
+        self._read = read
+        self._complete = complete
+        self.max_value_chars = max_value_chars
+        self.text = ""
+        self.pos = 0
+        self.consumed = 0  # characters dropped from the front, for error offsets
+        self.eof = False
+
+    def more(self) -> bool:
+        if self.eof:
+            return False
+        chunk = self._read()
+        if not chunk:
+            if not self._complete:
+                raise WindowExhausted()
+            self.eof = True
+            return False
+        self.consumed += self.pos
+        self.text = self.text[self.pos:] + chunk
+        self.pos = 0
+        return True
+
+    def offset(self) -> int:
+        return self.consumed + self.pos
+
+    def peek(self) -> str:
+        while True:
+            self.pos = _WHITESPACE.match(self.text, self.pos).end()
+            if self.pos < len(self.text):
+                return self.text[self.pos]
+            if not self.more():
+                return ""
+
+    def expect(self, allowed: str, what: str) -> str:
+        char = self.peek()
+        if not char or char not in allowed:
+            found = repr(char) if char else "end of input"
+            raise MalformedJsonError(f"expected {what} at character {self.offset()}, found {found}")
+        self.pos += 1
+        return char
+
+    def value(self) -> object:
+        while True:
+            if not self.peek():
+                raise MalformedJsonError(f"expected a value at character {self.offset()}, found end of input")
+            try:
+                value, end = _DECODER.raw_decode(self.text, self.pos)
+            except ValueError as error:
+                # Either a real error or a value cut by the buffer's end: read on, within bounds.
+                if len(self.text) - self.pos < self.max_value_chars and self.more():
+                    continue
+                if len(self.text) - self.pos >= self.max_value_chars:
+                    raise MalformedJsonError(
+                        f"value at character {self.offset()} is larger than {self.max_value_chars} characters"
+                    ) from None
+                raise MalformedJsonError(f"invalid JSON at character {self.consumed + getattr(error, 'pos', self.pos)}: {error}") from None
+            # A number ending exactly at the buffer's end may continue in the next chunk.
+            if end == len(self.text) and not self.eof and self.more():
+                continue
+            self.pos = end
+            return value
+
+
+def iter_upload_text(read: Callable[[], str], complete: bool = True, max_value_chars: int = 4 * 1024 * 1024) -> Iterator[Event]:
+    """Events of an upload whose text comes from read() ('' at the end).
+
+    complete=False means read() gives only a prefix: WindowExhausted is raised where it ends.
+    """
+    buf = _Buffer(read, complete, max_value_chars)
+    buf.expect("[", "'[' (an upload is a JSON array of equipment objects)")
+    index = 0
+    if buf.peek() == "]":
+        buf.pos += 1
+    else:
+        while True:
+            if buf.peek() == "{":
+                yield from _item(buf, index)
+            else:
+                yield (NOT_AN_OBJECT, index, buf.value())
+            index += 1
+            if buf.expect(",]", "',' or ']' after an array element") == "]":
+                break
+    if buf.peek():
+        raise MalformedJsonError(f"unexpected data after the array at character {buf.offset()}")
+
+
+def _item(buf: _Buffer, index: int) -> Iterator[Event]:
+    buf.expect("{", "'{'")
+    yield (ITEM_START, index, None)
+    if buf.peek() == "}":
+        buf.pos += 1
+        yield (ITEM_END, index, None)
+        return
+    while True:
+        if buf.peek() != '"':
+            raise MalformedJsonError(f"expected a key string at character {buf.offset()}")
+        key = buf.value()
+        buf.expect(":", "':' after a key")
+        if key == "sensor" and buf.peek() == "[":
+            buf.pos += 1
+            if buf.peek() == "]":
+                buf.pos += 1
+                yield (FIELD, index, ("sensor", []))
+            else:
+                while True:
+                    yield (READING, index, buf.value())
+                    if buf.expect(",]", "',' or ']' in the sensor list") == "]":
+                        break
+        else:
+            yield (FIELD, index, (key, buf.value()))
+        if buf.expect(",}", "',' or '}' in an equipment object") == "}":
+            break
+    yield (ITEM_END, index, None)
+
+
+def events_from_items(items: object) -> Iterator[Event]:
+    """The same events for an upload already parsed in one go."""
+    if not isinstance(items, list):
+        raise MalformedJsonError("an upload is a JSON array of equipment objects")
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            yield (NOT_AN_OBJECT, index, item)
+            continue
+        yield (ITEM_START, index, None)
+        for key, value in item.items():
+            if key == "sensor" and isinstance(value, list) and value:
+                for reading in value:
+                    yield (READING, index, reading)
+            else:
+                yield (FIELD, index, (key, value))
+        yield (ITEM_END, index, None)
+
+
+def text_reader(chunks: Iterable[bytes]) -> Callable[[], str]:
+    """read() over decoded UTF-8 text of byte chunks; invalid UTF-8 is malformed JSON."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    iterator = iter(chunks)
+
+    def read() -> str:
+        for chunk in iterator:
+            try:
+                text = decoder.decode(chunk)
+            except UnicodeDecodeError as error:
+                raise MalformedJsonError(f"the upload is not valid UTF-8: {error.reason}") from None
+            if text:
+                return text
+        try:
+            return decoder.decode(b"", final=True)
+        except UnicodeDecodeError as error:
+            raise MalformedJsonError(f"the upload is not valid UTF-8: {error.reason}") from None
+
+    return read

@@ -1,0 +1,99 @@
+"""Kafka clients: the claim-check publisher (acks=all, bounded waits) and a health probe."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import kafka
+import kafka.errors
+from kafka.admin import KafkaAdminClient
+
+from easysmart.errors import UnavailableError
+from easysmart.events import ClaimCheck, to_kafka
+
+logger = logging.getLogger(__name__)
+
+
+class ClaimCheckPublisher:
+    """Sends claim checks and waits for the broker's acknowledgement.
+
+    The producer is made on first use and made again after a failure, so a function that
+    started while Kafka was down recovers by itself.
+    """
+
+    def __init__(self, bootstrap_servers: str, topic: str, timeout_s: float) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+        self.timeout_s = timeout_s
+        self._producer: kafka.KafkaProducer | None = None
+        self._lock = threading.Lock()
+
+    def _get_producer(self) -> kafka.KafkaProducer:
+        with self._lock:
+            if self._producer is None:
+                timeout_ms = int(self.timeout_s * 1000)
+                self._producer = kafka.KafkaProducer(
+                    bootstrap_servers=self.bootstrap_servers.split(","),
+                    acks="all",
+                    linger_ms=0,
+                    retries=2,
+                    request_timeout_ms=timeout_ms,
+                    max_block_ms=timeout_ms,
+                    delivery_timeout_ms=timeout_ms + 1000,
+                    reconnect_backoff_max_ms=1000,
+                    api_version_auto_timeout_ms=timeout_ms,
+                )
+            return self._producer
+
+    def _discard(self) -> None:
+        with self._lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                producer.close(timeout=0)
+            except Exception:  # closing a broken producer may fail in many ways; it is gone anyway
+                logger.debug("closing a failed producer raised", exc_info=True)
+
+    def publish(self, claim: ClaimCheck) -> None:
+        message = to_kafka(claim)
+        key = message.key.encode() if isinstance(message.key, str) else message.key
+        try:
+            producer = self._get_producer()
+            future = producer.send(self.topic, key=key, value=message.value, headers=list(message.headers.items()))
+            future.get(timeout=self.timeout_s)
+        except (kafka.errors.KafkaError, OSError) as error:
+            self._discard()
+            raise UnavailableError(f"Kafka did not acknowledge the claim check: {error}", retry_after_s=10) from error
+
+    def close(self) -> None:
+        self._discard()
+
+
+class KafkaProbe:
+    """A real round trip to the broker for health checks."""
+
+    def __init__(self, bootstrap_servers: str, topic: str, timeout_s: float) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+        self.timeout_ms = int(timeout_s * 1000)
+        self._admin: KafkaAdminClient | None = None
+
+    def ping(self) -> float:
+        started = time.perf_counter()
+        try:
+            if self._admin is None:
+                self._admin = KafkaAdminClient(
+                    bootstrap_servers=self.bootstrap_servers.split(","),
+                    request_timeout_ms=self.timeout_ms,
+                    api_version_auto_timeout_ms=self.timeout_ms,
+                )
+            topics = self._admin.describe_topics([self.topic])
+        except (kafka.errors.KafkaError, OSError) as error:
+            admin, self._admin = self._admin, None
+            if admin is not None:
+                admin.close()
+            raise UnavailableError(f"Kafka is unavailable: {error}") from error
+        if not topics or topics[0].get("error_code"):
+            raise UnavailableError(f"Kafka topic {self.topic} is unavailable")
+        return time.perf_counter() - started

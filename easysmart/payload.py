@@ -1,0 +1,307 @@
+"""The upload format of the Home Assistant client: structure checks and reading normalisation.
+
+An upload is a JSON array of equipment objects, each with a `sensor` list of readings
+(DESIGN section 4). Structure problems refuse the whole upload; a bad reading is only
+counted, with its path and reason, because the client would resend a refused upload forever.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+MAX_LISTED_REASONS = 100
+
+# Both vocabularies the client sends (HA device classes and the configured Portuguese types)
+# map to one canonical English kind.
+_KIND_ALIASES = {
+    "temperature": "temperature", "temperatura": "temperature", "temp": "temperature",
+    "humidity": "humidity", "umidade": "humidity", "humidade": "humidity",
+    "power": "power", "energia": "power", "potencia": "power", "potência": "power",
+    "energy": "energy",
+    "voltage": "voltage", "tensao": "voltage", "tensão": "voltage", "voltagem": "voltage",
+    "current": "current", "corrente": "current",
+    "door": "door", "porta": "door", "opening": "door", "window": "door", "garage_door": "door", "janela": "door",
+    "siren": "siren", "sirene": "siren", "alarme": "siren",
+    "button": "button", "botao": "button", "botão": "button",
+    "status": "status", "estado": "status",
+    "battery": "battery", "bateria": "battery",
+    "moisture": "moisture", "motion": "motion", "movimento": "motion",
+}
+_ON_STATES = {"on", "open", "opened", "true", "aberta", "aberto", "ligado", "sim"}
+_OFF_STATES = {"off", "closed", "false", "fechada", "fechado", "desligado", "não", "nao"}
+_SKIPPED_STATES = {"", "unknown", "unavailable", "none", "null"}
+_DOT_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_COMMA_NUMBER = re.compile(r"[+-]?\d+,\d+")
+_NON_FINITE = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
+
+_EXTRA_FIELDS = (
+    "sensor_bateria_pct", "sensor_sinal_lqi", "sensor_sinal_rssi", "sensor_voltagem_bateria",
+    "sensor_voltagem", "sensor_corrente", "sensor_potencia",
+)
+EXTRA_COLUMNS = ("battery_pct", "lqi", "rssi", "battery_voltage", "voltage", "current", "power")
+
+
+def canonical_kind(raw: object) -> str | None:
+    """The canonical English kind for either vocabulary; unknown kinds pass through lower-cased."""
+    if not isinstance(raw, str) or not raw.strip():
+        return None
+    name = raw.strip().lower()
+    return _KIND_ALIASES.get(name, name)
+
+
+@dataclass(frozen=True)
+class EquipmentInfo:
+    uuid: str
+    name: str | None
+    location: str | None
+    status: str | None
+    collect_interval_s: int | None
+    siren_active: bool | None
+    siren_time_s: int | None
+
+
+@dataclass(frozen=True)
+class SensorInfo:
+    uuid: str
+    name: str | None
+    kind: str | None
+    unit: str | None
+    status: str | None
+    manufacturer: str | None
+    model: str | None
+    firmware: str | None
+    hardware_id: str | None
+    via_hub: bool | None
+
+
+@dataclass(frozen=True)
+class Reading:
+    sensor_uuid: str
+    ts: datetime
+    value: float | None
+    state: str | None
+    extras: tuple[float | None, ...]
+
+
+@dataclass
+class Tally:
+    """Counts of what happened to an upload's readings, with the first reasons and their paths."""
+
+    readings: int = 0
+    valid: int = 0
+    skipped: int = 0
+    rejected: int = 0
+    reasons: list[dict] = field(default_factory=list)
+    reason_counts: dict[str, int] = field(default_factory=dict)
+
+    def _note(self, path: str, reason: str, outcome: str) -> None:
+        self.reason_counts[reason] = self.reason_counts.get(reason, 0) + 1
+        if len(self.reasons) < MAX_LISTED_REASONS:
+            self.reasons.append({"path": path, "reason": reason, "outcome": outcome})
+
+    def skip(self, path: str, reason: str) -> None:
+        self.skipped += 1
+        self._note(path, reason, "skipped")
+
+    def reject(self, path: str, reason: str) -> None:
+        self.rejected += 1
+        self._note(path, reason, "rejected")
+
+
+class ReadingRejected(Exception):
+    def __init__(self, reason: str, skipped: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.skipped = skipped
+
+
+def structure_violations(item: object, index: int) -> list[str]:
+    """Paths (with what is wrong) that make an equipment item unusable as a whole."""
+    if not isinstance(item, dict):
+        return [f"[{index}]: not an object"]
+    problems = []
+    equip_uuid = item.get("equip_uuid")
+    if not isinstance(equip_uuid, str) or not equip_uuid.strip():
+        problems.append(f"[{index}].equip_uuid: missing or not a non-empty string")
+    sensors = item.get("sensor")
+    if not isinstance(sensors, list) or not sensors:
+        problems.append(f"[{index}].sensor: missing or not a non-empty list")
+    return problems
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.strip() or None
+    if isinstance(value, (int, float, bool)):
+        return str(value)
+    return None
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, str):
+        return parse_number(value)
+    return None
+
+
+def _int(value: object) -> int | None:
+    number = _number(value)
+    if number is None or abs(number) > 2**31 - 1:
+        return None
+    return int(number)
+
+
+def _yes_no(value: object) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    text = _text(value)
+    if text is None:
+        return None
+    lowered = text.lower()
+    if lowered in {"sim", "yes", "true", "on", "1", "s"}:
+        return True
+    if lowered in {"não", "nao", "no", "false", "off", "0", "n"}:
+        return False
+    return None
+
+
+def parse_number(text: str) -> float | None:
+    """'-18.5' and '23,5' are numbers; anything else (including NaN and infinities) is not."""
+    stripped = text.strip()
+    if _DOT_NUMBER.fullmatch(stripped):
+        value = float(stripped)
+    elif _COMMA_NUMBER.fullmatch(stripped):
+        value = float(stripped.replace(",", "."))
+    else:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def equipment_info(item: dict) -> EquipmentInfo:
+    return EquipmentInfo(
+        uuid=str(item["equip_uuid"]).strip(),
+        name=_text(item.get("equip_nome")),
+        location=_text(item.get("equip_local")),
+        status=_text(item.get("equip_status")),
+        collect_interval_s=_int(item.get("equip_intervalo_coleta")),
+        siren_active=_yes_no(item.get("equip_sirene_ativa")),
+        # "sirete" is the client's spelling on the wire.
+        siren_time_s=_int(item.get("equip_sirete_tempo", item.get("equip_sirene_tempo"))),
+    )
+
+
+def sensor_info(reading: dict, sensor_uuid: str) -> SensorInfo:
+    via_hub = reading.get("sensor_via_hub")
+    return SensorInfo(
+        uuid=sensor_uuid,
+        name=_text(reading.get("sensor_nome")),
+        kind=canonical_kind(reading.get("sensor_tipo", reading.get("tipo"))),
+        unit=_text(reading.get("sensor_unidade")),
+        status=_text(reading.get("sensor_status")),
+        manufacturer=_text(reading.get("sensor_fabricante")),
+        model=_text(reading.get("sensor_modelo")),
+        firmware=_text(reading.get("sensor_firmware")),
+        hardware_id=_text(reading.get("sensor_id_hardware")),
+        via_hub=via_hub if isinstance(via_hub, bool) else _yes_no(via_hub),
+    )
+
+
+class ReadingNormaliser:
+    """Turns one raw reading into a Reading, or raises ReadingRejected with the reason.
+
+    Naive times are the Home Assistant host's local time, read in the tenant's zone.
+    """
+
+    def __init__(self, tenant_zone: str, now: datetime, retention_days: int, future_tolerance_s: int) -> None:
+        self.zone = ZoneInfo(tenant_zone)
+        self.oldest = now - timedelta(days=retention_days)
+        self.newest = now + timedelta(seconds=future_tolerance_s)
+        self._times: dict[object, datetime] = {}
+
+    def time_window(self) -> tuple[datetime, datetime]:
+        return self.oldest, self.newest
+
+    def normalise(self, raw: object) -> tuple[Reading, SensorInfo]:
+        if not isinstance(raw, dict):
+            raise ReadingRejected("reading is not an object")
+        sensor_uuid = raw.get("sensor_uuid")
+        if not isinstance(sensor_uuid, str) or not sensor_uuid.strip():
+            raise ReadingRejected("sensor_uuid: missing or not a non-empty string")
+        sensor_uuid = sensor_uuid.strip()
+        ts = self._timestamp(raw)
+        value, state = self._value(raw)
+        extras = tuple(_number(raw.get(name)) for name in _EXTRA_FIELDS)
+        return Reading(sensor_uuid, ts, value, state, extras), sensor_info(raw, sensor_uuid)
+
+    def _timestamp(self, raw: dict) -> datetime:
+        key = "sensor_datahora_coleta" if "sensor_datahora_coleta" in raw else "timestamp"
+        stamp = raw.get(key)
+        cached = self._times.get(stamp) if isinstance(stamp, (str, int, float)) else None
+        if cached is None:
+            cached = self._parse_time(key, stamp)
+            if len(self._times) < 100_000:
+                self._times[stamp] = cached
+        if cached < self.oldest:
+            raise ReadingRejected(f"{key}: older than the raw-data retention ({cached.isoformat()})")
+        if cached > self.newest:
+            raise ReadingRejected(f"{key}: more than 24 hours in the future ({cached.isoformat()})")
+        return cached
+
+    def _parse_time(self, key: str, stamp: object) -> datetime:
+        if isinstance(stamp, bool) or stamp is None:
+            raise ReadingRejected(f"{key}: missing")
+        if isinstance(stamp, (int, float)):
+            if not math.isfinite(stamp) or not 0 <= stamp < 10_000_000_000:
+                raise ReadingRejected(f"{key}: not a plausible epoch time: {stamp!r}")
+            return datetime.fromtimestamp(stamp, timezone.utc)
+        if not isinstance(stamp, str):
+            raise ReadingRejected(f"{key}: not an ISO-8601 time")
+        try:
+            parsed = datetime.fromisoformat(stamp.strip())
+        except ValueError:
+            raise ReadingRejected(f"{key}: not an ISO-8601 time: {stamp[:64]!r}") from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=self.zone)
+        return parsed.astimezone(timezone.utc)
+
+    @staticmethod
+    def _value(raw: dict) -> tuple[float | None, str | None]:
+        field_name = "sensor_telemetria" if "sensor_telemetria" in raw else "valor"
+        value: Any = raw.get(field_name)
+        if field_name == "valor" and value is None and raw.get("status") is not None:
+            value = raw.get("status")
+        if isinstance(value, bool):
+            return (1.0 if value else 0.0), ("on" if value else "off")
+        if isinstance(value, (int, float)):
+            if not math.isfinite(value):
+                raise ReadingRejected(f"{field_name}: not a finite number")
+            return float(value), None
+        if value is None:
+            raise ReadingRejected(f"{field_name}: missing", skipped=True)
+        if not isinstance(value, str):
+            raise ReadingRejected(f"{field_name}: not a string or number")
+        text = value.strip()
+        lowered = text.lower()
+        if lowered in _SKIPPED_STATES:
+            raise ReadingRejected(f"{field_name}: state {lowered or 'empty'!r}", skipped=True)
+        if lowered in _ON_STATES:
+            return 1.0, "on"
+        if lowered in _OFF_STATES:
+            return 0.0, "off"
+        number = parse_number(text)
+        if number is not None:
+            return number, None
+        if lowered in _NON_FINITE or _DOT_NUMBER.fullmatch(text):
+            raise ReadingRejected(f"{field_name}: not a finite number: {text[:32]!r}")
+        if len(text) > 255:
+            raise ReadingRejected(f"{field_name}: state text longer than 255 characters")
+        return None, text

@@ -1,0 +1,91 @@
+"""Token-bucket rate limits in Redis, checked atomically for several keys by one Lua script."""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import redis
+
+from easysmart.errors import RateLimitedError
+
+logger = logging.getLogger(__name__)
+
+# Every bucket is refilled continuously at limit/60 tokens per second up to `limit` tokens.
+# All buckets must allow the request, and only then is a token taken from each.
+_SCRIPT = """
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local n = #KEYS
+local tokens = {}
+local worst_wait, worst_index = 0, 0
+for i = 1, n do
+  local capacity = tonumber(ARGV[i])
+  local rate = capacity / 60000.0
+  local state = redis.call('HMGET', KEYS[i], 'tokens', 'ts')
+  local t = tonumber(state[1]) or capacity
+  local ts = tonumber(state[2]) or now_ms
+  t = math.min(capacity, t + math.max(0, now_ms - ts) * rate)
+  tokens[i] = t
+  if t < 1 then
+    local wait = math.ceil((1 - t) / rate)
+    if wait > worst_wait then worst_wait, worst_index = wait, i end
+  end
+end
+local allowed = worst_index == 0
+local result = {allowed and 1 or 0, worst_index, worst_wait}
+for i = 1, n do
+  local capacity = tonumber(ARGV[i])
+  if allowed then tokens[i] = tokens[i] - 1 end
+  redis.call('HSET', KEYS[i], 'tokens', tostring(tokens[i]), 'ts', now_ms)
+  redis.call('PEXPIRE', KEYS[i], 60000 + 1000)
+  table.insert(result, tostring(tokens[i]))
+end
+return result
+"""
+
+
+@dataclass(frozen=True)
+class Limit:
+    name: str
+    key: str
+    per_minute: int
+
+
+class RateLimiter:
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._script = client.register_script(_SCRIPT)
+
+    def check(self, limits: list[Limit]) -> dict[str, str]:
+        """Takes one token from every limit or raises RateLimitedError; returns RateLimit-* headers.
+
+        Redis being down lets requests through (logged): losing uploads is worse than a
+        missing limit for a moment.
+        """
+        try:
+            result = self._script(keys=[f"ratelimit:{limit.key}" for limit in limits], args=[limit.per_minute for limit in limits])
+        except redis.RedisError as error:
+            logger.warning("rate limiting skipped, Redis unavailable: %s", error)
+            return {}
+        allowed, worst_index, wait_ms = int(result[0]), int(result[1]), int(result[2])
+        remaining = [float(value) for value in result[3:]]
+        # Report the tightest bucket.
+        tightest = min(range(len(limits)), key=lambda i: remaining[i] / limits[i].per_minute)
+        limit = limits[tightest]
+        headers = {
+            "RateLimit-Limit": str(limit.per_minute),
+            "RateLimit-Remaining": str(max(0, math.floor(remaining[tightest]))),
+            "RateLimit-Reset": str(math.ceil((limit.per_minute - remaining[tightest]) * 60 / limit.per_minute)),
+        }
+        if not allowed:
+            retry_after = max(1, math.ceil(wait_ms / 1000))
+            blocked = limits[worst_index - 1]
+            headers["RateLimit-Remaining"] = "0"
+            headers["RateLimit-Reset"] = str(retry_after)
+            headers["RateLimit-Limit"] = str(blocked.per_minute)
+            raise RateLimitedError(
+                f"rate limit of {blocked.per_minute} uploads per minute per {blocked.name} exceeded; retry in {retry_after} s",
+                retry_after_s=retry_after, headers=headers,
+            )
+        return headers

@@ -1,0 +1,96 @@
+"""The object store holding raw uploads (any S3-compatible server, through boto3)."""
+from __future__ import annotations
+
+import logging
+import time
+from typing import BinaryIO, Iterator
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from easysmart.config import Settings
+from easysmart.errors import EasySmartError, UnavailableError
+
+logger = logging.getLogger(__name__)
+
+_MISSING_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
+READ_CHUNK_BYTES = 1024 * 1024
+
+
+class BlobMissingError(EasySmartError):
+    """The blob a claim check points at does not exist: the batch can never be processed."""
+
+    status, code = 422, "blob_missing"
+
+
+def make_s3_client(settings: Settings, timeout_s: float | None = None):
+    timeout = settings.backend_timeout_s if timeout_s is None else timeout_s
+    return boto3.client(
+        "s3",
+        endpoint_url=settings.s3_endpoint_url,
+        aws_access_key_id=settings.s3_access_key_id,
+        aws_secret_access_key=settings.s3_secret_access_key,
+        region_name=settings.s3_region,
+        config=botocore.config.Config(
+            connect_timeout=timeout,
+            read_timeout=timeout,
+            retries={"max_attempts": 2, "mode": "standard"},
+            s3={"addressing_style": "path"},
+            # S3Proxy and older stores reject the newer default checksums on PutObject.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        ),
+    )
+
+
+def _is_missing(error: botocore.exceptions.ClientError) -> bool:
+    return str(error.response.get("Error", {}).get("Code")) in _MISSING_CODES
+
+
+class BlobStore:
+    def __init__(self, client, bucket: str) -> None:
+        self.client = client
+        self.bucket = bucket
+
+    def put(self, key: str, body: BinaryIO, metadata: dict[str, str], content_type: str = "application/json") -> None:
+        try:
+            self.client.put_object(
+                Bucket=self.bucket, Key=key, Body=body, Metadata=metadata,
+                ContentType=content_type, ContentEncoding="gzip",
+            )
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+            raise UnavailableError(f"the object store did not store the upload: {error}") from error
+
+    def iter_chunks(self, key: str) -> Iterator[bytes]:
+        """The blob's bytes in chunks; BlobMissingError if it does not exist, else UnavailableError."""
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=key)
+        except botocore.exceptions.ClientError as error:
+            if _is_missing(error):
+                raise BlobMissingError(f"blob s3://{self.bucket}/{key} does not exist") from error
+            raise UnavailableError(f"the object store failed: {error}") from error
+        except botocore.exceptions.BotoCoreError as error:
+            raise UnavailableError(f"the object store is unavailable: {error}") from error
+        body = response["Body"]
+        try:
+            while chunk := body.read(READ_CHUNK_BYTES):
+                yield chunk
+        except (botocore.exceptions.BotoCoreError, OSError) as error:
+            raise UnavailableError(f"reading the blob from the object store failed: {error}") from error
+        finally:
+            body.close()
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+            logger.warning("could not delete blob %s: %s", key, error)
+
+    def ping(self) -> float:
+        started = time.perf_counter()
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+            raise UnavailableError(f"the object store is unavailable: {error}") from error
+        return time.perf_counter() - started

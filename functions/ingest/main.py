@@ -1,0 +1,81 @@
+"""ingest: POST /api/v1/telemetry/bulk (and /api/v1/telemetria/bulk), batch status, health."""
+from __future__ import annotations
+
+import functools
+
+import flask
+import functions_framework
+import redis
+
+from easysmart.auth import TokenService, bearer_principal
+from easysmart.config import settings
+from easysmart.db import Database
+from easysmart.health import HealthChecks
+from easysmart.ingest import IngestService, UploadRequest
+from easysmart.messaging import ClaimCheckPublisher, KafkaProbe
+from easysmart.observability import configure_logging, request_id_var, tenant_id_var
+from easysmart.ratelimit import RateLimiter
+from easysmart.storage import BlobStore, make_s3_client
+from easysmart.web import Reply, Router, client_address
+
+configure_logging("ingest")
+
+
+@functools.cache
+def _clients():
+    config = settings()
+    db = Database(config.database_url, config.db_pool_max)
+    redis_client = redis.Redis.from_url(config.redis_url, socket_timeout=config.backend_timeout_s,
+                                        socket_connect_timeout=config.backend_timeout_s)
+    blobs = BlobStore(make_s3_client(config), config.s3_bucket)
+    publisher = ClaimCheckPublisher(config.kafka_bootstrap_servers, config.kafka_topic_raw, config.backend_timeout_s)
+    service = IngestService(config, db, blobs, publisher, RateLimiter(redis_client))
+    probe = KafkaProbe(config.kafka_bootstrap_servers, config.kafka_topic_raw, config.backend_timeout_s)
+    health = HealthChecks(db=db, redis_client=redis_client, blobs=blobs, kafka=probe)
+    return config, service, TokenService(config), health
+
+
+def upload(request: flask.Request) -> Reply:
+    config, service, tokens, _ = _clients()
+    principal = bearer_principal(request.headers, tokens)
+    tenant_id_var.set(principal.tenant_id)
+    address = client_address(request, config.trusted_proxies)
+    rate_headers = service.rate_limit(principal, address)
+    result = service.upload(UploadRequest(
+        principal=principal, request_id=request_id_var.get() or "",
+        content_encoding=request.headers.get("Content-Encoding"), content_length=request.content_length,
+        body=request.stream,
+    ))
+    headers = {**rate_headers, "Location": f"/api/v1/telemetry/batches/{result.batch_id}"}
+    respond_async = "respond-async" in request.headers.get("Prefer", "").lower()
+    if respond_async:
+        headers["Preference-Applied"] = "respond-async"
+    return Reply(202 if respond_async else 201, result.body(), headers)
+
+
+def batch_status(request: flask.Request, batch_id: str) -> Reply:
+    _, service, tokens, _ = _clients()
+    principal = bearer_principal(request.headers, tokens)
+    return Reply(200, service.batch_status(principal, batch_id))
+
+
+def liveness(request: flask.Request) -> Reply:
+    return Reply(200, {"status": "ok"})
+
+
+def detailed_health(request: flask.Request) -> Reply:
+    report = _clients()[3].run()
+    return Reply(200 if report["status"] == "ok" else 503, report)
+
+
+router = Router("ingest")
+router.add("POST", "/api/v1/telemetry/bulk", upload)
+router.add("POST", "/api/v1/telemetria/bulk", upload)
+router.add("GET", "/api/v1/telemetry/batches/{batch_id}", batch_status)
+router.add("GET", "/api/v1/health", liveness)
+router.add("GET", "/api/v1/health/detailed", detailed_health)
+
+
+@functions_framework.http
+def handle(request: flask.Request) -> flask.Response:
+    return router(request)
