@@ -14,11 +14,12 @@ import uuid
 import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 import orjson
 
 from easysmart.auth import Principal
+from easysmart.compression import BoundedGunzip
 from easysmart.config import Settings
 from easysmart.db import Database
 from easysmart.errors import (BadRequestError, EasySmartError, ForbiddenError, NotFoundError, PayloadTooLargeError,
@@ -34,7 +35,6 @@ from easysmart.upload import UploadShape, scan_shape
 logger = logging.getLogger(__name__)
 
 READ_CHUNK_BYTES = 64 * 1024
-DECOMPRESS_STEP_BYTES = 1024 * 1024
 SPOOL_IN_MEMORY_BYTES = 1024 * 1024
 
 
@@ -60,45 +60,6 @@ class UploadResult:
         if self.duplicate:
             body["duplicate"] = True
         return body
-
-
-class _Decompressor:
-    """gzip (possibly several members) to text bytes, with a limit on the decompressed total."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.total = 0
-        self._inflater = zlib.decompressobj(wbits=31)
-        self._started = False
-
-    def feed(self, data: bytes) -> Iterator[bytes]:
-        try:
-            while data:
-                self._started = True
-                out = self._inflater.decompress(data, DECOMPRESS_STEP_BYTES)
-                yield from self._count(out)
-                data = self._inflater.unconsumed_tail
-                if self._inflater.eof:
-                    rest = self._inflater.unused_data
-                    if not rest:
-                        break
-                    self._inflater = zlib.decompressobj(wbits=31)
-                    data = rest
-        except zlib.error as error:
-            raise BadRequestError(f"the body is not valid gzip: {error}") from None
-
-    def _count(self, out: bytes) -> Iterator[bytes]:
-        if out:
-            self.total += len(out)
-            if self.total > self.limit:
-                raise PayloadTooLargeError(f"the upload decompresses to more than {self.limit} bytes", limit=self.limit)
-            yield out
-
-    def finish(self) -> None:
-        if not self._started:
-            raise BadRequestError("the body is empty")
-        if not self._inflater.eof:
-            raise BadRequestError("the gzip stream is truncated")
 
 
 class _Window:
@@ -225,7 +186,7 @@ class IngestService:
         max_decompressed = self.settings.ingest_max_decompressed_bytes
         window = _Window(self.settings.ingest_sync_window_bytes)
         digest = hashlib.sha256()
-        inflater = _Decompressor(max_decompressed) if gzip_body else None
+        inflater = BoundedGunzip(max_decompressed) if gzip_body else None
         deflater = None if gzip_body else zlib.compressobj(5, zlib.DEFLATED, 31)
         sent = plain_total = 0
         inspected: UploadShape | None = None
@@ -239,7 +200,7 @@ class IngestService:
                 raise PayloadTooLargeError(f"the body is larger than the limit of {max_body} bytes", limit=max_body)
             if first and not gzip_body and chunk[:2] == b"\x1f\x8b":
                 # gzip sent without its Content-Encoding header: take it as gzip all the same.
-                gzip_body, inflater, deflater = True, _Decompressor(max_decompressed), None
+                gzip_body, inflater, deflater = True, BoundedGunzip(max_decompressed), None
             first = False
             if gzip_body:
                 spool.write(chunk)

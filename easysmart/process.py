@@ -11,7 +11,6 @@ import hashlib
 import logging
 import queue
 import threading
-import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Iterable, Iterator
@@ -20,6 +19,7 @@ import orjson
 import psycopg2
 import psycopg2.extras
 
+from easysmart.compression import CorruptGzipError, gunzip_chunks
 from easysmart.config import Settings
 from easysmart.db import Database
 from easysmart.errors import EasySmartError, PayloadTooLargeError, UnavailableError, UnprocessableError
@@ -34,7 +34,6 @@ from easysmart.upload import ItemTracker
 
 logger = logging.getLogger(__name__)
 
-DECOMPRESS_STEP_BYTES = 1024 * 1024
 # Python objects of an upload parsed in one go take about this many times its JSON text.
 ONE_GO_MEMORY_FACTOR = 5
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
@@ -305,7 +304,7 @@ class BatchProcessor:
         self._ensure_partitions(*normaliser.time_window())
         try:
             result = self._load(claim, normaliser)
-        except (BlobMissingError, BatchFailedError, PayloadTooLargeError, MalformedJsonError) as error:
+        except (BlobMissingError, BatchFailedError, CorruptGzipError, PayloadTooLargeError, MalformedJsonError) as error:
             reason = error.message if isinstance(error, EasySmartError) else str(error)
             self._mark_failed(claim, reason)
             raise BatchFailedError(f"batch {claim.batch_id} failed: {reason}", batch_id=claim.batch_id) from error
@@ -358,7 +357,7 @@ class BatchProcessor:
     def _events(self, claim: ClaimCheck, digest) -> tuple[Iterator, Callable[[], None]]:
         """Upload events, parsed in one go when memory allows, else streamed; and a release()."""
         limit = self.settings.ingest_max_decompressed_bytes
-        texts = _decompress(self.blobs.iter_chunks(claim.key), limit, digest)
+        texts = _hashed(gunzip_chunks(self.blobs.iter_chunks(claim.key), limit), digest)
         one_go_size = claim.decompressed_bytes
         reserve = one_go_size * ONE_GO_MEMORY_FACTOR
         if one_go_size <= self.settings.process_parse_in_one_go_bytes and self.memory.try_reserve(reserve):
@@ -388,9 +387,9 @@ class BatchProcessor:
                         conn.rollback()
                         return self._done_result(claim.batch_id)
                     cursor.execute(
-                        f"CREATE TEMP TABLE IF NOT EXISTS esm_staging (sensor_uuid text, ts timestamptz, value float8,"
-                        f" state text, battery_pct real, lqi real, rssi real, battery_voltage real, voltage real,"
-                        f" current real, power real) ON COMMIT DELETE ROWS"
+                        "CREATE TEMP TABLE IF NOT EXISTS esm_staging (sensor_uuid text, ts timestamptz, value float8,"
+                        " state text, battery_pct real, lqi real, rssi real, battery_voltage real, voltage real,"
+                        " current real, power real) ON COMMIT DELETE ROWS"
                     )
                     events, release = self._events(claim, digest)
                     writer = _Writer(cursor, claim.tenant_id)
@@ -436,27 +435,7 @@ class BatchProcessor:
             raise
 
 
-def _decompress(chunks: Iterable[bytes], limit: int, digest) -> Iterator[bytes]:
-    """gzip chunks to text chunks, hashing the text and refusing more than `limit` bytes."""
-    inflater = zlib.decompressobj(wbits=31)
-    total = 0
-    try:
-        for chunk in chunks:
-            data = chunk
-            while data:
-                out = inflater.decompress(data, DECOMPRESS_STEP_BYTES)
-                if out:
-                    total += len(out)
-                    if total > limit:
-                        raise PayloadTooLargeError(f"the upload decompresses to more than {limit} bytes")
-                    digest.update(out)
-                    yield out
-                data = inflater.unconsumed_tail
-                if inflater.eof:
-                    data = inflater.unused_data
-                    if data:
-                        inflater = zlib.decompressobj(wbits=31)
-    except zlib.error as error:
-        raise BatchFailedError(f"the blob is not valid gzip: {error}") from None
-    if not inflater.eof:
-        raise BatchFailedError("the blob's gzip stream is truncated")
+def _hashed(texts: Iterable[bytes], digest) -> Iterator[bytes]:
+    for text in texts:
+        digest.update(text)
+        yield text

@@ -1,0 +1,110 @@
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from easysmart.payload import ReadingNormaliser, ReadingRejected, canonical_kind, equipment_info, parse_number, structure_violations
+
+NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
+
+
+def normaliser(zone: str = "America/Sao_Paulo") -> ReadingNormaliser:
+    return ReadingNormaliser(zone, NOW, retention_days=30, future_tolerance_s=86400)
+
+
+def reading(**overrides) -> dict:
+    base = {"sensor_uuid": "s-1", "sensor_tipo": "temperature", "sensor_telemetria": "-18.5",
+            "sensor_datahora_coleta": "2026-11-20T08:00:00.000000"}
+    base.update(overrides)
+    return base
+
+
+@pytest.mark.parametrize("raw, kind", [
+    ("temperature", "temperature"), ("temperatura", "temperature"), ("umidade", "humidity"),
+    ("energia", "power"), ("tensao", "voltage"), ("corrente", "current"), ("porta", "door"),
+    ("opening", "door"), ("window", "door"), ("sirene", "siren"), ("botao", "button"), ("Status", "status"),
+    ("signal_strength", "signal_strength"), ("", None), (None, None),
+])
+def test_both_vocabularies_map_to_canonical_kinds(raw, kind):
+    assert canonical_kind(raw) == kind
+
+
+@pytest.mark.parametrize("text, number", [("-18.5", -18.5), ("23,5", 23.5), ("7", 7.0), (" 1e3 ", 1000.0),
+                                          ("1,234.5", None), ("NaN", None), ("inf", None), ("abc", None)])
+def test_numbers_with_dot_or_comma_decimals(text, number):
+    assert parse_number(text) == number
+
+
+def test_naive_time_is_read_in_tenant_zone_and_stored_as_utc():
+    result, _ = normaliser().normalise(reading())
+    assert result.ts == datetime(2026, 11, 20, 11, 0, tzinfo=timezone.utc)
+
+
+def test_aware_times_are_converted_to_utc():
+    result, _ = normaliser().normalise(reading(sensor_datahora_coleta="2026-11-20T08:00:00-03:00"))
+    assert result.ts == datetime(2026, 11, 20, 11, 0, tzinfo=timezone.utc)
+    result, _ = normaliser().normalise(reading(sensor_datahora_coleta="2026-11-20T08:00:00Z"))
+    assert result.ts == datetime(2026, 11, 20, 8, 0, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize("state, value, text", [("on", 1.0, "on"), ("off", 0.0, "off"), ("open", 1.0, "on"),
+                                                ("closed", 0.0, "off"), ("true", 1.0, "on"), ("idle", None, "idle"),
+                                                ("2026-11-20T08:00:00+00:00", None, "2026-11-20T08:00:00+00:00")])
+def test_states(state, value, text):
+    result, _ = normaliser().normalise(reading(sensor_telemetria=state))
+    assert (result.value, result.state) == (value, text)
+
+
+@pytest.mark.parametrize("state", ["unknown", "unavailable", "", "  "])
+def test_unknown_and_unavailable_are_skipped(state):
+    with pytest.raises(ReadingRejected) as caught:
+        normaliser().normalise(reading(sensor_telemetria=state))
+    assert caught.value.skipped
+
+
+@pytest.mark.parametrize("overrides, reason", [
+    ({"sensor_telemetria": "NaN"}, "not a finite number"),
+    ({"sensor_telemetria": "-Infinity"}, "not a finite number"),
+    ({"sensor_telemetria": "1e999"}, "not a finite number"),
+    ({"sensor_datahora_coleta": "2026-13-45T99:99"}, "not an ISO-8601 time"),
+    ({"sensor_datahora_coleta": None}, "missing"),
+    ({"sensor_datahora_coleta": "2026-11-22T12:00:00Z"}, "more than 24 hours in the future"),
+    ({"sensor_datahora_coleta": "2026-10-01T12:00:00Z"}, "older than the raw-data retention"),
+    ({"sensor_uuid": ""}, "sensor_uuid"),
+])
+def test_bad_readings_are_rejected_with_their_reason(overrides, reason):
+    with pytest.raises(ReadingRejected) as caught:
+        normaliser().normalise(reading(**overrides))
+    assert reason in caught.value.reason
+    assert not caught.value.skipped
+
+
+def test_legacy_fields_are_accepted():
+    legacy = {"sensor_uuid": "s-2", "tipo": "temperatura", "valor": 4.2, "status": None, "timestamp": "2026-11-20T10:00:00Z"}
+    result, sensor = normaliser().normalise(legacy)
+    assert (result.value, result.ts, sensor.kind) == (4.2, datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc), "temperature")
+
+
+def test_extras_are_kept():
+    result, sensor = normaliser().normalise(reading(sensor_bateria_pct=91.0, sensor_sinal_rssi=-58, sensor_potencia="12,5",
+                                                    sensor_fabricante="Aqara", sensor_via_hub=True))
+    assert result.extras == (91.0, None, -58.0, None, None, None, 12.5)
+    assert (sensor.manufacturer, sensor.via_hub) == ("Aqara", True)
+
+
+def test_equipment_fields_including_the_wire_spelling_of_siren_time():
+    info = equipment_info({"equip_uuid": " e-1 ", "equip_nome": "Freezer", "equip_sirene_ativa": "NÃO",
+                           "equip_sirete_tempo": 120, "equip_intervalo_coleta": "60"})
+    assert (info.uuid, info.name, info.siren_active, info.siren_time_s, info.collect_interval_s) == ("e-1", "Freezer", False, 120, 60)
+
+
+def test_structure_violations_name_their_paths():
+    assert structure_violations({"equip_uuid": "e", "sensor": [{}]}, 0) == []
+    assert structure_violations([], 2) == ["[2]: not an object"]
+    problems = structure_violations({"sensor": []}, 3)
+    assert [p.split(":")[0] for p in problems] == ["[3].equip_uuid", "[3].sensor"]
+
+
+def test_future_tolerance_is_a_day():
+    ok = (NOW + timedelta(hours=23)).isoformat()
+    result, _ = normaliser().normalise(reading(sensor_datahora_coleta=ok))
+    assert result.ts == NOW + timedelta(hours=23)
