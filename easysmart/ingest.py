@@ -162,7 +162,7 @@ class IngestService:
             })
         try:
             self.publisher.publish(claim)
-        except UnavailableError:
+        except BaseException:
             # No claim check may point at a missing blob, and no blob stays without one.
             self.blobs.delete(key)
             raise

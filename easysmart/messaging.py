@@ -42,7 +42,6 @@ class ClaimCheckPublisher:
                     max_block_ms=timeout_ms,
                     delivery_timeout_ms=timeout_ms + 1000,
                     reconnect_backoff_max_ms=1000,
-                    api_version_auto_timeout_ms=timeout_ms,
                 )
             return self._producer
 
@@ -86,7 +85,6 @@ class KafkaProbe:
                 self._admin = KafkaAdminClient(
                     bootstrap_servers=self.bootstrap_servers.split(","),
                     request_timeout_ms=self.timeout_ms,
-                    api_version_auto_timeout_ms=self.timeout_ms,
                 )
             topics = self._admin.describe_topics([self.topic])
         except (kafka.errors.KafkaError, OSError) as error:

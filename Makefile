@@ -1,0 +1,54 @@
+# Easy Smart Monitor backend: the local stack, tests and benchmarks.
+#   make up     install what is missing, start everything, migrate, seed, send a demo upload
+#   make test   the same stack, then unit + integration + e2e tests (what CI runs)
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+STACK := bash infra/local/stack.sh
+# Every command below sees the local configuration (infra/local/local.env; your own
+# environment wins) and the locally generated JWT secret.
+ENV := set -a; source infra/local/local.env; set +a; \
+       if [ -z "$${JWT_SECRET:-}" ] && [ -f .local/secrets/jwt-secret ]; then export JWT_SECRET=$$(cat .local/secrets/jwt-secret); fi;
+PY := .venv/bin/python
+ESM := .venv/bin/esm
+
+.PHONY: help install stack up down status test test-unit bench migrate demo dlq-replay
+
+help:
+	@echo "make up | down | status | test | test-unit | bench | migrate | demo | dlq-replay"
+
+install:
+	@bash infra/local/install.sh
+
+stack: install
+	@$(STACK) start
+	@$(ENV) $(ESM) migrate
+	@$(ENV) $(ESM) seed-demo
+
+up: stack
+	@$(ENV) $(ESM) demo
+	@echo "==> the stack is up: public API on http://127.0.0.1:8080 (make down to stop it)"
+
+down:
+	@$(STACK) stop
+
+status:
+	@$(STACK) status
+
+migrate:
+	@$(ENV) $(ESM) migrate
+
+demo:
+	@$(ENV) $(ESM) demo
+
+dlq-replay:
+	@$(ENV) $(ESM) dlq replay
+
+test-unit: install
+	@$(PY) -m pytest -q tests/unit
+
+test: stack
+	@$(ENV) $(PY) -m pytest -q -p no:cacheprovider --timeout=900 tests/unit tests/integration tests/e2e
+
+bench: stack
+	@$(ENV) $(PY) bench/run.py

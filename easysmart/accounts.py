@@ -1,0 +1,72 @@
+"""Tenants and accounts: what the `esm` command line manages."""
+from __future__ import annotations
+
+import uuid
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import psycopg2.extensions
+
+from easysmart.auth import ACCOUNT_KINDS, hash_password
+
+
+class AccountError(ValueError):
+    """A tenant or account request that cannot be carried out; the message says why."""
+
+
+def create_tenant(cursor: psycopg2.extensions.cursor, name: str, timezone: str, if_missing: bool = False) -> str:
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise AccountError(f"{timezone!r} is not an IANA time zone (for example America/Sao_Paulo)") from None
+    cursor.execute("SELECT id FROM tenants WHERE name = %s", (name,))
+    row = cursor.fetchone()
+    if row:
+        if if_missing:
+            return str(row[0])
+        raise AccountError(f"tenant {name!r} already exists")
+    tenant_id = uuid.uuid4()
+    cursor.execute("INSERT INTO tenants (id, name, timezone) VALUES (%s, %s, %s)", (tenant_id, name, timezone))
+    return str(tenant_id)
+
+
+def create_account(cursor: psycopg2.extensions.cursor, tenant: str, kind: str, username: str, password: str,
+                   if_missing: bool = False) -> str:
+    if kind not in ACCOUNT_KINDS:
+        raise AccountError(f"kind must be one of {', '.join(ACCOUNT_KINDS)}")
+    if not username or not password:
+        raise AccountError("username and password must not be empty")
+    cursor.execute("SELECT id FROM accounts WHERE username = %s", (username,))
+    row = cursor.fetchone()
+    if row:
+        if if_missing:
+            return str(row[0])
+        raise AccountError(f"account {username!r} already exists")
+    cursor.execute("SELECT id FROM tenants WHERE name = %s", (tenant,))
+    tenant_row = cursor.fetchone()
+    if tenant_row is None:
+        raise AccountError(f"tenant {tenant!r} does not exist")
+    account_id = uuid.uuid4()
+    cursor.execute(
+        "INSERT INTO accounts (id, tenant_id, username, kind, password_hash) VALUES (%s, %s, %s, %s, %s)",
+        (account_id, tenant_row[0], username, kind, hash_password(password)),
+    )
+    return str(account_id)
+
+
+def set_blocked(cursor: psycopg2.extensions.cursor, username: str, blocked: bool) -> None:
+    cursor.execute("UPDATE accounts SET blocked = %s, updated_at = now() WHERE username = %s", (blocked, username))
+    if cursor.rowcount == 0:
+        raise AccountError(f"account {username!r} does not exist")
+    if blocked:
+        # Outstanding refresh tokens die with the block; access tokens expire within minutes.
+        cursor.execute("UPDATE refresh_tokens SET revoked = true WHERE account_id = (SELECT id FROM accounts WHERE username = %s)",
+                       (username,))
+
+
+def list_accounts(cursor: psycopg2.extensions.cursor, tenant: str | None = None) -> list[tuple]:
+    cursor.execute(
+        "SELECT t.name, a.username, a.kind, a.active, a.blocked FROM accounts a JOIN tenants t ON t.id = a.tenant_id"
+        " WHERE %s::text IS NULL OR t.name = %s ORDER BY t.name, a.username",
+        (tenant, tenant),
+    )
+    return cursor.fetchall()

@@ -1,0 +1,323 @@
+#!/usr/bin/env bash
+# The container-free local stack: start, stop and inspect its processes.
+#   stack.sh start [service...]    (no service: everything, in dependency order)
+#   stack.sh stop [service...]     (no service: everything, in reverse order)
+#   stack.sh restart service...
+#   stack.sh status
+# Services: postgres redis kafka s3 auth ingest process analytics retention kafka-bridge ping-bridge frontdoor
+# State lives under .local/ (data survives stop/start); each process has .local/run/<name>.pid
+# (its process group) and .local/log/<name>.log.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$ROOT"
+set -a
+# shellcheck source=local.env
+source infra/local/local.env
+set +a
+
+LOCAL="$ROOT/.local"
+RUN="$LOCAL/run"
+LOGS="$LOCAL/log"
+mkdir -p "$RUN" "$LOGS" "$LOCAL/secrets"
+if [ -z "${JWT_SECRET:-}" ]; then
+  if [ ! -s "$LOCAL/secrets/jwt-secret" ]; then
+    (umask 077; head -c 48 /dev/urandom | base64 -w0 > "$LOCAL/secrets/jwt-secret")
+  fi
+  JWT_SECRET="$(cat "$LOCAL/secrets/jwt-secret")"
+  export JWT_SECRET
+fi
+
+ALL=(postgres redis kafka s3 auth ingest process analytics retention kafka-bridge ping-bridge frontdoor)
+FUNCTIONS=" auth ingest process analytics retention "
+
+say() { printf '%s\n' "$*"; }
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1fs", b - a }'; }
+
+fail_with_log() {  # name message
+  say "    FAILED: $2; last lines of $LOGS/$1.log:"
+  tail -n 30 "$LOGS/$1.log" 2>/dev/null | sed 's/^/    | /' || true
+  exit 1
+}
+
+pid_of() { [ -f "$RUN/$1.pid" ] && cat "$RUN/$1.pid" || true; }
+
+is_running() {
+  local pid
+  pid="$(pid_of "$1")"
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+}
+
+wait_tcp() {  # name port timeout_s
+  local deadline=$(( $(date +%s) + $3 ))
+  until (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; do
+    if [ "$(date +%s)" -ge "$deadline" ]; then fail_with_log "$1" "port $2 not open after $3 s"; fi
+    if [ -f "$RUN/$1.pid" ] && ! is_running "$1"; then fail_with_log "$1" "the process exited"; fi
+    sleep 0.2
+  done
+}
+
+start_bg() {  # name command...
+  local name="$1"; shift
+  [ -f "$LOGS/$name.log" ] && mv -f "$LOGS/$name.log" "$LOGS/$name.log.prev"
+  # setsid: the process leads its own group, so stopping it stops its children too.
+  setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+  echo $! >"$RUN/$name.pid"
+}
+
+stop_bg() {  # name
+  local name="$1" pid
+  pid="$(pid_of "$name")"
+  if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then
+    rm -f "$RUN/$name.pid"; say "==> $name: not running"; return 0
+  fi
+  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 75); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.2
+  done
+  if kill -0 "$pid" 2>/dev/null; then kill -KILL -- "-$pid" 2>/dev/null || true; fi
+  rm -f "$RUN/$name.pid"
+  say "==> $name: stopped"
+}
+
+# --- PostgreSQL (runs as the postgres OS user: initdb refuses root) -------------------
+PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+PGDATA="$LOCAL/pgdata"
+PG_SOCKETS="$RUN/pg"
+
+as_postgres() { runuser -u postgres -- "$@"; }
+
+pg_ready() { as_postgres "$PG_BIN/pg_isready" -q -h "$PG_SOCKETS" -p "$PG_PORT"; }
+
+start_postgres() {
+  id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
+  # postgres must be able to reach its data directory through every parent.
+  local dir="$LOCAL"
+  while [ "$dir" != "/" ]; do
+    [ -x "$dir" ] && [ "$(stat -c %A "$dir" | cut -c10)" = "x" ] || chmod o+x "$dir"
+    dir="$(dirname "$dir")"
+  done
+  mkdir -p "$PG_SOCKETS"; chown postgres "$PG_SOCKETS"
+  touch "$LOGS/postgres.log"; chown postgres "$LOGS/postgres.log"
+  if [ ! -s "$PGDATA/PG_VERSION" ]; then
+    say "    initialising the database cluster in $PGDATA"
+    mkdir -p "$PGDATA"; chown postgres "$PGDATA"; chmod 700 "$PGDATA"
+    as_postgres "$PG_BIN/initdb" -D "$PGDATA" -U postgres -E UTF8 --locale=C.UTF-8 \
+      --auth-local=trust --auth-host=scram-sha-256 >>"$LOGS/postgres.log"
+    cat >>"$PGDATA/postgresql.conf" <<CONF
+# easysmart local stack
+listen_addresses = '127.0.0.1'
+shared_buffers = 512MB
+work_mem = 32MB
+maintenance_work_mem = 256MB
+max_connections = 200
+wal_level = minimal
+max_wal_senders = 0
+max_wal_size = 4GB
+checkpoint_timeout = 15min
+timezone = 'UTC'
+log_min_messages = warning
+CONF
+  fi
+  if pg_ready; then say "==> postgres: already running"; return; fi
+  rm -f "$PGDATA/postmaster.pid"
+  as_postgres "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$LOGS/postgres.log" -w -t 60 \
+    -o "-p $PG_PORT -k $PG_SOCKETS" start >/dev/null || fail_with_log postgres "pg_ctl start failed"
+  as_postgres psql -q -h "$PG_SOCKETS" -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 <<SQL >/dev/null
+SELECT 'CREATE ROLE esm LOGIN PASSWORD ''esm''' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'esm') \gexec
+SELECT 'CREATE DATABASE esm OWNER esm' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'esm') \gexec
+SQL
+}
+
+stop_postgres() {
+  if [ -s "$PGDATA/PG_VERSION" ] && pg_ready; then
+    as_postgres "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast -w -t 60 stop >/dev/null
+    say "==> postgres: stopped"
+  else
+    say "==> postgres: not running"
+  fi
+}
+
+# --- Redis ------------------------------------------------------------------------------
+start_redis() {
+  mkdir -p "$LOCAL/redis"
+  cat >"$LOCAL/redis/redis.conf" <<CONF
+bind 127.0.0.1
+port $REDIS_PORT
+dir $LOCAL/redis
+appendonly yes
+daemonize no
+save ""
+CONF
+  start_bg redis redis-server "$LOCAL/redis/redis.conf"
+  wait_tcp redis "$REDIS_PORT" 30
+}
+
+# --- Kafka (KRaft, single node) ---------------------------------------------------------
+start_kafka() {
+  local dir="$LOCAL/kafka"
+  mkdir -p "$dir" "$LOCAL/kafka-data"
+  cat >"$dir/server.properties" <<CONF
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$LOCAL/kafka-data
+num.partitions=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=3
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+min.insync.replicas=1
+auto.create.topics.enable=false
+group.initial.rebalance.delay.ms=0
+log.retention.hours=168
+CONF
+  cat >"$dir/log4j2.yaml" <<'CONF'
+Configuration:
+  Appenders:
+    Console:
+      name: STDOUT
+      PatternLayout:
+        Pattern: "[%d] %p %m (%c)%n"
+  Loggers:
+    Root:
+      level: WARN
+      AppenderRef:
+        - ref: STDOUT
+    Logger:
+      - name: kafka.server.KafkaRaftServer
+        level: INFO
+CONF
+  local java_opts=(-Xms256m -Xmx768m -XX:+UseG1GC -Djava.awt.headless=true
+                   "-Dlog4j2.configurationFile=$dir/log4j2.yaml" -cp "$LOCAL/lib/kafka/*")
+  if [ ! -f "$LOCAL/kafka-data/meta.properties" ]; then
+    [ -s "$dir/cluster-id" ] || .venv/bin/python -c \
+      'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))' >"$dir/cluster-id"
+    say "    formatting the KRaft storage"
+    java "${java_opts[@]}" kafka.tools.StorageTool format -t "$(cat "$dir/cluster-id")" \
+      -c "$dir/server.properties" >>"$LOGS/kafka.log" 2>&1 || fail_with_log kafka "storage format failed"
+  fi
+  start_bg kafka java "${java_opts[@]}" kafka.Kafka "$dir/server.properties"
+  wait_tcp kafka "$KAFKA_PORT" 90
+  .venv/bin/python infra/local/ensure_resources.py kafka >>"$LOGS/kafka.log" 2>&1 \
+    || fail_with_log kafka "topics could not be created"
+}
+
+# --- S3Proxy (filesystem backend) -------------------------------------------------------
+start_s3() {
+  mkdir -p "$LOCAL/s3-data" "$LOCAL/s3proxy"
+  cat >"$LOCAL/s3proxy/s3proxy.conf" <<CONF
+s3proxy.endpoint=http://127.0.0.1:$S3_PORT
+s3proxy.authorization=aws-v2-or-v4
+s3proxy.identity=$S3_ACCESS_KEY_ID
+s3proxy.credential=$S3_SECRET_ACCESS_KEY
+jclouds.provider=filesystem
+jclouds.filesystem.basedir=$LOCAL/s3-data
+CONF
+  cat >"$LOCAL/s3proxy/logback.xml" <<'CONF'
+<configuration>
+  <appender name="STDOUT" class="ch.qos.logback.core.ConsoleAppender">
+    <encoder><pattern>%d{ISO8601} %-5level %logger{24} - %msg%n</pattern></encoder>
+  </appender>
+  <root level="WARN"><appender-ref ref="STDOUT"/></root>
+</configuration>
+CONF
+  start_bg s3 java -Xms64m -Xmx256m -Djava.awt.headless=true -Dlogback.configurationFile="$LOCAL/s3proxy/logback.xml" \
+    -cp "$LOCAL/lib/s3proxy/*" \
+    org.gaul.s3proxy.Main --properties "$LOCAL/s3proxy/s3proxy.conf"
+  wait_tcp s3 "$S3_PORT" 60
+  .venv/bin/python infra/local/ensure_resources.py s3 >>"$LOGS/s3.log" 2>&1 \
+    || fail_with_log s3 "bucket $S3_BUCKET could not be created"
+}
+
+# --- The functions and bridges ----------------------------------------------------------
+start_function() {  # name
+  local name="$1" upper port
+  upper="$(echo "$name" | tr a-z A-Z)"
+  port="${upper}_PORT"
+  if [ ! -f "functions/$name/main.py" ]; then say "==> $name: skipped (functions/$name/main.py does not exist yet)"; return 1; fi
+  local workers="${upper}_WORKERS" threads="${upper}_THREADS"
+  WORKERS="${!workers}" THREADS="${!threads}" start_bg "$name" .venv/bin/functions-framework \
+    --target=handle --source="functions/$name/main.py" --host=127.0.0.1 --port="${!port}"
+  wait_tcp "$name" "${!port}" 60
+}
+
+start_bridge() {  # name module
+  if [ ! -f "easysmart/bridges/$2.py" ]; then say "==> $1: skipped (easysmart/bridges/$2.py does not exist yet)"; return 1; fi
+  start_bg "$1" .venv/bin/python -m "easysmart.bridges.$2"
+  sleep 1
+  is_running "$1" || fail_with_log "$1" "the bridge exited"
+}
+
+# --- Front door (nginx) -----------------------------------------------------------------
+start_frontdoor() {
+  local dir="$LOCAL/nginx" nginx_bin
+  nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
+  mkdir -p "$dir/tmp"
+  sed -e "s|@FRONTDOOR_PORT@|$FRONTDOOR_PORT|g" -e "s|@AUTH_PORT@|$AUTH_PORT|g" -e "s|@INGEST_PORT@|$INGEST_PORT|g" \
+      -e "s|@ANALYTICS_PORT@|$ANALYTICS_PORT|g" -e "s|@PREFIX@|$dir|g" -e "s|@LOGS@|$LOGS|g" \
+      infra/local/nginx.conf.template >"$dir/nginx.conf"
+  "$nginx_bin" -t -q -p "$dir" -c "$dir/nginx.conf" 2>>"$LOGS/frontdoor.log" || fail_with_log frontdoor "invalid nginx config"
+  start_bg frontdoor "$nginx_bin" -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;'
+  wait_tcp frontdoor "$FRONTDOOR_PORT" 30
+}
+
+start_one() {
+  local name="$1" started
+  started="$(now)"
+  if [ "$name" != postgres ] && is_running "$name"; then say "==> $name: already running"; return; fi
+  say "==> starting $name"
+  case "$name" in
+    postgres) start_postgres ;;
+    redis) start_redis ;;
+    kafka) start_kafka ;;
+    s3) start_s3 ;;
+    kafka-bridge) start_bridge kafka-bridge kafka_source || return 0 ;;
+    ping-bridge) start_bridge ping-bridge ping_source || return 0 ;;
+    frontdoor) start_frontdoor ;;
+    *)
+      if [[ "$FUNCTIONS" == *" $name "* ]]; then start_function "$name" || return 0
+      else say "unknown service: $name"; exit 2; fi ;;
+  esac
+  say "    $name ready ($(since "$started"))"
+}
+
+stop_one() {
+  case "$1" in
+    postgres) stop_postgres ;;
+    *) stop_bg "$1" ;;
+  esac
+}
+
+status() {
+  for name in "${ALL[@]}"; do
+    if [ "$name" = postgres ]; then
+      if pg_ready 2>/dev/null; then printf '%-13s running  port %s\n' postgres "$PG_PORT"; else printf '%-13s stopped\n' postgres; fi
+    elif is_running "$name"; then
+      printf '%-13s running  pid %s\n' "$name" "$(pid_of "$name")"
+    else
+      printf '%-13s stopped\n' "$name"
+    fi
+  done
+}
+
+command="${1:-status}"; shift || true
+case "$command" in
+  start)
+    services=("$@"); ((${#services[@]})) || services=("${ALL[@]}")
+    for name in "${services[@]}"; do start_one "$name"; done ;;
+  stop)
+    services=("$@")
+    if ! ((${#services[@]})); then for ((i=${#ALL[@]}-1; i>=0; i--)); do services+=("${ALL[$i]}"); done; fi
+    for name in "${services[@]}"; do stop_one "$name"; done ;;
+  restart)
+    for name in "$@"; do stop_one "$name"; start_one "$name"; done ;;
+  status) status ;;
+  *) say "usage: $0 start|stop|restart|status [service...]"; exit 2 ;;
+esac
