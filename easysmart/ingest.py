@@ -104,7 +104,7 @@ def inspect_window(data: bytes, complete: bool) -> UploadShape:
     except WindowExhausted:
         pass
     except MalformedJsonError as error:
-        if data.lstrip()[:1] in _JSON_NON_ARRAY_STARTS:
+        if bytes(data.lstrip()[:1]) in _JSON_NON_ARRAY_STARTS:
             raise UnprocessableError("the upload must be a JSON array of equipment objects", paths=["$"]) from None
         raise BadRequestError(f"the upload is not valid JSON: {error}") from None
     if shape.violations:

@@ -16,7 +16,7 @@ import random
 import signal
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import kafka
@@ -165,41 +165,91 @@ class KafkaSourceBridge:
             done = record.offset
         return done
 
+    def _connect(self) -> kafka.KafkaConsumer | None:
+        """The consumer, made once Kafka answers; None if the bridge is stopping first."""
+        attempt = 0
+        while not self.stopping.is_set():
+            try:
+                return kafka.KafkaConsumer(
+                    self.settings.topic,
+                    bootstrap_servers=self.settings.bootstrap_servers.split(","),
+                    group_id=self.settings.group_id,
+                    enable_auto_commit=False,
+                    auto_offset_reset="earliest",
+                    max_poll_records=20,
+                    reconnect_backoff_max_ms=5000,
+                )
+            except kafka.errors.KafkaError as error:
+                delay = backoff_delay(attempt, 1, 10)
+                logger.warning("Kafka unavailable; retrying", extra={"error": str(error), "retry_in_s": round(delay, 2)})
+                attempt += 1
+                self.stopping.wait(delay)
+        return None
+
+    def _commit(self, consumer: kafka.KafkaConsumer, offsets: dict) -> None:
+        attempt = 0
+        while not self.stopping.is_set():
+            try:
+                consumer.commit(offsets)
+                return
+            except kafka.errors.CommitFailedError as error:
+                # The partitions moved in a rebalance: their records come again (processing is idempotent).
+                logger.warning("offset commit refused after a rebalance", extra={"error": str(error)})
+                return
+            except kafka.errors.KafkaError as error:
+                delay = backoff_delay(attempt, 0.5, 10)
+                logger.warning("offset commit failed; retrying", extra={"error": str(error), "retry_in_s": round(delay, 2)})
+                attempt += 1
+                self.stopping.wait(delay)
+
     def run(self) -> None:
-        consumer = kafka.KafkaConsumer(
-            self.settings.topic,
-            bootstrap_servers=self.settings.bootstrap_servers.split(","),
-            group_id=self.settings.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=20,
-            # A record may be retried for the whole retry window before the next poll.
-            max_poll_interval_ms=int((self.settings.retry_max_elapsed_s + self.settings.request_timeout_s + 300) * 1000),
-            reconnect_backoff_max_ms=5000,
-        )
+        """Poll without pause; a partition whose records are being delivered is paused meanwhile.
+
+        Polling on while a delivery retries for up to an hour keeps this member in its group
+        (the broker expels a consumer that stops polling for max.poll.interval.ms).
+        """
+        consumer = self._connect()
+        if consumer is None:
+            return
         logger.info("kafka-source bridge started", extra={"topic": self.settings.topic, "sink": self.settings.sink_url})
-        with ThreadPoolExecutor(max_workers=8, thread_name_prefix="partition") as pool:
-            while not self.stopping.is_set():
-                batches = consumer.poll(timeout_ms=500)
-                if not batches:
-                    continue
-                futures = {tp: pool.submit(self.handle_partition, records) for tp, records in batches.items()}
-                offsets = {}
-                for tp, future in futures.items():
+        in_flight: dict[TopicPartition, tuple[Future, list]] = {}
+        try:
+            with ThreadPoolExecutor(max_workers=8, thread_name_prefix="partition") as pool:
+                while not self.stopping.is_set():
                     try:
-                        last = future.result()
-                    except InterruptedError:
-                        continue
-                    if last is not None:
-                        offsets[TopicPartition(tp.topic, tp.partition)] = OffsetAndMetadata(last + 1, "", -1)
-                if offsets:
-                    consumer.commit(offsets)
-                # Records after an interrupted one are fetched again from the committed offset.
-                for tp, records in batches.items():
-                    committed = offsets.get(TopicPartition(tp.topic, tp.partition))
-                    if committed is None or committed.offset <= records[-1].offset:
-                        consumer.seek(tp, committed.offset if committed else records[0].offset)
-        consumer.close()
+                        polled = consumer.poll(timeout_ms=200)
+                    except kafka.errors.KafkaError as error:
+                        # The consumer reconnects by itself; keep polling.
+                        logger.warning("poll failed", extra={"error": str(error)})
+                        self.stopping.wait(1)
+                        polled = {}
+                    for tp, records in polled.items():
+                        consumer.pause(tp)
+                        in_flight[tp] = (pool.submit(self.handle_partition, records), records)
+                    for tp in [tp for tp, (future, _) in in_flight.items() if future.done()]:
+                        future, records = in_flight.pop(tp)
+                        self._finish_partition(consumer, tp, future, records)
+                    # A rebalance keeps a partition's paused flag; resume every one that is not in flight.
+                    idle = [tp for tp in consumer.paused() if tp not in in_flight]
+                    if idle:
+                        consumer.resume(*idle)
+        finally:
+            consumer.close()
+
+    def _finish_partition(self, consumer: kafka.KafkaConsumer, tp: TopicPartition, future: Future, records: list) -> None:
+        try:
+            last = future.result()
+        except InterruptedError:
+            last = None
+        if last is not None:
+            self._commit(consumer, {tp: OffsetAndMetadata(last + 1, "", -1)})
+        if last is None or last < records[-1].offset:
+            # Records after an interrupted one are fetched again.
+            next_offset = records[0].offset if last is None else last + 1
+            try:
+                consumer.seek(tp, next_offset)
+            except kafka.errors.KafkaError:
+                pass  # no longer assigned: the new owner starts from the committed offset
 
 
 def main() -> None:
@@ -207,12 +257,7 @@ def main() -> None:
     bridge = KafkaSourceBridge(BridgeSettings.from_env())
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: bridge.stopping.set())
-    while not bridge.stopping.is_set():
-        try:
-            bridge.run()
-        except kafka.errors.KafkaError as error:
-            logger.warning("consumer failed; restarting", extra={"error": str(error)})
-            bridge.stopping.wait(2)
+    bridge.run()
 
 
 if __name__ == "__main__":

@@ -42,10 +42,12 @@ fail_with_log() {  # name message
 
 pid_of() { [ -f "$RUN/$1.pid" ] && cat "$RUN/$1.pid" || true; }
 
-is_running() {
-  local pid
+is_running() {  # a killed process may linger as a zombie for a moment: that is not running
+  local pid state
   pid="$(pid_of "$1")"
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+  state="$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null || echo X)"
+  [ "$state" != Z ] && [ "$state" != X ]
 }
 
 wait_tcp() {  # name port timeout_s

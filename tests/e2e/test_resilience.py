@@ -55,9 +55,12 @@ def dlq_size() -> int:
     return sum(ends.values())
 
 
+START = datetime.now().astimezone()
+
+
 def small_unique_upload(index: int, hours_ago: float) -> list:
-    # One reading per request, each at its own time, so every upload stores exactly one row.
-    moment = datetime.now().astimezone() - timedelta(hours=hours_ago, seconds=index)
+    # One reading per request, each at its own second, so every upload stores exactly one row.
+    moment = START - timedelta(hours=hours_ago, seconds=index)
     items = demo_upload(moment, "America/Sao_Paulo", minutes=1, equipments=1)
     items[0]["sensor"] = items[0]["sensor"][:1]
     return items

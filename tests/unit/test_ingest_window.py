@@ -38,7 +38,7 @@ def test_json_that_is_not_an_array_is_422(body):
 @pytest.mark.parametrize("complete", [True, False])
 def test_text_that_is_not_json_is_400(complete):
     with pytest.raises(BadRequestError):
-        inspect_window(b"\x00" * 1000, complete=complete)
+        inspect_window(bytearray(1000), complete=complete)
 
 
 def test_a_window_checks_the_items_it_holds():
