@@ -16,7 +16,7 @@ import flask
 import orjson
 
 from easysmart.errors import EasySmartError, LockedError, MethodNotAllowedError, NotFoundError, RateLimitedError, UnavailableError
-from easysmart.observability import LATENCY, REQUESTS, metrics_response, request_id_var
+from easysmart.observability import LATENCY, REQUESTS, batch_id_var, metrics_response, request_id_var, tenant_id_var
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +76,9 @@ class Router:
     def __call__(self, request: flask.Request) -> flask.Response:
         request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
         token = request_id_var.set(request_id)
+        # Worker threads serve many requests: ids of an earlier one must not leak into this one's logs.
+        batch_id_var.set(None)
+        tenant_id_var.set(None)
         started = time.perf_counter()
         route_label = "unmatched"
         try:
