@@ -1,7 +1,16 @@
-"""Authentication: scrypt password hashes, JWTs, logins with per-address lockout, refresh rotation."""
+"""Authentication: scrypt password hashes, JWTs, logins with per-address lockout, refresh rotation.
+
+Answers (DESIGN section 3):
+- wrong password, unknown username, or an account of the other kind at a login route: 401, one message;
+- five consecutive failures for one (account, client address): that pair is locked, 423 with Retry-After;
+  other addresses are unaffected and a success resets the count;
+- a blocked or inactive account presenting the right password or a valid refresh token: 403;
+- a refresh token used twice: 401, and every token of its family is revoked.
+"""
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import logging
@@ -13,33 +22,42 @@ from datetime import datetime, timedelta, timezone
 from typing import Mapping
 
 import jwt
+import psycopg2.extensions
 
 from easysmart.config import Settings
 from easysmart.db import Database
-from easysmart.errors import BadRequestError, ForbiddenError, LockedError, UnauthorizedError
+from easysmart.errors import BadRequestError, EasySmartError, ForbiddenError, LockedError, UnauthorizedError
 
 logger = logging.getLogger(__name__)
 
-# scrypt cost: ~50 ms and 16 MiB per hash on this class of machine.
-_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
-_REQUIRED_CLAIMS = ["sub", "tenant", "acct", "type", "iat", "exp", "jti", "iss", "aud"]
 ACCOUNT_KINDS = ("device", "user")
+TOKEN_TYPES = ("access", "refresh")
+
+# --- passwords -------------------------------------------------------------------------------
+
+# scrypt cost: ~50 ms and 16 MiB per hash on a small server; stored with each hash so it can grow.
+_SCRYPT_N, _SCRYPT_R, _SCRYPT_P, _SCRYPT_DKLEN = 2**14, 8, 1, 32
+_SCRYPT_MAXMEM = 64 * 1024 * 1024
 
 
 def hash_password(password: str) -> str:
+    """`scrypt$N$r$p$salt$key` (salt and key base64): self-describing, so parameters can change later."""
     salt = os.urandom(16)
-    key = hashlib.scrypt(password.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32)
-    return "scrypt${}${}${}${}${}".format(_SCRYPT_N, _SCRYPT_R, _SCRYPT_P, base64.b64encode(salt).decode(), base64.b64encode(key).decode())
+    key = hashlib.scrypt(password.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P,
+                         maxmem=_SCRYPT_MAXMEM, dklen=_SCRYPT_DKLEN)
+    return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${base64.b64encode(salt).decode()}${base64.b64encode(key).decode()}"
 
 
 def verify_password(password: str, stored: str) -> bool:
+    """Constant-time check of a password against a stored hash; a malformed hash never matches."""
     try:
         scheme, n, r, p, salt, key = stored.split("$")
         if scheme != "scrypt":
             return False
-        expected = base64.b64decode(key)
-        actual = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p), dklen=len(expected))
-    except (ValueError, TypeError):
+        expected = base64.b64decode(key, validate=True)
+        actual = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt, validate=True), n=int(n), r=int(r),
+                                p=int(p), maxmem=_SCRYPT_MAXMEM, dklen=len(expected))
+    except (ValueError, TypeError, binascii.Error):
         return False
     return hmac.compare_digest(actual, expected)
 
@@ -47,9 +65,23 @@ def verify_password(password: str, stored: str) -> bool:
 # Unknown usernames are checked against this so they cost as much time as known ones.
 _DUMMY_HASH = hash_password(uuid.uuid4().hex)
 
+# --- tokens ------------------------------------------------------------------------------------
+
+_REQUIRED_CLAIMS = ["sub", "tenant", "acct", "type", "iat", "exp", "jti", "iss", "aud"]
+_JWT_MESSAGES = {
+    jwt.ExpiredSignatureError: "the token has expired",
+    jwt.InvalidSignatureError: "the token's signature is not valid",
+    jwt.InvalidAlgorithmError: "the token's algorithm is not accepted (only HS256)",
+    jwt.InvalidAudienceError: "the token was issued for another audience",
+    jwt.InvalidIssuerError: "the token was issued by another issuer",
+    jwt.ImmatureSignatureError: "the token is not valid yet",
+}
+
 
 @dataclass(frozen=True)
 class Principal:
+    """Who a verified access token speaks for."""
+
     account_id: str
     tenant_id: str
     kind: str
@@ -57,42 +89,57 @@ class Principal:
 
 
 class TokenService:
+    """Issues and verifies HS256 JWTs with the secret, issuer, audience and lifetimes of Settings."""
+
     def __init__(self, settings: Settings) -> None:
+        if not settings.jwt_secret:
+            raise ValueError("JWT_SECRET must not be empty")
         self.settings = settings
 
-    def _encode(self, principal: Principal, token_type: str, ttl_s: int, jti: str | None = None) -> tuple[str, str]:
+    def refresh_ttl_s(self, kind: str) -> int:
+        return self.settings.device_refresh_ttl_s if kind == "device" else self.settings.user_refresh_ttl_s
+
+    def _encode(self, principal: Principal, token_type: str, ttl_s: int, jti: str) -> str:
         now = int(time.time())
-        jti = jti or uuid.uuid4().hex
         claims = {
             "sub": principal.account_id, "tenant": principal.tenant_id, "acct": principal.kind, "type": token_type,
             "iat": now, "exp": now + ttl_s, "jti": jti, "iss": self.settings.jwt_issuer, "aud": self.settings.jwt_audience,
         }
         if principal.username:
             claims["username"] = principal.username
-        return jwt.encode(claims, self.settings.jwt_secret, algorithm="HS256"), jti
+        return jwt.encode(claims, self.settings.jwt_secret, algorithm="HS256")
 
     def access_token(self, principal: Principal) -> str:
-        return self._encode(principal, "access", self.settings.access_token_ttl_s)[0]
-
-    def refresh_ttl_s(self, kind: str) -> int:
-        return self.settings.device_refresh_ttl_s if kind == "device" else self.settings.user_refresh_ttl_s
+        return self._encode(principal, "access", self.settings.access_token_ttl_s, uuid.uuid4().hex)
 
     def refresh_token(self, principal: Principal, jti: str) -> str:
-        return self._encode(principal, "refresh", self.refresh_ttl_s(principal.kind), jti)[0]
+        return self._encode(principal, "refresh", self.refresh_ttl_s(principal.kind), jti)
+
+    def issue_pair(self, principal: Principal, refresh_jti: str | None = None) -> dict:
+        """The login/refresh answer. The caller records `refresh_jti` to make rotation possible."""
+        refresh_jti = refresh_jti or uuid.uuid4().hex
+        return {
+            "access_token": self.access_token(principal),
+            "refresh_token": self.refresh_token(principal, refresh_jti),
+            "token_type": "bearer",
+            "expires_in": self.settings.access_token_ttl_s,
+            "refresh_expires_in": self.refresh_ttl_s(principal.kind),
+            "account_type": principal.kind,
+        }
 
     def decode(self, token: str, expected_type: str) -> dict:
+        """Verified claims of a token of `expected_type`; UnauthorizedError saying what is wrong otherwise."""
         try:
             claims = jwt.decode(
                 token, self.settings.jwt_secret, algorithms=["HS256"], audience=self.settings.jwt_audience,
                 issuer=self.settings.jwt_issuer, options={"require": _REQUIRED_CLAIMS},
             )
-        except jwt.ExpiredSignatureError:
-            raise UnauthorizedError("the token has expired") from None
         except jwt.InvalidTokenError as error:
-            raise UnauthorizedError(f"the token is not valid: {error}") from None
-        if claims.get("type") != expected_type:
-            raise UnauthorizedError(f"a {claims.get('type')} token cannot be used as an {expected_type} token")
-        if claims.get("acct") not in ACCOUNT_KINDS:
+            message = next((text for kind, text in _JWT_MESSAGES.items() if isinstance(error, kind)), None)
+            raise UnauthorizedError(message or f"the token is not valid: {error}") from None
+        if claims["type"] != expected_type:
+            raise UnauthorizedError(f"a {claims['type']} token cannot be used as an {expected_type} token")
+        if claims["acct"] not in ACCOUNT_KINDS:
             raise UnauthorizedError("the token names no known account type")
         return claims
 
@@ -100,15 +147,46 @@ class TokenService:
         claims = self.decode(token, "access")
         return Principal(str(claims["sub"]), str(claims["tenant"]), claims["acct"], claims.get("username"))
 
+    def verify_refresh(self, token: str) -> uuid.UUID:
+        """The jti of a valid refresh token (its rotation state lives in the database)."""
+        claims = self.decode(token, "refresh")
+        try:
+            return uuid.UUID(hex=str(claims["jti"]))
+        except ValueError:
+            raise UnauthorizedError("the refresh token's jti is not one this service issued") from None
+
 
 def bearer_principal(headers: Mapping[str, str], tokens: TokenService) -> Principal:
-    header = headers.get("Authorization") or ""
-    scheme, _, token = header.partition(" ")
-    if not header:
+    """The principal of `Authorization: Bearer <access token>`; 401 saying what is missing or wrong."""
+    header = headers.get("Authorization") or headers.get("authorization") or ""
+    if not header.strip():
         raise UnauthorizedError("missing Authorization header; send 'Authorization: Bearer <access token>'")
+    scheme, _, token = header.strip().partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise UnauthorizedError("the Authorization header must be 'Bearer <access token>'")
     return tokens.verify_access(token.strip())
+
+
+# --- request bodies ----------------------------------------------------------------------------
+
+_MAX_USERNAME = 256
+# scrypt's cost grows with the input: a bound keeps a huge "password" from being a cheap attack.
+_MAX_PASSWORD = 1024
+
+
+def _string_field(body: object, name: str, max_length: int) -> str:
+    if not isinstance(body, dict):
+        raise BadRequestError(f"the body must be a JSON object with {name!r}", field=name)
+    if name not in body:
+        raise BadRequestError(f"{name}: required", field=name)
+    value = body[name]
+    if not isinstance(value, str):
+        raise BadRequestError(f"{name}: must be a string, not {type(value).__name__}", field=name)
+    if not value:
+        raise BadRequestError(f"{name}: must not be empty", field=name)
+    if len(value) > max_length:
+        raise BadRequestError(f"{name}: longer than {max_length} characters", field=name)
+    return value
 
 
 @dataclass(frozen=True)
@@ -118,102 +196,127 @@ class Credentials:
 
     @classmethod
     def from_body(cls, body: object) -> "Credentials":
-        if not isinstance(body, dict):
-            raise BadRequestError("the body must be a JSON object with username and password")
-        for name in ("username", "password"):
-            if not isinstance(body.get(name), str) or not body[name]:
-                raise BadRequestError(f"{name}: required, a non-empty string", field=name)
-        return cls(body["username"], body["password"])
+        return cls(_string_field(body, "username", _MAX_USERNAME), _string_field(body, "password", _MAX_PASSWORD))
+
+
+def refresh_token_from_body(body: object) -> str:
+    return _string_field(body, "refresh_token", 8192)
+
+
+# --- the service -------------------------------------------------------------------------------
+
+_BAD_CREDENTIALS = "invalid username or password"
 
 
 class AuthService:
+    """Logins, refresh-token rotation and who-am-I, on the accounts tables of migration 0001."""
+
     def __init__(self, db: Database, tokens: TokenService, settings: Settings) -> None:
         self.db = db
         self.tokens = tokens
         self.settings = settings
 
     def login(self, credentials: Credentials, kind: str, client_addr: str) -> dict:
+        """Tokens for an account of `kind` ('device' or 'user') logging in from `client_addr`."""
+        if kind not in ACCOUNT_KINDS:
+            raise ValueError(f"kind must be one of {ACCOUNT_KINDS}, not {kind!r}")
+        # Errors that must not undo what the transaction recorded are raised after its commit.
+        outcome: EasySmartError | dict
         with self.db.transaction() as cursor:
-            cursor.execute(
-                "SELECT a.id, a.tenant_id, a.kind, a.password_hash, a.active, a.blocked, f.failures, f.locked_until"
-                " FROM accounts a LEFT JOIN login_failures f ON f.account_id = a.id AND f.client_addr = %s"
-                " WHERE a.username = %s FOR UPDATE OF a",
-                (client_addr, credentials.username),
-            )
-            row = cursor.fetchone()
-            if row is None:
-                verify_password(credentials.password, _DUMMY_HASH)
-                raise UnauthorizedError("invalid username or password")
-            account_id, tenant_id, account_kind, password_hash, active, blocked, failures, locked_until = row
-            now = datetime.now(timezone.utc)
-            if locked_until is not None and locked_until > now:
-                retry = int((locked_until - now).total_seconds()) + 1
-                raise LockedError(f"too many failed logins from this address; try again in {retry} s", retry_after_s=retry)
-            if not verify_password(credentials.password, password_hash) or account_kind != kind:
-                self._count_failure(cursor, account_id, client_addr, failures or 0, locked_until, now)
-                raise UnauthorizedError("invalid username or password")
-            cursor.execute("DELETE FROM login_failures WHERE account_id = %s AND client_addr = %s", (account_id, client_addr))
-            if blocked or not active:
-                raise ForbiddenError("this account is blocked or inactive")
-            principal = Principal(str(account_id), str(tenant_id), account_kind, credentials.username)
-            return self._issue(cursor, principal, family_id=uuid.uuid4())
+            outcome = self._attempt(cursor, credentials, kind, client_addr)
+        if isinstance(outcome, EasySmartError):
+            raise outcome
+        return outcome
 
-    def _count_failure(self, cursor, account_id, client_addr: str, failures: int, locked_until, now: datetime) -> None:
+    def _attempt(self, cursor: psycopg2.extensions.cursor, credentials: Credentials, kind: str,
+                 client_addr: str) -> EasySmartError | dict:
+        cursor.execute(
+            "SELECT id, tenant_id, kind, password_hash, active, blocked FROM accounts WHERE username = %s",
+            (credentials.username,),
+        )
+        row = cursor.fetchone()
+        if row is None:
+            verify_password(credentials.password, _DUMMY_HASH)
+            return UnauthorizedError(_BAD_CREDENTIALS)
+        account_id, tenant_id, account_kind, password_hash, active, blocked = row
+        # Attempts for one (account, address) run one at a time, so parallel guesses cannot outrun the lock.
+        cursor.execute(
+            "INSERT INTO login_failures (account_id, client_addr) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+            (account_id, client_addr),
+        )
+        cursor.execute(
+            "SELECT failures, locked_until, now() FROM login_failures WHERE account_id = %s AND client_addr = %s FOR UPDATE",
+            (account_id, client_addr),
+        )
+        failures, locked_until, now = cursor.fetchone()
+        if locked_until is not None and locked_until > now:
+            retry_after = int((locked_until - now).total_seconds()) + 1
+            return LockedError(f"too many failed logins for this account from this address; try again in {retry_after} s",
+                               retry_after_s=retry_after)
+        if not verify_password(credentials.password, password_hash) or account_kind != kind:
+            self._count_failure(cursor, account_id, client_addr, failures, locked_until, now)
+            return UnauthorizedError(_BAD_CREDENTIALS)
+        cursor.execute("DELETE FROM login_failures WHERE account_id = %s AND client_addr = %s", (account_id, client_addr))
+        if blocked or not active:
+            return _refused(blocked)
+        principal = Principal(str(account_id), str(tenant_id), account_kind, credentials.username)
+        logger.info("login", extra={"account_id": principal.account_id, "kind": kind, "client_addr": client_addr})
+        return self._issue(cursor, principal, family_id=uuid.uuid4())
+
+    def _count_failure(self, cursor: psycopg2.extensions.cursor, account_id: uuid.UUID, client_addr: str,
+                       failures: int, locked_until: datetime | None, now: datetime) -> None:
         # A lock that has run out starts a fresh count.
         failures = 1 if locked_until is not None else failures + 1
         lock = now + timedelta(seconds=self.settings.login_lockout_s) if failures >= self.settings.login_max_failures else None
         cursor.execute(
-            "INSERT INTO login_failures (account_id, client_addr, failures, locked_until, updated_at)"
-            " VALUES (%s, %s, %s, %s, now()) ON CONFLICT (account_id, client_addr)"
-            " DO UPDATE SET failures = EXCLUDED.failures, locked_until = EXCLUDED.locked_until, updated_at = now()",
-            (account_id, client_addr, failures, lock),
+            "UPDATE login_failures SET failures = %s, locked_until = %s, updated_at = now()"
+            " WHERE account_id = %s AND client_addr = %s",
+            (failures, lock, account_id, client_addr),
         )
         if lock is not None:
-            logger.warning("login locked", extra={"account_id": str(account_id), "client_addr": client_addr})
-        # The failure must be recorded even though the caller raises: commit it now.
-        cursor.connection.commit()
+            logger.warning("login locked", extra={"account_id": str(account_id), "client_addr": client_addr,
+                                                  "locked_until": lock.isoformat()})
 
-    def _issue(self, cursor, principal: Principal, family_id: uuid.UUID) -> dict:
+    def _issue(self, cursor: psycopg2.extensions.cursor, principal: Principal, family_id: uuid.UUID) -> dict:
         jti = uuid.uuid4()
         expires = datetime.now(timezone.utc) + timedelta(seconds=self.tokens.refresh_ttl_s(principal.kind))
         cursor.execute(
             "INSERT INTO refresh_tokens (jti, account_id, family_id, expires_at) VALUES (%s, %s, %s, %s)",
             (jti, principal.account_id, family_id, expires),
         )
-        return {
-            "access_token": self.tokens.access_token(principal),
-            "refresh_token": self.tokens.refresh_token(principal, jti.hex),
-            "token_type": "bearer",
-            "expires_in": self.settings.access_token_ttl_s,
-            "refresh_expires_in": self.tokens.refresh_ttl_s(principal.kind),
-            "account_type": principal.kind,
-        }
+        return self.tokens.issue_pair(principal, jti.hex)
 
-    def refresh(self, body: object) -> dict:
-        token = body.get("refresh_token") if isinstance(body, dict) else None
-        if not isinstance(token, str) or not token:
-            raise BadRequestError("refresh_token: required, a non-empty string", field="refresh_token")
-        claims = self.tokens.decode(token, "refresh")
+    def refresh(self, refresh_token: str) -> dict:
+        """A new pair for a valid, unused refresh token, which is used up; a reused one ends its family."""
+        jti = self.tokens.verify_refresh(refresh_token)
+        outcome: EasySmartError | dict
         with self.db.transaction() as cursor:
-            cursor.execute(
-                "SELECT r.family_id, r.used_at, r.revoked, a.active, a.blocked, a.username, a.kind"
-                " FROM refresh_tokens r JOIN accounts a ON a.id = r.account_id WHERE r.jti = %s FOR UPDATE OF r",
-                (uuid.UUID(hex=claims["jti"]),),
-            )
-            row = cursor.fetchone()
-            if row is None:
-                raise UnauthorizedError("unknown refresh token")
-            family_id, used_at, revoked, active, blocked, username, kind = row
-            if used_at is not None or revoked:
-                # A reused refresh token may be stolen: end the whole family.
-                cursor.execute("UPDATE refresh_tokens SET revoked = true WHERE family_id = %s", (family_id,))
-                cursor.connection.commit()
-                raise UnauthorizedError("this refresh token was already used; log in again")
-            if blocked or not active:
-                raise ForbiddenError("this account is blocked or inactive")
-            cursor.execute("UPDATE refresh_tokens SET used_at = now() WHERE jti = %s", (uuid.UUID(hex=claims["jti"]),))
-            principal = Principal(str(claims["sub"]), str(claims["tenant"]), kind, username)
-            return self._issue(cursor, principal, family_id)
+            outcome = self._rotate(cursor, jti)
+        if isinstance(outcome, EasySmartError):
+            raise outcome
+        return outcome
+
+    def _rotate(self, cursor: psycopg2.extensions.cursor, jti: uuid.UUID) -> EasySmartError | dict:
+        cursor.execute(
+            "SELECT r.family_id, r.used_at, r.revoked, a.id, a.tenant_id, a.username, a.kind, a.active, a.blocked"
+            " FROM refresh_tokens r JOIN accounts a ON a.id = r.account_id WHERE r.jti = %s FOR UPDATE OF r",
+            (jti,),
+        )
+        row = cursor.fetchone()
+        if row is None:
+            return UnauthorizedError("unknown refresh token; log in again")
+        family_id, used_at, revoked, account_id, tenant_id, username, kind, active, blocked = row
+        if used_at is not None:
+            # A refresh token presented twice may have been stolen: end the whole family.
+            cursor.execute("UPDATE refresh_tokens SET revoked = true WHERE family_id = %s", (family_id,))
+            logger.warning("refresh token reused; family revoked", extra={"account_id": str(account_id)})
+            return UnauthorizedError("this refresh token was already used; its session is revoked, log in again")
+        if revoked:
+            return UnauthorizedError("this refresh token was revoked; log in again")
+        if blocked or not active:
+            return _refused(blocked)
+        cursor.execute("UPDATE refresh_tokens SET used_at = now() WHERE jti = %s", (jti,))
+        return self._issue(cursor, Principal(str(account_id), str(tenant_id), kind, username), family_id)
 
     def me(self, principal: Principal) -> dict:
         with self.db.transaction() as cursor:
@@ -224,7 +327,13 @@ class AuthService:
             )
             row = cursor.fetchone()
         if row is None:
-            raise UnauthorizedError("the account no longer exists")
+            raise UnauthorizedError("the token's account no longer exists")
         username, kind, active, blocked, tenant_id, tenant_name, zone = row
         return {"account_id": principal.account_id, "username": username, "kind": kind, "active": active,
                 "blocked": blocked, "tenant_id": str(tenant_id), "tenant_name": tenant_name, "timezone": zone}
+
+
+def _refused(blocked: bool) -> ForbiddenError:
+    if blocked:
+        return ForbiddenError("this account is blocked; ask an administrator to unblock it", reason="blocked")
+    return ForbiddenError("this account is inactive", reason="inactive")
