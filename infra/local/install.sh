@@ -44,7 +44,7 @@ resolve_jars() {  # name pom marker
   if ! ls "$dir"/$3 >/dev/null 2>&1; then
     step "resolving $1 jars with Maven (first run only)"
     mkdir -p "$dir"
-    mvn -q -B -f "infra/local/jars/$2" dependency:copy-dependencies -DoutputDirectory="$ROOT/$dir" -DincludeScope=runtime
+    mvn -q -B -Dstyle.color=never -f "infra/local/jars/$2" dependency:copy-dependencies -DoutputDirectory="$ROOT/$dir" -DincludeScope=runtime
   else
     step "$1 jars present"
   fi

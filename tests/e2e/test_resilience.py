@@ -12,12 +12,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import kafka
-import orjson
 import pytest
 import requests
 
 from easysmart.demo import demo_upload
-from support.stack import BASE_URL, ROOT, new_tenant, stack, stored_rows, upload, wait_for_batch, wait_until
+from support.stack import BASE_URL, ROOT, new_tenant, stack, stored_rows, upload, wait_for_batch
 
 pytestmark = pytest.mark.slow
 RUN_DIR = ROOT / ".local" / "run"

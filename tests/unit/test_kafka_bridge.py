@@ -1,0 +1,81 @@
+from collections import namedtuple
+
+import pytest
+import requests
+
+from easysmart.bridges.kafka_source import BridgeSettings, KafkaSourceBridge, backoff_delay, is_retriable
+from easysmart.events import to_kafka
+from support.claims import CLAIM
+
+Record = namedtuple("Record", "topic partition offset key value headers")
+
+
+class FakeSession:
+    """Answers POSTs with the given statuses in turn (None = network error) and records them."""
+
+    def __init__(self, statuses):
+        self.statuses = list(statuses)
+        self.posts = []
+
+    def post(self, url, headers, data, timeout):
+        self.posts.append(headers)
+        status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+        if status is None:
+            raise requests.ConnectionError("refused")
+        response = requests.Response()
+        response.status_code = status
+        response._content = b'{"error": "x"}'
+        return response
+
+
+def bridge(statuses, max_elapsed=5.0) -> KafkaSourceBridge:
+    settings = BridgeSettings("k:1", "telemetry.raw", "telemetry.dlq", "http://process/", "g", 0.001, 0.002, max_elapsed, 1)
+    return KafkaSourceBridge(settings, FakeSession(statuses))
+
+
+def record(offset=0) -> Record:
+    message = to_kafka(CLAIM)
+    return Record("telemetry.raw", 0, offset, message.key.encode(), message.value, list(message.headers.items()))
+
+
+@pytest.mark.parametrize("status, retried", [(500, True), (503, True), (429, True), (408, True), (409, True), (404, True),
+                                             (None, True), (400, False), (401, False), (422, False)])
+def test_retriable_answers_follow_knative_delivery(status, retried):
+    assert is_retriable(status) is retried
+
+
+def test_backoff_grows_exponentially_up_to_its_cap():
+    delays = [backoff_delay(n, 1, 30) for n in range(8)]
+    assert 0.8 <= delays[0] <= 1.2 and 6.4 <= delays[3] <= 9.6 and all(d <= 36 for d in delays)
+
+
+def test_a_binary_mode_cloudevent_keeps_the_producer_id_type_and_source():
+    b = bridge([200])
+    assert b.deliver(record()).delivered
+    headers = b.session.posts[0]
+    assert (headers["ce-id"], headers["ce-type"], headers["ce-source"]) == (CLAIM.batch_id, "com.easysmart.telemetry.batch.received.v1", "/easysmart/ingest")
+
+
+def test_transient_failures_are_retried_until_success():
+    b = bridge([None, 503, 429, 200])
+    outcome = b.deliver(record())
+    assert outcome.delivered and len(b.session.posts) == 4
+
+
+def test_a_permanent_answer_is_not_retried():
+    b = bridge([422])
+    outcome = b.deliver(record())
+    assert (outcome.delivered, outcome.status, len(b.session.posts)) == (False, 422, 1)
+
+
+def test_retries_stop_when_the_retry_window_is_exhausted():
+    outcome = bridge([503], max_elapsed=0.05).deliver(record())
+    assert not outcome.delivered and "exhausted" in outcome.error
+
+
+def test_undelivered_records_are_dead_lettered_before_their_offset_counts():
+    b = bridge([400])
+    dead = []
+    b.dead_letter = lambda rec, outcome: dead.append((rec.offset, outcome.status))
+    assert b.handle_partition([record(7), record(8)]) == 8
+    assert dead == [(7, 400), (8, 400)]
