@@ -1,6 +1,7 @@
 """Tenants and accounts: what the `esm` command line manages."""
 from __future__ import annotations
 
+import re
 import uuid
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -13,16 +14,32 @@ class AccountError(ValueError):
     """A tenant or account request that cannot be carried out; the message says why."""
 
 
-def create_tenant(cursor: psycopg2.extensions.cursor, name: str, timezone: str, if_missing: bool = False) -> str:
+_USERNAME = re.compile(r"^[A-Za-z0-9._@+-]{1,256}$")
+
+
+def check_timezone(timezone: str) -> str:
     try:
         ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError):
         raise AccountError(f"{timezone!r} is not an IANA time zone (for example America/Sao_Paulo)") from None
-    cursor.execute("SELECT id FROM tenants WHERE name = %s", (name,))
+    return timezone
+
+
+def tenant_by_name(cursor: psycopg2.extensions.cursor, name: str) -> tuple[str, str] | None:
+    """(id, timezone) of the tenant called `name`, if there is one."""
+    cursor.execute("SELECT id, timezone FROM tenants WHERE name = %s", (name,))
     row = cursor.fetchone()
-    if row:
+    return (str(row[0]), row[1]) if row else None
+
+
+def create_tenant(cursor: psycopg2.extensions.cursor, name: str, timezone: str, if_missing: bool = False) -> str:
+    check_timezone(timezone)
+    if not name.strip():
+        raise AccountError("a tenant name must not be empty")
+    existing = tenant_by_name(cursor, name)
+    if existing:
         if if_missing:
-            return str(row[0])
+            return existing[0]
         raise AccountError(f"tenant {name!r} already exists")
     tenant_id = uuid.uuid4()
     cursor.execute("INSERT INTO tenants (id, name, timezone) VALUES (%s, %s, %s)", (tenant_id, name, timezone))
@@ -33,24 +50,38 @@ def create_account(cursor: psycopg2.extensions.cursor, tenant: str, kind: str, u
                    if_missing: bool = False) -> str:
     if kind not in ACCOUNT_KINDS:
         raise AccountError(f"kind must be one of {', '.join(ACCOUNT_KINDS)}")
-    if not username or not password:
-        raise AccountError("username and password must not be empty")
-    cursor.execute("SELECT id FROM accounts WHERE username = %s", (username,))
-    row = cursor.fetchone()
-    if row:
+    if not _USERNAME.match(username):
+        raise AccountError(f"username {username!r}: 1 to 256 of letters, digits and . _ @ + -")
+    existing = existing_account(cursor, tenant, kind, username)
+    if existing:
         if if_missing:
-            return str(row[0])
+            return existing
         raise AccountError(f"account {username!r} already exists")
+    if not password:
+        raise AccountError("the password must not be empty")
     cursor.execute("SELECT id FROM tenants WHERE name = %s", (tenant,))
     tenant_row = cursor.fetchone()
     if tenant_row is None:
         raise AccountError(f"tenant {tenant!r} does not exist")
-    account_id = uuid.uuid4()
+    new_id = uuid.uuid4()
     cursor.execute(
         "INSERT INTO accounts (id, tenant_id, username, kind, password_hash) VALUES (%s, %s, %s, %s, %s)",
-        (account_id, tenant_row[0], username, kind, hash_password(password)),
+        (new_id, tenant_row[0], username, kind, hash_password(password)),
     )
-    return str(account_id)
+    return str(new_id)
+
+
+def existing_account(cursor: psycopg2.extensions.cursor, tenant: str, kind: str, username: str) -> str | None:
+    """The id of `username` if it exists as asked; an error if it exists in another tenant or as another kind."""
+    cursor.execute("SELECT a.id, t.name, a.kind FROM accounts a JOIN tenants t ON t.id = a.tenant_id WHERE a.username = %s",
+                   (username,))
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    found_id, found_tenant, found_kind = row
+    if (found_tenant, found_kind) != (tenant, kind):
+        raise AccountError(f"account {username!r} already exists as a {found_kind} account of tenant {found_tenant!r}")
+    return str(found_id)
 
 
 def set_blocked(cursor: psycopg2.extensions.cursor, username: str, blocked: bool) -> None:
@@ -61,6 +92,12 @@ def set_blocked(cursor: psycopg2.extensions.cursor, username: str, blocked: bool
         # Outstanding refresh tokens die with the block; access tokens expire within minutes.
         cursor.execute("UPDATE refresh_tokens SET revoked = true WHERE account_id = (SELECT id FROM accounts WHERE username = %s)",
                        (username,))
+
+
+def list_tenants(cursor: psycopg2.extensions.cursor) -> list[tuple]:
+    """(name, id, timezone) of every tenant, by name."""
+    cursor.execute("SELECT name, id, timezone FROM tenants ORDER BY name")
+    return cursor.fetchall()
 
 
 def list_accounts(cursor: psycopg2.extensions.cursor, tenant: str | None = None) -> list[tuple]:

@@ -138,7 +138,7 @@ class TokenService:
             message = next((text for kind, text in _JWT_MESSAGES.items() if isinstance(error, kind)), None)
             raise UnauthorizedError(message or f"the token is not valid: {error}") from None
         if claims["type"] != expected_type:
-            raise UnauthorizedError(f"a {claims['type']} token cannot be used as an {expected_type} token")
+            raise UnauthorizedError(f"{_a(claims['type'])} token cannot be used as {_a(expected_type)} token")
         if claims["acct"] not in ACCOUNT_KINDS:
             raise UnauthorizedError("the token names no known account type")
         return claims
@@ -154,6 +154,10 @@ class TokenService:
             return uuid.UUID(hex=str(claims["jti"]))
         except ValueError:
             raise UnauthorizedError("the refresh token's jti is not one this service issued") from None
+
+
+def _a(token_type: object) -> str:
+    return f"an {token_type}" if token_type == "access" else f"a {token_type}"
 
 
 def bearer_principal(headers: Mapping[str, str], tokens: TokenService) -> Principal:
@@ -256,7 +260,9 @@ class AuthService:
         if not verify_password(credentials.password, password_hash) or account_kind != kind:
             self._count_failure(cursor, account_id, client_addr, failures, locked_until, now)
             return UnauthorizedError(_BAD_CREDENTIALS)
-        cursor.execute("DELETE FROM login_failures WHERE account_id = %s AND client_addr = %s", (account_id, client_addr))
+        # Reset rather than delete: an attempt waiting on this row's lock must still find it.
+        cursor.execute("UPDATE login_failures SET failures = 0, locked_until = NULL, updated_at = now()"
+                       " WHERE account_id = %s AND client_addr = %s", (account_id, client_addr))
         if blocked or not active:
             return _refused(blocked)
         principal = Principal(str(account_id), str(tenant_id), account_kind, credentials.username)
@@ -311,10 +317,10 @@ class AuthService:
             cursor.execute("UPDATE refresh_tokens SET revoked = true WHERE family_id = %s", (family_id,))
             logger.warning("refresh token reused; family revoked", extra={"account_id": str(account_id)})
             return UnauthorizedError("this refresh token was already used; its session is revoked, log in again")
-        if revoked:
-            return UnauthorizedError("this refresh token was revoked; log in again")
         if blocked or not active:
             return _refused(blocked)
+        if revoked:
+            return UnauthorizedError("this refresh token was revoked; log in again")
         cursor.execute("UPDATE refresh_tokens SET used_at = now() WHERE jti = %s", (jti,))
         return self._issue(cursor, Principal(str(account_id), str(tenant_id), kind, username), family_id)
 

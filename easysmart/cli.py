@@ -14,11 +14,18 @@ from easysmart.db import migrate
 DEFAULT_TIMEZONE = "America/Sao_Paulo"
 
 
+def _database_url() -> str:
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        sys.exit("error: DATABASE_URL is not set (make targets set it from infra/local/local.env)")
+    return url
+
+
 def _connect():
     try:
-        return psycopg2.connect(os.environ["DATABASE_URL"], connect_timeout=10)
-    except KeyError:
-        sys.exit("DATABASE_URL is not set (make targets set it from infra/local/local.env)")
+        return psycopg2.connect(_database_url(), connect_timeout=10)
+    except psycopg2.OperationalError as error:
+        sys.exit(f"error: cannot connect to the database: {str(error).strip()}")
 
 
 def _in_transaction(action):
@@ -33,21 +40,26 @@ def _in_transaction(action):
 
 
 def cmd_migrate(args) -> None:
-    mode, applied = migrate(os.environ["DATABASE_URL"], os.environ.get("DB_MODE", "auto"))
+    mode, applied = migrate(_database_url(), os.environ.get("DB_MODE", "auto"))
     print(f"==> database schema up to date ({mode} mode); applied: {', '.join(applied) or 'nothing new'}")
 
 
 def cmd_tenant_create(args) -> None:
-    tenant_id = _in_transaction(lambda c: accounts.create_tenant(c, args.name, args.timezone, args.if_missing))
-    print(f"tenant {args.name} ({tenant_id}, {args.timezone})")
+    try:
+        accounts.check_timezone(args.timezone)
+    except accounts.AccountError as error:
+        sys.exit(f"error: {error}")
+    def create(cursor):
+        accounts.create_tenant(cursor, args.name, args.timezone, args.if_missing)
+        return accounts.tenant_by_name(cursor, args.name)
+
+    tenant_id, zone = _in_transaction(create)
+    print(f"tenant {args.name} ({tenant_id}, {zone})")
 
 
 def cmd_tenant_list(args) -> None:
-    def show(cursor):
-        cursor.execute("SELECT name, id, timezone FROM tenants ORDER BY name")
-        for name, tenant_id, zone in cursor.fetchall():
-            print(f"{name}\t{tenant_id}\t{zone}")
-    _in_transaction(show)
+    for name, tenant_id, zone in _in_transaction(accounts.list_tenants):
+        print(f"{name}\t{tenant_id}\t{zone}")
 
 
 def _password(args) -> str:
@@ -55,6 +67,11 @@ def _password(args) -> str:
 
 
 def cmd_account_create(args) -> None:
+    if args.if_missing:
+        existing = _in_transaction(lambda c: accounts.existing_account(c, args.tenant, args.kind, args.username))
+        if existing:
+            print(f"account {args.username} ({existing}) already exists; nothing to do")
+            return
     password = _password(args)
     account_id = _in_transaction(lambda c: accounts.create_account(c, args.tenant, args.kind, args.username, password, args.if_missing))
     print(f"{args.kind} account {args.username} ({account_id}) in tenant {args.tenant}")

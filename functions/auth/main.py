@@ -5,11 +5,12 @@ import functools
 
 import flask
 import functions_framework
+import orjson
 
-from easysmart.auth import AuthService, Credentials, TokenService, bearer_principal
+from easysmart.auth import AuthService, Credentials, TokenService, bearer_principal, refresh_token_from_body
 from easysmart.config import settings
 from easysmart.db import Database
-from easysmart.errors import BadRequestError
+from easysmart.errors import BadRequestError, PayloadTooLargeError
 from easysmart.observability import configure_logging
 from easysmart.web import Reply, Router, client_address
 
@@ -22,11 +23,21 @@ def _service() -> AuthService:
     return AuthService(Database(config.database_url, config.db_pool_max), TokenService(config), config)
 
 
+_MAX_BODY_BYTES = 64 * 1024
+
+
 def _json_body(request: flask.Request) -> object:
-    body = request.get_json(silent=True, force=True)
-    if body is None:
-        raise BadRequestError("the body must be JSON")
-    return body
+    if (request.content_length or 0) > _MAX_BODY_BYTES:
+        raise PayloadTooLargeError(f"the body is larger than {_MAX_BODY_BYTES} bytes")
+    raw = request.stream.read(_MAX_BODY_BYTES + 1)
+    if len(raw) > _MAX_BODY_BYTES:
+        raise PayloadTooLargeError(f"the body is larger than {_MAX_BODY_BYTES} bytes")
+    if not raw.strip():
+        raise BadRequestError("the body is empty; send a JSON object")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise BadRequestError(f"the body is not valid JSON: {error}") from None
 
 
 def _login(request: flask.Request, kind: str) -> Reply:
@@ -44,7 +55,7 @@ def user_login(request: flask.Request) -> Reply:
 
 
 def refresh(request: flask.Request) -> Reply:
-    return Reply(200, _service().refresh(_json_body(request)))
+    return Reply(200, _service().refresh(refresh_token_from_body(_json_body(request))))
 
 
 def me(request: flask.Request) -> Reply:

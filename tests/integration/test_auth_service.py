@@ -1,0 +1,386 @@
+"""auth against the real PostgreSQL: logins, lockout per (account, address), refresh rotation, blocks,
+through the service layer and through the HTTP function as functions-framework serves it."""
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+from functions_framework import create_app
+
+from easysmart import accounts, auth as auth_module, cli
+from easysmart.auth import AuthService, Credentials, Principal, TokenService
+from easysmart.config import settings as process_settings
+from easysmart.errors import ForbiddenError, LockedError, UnauthorizedError
+
+MAIN = Path(__file__).resolve().parents[2] / "functions" / "auth" / "main.py"
+
+
+@pytest.fixture
+def auth(database, auth_settings) -> AuthService:
+    return AuthService(database, TokenService(auth_settings), auth_settings)
+
+
+def login(auth: AuthService, account, address: str = "10.0.0.1", password: str | None = None, kind: str | None = None):
+    return auth.login(Credentials(account.username, account.password if password is None else password),
+                      kind or account.kind, address)
+
+
+def fail(auth: AuthService, account, address: str, times: int) -> None:
+    for _ in range(times):
+        with pytest.raises(UnauthorizedError, match="invalid username or password"):
+            login(auth, account, address, password="wrong-password")
+
+
+# --- logins ----------------------------------------------------------------------------------------
+
+def test_device_login_returns_a_pair_whose_access_token_names_the_device(auth, make_account):
+    account = make_account("device")
+
+    pair = login(auth, account)
+
+    principal = auth.tokens.verify_access(pair["access_token"])
+    assert (principal.account_id, principal.tenant_id, principal.kind, principal.username) == (
+        account.account_id, account.tenant_id, "device", account.username)
+    assert pair["token_type"] == "bearer" and pair["expires_in"] == 15 * 60
+    with pytest.raises(UnauthorizedError, match="refresh token cannot be used as an access token"):
+        auth.tokens.verify_access(pair["refresh_token"])
+
+
+def test_an_account_at_the_other_kinds_route_gets_the_wrong_password_answer(auth, make_account):
+    device, user = make_account("device"), make_account("user")
+
+    with pytest.raises(UnauthorizedError) as device_at_user_route:
+        login(auth, device, kind="user")
+    with pytest.raises(UnauthorizedError) as user_at_device_route:
+        login(auth, user, kind="device")
+    with pytest.raises(UnauthorizedError) as wrong_password:
+        login(auth, device, password="nope")
+
+    assert device_at_user_route.value.message == user_at_device_route.value.message == wrong_password.value.message
+    assert login(auth, user)["account_type"] == "user"
+
+
+def test_an_unknown_username_answers_like_a_wrong_password_and_still_runs_the_kdf(auth, make_account, monkeypatch):
+    known = make_account("device")
+    calls = []
+    real_verify = auth_module.verify_password
+    monkeypatch.setattr(auth_module, "verify_password", lambda pw, stored: calls.append(stored) or real_verify(pw, stored))
+
+    with pytest.raises(UnauthorizedError) as unknown:
+        auth.login(Credentials(f"nobody-{known.username}", "whatever"), "device", "10.0.0.1")
+    with pytest.raises(UnauthorizedError) as wrong:
+        login(auth, known, password="whatever")
+
+    assert unknown.value.message == wrong.value.message
+    assert len(calls) == 2 and all(stored.startswith("scrypt$16384$8$1$") for stored in calls)
+
+
+# --- lockout ---------------------------------------------------------------------------------------
+
+def test_five_failures_lock_the_account_from_that_address_only(auth, make_account, auth_settings):
+    account = make_account("device")
+    fail(auth, account, "10.0.0.2", auth_settings.login_max_failures)
+
+    with pytest.raises(LockedError) as locked:
+        login(auth, account, "10.0.0.2")  # even the right password
+
+    assert locked.value.status == 423
+    assert auth_settings.login_lockout_s - 10 < locked.value.retry_after_s <= auth_settings.login_lockout_s + 1
+    assert login(auth, account, "10.0.0.3")["access_token"]
+
+
+def test_four_failures_do_not_lock(auth, make_account, auth_settings):
+    account = make_account("device")
+    fail(auth, account, "10.0.0.4", auth_settings.login_max_failures - 1)
+
+    assert login(auth, account, "10.0.0.4")["access_token"]
+
+
+def test_a_success_resets_the_failure_count(auth, make_account, auth_settings):
+    account = make_account("device")
+    fail(auth, account, "10.0.0.5", auth_settings.login_max_failures - 1)
+    login(auth, account, "10.0.0.5")
+
+    fail(auth, account, "10.0.0.5", auth_settings.login_max_failures - 1)
+
+    assert login(auth, account, "10.0.0.5")["access_token"]
+
+
+def test_failures_from_other_addresses_do_not_add_up(auth, make_account, auth_settings):
+    account = make_account("user")
+    for number in range(auth_settings.login_max_failures * 2):
+        fail(auth, account, f"10.1.0.{number}", 1)
+
+    assert login(auth, account, "10.1.0.0")["access_token"]
+
+
+def test_a_lock_that_has_run_out_lets_the_account_in_again(auth, make_account, auth_settings, database):
+    account = make_account("device")
+    fail(auth, account, "10.0.0.6", auth_settings.login_max_failures)
+    with database.transaction() as cursor:
+        cursor.execute("UPDATE login_failures SET locked_until = now() - interval '1 second' WHERE account_id = %s",
+                       (account.account_id,))
+
+    assert login(auth, account, "10.0.0.6")["access_token"]
+
+
+def test_after_a_lock_runs_out_one_failure_does_not_lock_again(auth, make_account, auth_settings, database):
+    account = make_account("device")
+    fail(auth, account, "10.0.0.7", auth_settings.login_max_failures)
+    with database.transaction() as cursor:
+        cursor.execute("UPDATE login_failures SET locked_until = now() - interval '1 second' WHERE account_id = %s",
+                       (account.account_id,))
+
+    fail(auth, account, "10.0.0.7", 1)
+
+    assert login(auth, account, "10.0.0.7")["access_token"]
+
+
+# --- refresh ---------------------------------------------------------------------------------------
+
+def test_a_refresh_token_rotates_and_a_reused_one_revokes_its_family(auth, make_account):
+    account = make_account("user")
+    first = login(auth, account)
+
+    second = auth.refresh(first["refresh_token"])
+    assert second["refresh_token"] != first["refresh_token"]
+    assert auth.tokens.verify_access(second["access_token"]).account_id == account.account_id
+
+    with pytest.raises(UnauthorizedError, match="already used"):
+        auth.refresh(first["refresh_token"])
+    with pytest.raises(UnauthorizedError, match="revoked"):
+        auth.refresh(second["refresh_token"])
+
+
+def test_a_reuse_revokes_only_its_own_family(auth, make_account):
+    account = make_account("device")
+    stolen, other_session = login(auth, account), login(auth, account, "10.9.9.9")
+    auth.refresh(stolen["refresh_token"])
+
+    with pytest.raises(UnauthorizedError):
+        auth.refresh(stolen["refresh_token"])
+
+    assert auth.refresh(other_session["refresh_token"])["access_token"]
+
+
+def test_an_access_token_cannot_refresh(auth, make_account):
+    pair = login(auth, make_account("device"))
+
+    with pytest.raises(UnauthorizedError, match="access token cannot be used as a refresh token"):
+        auth.refresh(pair["access_token"])
+
+
+def test_a_refresh_token_unknown_to_the_database_is_refused(auth, make_account):
+    pair = login(auth, make_account("device"))
+    claims = auth.tokens.decode(pair["refresh_token"], "refresh")
+    forged = auth.tokens.refresh_token(Principal(claims["sub"], claims["tenant"], "device"), "0" * 32)
+
+    with pytest.raises(UnauthorizedError, match="unknown refresh token"):
+        auth.refresh(forged)
+
+
+# --- blocked and inactive accounts -----------------------------------------------------------------
+
+def test_a_blocked_account_cannot_log_in_or_refresh_until_unblocked(auth, make_account, database):
+    account = make_account("device")
+    pair = login(auth, account)
+    with database.transaction() as cursor:
+        accounts.set_blocked(cursor, account.username, True)
+
+    with pytest.raises(ForbiddenError, match="blocked") as refused_login:
+        login(auth, account)
+    with pytest.raises(ForbiddenError, match="blocked"):
+        auth.refresh(pair["refresh_token"])
+    with pytest.raises(UnauthorizedError):
+        login(auth, account, password="wrong")  # a blocked account reveals nothing without its password
+
+    assert refused_login.value.status == 403
+    with database.transaction() as cursor:
+        accounts.set_blocked(cursor, account.username, False)
+    assert login(auth, account)["access_token"]
+
+
+def test_an_inactive_account_cannot_log_in(auth, make_account, database):
+    account = make_account("user")
+    with database.transaction() as cursor:
+        cursor.execute("UPDATE accounts SET active = false WHERE id = %s", (account.account_id,))
+
+    with pytest.raises(ForbiddenError, match="inactive"):
+        login(auth, account)
+
+
+def test_me_describes_the_account_and_its_tenant(auth, make_account):
+    account = make_account("user", timezone="Europe/Lisbon")
+    principal = auth.tokens.verify_access(login(auth, account)["access_token"])
+
+    me = auth.me(principal)
+
+    assert me["account_id"] == account.account_id and me["username"] == account.username and me["kind"] == "user"
+    assert (me["tenant_id"], me["tenant_name"], me["timezone"]) == (account.tenant_id, account.tenant_name, "Europe/Lisbon")
+
+
+# --- the HTTP function -----------------------------------------------------------------------------
+
+@pytest.fixture
+def client(auth_settings, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", auth_settings.database_url)
+    monkeypatch.setenv("JWT_SECRET", auth_settings.jwt_secret)
+    for name, value in (("REDIS_URL", "redis://unused"), ("KAFKA_BOOTSTRAP_SERVERS", "unused:9092"),
+                        ("S3_ENDPOINT_URL", "http://unused"), ("S3_ACCESS_KEY_ID", "unused"), ("S3_SECRET_ACCESS_KEY", "unused")):
+        monkeypatch.setenv(name, os.environ.get(name) or value)
+    process_settings.cache_clear()
+    yield create_app(target="handle", source=str(MAIN)).test_client()
+    process_settings.cache_clear()
+
+
+def post(client, path: str, body=None, address: str = "10.2.0.1", **kwargs):
+    return client.post(path, json=body, headers={"X-Forwarded-For": address}, **kwargs)
+
+
+def test_http_device_login_answers_200_with_the_token_the_real_client_reads(client, make_account):
+    account = make_account("device")
+
+    response = post(client, "/api/v1/auth/device/login", {"username": account.username, "password": account.password})
+
+    assert response.status_code == 200, response.get_data(as_text=True)
+    body = response.get_json()
+    assert body["access_token"] and body["refresh_token"] and body["token_type"] == "bearer"
+
+
+def test_http_user_login_refresh_and_me(client, make_account):
+    account = make_account("user")
+    pair = post(client, "/api/v1/auth/login", {"username": account.username, "password": account.password}).get_json()
+
+    rotated = post(client, "/api/v1/auth/refresh", {"refresh_token": pair["refresh_token"]})
+    reused = post(client, "/api/v1/auth/refresh", {"refresh_token": pair["refresh_token"]})
+    me = client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {rotated.get_json()['access_token']}"})
+
+    assert rotated.status_code == 200
+    assert (reused.status_code, reused.get_json()["error"]) == (401, "unauthorized")
+    assert me.status_code == 200
+    assert me.get_json()["username"] == account.username and me.get_json()["timezone"] == "America/Sao_Paulo"
+
+
+def test_http_a_user_at_the_device_route_is_401(client, make_account):
+    account = make_account("user")
+
+    response = post(client, "/api/v1/auth/device/login", {"username": account.username, "password": account.password})
+
+    assert response.status_code == 401
+    assert response.get_json() == {"error": "unauthorized", "message": "invalid username or password"}
+
+
+def test_http_lockout_is_423_with_retry_after_for_that_address_only(client, make_account, auth_settings):
+    account = make_account("device")
+    wrong = {"username": account.username, "password": "wrong"}
+    right = {"username": account.username, "password": account.password}
+    statuses = [post(client, "/api/v1/auth/device/login", wrong, "10.3.0.1").status_code
+                for _ in range(auth_settings.login_max_failures)]
+
+    locked = post(client, "/api/v1/auth/device/login", right, "10.3.0.1")
+    elsewhere = post(client, "/api/v1/auth/device/login", right, "10.3.0.2")
+
+    assert statuses == [401] * auth_settings.login_max_failures
+    assert locked.status_code == 423 and locked.get_json()["error"] == "locked"
+    assert 0 < int(locked.headers["Retry-After"]) <= auth_settings.login_lockout_s + 1
+    assert elsewhere.status_code == 200
+
+
+def test_http_a_blocked_account_is_403(client, make_account, database):
+    account = make_account("device")
+    with database.transaction() as cursor:
+        accounts.set_blocked(cursor, account.username, True)
+
+    response = post(client, "/api/v1/auth/device/login", {"username": account.username, "password": account.password})
+
+    assert response.status_code == 403
+    assert response.get_json()["reason"] == "blocked"
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"not json", "not valid JSON"),
+    (b"", "body is empty"),
+    (b"[1, 2]", "JSON object"),
+    (b'{"password": "x"}', "username: required"),
+    (b'{"username": "x", "password": 12}', "password: must be a string, not int"),
+])
+def test_http_bad_login_bodies_are_400_naming_the_problem(client, data, message):
+    response = client.post("/api/v1/auth/device/login", data=data, content_type="application/json")
+
+    assert response.status_code == 400
+    assert message in response.get_json()["message"]
+
+
+def test_http_refresh_without_a_token_is_400_naming_the_field(client):
+    response = post(client, "/api/v1/auth/refresh", {"token": "x"})
+
+    assert response.status_code == 400 and response.get_json()["field"] == "refresh_token"
+
+
+@pytest.mark.parametrize("headers, message", [
+    ({}, "missing Authorization header"),
+    ({"Authorization": "Token abc"}, "must be 'Bearer <access token>'"),
+    ({"Authorization": "Bearer not.a.token"}, "not valid"),
+])
+def test_http_me_without_a_valid_bearer_token_is_401(client, headers, message):
+    response = client.get("/api/v1/auth/me", headers=headers)
+
+    assert response.status_code == 401
+    assert message in response.get_json()["message"]
+
+
+def test_http_wrong_method_is_405(client):
+    assert client.get("/api/v1/auth/device/login").status_code == 405
+
+
+# --- tenants and accounts (what `esm` does) ---------------------------------------------------------
+
+def test_a_tenant_needs_an_iana_time_zone(database):
+    with database.transaction() as cursor, pytest.raises(accounts.AccountError, match="not an IANA time zone"):
+        accounts.create_tenant(cursor, f"it-{uuid.uuid4().hex}", "Mars/Olympus_Mons")
+
+
+def test_creating_an_existing_account_if_missing_does_nothing_but_a_mismatch_is_an_error(database, make_account):
+    account, other = make_account("device"), make_account("user")
+    with database.transaction() as cursor:
+        again = accounts.create_account(cursor, account.tenant_name, "device", account.username, "", if_missing=True)
+        assert again == account.account_id
+        with pytest.raises(accounts.AccountError, match="already exists"):
+            accounts.create_account(cursor, account.tenant_name, "device", account.username, "pw")
+        with pytest.raises(accounts.AccountError, match="as a device account of tenant"):
+            accounts.create_account(cursor, other.tenant_name, "device", account.username, "pw", if_missing=True)
+
+
+def test_esm_seed_demo_creates_the_demo_accounts_once(database_url, database, monkeypatch, auth):
+    suffix = uuid.uuid4().hex[:10]
+    names = {"DEMO_TENANT": f"it-demo-{suffix}", "DEMO_DEVICE_USER": f"it-demo-dev-{suffix}",
+             "DEMO_DEVICE_PASSWORD": "dev-pass", "DEMO_ADMIN_USER": f"it-demo-adm-{suffix}", "DEMO_ADMIN_PASSWORD": "adm-pass"}
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    for name, value in names.items():
+        monkeypatch.setenv(name, value)
+    try:
+        cli.main(["seed-demo"])
+        cli.main(["seed-demo"])
+
+        device = auth.login(Credentials(names["DEMO_DEVICE_USER"], "dev-pass"), "device", "10.4.0.1")
+        admin = auth.login(Credentials(names["DEMO_ADMIN_USER"], "adm-pass"), "user", "10.4.0.1")
+        assert auth.tokens.verify_access(device["access_token"]).tenant_id == auth.tokens.verify_access(admin["access_token"]).tenant_id
+    finally:
+        with database.transaction() as cursor:
+            cursor.execute("DELETE FROM accounts WHERE username = ANY(%s)", ([names["DEMO_DEVICE_USER"], names["DEMO_ADMIN_USER"]],))
+            cursor.execute("DELETE FROM tenants WHERE name = %s", (names["DEMO_TENANT"],))
+
+
+def test_esm_account_block_and_unblock(database_url, monkeypatch, auth, make_account, capsys):
+    account = make_account("device")
+    monkeypatch.setenv("DATABASE_URL", database_url)
+
+    cli.main(["account", "block", account.username])
+    with pytest.raises(ForbiddenError):
+        login(auth, account)
+    cli.main(["account", "unblock", account.username])
+
+    assert login(auth, account)["access_token"]
+    assert f"account {account.username} unblocked" in capsys.readouterr().out

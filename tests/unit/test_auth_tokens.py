@@ -1,0 +1,185 @@
+"""JWTs: the claims issued, and every way a token must fail verification (no network)."""
+import base64
+import json
+import time
+import uuid
+from dataclasses import replace
+
+import jwt
+import pytest
+
+from easysmart.auth import Credentials, Principal, TokenService, bearer_principal, refresh_token_from_body
+from easysmart.config import Settings
+from easysmart.errors import BadRequestError, UnauthorizedError
+
+SECRET = "unit-test-secret-" + "x" * 48
+SETTINGS = Settings(database_url="", redis_url="", kafka_bootstrap_servers="", s3_endpoint_url="", s3_access_key_id="",
+                    s3_secret_access_key="", jwt_secret=SECRET)
+DEVICE = Principal(str(uuid.uuid4()), str(uuid.uuid4()), "device", "dev-1")
+USER = Principal(str(uuid.uuid4()), str(uuid.uuid4()), "user", "admin-1")
+
+
+@pytest.fixture
+def tokens() -> TokenService:
+    return TokenService(SETTINGS)
+
+
+def _claims(**overrides) -> dict:
+    now = int(time.time())
+    claims = {"sub": DEVICE.account_id, "tenant": DEVICE.tenant_id, "acct": "device", "type": "access", "iat": now,
+              "exp": now + 600, "jti": uuid.uuid4().hex, "iss": SETTINGS.jwt_issuer, "aud": SETTINGS.jwt_audience}
+    claims.update(overrides)
+    return {key: value for key, value in claims.items() if value is not None}
+
+
+def _rejection(tokens: TokenService, token: str) -> str:
+    with pytest.raises(UnauthorizedError) as raised:
+        tokens.verify_access(token)
+    assert raised.value.status == 401
+    return raised.value.message
+
+
+def test_an_issued_access_token_verifies_to_its_principal(tokens):
+    pair = tokens.issue_pair(DEVICE)
+
+    assert tokens.verify_access(pair["access_token"]) == DEVICE
+    assert pair["token_type"] == "bearer"
+    assert pair["expires_in"] == 15 * 60
+
+
+def test_issued_tokens_carry_every_claim(tokens):
+    pair = tokens.issue_pair(USER, refresh_jti="ab" * 16)
+
+    access = jwt.decode(pair["access_token"], options={"verify_signature": False})
+    refresh = jwt.decode(pair["refresh_token"], options={"verify_signature": False})
+
+    for claims, kind in ((access, "access"), (refresh, "refresh")):
+        assert {"sub", "tenant", "acct", "type", "iat", "exp", "jti", "iss", "aud"} <= set(claims)
+        assert (claims["sub"], claims["tenant"], claims["acct"], claims["type"]) == (USER.account_id, USER.tenant_id, "user", kind)
+        assert (claims["iss"], claims["aud"]) == ("easysmart", "easysmart-api")
+    assert access["exp"] - access["iat"] == 15 * 60
+    assert refresh["exp"] - refresh["iat"] == 7 * 86400
+    assert refresh["jti"] == "ab" * 16
+    assert access["jti"] != refresh["jti"]
+    assert jwt.get_unverified_header(pair["access_token"])["alg"] == "HS256"
+
+
+def test_device_refresh_tokens_last_thirty_days(tokens):
+    refresh = jwt.decode(tokens.issue_pair(DEVICE)["refresh_token"], options={"verify_signature": False})
+
+    assert refresh["exp"] - refresh["iat"] == 30 * 86400
+
+
+def test_an_expired_token_is_refused(tokens):
+    token = jwt.encode(_claims(iat=int(time.time()) - 7200, exp=int(time.time()) - 3600), SECRET, algorithm="HS256")
+
+    assert _rejection(tokens, token) == "the token has expired"
+
+
+def test_a_token_that_expires_is_accepted_then_refused():
+    tokens = TokenService(replace(SETTINGS, access_token_ttl_s=1))
+    token = tokens.access_token(DEVICE)
+    assert tokens.verify_access(token) == DEVICE
+
+    time.sleep(2.1)
+
+    assert _rejection(tokens, token) == "the token has expired"
+
+
+def test_an_alg_none_token_is_refused(tokens):
+    def part(data: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    token = f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(_claims())}."
+
+    assert "algorithm" in _rejection(tokens, token)
+
+
+def test_a_token_signed_with_another_key_is_refused(tokens):
+    token = jwt.encode(_claims(), "another-key-entirely-" * 3, algorithm="HS256")
+
+    assert _rejection(tokens, token) == "the token's signature is not valid"
+
+
+def test_a_token_with_another_hmac_algorithm_is_refused(tokens):
+    token = jwt.encode(_claims(), SECRET, algorithm="HS512")
+
+    assert "only HS256" in _rejection(tokens, token)
+
+
+def test_a_refresh_token_is_never_an_access_token(tokens):
+    refresh = tokens.issue_pair(DEVICE)["refresh_token"]
+
+    assert _rejection(tokens, refresh) == "a refresh token cannot be used as an access token"
+
+
+def test_an_access_token_is_never_a_refresh_token(tokens):
+    access = tokens.issue_pair(DEVICE)["access_token"]
+
+    with pytest.raises(UnauthorizedError, match="an access token cannot be used as a refresh token"):
+        tokens.verify_refresh(access)
+
+
+@pytest.mark.parametrize("claim", ["sub", "tenant", "acct", "type", "iat", "exp", "jti", "iss", "aud"])
+def test_a_token_missing_a_claim_is_refused(tokens, claim):
+    token = jwt.encode(_claims(**{claim: None}), SECRET, algorithm="HS256")
+
+    assert claim in _rejection(tokens, token)
+
+
+def test_a_token_for_another_issuer_or_audience_is_refused(tokens):
+    assert "issuer" in _rejection(tokens, jwt.encode(_claims(iss="someone-else"), SECRET, algorithm="HS256"))
+    assert "audience" in _rejection(tokens, jwt.encode(_claims(aud="other-api"), SECRET, algorithm="HS256"))
+
+
+def test_a_token_naming_an_unknown_account_type_is_refused(tokens):
+    token = jwt.encode(_claims(acct="robot"), SECRET, algorithm="HS256")
+
+    assert "account type" in _rejection(tokens, token)
+
+
+def test_garbage_is_refused(tokens):
+    for token in ("", "abc", "a.b.c", "x" * 500):
+        _rejection(tokens, token)
+
+
+def test_bearer_principal_reads_the_authorization_header(tokens):
+    token = tokens.access_token(DEVICE)
+
+    assert bearer_principal({"Authorization": f"Bearer {token}"}, tokens) == DEVICE
+    assert bearer_principal({"authorization": f"bearer  {token} "}, tokens) == DEVICE
+
+
+@pytest.mark.parametrize("headers, message", [
+    ({}, "missing Authorization header"),
+    ({"Authorization": ""}, "missing Authorization header"),
+    ({"Authorization": "Basic dXNlcjpwdw=="}, "must be 'Bearer <access token>'"),
+    ({"Authorization": "Bearer"}, "must be 'Bearer <access token>'"),
+    ({"Authorization": "Bearer   "}, "missing Authorization header|must be 'Bearer"),
+])
+def test_bearer_principal_says_what_is_wrong_with_the_header(tokens, headers, message):
+    with pytest.raises(UnauthorizedError, match=message):
+        bearer_principal(headers, tokens)
+
+
+@pytest.mark.parametrize("body, field, message", [
+    ([], "username", "JSON object"),
+    ({}, "username", "username: required"),
+    ({"username": "a"}, "password", "password: required"),
+    ({"username": 5, "password": "p"}, "username", "username: must be a string, not int"),
+    ({"username": "a", "password": None}, "password", "password: must be a string, not NoneType"),
+    ({"username": "", "password": "p"}, "username", "username: must not be empty"),
+    ({"username": "a", "password": "p" * 1025}, "password", "longer than 1024"),
+])
+def test_credentials_name_the_bad_field(body, field, message):
+    with pytest.raises(BadRequestError, match=message) as raised:
+        Credentials.from_body(body)
+
+    assert raised.value.details["field"] == field
+    assert raised.value.status == 400
+
+
+def test_the_refresh_body_needs_a_refresh_token():
+    assert refresh_token_from_body({"refresh_token": "t"}) == "t"
+    with pytest.raises(BadRequestError, match="refresh_token: required"):
+        refresh_token_from_body({"token": "t"})
