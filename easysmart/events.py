@@ -32,7 +32,7 @@ class ClaimCheck:
     bucket: str
     key: str
     size_bytes: int
-    decompressed_bytes: int
+    decompressed_bytes: int | None  # None: ingest did not read the whole upload
     sha256: str
     content_encoding: str
     items: int | None
@@ -60,9 +60,10 @@ class ClaimCheck:
         if missing:
             raise InvalidClaimCheckError(f"claim check is missing {', '.join(sorted(missing))}")
         values = {name: data.get(name) for name in known}
-        for name in ("size_bytes", "decompressed_bytes"):
-            if not isinstance(values[name], int):
-                raise InvalidClaimCheckError(f"claim check field {name} must be an integer")
+        if not isinstance(values["size_bytes"], int):
+            raise InvalidClaimCheckError("claim check field size_bytes must be an integer")
+        if not isinstance(values["decompressed_bytes"], (int, type(None))):
+            raise InvalidClaimCheckError("claim check field decompressed_bytes must be an integer or null")
         return cls(**values)
 
 

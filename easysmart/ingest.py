@@ -1,9 +1,9 @@
 """Ingest: take an upload, store it as a blob, send its claim check, answer 201.
 
-The body is read in chunks: its size as sent and decompressed are limited while streaming,
-the gzip as sent goes to a spooled file (memory for small uploads, disk for large ones),
-and only the first window of decompressed text is parsed here to answer 400/422 and the
-counts. `process` checks the whole.
+The body is read in chunks and limited while streaming; the gzip as sent goes to a spooled
+file (memory for small uploads, disk for large ones). Only the first window of decompressed
+text (4 MiB by default) is decompressed and parsed here, to answer 400/413/422 and the counts
+at once; `process` decompresses and checks the whole under the same decompressed-size limit.
 """
 from __future__ import annotations
 
@@ -25,9 +25,10 @@ from easysmart.db import Database
 from easysmart.errors import (BadRequestError, EasySmartError, ForbiddenError, NotFoundError, PayloadTooLargeError,
                               UnavailableError, UnprocessableError, UnsupportedMediaTypeError)
 from easysmart.events import ClaimCheck
-from easysmart.jsonstream import MalformedJsonError, WindowExhausted, events_from_items, iter_upload_text, text_reader
+from easysmart.jsonstream import MalformedJsonError, WindowExhausted, iter_upload_text, text_reader
 from easysmart.messaging import ClaimCheckPublisher
 from easysmart.observability import batch_id_var
+from easysmart.payload import structure_violations
 from easysmart.ratelimit import Limit, RateLimiter
 from easysmart.storage import BlobStore
 from easysmart.upload import UploadShape, scan_shape
@@ -60,6 +61,40 @@ class UploadResult:
         if self.duplicate:
             body["duplicate"] = True
         return body
+
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_GZIP_MTIME = slice(4, 8)
+
+
+class _BlobWriter:
+    """Spools the blob and hashes it. A gzip header's timestamp is zeroed, so an upload the
+    client compresses again for a resend is byte-identical and found as a duplicate."""
+
+    def __init__(self, spool: BinaryIO) -> None:
+        self.spool = spool
+        self.digest = hashlib.sha256()
+        self._header = b""
+
+    def write_gzip(self, chunk: bytes) -> None:
+        if self._header is not None:
+            self._header += chunk
+            if len(self._header) < 10:
+                return
+            header = bytearray(self._header)
+            header[_GZIP_MTIME] = bytes(4)
+            chunk, self._header = bytes(header), None
+        self.write(chunk)
+
+    def write(self, data: bytes) -> None:
+        self.spool.write(data)
+        self.digest.update(data)
+
+    def hexdigest(self) -> str:
+        if self._header:  # a body shorter than a gzip header: BoundedGunzip has refused it already
+            self.write(self._header)
+            self._header = None
+        return self.digest.hexdigest()
 
 
 class _Window:
@@ -98,7 +133,11 @@ def inspect_window(data: bytes, complete: bool) -> UploadShape:
                 raise BadRequestError(f"the upload is not valid JSON: {error}") from None
             if not isinstance(items, list):
                 raise UnprocessableError("the upload must be a JSON array of equipment objects", paths=["$"])
-            scan_shape(events_from_items(items), shape)
+            for index, item in enumerate(items):
+                shape.items += 1
+                shape.add_violations(structure_violations(item, index))
+                sensors = item.get("sensor") if isinstance(item, dict) else None
+                shape.readings += len(sensors) if isinstance(sensors, list) else 0
         else:
             scan_shape(iter_upload_text(text_reader([bytes(data)]), complete=False), shape)
     except WindowExhausted:
@@ -180,54 +219,49 @@ class IngestService:
             return False
         raise UnsupportedMediaTypeError(f"Content-Encoding {encoding!r} is not supported; send gzip or identity")
 
-    def _read_body(self, request: UploadRequest, gzip_body: bool, spool: BinaryIO) -> tuple[str, int, UploadShape | None]:
-        """Streams the body into the spool; returns (sha256 of the JSON text, its size, shape)."""
+    def _read_body(self, request: UploadRequest, gzip_body: bool, spool: BinaryIO) -> tuple[str, int | None, UploadShape | None]:
+        """Streams the body into the spool as the gzip blob to store.
+
+        Returns the blob's sha256, the decompressed size (None when the upload goes past the
+        synchronous window) and the shape found in the window (None likewise). Only the window
+        is decompressed here; process decompresses and checks the whole.
+        """
         max_body = self.settings.ingest_max_body_bytes
-        max_decompressed = self.settings.ingest_max_decompressed_bytes
         window = _Window(self.settings.ingest_sync_window_bytes)
-        digest = hashlib.sha256()
-        inflater = BoundedGunzip(max_decompressed) if gzip_body else None
-        deflater = None if gzip_body else zlib.compressobj(5, zlib.DEFLATED, 31)
-        sent = plain_total = 0
-        inspected: UploadShape | None = None
-        first = True
-        while True:
-            chunk = request.body.read(READ_CHUNK_BYTES)
-            if not chunk:
-                break
+        blob = _BlobWriter(spool)
+        inflater = BoundedGunzip(self.settings.ingest_max_decompressed_bytes)
+        deflater = None
+        sent = 0
+        while chunk := request.body.read(READ_CHUNK_BYTES):
             sent += len(chunk)
             if sent > max_body:
                 raise PayloadTooLargeError(f"the body is larger than the limit of {max_body} bytes", limit=max_body)
-            if first and not gzip_body and chunk[:2] == b"\x1f\x8b":
-                # gzip sent without its Content-Encoding header: take it as gzip all the same.
-                gzip_body, inflater, deflater = True, BoundedGunzip(max_decompressed), None
-            first = False
-            if gzip_body:
-                spool.write(chunk)
-                texts = inflater.feed(chunk)
+            if sent == len(chunk) and not gzip_body and chunk[:2] != _GZIP_MAGIC:
+                deflater = zlib.compressobj(5, zlib.DEFLATED, 31)
+            # gzip sent without its Content-Encoding header is taken as gzip all the same.
+            if deflater is None:
+                blob.write_gzip(chunk)
+                texts = inflater.feed(chunk) if not window.full else ()
             else:
-                plain_total += len(chunk)
-                if plain_total > max_decompressed:
-                    raise PayloadTooLargeError(f"the upload is larger than {max_decompressed} bytes", limit=max_decompressed)
-                spool.write(deflater.compress(chunk))
+                blob.write(deflater.compress(chunk))
                 texts = (chunk,)
             for text in texts:
-                digest.update(text)
                 window.add(text)
-                if window.full and inspected is None:
-                    # Refuse a bad upload (or a bomb of zeros) without reading the rest.
-                    inspected = inspect_window(window.data, complete=False)
-        if gzip_body:
-            inflater.finish()
-            total = inflater.total
-        else:
-            if sent == 0:
-                raise BadRequestError("the body is empty")
-            spool.write(deflater.flush())
-            total = plain_total
+                if window.full:
+                    # Refuse a bad upload (or a bomb of zeros) without reading further.
+                    inspect_window(window.data, complete=False)
+                    break
+        if sent == 0:
+            raise BadRequestError("the body is empty")
+        if deflater is not None:
+            blob.write(deflater.flush())
+            if window.complete:
+                return blob.hexdigest(), len(window.data), inspect_window(window.data, complete=True)
+            return blob.hexdigest(), None, None
         if window.complete:
-            return digest.hexdigest(), total, inspect_window(window.data, complete=True)
-        return digest.hexdigest(), total, None
+            inflater.finish()
+            return blob.hexdigest(), inflater.total, inspect_window(window.data, complete=True)
+        return blob.hexdigest(), None, None
 
     def _earlier_identical(self, principal: Principal, digest: str, now: datetime) -> UploadResult | None:
         since = now - timedelta(days=self.settings.blob_retention_days)

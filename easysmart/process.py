@@ -357,10 +357,12 @@ class BatchProcessor:
     def _events(self, claim: ClaimCheck, digest) -> tuple[Iterator, Callable[[], None]]:
         """Upload events, parsed in one go when memory allows, else streamed; and a release()."""
         limit = self.settings.ingest_max_decompressed_bytes
-        texts = _hashed(gunzip_chunks(self.blobs.iter_chunks(claim.key), limit), digest)
+        texts = gunzip_chunks(_hashed(self.blobs.iter_chunks(claim.key), digest), limit)
+        # The size is known when ingest saw the whole upload; unknown sizes are streamed.
         one_go_size = claim.decompressed_bytes
-        reserve = one_go_size * ONE_GO_MEMORY_FACTOR
-        if one_go_size <= self.settings.process_parse_in_one_go_bytes and self.memory.try_reserve(reserve):
+        reserve = (one_go_size or 0) * ONE_GO_MEMORY_FACTOR
+        if (one_go_size is not None and one_go_size <= self.settings.process_parse_in_one_go_bytes
+                and self.memory.try_reserve(reserve)):
             try:
                 text = b"".join(texts)
                 items = orjson.loads(text)
@@ -435,7 +437,7 @@ class BatchProcessor:
             raise
 
 
-def _hashed(texts: Iterable[bytes], digest) -> Iterator[bytes]:
-    for text in texts:
-        digest.update(text)
-        yield text
+def _hashed(chunks: Iterable[bytes], digest) -> Iterator[bytes]:
+    for chunk in chunks:
+        digest.update(chunk)
+        yield chunk

@@ -39,7 +39,7 @@ CREATE TABLE batches (
     tenant_id           uuid NOT NULL REFERENCES tenants(id),
     account_id          uuid NOT NULL,
     request_id          text,
-    sha256              text NOT NULL,
+    sha256              text NOT NULL,       -- of the stored gzip blob (timestamp zeroed)
     status              text NOT NULL CHECK (status IN ('accepted', 'processing', 'done', 'failed')),
     received_items      integer,
     readings            integer,
@@ -52,7 +52,7 @@ CREATE TABLE batches (
     bucket              text NOT NULL,
     object_key          text NOT NULL,
     size_bytes          bigint NOT NULL,
-    decompressed_bytes  bigint NOT NULL,
+    decompressed_bytes  bigint,              -- NULL: larger than ingest's synchronous window
     attempts            integer NOT NULL DEFAULT 0,
     received_at         timestamptz NOT NULL,
     processed_at        timestamptz

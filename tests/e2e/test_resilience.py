@@ -157,10 +157,14 @@ def test_decompression_bomb_is_refused_and_memory_stays_bounded():
         "Authorization": f"Bearer {token}", "Content-Encoding": "gzip", "Content-Type": "application/json"})
     assert response.status_code in (400, 413)
     assert response.json()["message"]
-    # Valid JSON text that never ends: all of it must be read, and the limit stops it.
-    endless = b'[{"equip_uuid": "x", "sensor": [' + b" " * (1100 * MiB)
-    response = requests.post(f"{BASE_URL}/api/v1/telemetry/bulk", data=gzip.compress(endless, 1), timeout=300, headers={
+    # A start that looks right and never ends: accepted on its window, failed by process at the limit.
+    endless = gzip.compress(b'[{"equip_uuid": "x", "sensor": [' + b" " * (1100 * MiB), 1)
+    response = requests.post(f"{BASE_URL}/api/v1/telemetry/bulk", data=endless, timeout=300, headers={
         "Authorization": f"Bearer {token}", "Content-Encoding": "gzip", "Content-Type": "application/json"})
-    assert response.status_code == 413
+    assert response.status_code == 201
+    assert response.json()["readings"] is None
+    failed = wait_for_batch(token, response.json()["batch_id"], timeout=300)
+    assert failed["status"] == "failed"
+    assert "decompresses to more than" in failed["reasons"][0]["reason"]
     assert peak_rss_bytes("ingest") < 256 * MiB
     assert peak_rss_bytes("process") < 512 * MiB

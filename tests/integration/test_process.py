@@ -21,7 +21,7 @@ def stage(blobs, account, items, *, sha256: str | None = None, raw: bytes | None
     key = f"raw/test/{account.tenant_id}/{batch_id}.json.gz"
     blobs.put(key, io.BytesIO(body), {"tenant-id": account.tenant_id})
     return ClaimCheck(batch_id, account.tenant_id, account.account_id, account.username, blobs.bucket, key, len(body),
-                      len(text), sha256 or hashlib.sha256(text).hexdigest(), "gzip", None, None, "test",
+                      len(text), sha256 or hashlib.sha256(body).hexdigest(), "gzip", None, None, "test",
                       datetime.now(timezone.utc).isoformat())
 
 
