@@ -1,0 +1,557 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	sigsyaml "sigs.k8s.io/yaml"
+)
+
+var publicFunctions = map[string]bool{"auth": true, "ingest": true, "analytics": true}
+var clusterLocalFunctions = map[string]bool{"process": true, "retention": true}
+
+// Render is one kustomization's output with lookups.
+type Rendered struct {
+	Label   string
+	Objects []*Object
+}
+
+func (rd *Rendered) find(apiVersion, kind, ns, name string) *Object {
+	for _, o := range rd.Objects {
+		if (apiVersion == "" || o.APIVersion == apiVersion) && o.Kind == kind && o.Name == name && (ns == "" || o.Namespace == ns) {
+			return o
+		}
+	}
+	return nil
+}
+
+func (rd *Rendered) all(kind string) []*Object {
+	var out []*Object
+	for _, o := range rd.Objects {
+		if o.Kind == kind {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// podSpecs returns the pod specs of a workload object (Knative Service included).
+func podSpecs(o *Object) []map[string]any {
+	switch o.Kind {
+	case "Service":
+		if strings.HasPrefix(o.APIVersion, "serving.knative.dev/") {
+			return []map[string]any{mapAt(o.Map, "spec", "template", "spec")}
+		}
+	case "Deployment", "StatefulSet", "DaemonSet", "Job", "ReplicaSet":
+		return []map[string]any{mapAt(o.Map, "spec", "template", "spec")}
+	case "CronJob":
+		return []map[string]any{mapAt(o.Map, "spec", "jobTemplate", "spec", "template", "spec")}
+	case "Pod":
+		return []map[string]any{mapAt(o.Map, "spec")}
+	}
+	return nil
+}
+
+func containers(ps map[string]any) []map[string]any {
+	var out []map[string]any
+	for _, key := range []string{"initContainers", "containers"} {
+		for _, c := range list(ps, key) {
+			if m, ok := c.(map[string]any); ok {
+				out = append(out, m)
+			}
+		}
+	}
+	return out
+}
+
+var imageRe = regexp.MustCompile(`^(?:(.+)/)?([a-z0-9._-]+)(?::([A-Za-z0-9._-]+))?(?:@(sha256:[a-f0-9]{64}))?$`)
+
+// CheckImage: the functions' images are the Dockerfile's (<registry>/<name>:<version>, the
+// kind convention being dev.local/<name>:<version>); any other image is pinned (no latest).
+func CheckImage(repo *Repo, where, image string, r *Report) {
+	m := imageRe.FindStringSubmatch(image)
+	if m == nil {
+		r.Errorf(where, "image %q is not a valid reference", image)
+		return
+	}
+	registry, name, tag, digest := m[1], m[2], m[3], m[4]
+	isFunction := repo.Buildable(name) || repo.Planned[name]
+	if isFunction {
+		if tag != repo.Version {
+			r.Errorf(where, "image %q: the Dockerfile builds %s:%s (pyproject.toml version)", image, name, repo.Version)
+		}
+		if !repo.Buildable(name) {
+			r.Notef(where, "image %q: functions/%s/ does not exist yet, so no image is built for it (planned function)", image, name)
+		}
+		r.Pass("images: built by the Dockerfile convention")
+		return
+	}
+	if registry == "dev.local" {
+		r.Errorf(where, "image %q: dev.local images are built from functions/<name>/, and there is no functions/%s/", image, name)
+		return
+	}
+	if (tag == "" || tag == "latest") && digest == "" {
+		r.Errorf(where, "image %q must be pinned to a version tag or digest", image)
+		return
+	}
+	r.Pass("images: third-party images pinned")
+}
+
+// envOf collects the variables a container gets: env (name -> source) and envFrom.
+func envOf(rd *Rendered, ns string, c map[string]any, where string, r *Report) map[string]string {
+	env := map[string]string{}
+	for _, e := range list(c, "env") {
+		name := str(e, "name")
+		switch {
+		case get(e, "value") != nil:
+			env[name] = str(e, "value")
+		case get(e, "valueFrom", "secretKeyRef") != nil:
+			ref := mapAt(e, "valueFrom", "secretKeyRef")
+			env[name] = "secret:" + str(ref, "name") + "/" + str(ref, "key")
+			checkKey(rd, "Secret", ns, str(ref, "name"), str(ref, "key"), where, r)
+		case get(e, "valueFrom", "configMapKeyRef") != nil:
+			ref := mapAt(e, "valueFrom", "configMapKeyRef")
+			checkKey(rd, "ConfigMap", ns, str(ref, "name"), str(ref, "key"), where, r)
+			if cm := rd.find("v1", "ConfigMap", ns, str(ref, "name")); cm != nil {
+				env[name] = str(cm.Map, "data", str(ref, "key"))
+			}
+		default:
+			env[name] = "(from the pod)"
+		}
+	}
+	for _, ef := range list(c, "envFrom") {
+		prefix := str(ef, "prefix")
+		if ref := mapAt(ef, "configMapRef"); ref != nil {
+			cm := rd.find("v1", "ConfigMap", ns, str(ref, "name"))
+			if cm == nil {
+				r.Errorf(where, "envFrom ConfigMap %s/%s is not in the manifests", ns, str(ref, "name"))
+				continue
+			}
+			for k, v := range mapAt(cm.Map, "data") {
+				env[prefix+k] = fmt.Sprint(v)
+			}
+		}
+		if ref := mapAt(ef, "secretRef"); ref != nil {
+			s := rd.find("v1", "Secret", ns, str(ref, "name"))
+			if s == nil {
+				r.Errorf(where, "envFrom Secret %s/%s is not in the manifests", ns, str(ref, "name"))
+				continue
+			}
+			for _, key := range []string{"data", "stringData"} {
+				for k := range mapAt(s.Map, key) {
+					env[prefix+k] = "secret:" + str(ref, "name") + "/" + k
+				}
+			}
+		}
+	}
+	return env
+}
+
+// checkKey: a referenced key must exist when the Secret/ConfigMap is part of the manifests; a
+// Secret that is not (production creates it out of band) is noted once.
+func checkKey(rd *Rendered, kind, ns, name, key, where string, r *Report) {
+	o := rd.find("v1", kind, ns, name)
+	if o == nil {
+		if kind == "Secret" {
+			r.Notef(rd.Label, "Secret %s/%s is created outside the manifests (documented in the overlay)", ns, name)
+			return
+		}
+		r.Errorf(where, "%s %s/%s is not in the manifests", kind, ns, name)
+		return
+	}
+	if get(o.Map, "data", key) == nil && get(o.Map, "stringData", key) == nil {
+		r.Errorf(where, "%s %s/%s has no key %q", kind, ns, name, key)
+	}
+}
+
+func requireEnv(repo *Repo, env map[string]string, where string, r *Report) {
+	var missing []string
+	for _, v := range repo.Required {
+		if val, ok := env[v]; !ok || val == "" {
+			missing = append(missing, v)
+		}
+	}
+	if len(missing) > 0 {
+		r.Errorf(where, "environment variables read without a default are not set: %s", strings.Join(missing, ", "))
+		return
+	}
+	r.Pass("env: every variable without a default is set")
+}
+
+// CheckKnative runs the cross checks of one Knative overlay.
+func CheckKnative(repo *Repo, rd *Rendered, kindConfig map[string]any, r *Report) {
+	// Every function folder has a Knative Service, with the visibility the design gives it.
+	for _, fn := range repo.Functions {
+		if rd.find("serving.knative.dev/v1", "Service", "", fn) == nil {
+			r.Errorf(rd.Label, "functions/%s/ has no Knative Service named %s", fn, fn)
+		}
+	}
+	for _, o := range rd.Objects {
+		for _, ps := range podSpecs(o) {
+			for _, c := range containers(ps) {
+				CheckImage(repo, o.ID(), str(c, "image"), r)
+			}
+		}
+	}
+	for _, o := range rd.all("Service") {
+		if o.APIVersion != "serving.knative.dev/v1" {
+			continue
+		}
+		checkKnativeService(repo, rd, o, r)
+	}
+	for _, o := range rd.all("Job") {
+		if o.Name != "migrate" {
+			continue
+		}
+		c := containers(podSpecs(o)[0])
+		if len(c) != 1 {
+			r.Errorf(o.ID(), "expected one container")
+			continue
+		}
+		cmd := fmt.Sprint(get(c[0], "command"), get(c[0], "args"))
+		if !strings.Contains(cmd, "esm migrate") {
+			r.Errorf(o.ID(), "the migration Job must run `esm migrate`, runs %s", cmd)
+		}
+		env := envOf(rd, o.Namespace, c[0], o.ID(), r)
+		if env["DB_MODE"] != "timescaledb" {
+			r.Errorf(o.ID(), "the migration Job must run with DB_MODE=timescaledb")
+		}
+		if env["DATABASE_URL"] == "" {
+			r.Errorf(o.ID(), "the migration Job needs DATABASE_URL")
+		}
+	}
+	checkEventing(repo, rd, r)
+	checkFrontProxy(repo, rd, kindConfig, r)
+}
+
+func checkKnativeService(repo *Repo, rd *Rendered, o *Object, r *Report) {
+	where := o.ID()
+	visibility := str(o.Map, "metadata", "labels", "networking.knative.dev/visibility")
+	if publicFunctions[o.Name] && visibility == "cluster-local" {
+		r.Errorf(where, "%s is a public function: it must not be cluster-local", o.Name)
+	}
+	if clusterLocalFunctions[o.Name] && visibility != "cluster-local" {
+		r.Errorf(where, "%s must be cluster-local (label networking.knative.dev/visibility: cluster-local)", o.Name)
+	}
+	ann := mapAt(o.Map, "spec", "template", "metadata", "annotations")
+	for _, a := range []string{"autoscaling.knative.dev/target", "autoscaling.knative.dev/min-scale", "autoscaling.knative.dev/max-scale"} {
+		if _, ok := ann[a]; !ok {
+			r.Errorf(where, "annotation %s is required (sized from the benchmarks)", a)
+		}
+	}
+	spec := mapAt(o.Map, "spec", "template", "spec")
+	cc, _ := get(spec, "containerConcurrency").(int64)
+	if cc <= 0 {
+		r.Errorf(where, "containerConcurrency must be set (> 0)")
+	}
+	timeout, _ := get(spec, "timeoutSeconds").(int64)
+	if timeout <= 0 {
+		r.Errorf(where, "timeoutSeconds must be set")
+	}
+	if o.Name == "ingest" && timeout < 120 {
+		r.Errorf(where, "timeoutSeconds %d is too short for a 10 MiB upload over a slow uplink (>= 120)", timeout)
+	}
+	cs := containers(spec)
+	if len(cs) != 1 {
+		r.Errorf(where, "expected one container, got %d", len(cs))
+		return
+	}
+	c := cs[0]
+	for _, k := range []string{"requests", "limits"} {
+		for _, res := range []string{"cpu", "memory"} {
+			if get(c, "resources", k, res) == nil {
+				r.Errorf(where, "resources.%s.%s is required", k, res)
+			}
+		}
+	}
+	env := envOf(rd, o.Namespace, c, where, r)
+	requireEnv(repo, env, where, r)
+	workers, errW := strconv.Atoi(env["WORKERS"])
+	threads, errT := strconv.Atoi(env["THREADS"])
+	if errW != nil || errT != nil || workers < 1 || threads < 1 {
+		r.Errorf(where, "WORKERS and THREADS must be set explicitly (gunicorn under functions-framework)")
+	} else if cc > 0 && int64(workers*threads) != cc {
+		r.Errorf(where, "containerConcurrency %d must equal WORKERS x THREADS = %d", cc, workers*threads)
+	}
+	r.Pass("knative Service: sizing, visibility and env")
+}
+
+// resolveRef finds the target of a Destination.ref.
+func resolveRef(rd *Rendered, from *Object, ref map[string]any, what string, r *Report) *Object {
+	ns := str(ref, "namespace")
+	if ns == "" {
+		ns = from.Namespace
+	}
+	t := rd.find(str(ref, "apiVersion"), str(ref, "kind"), ns, str(ref, "name"))
+	if t == nil {
+		r.Errorf(from.ID(), "%s %s %s/%s (%s) is not in the manifests", what, str(ref, "kind"), ns, str(ref, "name"), str(ref, "apiVersion"))
+		return nil
+	}
+	r.Pass("eventing: sinks resolve")
+	return t
+}
+
+func checkEventing(repo *Repo, rd *Rendered, r *Report) {
+	topics := map[string]*Object{}
+	for _, t := range rd.all("KafkaTopic") {
+		name := str(t.Map, "spec", "topicName")
+		if name == "" {
+			name = t.Name
+		}
+		topics[name] = t
+		cluster := str(t.Map, "metadata", "labels", "strimzi.io/cluster")
+		if rd.find("kafka.strimzi.io/v1", "Kafka", t.Namespace, cluster) == nil {
+			r.Errorf(t.ID(), "label strimzi.io/cluster=%q names no Kafka in namespace %s", cluster, t.Namespace)
+		}
+	}
+	for _, p := range rd.all("KafkaNodePool") {
+		cluster := str(p.Map, "metadata", "labels", "strimzi.io/cluster")
+		if rd.find("kafka.strimzi.io/v1", "Kafka", p.Namespace, cluster) == nil {
+			r.Errorf(p.ID(), "label strimzi.io/cluster=%q names no Kafka in namespace %s", cluster, p.Namespace)
+		}
+	}
+	haveTopics := len(rd.all("KafkaTopic")) > 0
+	config := rd.find("v1", "ConfigMap", "easysmart", "easysmart-config")
+	topicExists := func(o *Object, topic, what string) {
+		if haveTopics {
+			if topics[topic] == nil {
+				r.Errorf(o.ID(), "%s %q has no KafkaTopic", what, topic)
+			} else {
+				r.Pass("eventing: topics exist")
+			}
+		}
+	}
+	checkBootstrap := func(o *Object) {
+		servers := list(o.Map, "spec", "bootstrapServers")
+		var joined []string
+		for _, s := range servers {
+			joined = append(joined, fmt.Sprint(s))
+		}
+		if config != nil && strings.Join(joined, ",") != str(config.Map, "data", "KAFKA_BOOTSTRAP_SERVERS") {
+			r.Errorf(o.ID(), "bootstrapServers %v differ from KAFKA_BOOTSTRAP_SERVERS in easysmart-config", joined)
+		}
+		if !haveTopics {
+			return
+		}
+		for _, s := range joined {
+			host, port, _ := strings.Cut(s, ":")
+			parts := strings.Split(host, ".")
+			cluster := strings.TrimSuffix(parts[0], "-kafka-bootstrap")
+			if len(parts) < 2 || cluster == parts[0] {
+				r.Errorf(o.ID(), "bootstrap server %q is not a Strimzi bootstrap service (<cluster>-kafka-bootstrap.<namespace>)", s)
+				continue
+			}
+			k := rd.find("kafka.strimzi.io/v1", "Kafka", parts[1], cluster)
+			if k == nil {
+				r.Errorf(o.ID(), "bootstrap server %q: no Kafka %s in namespace %s", s, cluster, parts[1])
+				continue
+			}
+			found := false
+			for _, l := range list(k.Map, "spec", "kafka", "listeners") {
+				if fmt.Sprint(get(l, "port")) == port && get(l, "tls") == false {
+					found = true
+				}
+			}
+			if !found {
+				r.Errorf(o.ID(), "bootstrap server %q: Kafka %s has no plain listener on port %s", s, cluster, port)
+			}
+		}
+	}
+	for _, o := range rd.all("KafkaSource") {
+		for _, t := range list(o.Map, "spec", "topics") {
+			topicExists(o, fmt.Sprint(t), "topic")
+			if config != nil && fmt.Sprint(t) != str(config.Map, "data", "KAFKA_TOPIC_RAW") {
+				r.Errorf(o.ID(), "topic %v is not KAFKA_TOPIC_RAW (%s)", t, str(config.Map, "data", "KAFKA_TOPIC_RAW"))
+			}
+		}
+		checkBootstrap(o)
+		if str(o.Map, "spec", "ordering") == "" {
+			r.Errorf(o.ID(), "spec.ordering must be explicit")
+		}
+		d := mapAt(o.Map, "spec", "delivery")
+		retry, _ := get(d, "retry").(int64)
+		if retry <= 0 {
+			r.Errorf(o.ID(), "delivery.retry must be > 0 (a deadLetterSink alone means zero retries)")
+		}
+		for _, k := range []string{"backoffPolicy", "backoffDelay", "timeout", "deadLetterSink"} {
+			if get(d, k) == nil {
+				r.Errorf(o.ID(), "delivery.%s must be explicit", k)
+			}
+		}
+		if ref := mapAt(o.Map, "spec", "sink", "ref"); ref != nil {
+			resolveRef(rd, o, ref, "sink", r)
+		} else {
+			r.Errorf(o.ID(), "sink.ref is required")
+		}
+		if ref := mapAt(d, "deadLetterSink", "ref"); ref != nil {
+			resolveRef(rd, o, ref, "deadLetterSink", r)
+		}
+	}
+	for _, o := range rd.all("KafkaSink") {
+		topic := str(o.Map, "spec", "topic")
+		topicExists(o, topic, "topic")
+		if config != nil && topic != str(config.Map, "data", "KAFKA_TOPIC_DLQ") {
+			r.Errorf(o.ID(), "topic %q is not KAFKA_TOPIC_DLQ (%s)", topic, str(config.Map, "data", "KAFKA_TOPIC_DLQ"))
+		}
+		checkBootstrap(o)
+	}
+	for _, o := range rd.all("PingSource") {
+		if ref := mapAt(o.Map, "spec", "sink", "ref"); ref != nil {
+			resolveRef(rd, o, ref, "sink", r)
+		} else {
+			r.Errorf(o.ID(), "sink.ref is required")
+		}
+	}
+	if !haveTopics {
+		r.Notef(rd.Label, "no KafkaTopic resources (managed Kafka): topics checked against easysmart-config only")
+	}
+}
+
+var hostRouteRe = regexp.MustCompile(`location\s+(=\s*)?(/api/\S*)\s*\{\s*proxy_set_header\s+Host\s+([a-z0-9.-]+);\s*proxy_pass\s+([^;]+);`)
+
+func checkFrontProxy(repo *Repo, rd *Rendered, kindConfig map[string]any, r *Report) {
+	cm := rd.find("v1", "ConfigMap", "", "frontproxy-nginx")
+	if cm == nil {
+		r.Errorf(rd.Label, "no front proxy ConfigMap frontproxy-nginx")
+		return
+	}
+	conf := str(cm.Map, "data", "default.conf")
+	var routes []string
+	for _, m := range hostRouteRe.FindAllStringSubmatch(conf, -1) {
+		route := strings.TrimSpace(m[1]) + m[2]
+		routes = append(routes, route)
+		host := strings.Split(m[3], ".")
+		if len(host) < 3 || host[2] != "svc" {
+			r.Errorf(cm.ID(), "route %s: Host %s is not <service>.<namespace>.svc.cluster.local", route, m[3])
+			continue
+		}
+		if rd.find("serving.knative.dev/v1", "Service", host[1], host[0]) == nil {
+			r.Errorf(cm.ID(), "route %s: Host %s names no Knative Service", route, m[3])
+		} else if clusterLocalFunctions[host[0]] {
+			r.Errorf(cm.ID(), "route %s: %s is cluster-local, not public", route, host[0])
+		}
+	}
+	sort.Strings(routes)
+	if repo.Routes != nil && strings.Join(routes, " ") != strings.Join(repo.Routes, " ") {
+		r.Errorf(cm.ID(), "front proxy routes %v differ from the local front door's %v", routes, repo.Routes)
+	}
+	if kindConfig != nil {
+		svc := rd.find("v1", "Service", "", "frontproxy")
+		mapped := map[string]bool{}
+		for _, n := range list(kindConfig, "nodes") {
+			for _, pm := range list(n, "extraPortMappings") {
+				mapped[fmt.Sprint(get(pm, "containerPort"))] = true
+			}
+		}
+		ok := false
+		if svc != nil {
+			for _, p := range list(svc.Map, "spec", "ports") {
+				if mapped[fmt.Sprint(get(p, "nodePort"))] {
+					ok = true
+				}
+			}
+		}
+		if !ok {
+			r.Errorf(rd.Label, "the front proxy Service's nodePort is not mapped by infra/kind-config.yaml")
+		}
+	}
+	r.Pass("front proxy: routes and hosts")
+}
+
+// CheckOpenFaaS cross-checks stack.yml with the functions, the code and the bridge manifests.
+func CheckOpenFaaS(repo *Repo, stack map[string]*StackFunction, bridge *Rendered, kindRender *Rendered, r *Report) {
+	if stack == nil {
+		return
+	}
+	for _, fn := range repo.Functions {
+		if stack[fn] == nil {
+			r.Errorf("stack.yml", "functions/%s/ has no stack.yml function", fn)
+		}
+	}
+	for name, fn := range stack {
+		where := "stack.yml function " + name
+		CheckImage(repo, where, fn.Image, r)
+		requireEnv(repo, fn.Environment, where, r)
+		if fn.Environment["WORKERS"] == "" || fn.Environment["THREADS"] == "" {
+			r.Errorf(where, "WORKERS and THREADS must be set explicitly")
+		}
+	}
+	if rt := stack["retention"]; rt != nil && rt.Annotations["topic"] != "cron-function" {
+		r.Errorf("stack.yml function retention", "must be triggered by the cron-connector (annotation topic: cron-function)")
+	}
+	// The non-secret settings must agree with the Knative ConfigMap.
+	if kindRender != nil {
+		if cm := kindRender.find("v1", "ConfigMap", "easysmart", "easysmart-config"); cm != nil {
+			for name, fn := range stack {
+				for k, v := range mapAt(cm.Map, "data") {
+					if got, ok := fn.Environment[k]; ok && got != fmt.Sprint(v) {
+						r.Errorf("stack.yml function "+name, "%s=%q differs from the Knative ConfigMap (%q)", k, got, v)
+					}
+				}
+			}
+		}
+	}
+	if bridge == nil {
+		return
+	}
+	d := bridge.find("apps/v1", "Deployment", "", "kafka-source-bridge")
+	if d == nil {
+		r.Errorf(bridge.Label, "no kafka-source-bridge Deployment")
+		return
+	}
+	for _, ps := range podSpecs(d) {
+		for _, c := range containers(ps) {
+			CheckImage(repo, d.ID(), str(c, "image"), r)
+			cmd := fmt.Sprint(get(c, "command"))
+			if !strings.Contains(cmd, "easysmart.bridges.kafka_source") {
+				r.Errorf(d.ID(), "must run python -m easysmart.bridges.kafka_source, runs %s", cmd)
+			}
+			env := envOf(bridge, d.Namespace, c, d.ID(), r)
+			url := env["PROCESS_URL"]
+			if !strings.HasSuffix(strings.TrimSuffix(url, "/"), "/function/process") || stack["process"] == nil {
+				r.Errorf(d.ID(), "PROCESS_URL %q must be the gateway's /function/process, a stack.yml function", url)
+			}
+			for _, k := range []string{"KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPIC_RAW", "KAFKA_TOPIC_DLQ"} {
+				if env[k] == "" {
+					r.Errorf(d.ID(), "%s must be set", k)
+				}
+			}
+			if kindRender != nil {
+				if t := env["KAFKA_TOPIC_RAW"]; t != "" && len(kindRender.all("KafkaTopic")) > 0 {
+					found := false
+					for _, kt := range kindRender.all("KafkaTopic") {
+						if str(kt.Map, "spec", "topicName") == t {
+							found = true
+						}
+					}
+					if !found {
+						r.Errorf(d.ID(), "KAFKA_TOPIC_RAW %q has no KafkaTopic", t)
+					}
+				}
+			}
+		}
+	}
+	r.Pass("openfaas: stack.yml cross checks")
+}
+
+func loadKindConfig(root string, r *Report) map[string]any {
+	data, err := os.ReadFile(filepath.Join(root, "infra", "kind-config.yaml"))
+	if err != nil {
+		r.Errorf("infra/kind-config.yaml", "%v", err)
+		return nil
+	}
+	var m map[string]any
+	if err := sigsyaml.Unmarshal(data, &m); err != nil {
+		r.Errorf("infra/kind-config.yaml", "%v", err)
+		return nil
+	}
+	if str(m, "apiVersion") != "kind.x-k8s.io/v1alpha4" || str(m, "kind") != "Cluster" {
+		r.Errorf("infra/kind-config.yaml", "must be a kind.x-k8s.io/v1alpha4 Cluster")
+	}
+	return m
+}
