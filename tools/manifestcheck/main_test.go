@@ -1,0 +1,201 @@
+package main
+
+// Negative tests: each check must be able to fail. Every case copies the files the checker
+// reads into a temporary tree, breaks one thing, and expects that exact thing to be reported.
+// The schemas are loaded once; STRIMZI_CRDS names the generated Strimzi CRDs (make check-manifests).
+
+import (
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var schemas *Schemas
+
+func repoRoot() string {
+	if r := os.Getenv("REPO_ROOT"); r != "" {
+		return r
+	}
+	return "../.."
+}
+
+func TestMain(m *testing.M) {
+	dir := os.Getenv("STRIMZI_CRDS")
+	if dir == "" {
+		dir = filepath.Join(repoRoot(), ".local", "manifestcheck", "strimzi")
+	}
+	var err error
+	schemas, err = LoadSchemas(Options{StrimziCRDs: dir})
+	if err != nil {
+		println("loading schemas:", err.Error())
+		os.Exit(2)
+	}
+	os.Exit(m.Run())
+}
+
+// copyTree copies what the checker reads: infra/, stack.yml, Dockerfile, pyproject.toml,
+// easysmart/config.py and the functions' main.py files.
+func copyTree(t *testing.T) string {
+	t.Helper()
+	src, dst := repoRoot(), t.TempDir()
+	copyFile := func(rel string) {
+		data, err := os.ReadFile(filepath.Join(src, rel))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dst, rel)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, rel), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []string{"stack.yml", "Dockerfile", "pyproject.toml", "easysmart/config.py"} {
+		copyFile(f)
+	}
+	mains, _ := filepath.Glob(filepath.Join(src, "functions", "*", "main.py"))
+	for _, m := range mains {
+		rel, _ := filepath.Rel(src, m)
+		copyFile(rel)
+	}
+	err := filepath.WalkDir(filepath.Join(src, "infra"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		if strings.HasPrefix(rel, filepath.Join("infra", "local", "jars")) {
+			return nil
+		}
+		copyFile(rel)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+func mutate(t *testing.T, root, rel, old, new string) {
+	t.Helper()
+	p := filepath.Join(root, rel)
+	data, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), old) {
+		t.Fatalf("%s does not contain %q", rel, old)
+	}
+	if err := os.WriteFile(p, []byte(strings.Replace(string(data), old, new, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRepositoryPasses(t *testing.T) {
+	r := Run(Options{Repo: repoRoot()}, schemas)
+	if len(r.Errors) > 0 {
+		t.Fatalf("the repository's manifests fail:\n%s", r)
+	}
+}
+
+const (
+	ingest   = "infra/k8s/base/functions/ingest.yaml"
+	process  = "infra/k8s/base/functions/process.yaml"
+	source   = "infra/k8s/base/eventing/kafkasource-process.yaml"
+	sink     = "infra/k8s/base/eventing/kafkasink-dlq.yaml"
+	pings    = "infra/k8s/base/eventing/pingsources-retention.yaml"
+	kafka    = "infra/k8s/backing/kafka/kafka.yaml"
+	topics   = "infra/k8s/backing/kafka/topics.yaml"
+	redis    = "infra/k8s/backing/redis/redis.yaml"
+	proxy    = "infra/k8s/base/frontproxy/frontproxy.yaml"
+	bridge   = "infra/k8s/openfaas/kafka-source-bridge.yaml"
+	stackYML = "stack.yml"
+)
+
+func TestEachCheckCanFail(t *testing.T) {
+	cases := []struct {
+		name      string
+		file      string
+		old, new  string
+		fragments []string // all must appear in one reported error
+	}{
+		// Knative Serving: strict decoding, Validate, CRD schema.
+		{"ksvc misspelled field", ingest, "containerConcurrency: 16", "containerConcurency: 16", []string{"Service easysmart/ingest", "unknown field", "containerConcurency"}},
+		{"ksvc wrong case field", ingest, "timeoutSeconds: 300", "TimeoutSeconds: 300", []string{"Service easysmart/ingest", "TimeoutSeconds"}},
+		{"ksvc wrong apiVersion", ingest, "apiVersion: serving.knative.dev/v1", "apiVersion: serving.knative.dev/v2", []string{"unknown apiVersion/kind serving.knative.dev/v2/Service"}},
+		{"ksvc timeout over the maximum", ingest, "timeoutSeconds: 300", "timeoutSeconds: 3600", []string{"Knative Serving validation", "timeoutSeconds"}},
+		{"ksvc concurrency over the maximum", process, "containerConcurrency: 2", "containerConcurrency: 5000", []string{"Knative Serving validation", "containerConcurrency"}},
+		{"ksvc invalid autoscaling annotation", ingest, `autoscaling.knative.dev/target: "12"`, `autoscaling.knative.dev/target: "twelve"`, []string{"Knative Serving validation", "autoscaling.knative.dev/target"}},
+		{"ksvc cluster-local removed", process, "networking.knative.dev/visibility: cluster-local", "app.kubernetes.io/component: worker", []string{"process must be cluster-local"}},
+		{"ksvc concurrency differs from gunicorn", ingest, `value: "8"`, `value: "4"`, []string{"containerConcurrency 16 must equal WORKERS x THREADS = 8"}},
+		// Knative Eventing: PingSource Validate, duck types, Kafka CRD schemas.
+		{"pingsource bad schedule", pings, `schedule: "30 3 * * *"`, `schedule: "30 3 * *"`, []string{"PingSource easysmart/retention-expire", "schedule"}},
+		{"pingsource misspelled field", pings, "contentType: application/json", "contentTyp: application/json", []string{"PingSource", "unknown field", "contentTyp"}},
+		{"kafkasource bad backoff policy", source, "backoffPolicy: exponential", "backoffPolicy: exponentional", []string{"KafkaSource", "backoffPolicy"}},
+		{"kafkasource misspelled field", source, "initialOffset: earliest", "initialOfset: earliest", []string{"KafkaSource", "unknown field", "initialOfset"}},
+		{"kafkasource v1 is not served by Knative 1.15", source, "apiVersion: sources.knative.dev/v1beta1", "apiVersion: sources.knative.dev/v1", []string{"unknown apiVersion/kind sources.knative.dev/v1/KafkaSource"}},
+		{"kafkasource dead letter sink only", source, "retry: 12", "# no retry", []string{"delivery.retry must be > 0"}},
+		{"kafkasource unknown topic", source, "- telemetry.raw", "- telemetry.rawx", []string{"topic \"telemetry.rawx\" has no KafkaTopic"}},
+		{"kafkasource sink names no service", source, "name: process", "name: processor", []string{"sink Service easysmart/processor"}},
+		{"kafkasink bad enum", sink, "contentMode: structured", "contentMode: json", []string{"KafkaSink", "contentMode", "json"}},
+		{"kafkasink misspelled field", sink, "topic: telemetry.dlq", "topik: telemetry.dlq", []string{"KafkaSink", "unknown field", "topik"}},
+		// Strimzi.
+		{"kafkatopic misspelled field", topics, "partitions: 6", "partitons: 6", []string{"KafkaTopic kafka/telemetry-raw", "unknown field", "partitons"}},
+		{"kafka bad listener type", kafka, "type: internal", "type: intranet", []string{"Kafka kafka/esm-kafka", "type", "intranet"}},
+		{"kafka wrong apiVersion", kafka, "apiVersion: kafka.strimzi.io/v1\nkind: Kafka\n", "apiVersion: kafka.strimzi.io/v1beta3\nkind: Kafka\n", []string{"unknown apiVersion/kind kafka.strimzi.io/v1beta3/Kafka"}},
+		{"kafkatopic names no cluster", topics, "strimzi.io/cluster: esm-kafka", "strimzi.io/cluster: other-kafka", []string{"names no Kafka"}},
+		// Kubernetes core types.
+		{"deployment misspelled field", redis, "replicas: 1", "replica: 1", []string{"Deployment easysmart/redis", "unknown field", "replica"}},
+		{"deployment container without name", redis, "- name: redis\n          image: redis", "- image: redis", []string{"Deployment easysmart/redis", "containers[0].name", "Required"}},
+		{"service wrong type", proxy, "nodePort: 30080", "nodePort: \"high\"", []string{"Service easysmart/frontproxy"}},
+		{"unpinned third-party image", redis, "image: redis:7.4.2-alpine", "image: redis:latest", []string{"redis:latest", "pinned"}},
+		{"invalid label", redis, "app.kubernetes.io/name: redis\nspec:\n  selector", "app.kubernetes.io/name: redis!\nspec:\n  selector", []string{"metadata.labels"}},
+		// Front proxy and kind.
+		{"front proxy route missing", proxy, "location = /api/v1/telemetria/bulk", "location = /api/v1/telemetria/bulk-old", []string{"differ from the local front door"}},
+		{"front proxy host names no service", proxy, "Host analytics.easysmart.svc.cluster.local", "Host analytic.easysmart.svc.cluster.local", []string{"names no Knative Service"}},
+		{"kind port mapping", "infra/kind-config.yaml", "containerPort: 30080", "containerPort: 30081", []string{"nodePort is not mapped"}},
+		// stack.yml.
+		{"stack misspelled key", stackYML, "environment_file:", "enviroment_file:", []string{"stack.yml", "enviroment_file"}},
+		{"stack wrong version", stackYML, "version: 1.0", "version: 2.0", []string{"version must be 1.0"}},
+		{"stack missing secret env", stackYML, "      JWT_SECRET: ${JWT_SECRET}\n", "", []string{"stack.yml function auth", "JWT_SECRET"}},
+		{"stack bad cron schedule", stackYML, `schedule: "*/15 * * * *"`, `schedule: "every 15 minutes"`, []string{"cron-connector schedule"}},
+		{"stack bad quantity", stackYML, "memory: 192Mi", "memory: 192 MB", []string{"stack.yml function auth", "memory"}},
+		{"stack env file disagrees", "infra/k8s/openfaas/functions-env.yml", "KAFKA_TOPIC_RAW: telemetry.raw", "KAFKA_TOPIC_RAW: telemetry.raw2", []string{"KAFKA_TOPIC_RAW", "differs from the Knative ConfigMap"}},
+		{"bridge posts elsewhere", "infra/k8s/openfaas/kustomization.yaml", "/function/process", "/function/processor", []string{"PROCESS_URL"}},
+		// Code and image conventions.
+		{"new required variable", "easysmart/config.py", `jwt_secret=_env("JWT_SECRET"),`, `jwt_secret=_env("JWT_SECRET"), new_thing=_env("NEW_REQUIRED_VAR"),`, []string{"not set: NEW_REQUIRED_VAR"}},
+		{"version bump without new tags", "pyproject.toml", `version = "`, `version = "9`, []string{"the Dockerfile builds"}},
+		{"root Dockerfile", "Dockerfile", "USER 10001:10001", "USER root", []string{"Dockerfile", "non-root"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			root := copyTree(t)
+			mutate(t, root, c.file, c.old, c.new)
+			r := Run(Options{Repo: root}, schemas)
+			if !r.HasError(c.fragments...) {
+				t.Fatalf("expected an error with %q; got:\n%s", c.fragments, r)
+			}
+		})
+	}
+}
+
+func TestNewFunctionNeedsManifests(t *testing.T) {
+	root := copyTree(t)
+	if err := os.MkdirAll(filepath.Join(root, "functions", "export"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "functions", "export", "main.py"), []byte("def handle(request): ...\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := Run(Options{Repo: root}, schemas)
+	for _, want := range [][]string{
+		{"infra/k8s/overlays/kind", "functions/export/ has no Knative Service"},
+		{"infra/k8s/overlays/production", "functions/export/ has no Knative Service"},
+		{"functions/export/ has no stack.yml function"},
+	} {
+		if !r.HasError(want...) {
+			t.Errorf("expected %q; got:\n%s", want, r)
+		}
+	}
+}
