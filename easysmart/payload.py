@@ -10,7 +10,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 MAX_LISTED_REASONS = 100
@@ -78,10 +78,11 @@ class SensorInfo:
     via_hub: bool | None
 
 
-@dataclass(frozen=True)
-class Reading:
+class Reading(NamedTuple):
+    # A NamedTuple: one is made per reading, and a frozen dataclass costs several times more.
     sensor_uuid: str
     ts: datetime
+    ts_text: str  # ts in ISO-8601 UTC, kept because many readings share a time
     value: float | None
     state: str | None
     extras: tuple[float | None, ...]
@@ -151,6 +152,15 @@ def _number(value: object) -> float | None:
     if isinstance(value, str):
         return parse_number(value)
     return None
+
+
+def _extra(value: object) -> float | None:
+    # Most extras are JSON numbers or null: answer those without the general path.
+    if value is None:
+        return None
+    if type(value) is float:
+        return value if math.isfinite(value) else None
+    return _number(value)
 
 
 def _int(value: object) -> int | None:
@@ -230,30 +240,31 @@ class ReadingNormaliser:
     def time_window(self) -> tuple[datetime, datetime]:
         return self.oldest, self.newest
 
-    def normalise(self, raw: object) -> tuple[Reading, SensorInfo]:
+    def normalise(self, raw: object) -> Reading:
+        """The reading; its sensor's settings are read with sensor_info(raw, reading.sensor_uuid)."""
         if not isinstance(raw, dict):
             raise ReadingRejected("reading is not an object")
         sensor_uuid = raw.get("sensor_uuid")
         if not isinstance(sensor_uuid, str) or not sensor_uuid.strip():
             raise ReadingRejected("sensor_uuid: missing or not a non-empty string")
-        sensor_uuid = sensor_uuid.strip()
-        ts = self._timestamp(raw)
+        ts, ts_text = self._timestamp(raw)
         value, state = self._value(raw)
-        extras = tuple(_number(raw.get(name)) for name in _EXTRA_FIELDS)
-        return Reading(sensor_uuid, ts, value, state, extras), sensor_info(raw, sensor_uuid)
+        extras = tuple([_extra(raw.get(name)) for name in _EXTRA_FIELDS])
+        return Reading(sensor_uuid.strip(), ts, ts_text, value, state, extras)
 
-    def _timestamp(self, raw: dict) -> datetime:
+    def _timestamp(self, raw: dict) -> tuple[datetime, str]:
         key = "sensor_datahora_coleta" if "sensor_datahora_coleta" in raw else "timestamp"
         stamp = raw.get(key)
         cached = self._times.get(stamp) if isinstance(stamp, (str, int, float)) else None
         if cached is None:
-            cached = self._parse_time(key, stamp)
+            parsed = self._parse_time(key, stamp)
+            cached = (parsed, parsed.isoformat())
             if len(self._times) < 100_000:
                 self._times[stamp] = cached
-        if cached < self.oldest:
-            raise ReadingRejected(f"{key}: older than the raw-data retention ({cached.isoformat()})")
-        if cached > self.newest:
-            raise ReadingRejected(f"{key}: more than 24 hours in the future ({cached.isoformat()})")
+        if cached[0] < self.oldest:
+            raise ReadingRejected(f"{key}: older than the raw-data retention ({cached[1]})")
+        if cached[0] > self.newest:
+            raise ReadingRejected(f"{key}: more than 24 hours in the future ({cached[1]})")
         return cached
 
     def _parse_time(self, key: str, stamp: object) -> datetime:
@@ -290,6 +301,12 @@ class ReadingNormaliser:
         if not isinstance(value, str):
             raise ReadingRejected(f"{field_name}: not a string or number")
         text = value.strip()
+        # Numbers first: most readings are numbers.
+        if _DOT_NUMBER.fullmatch(text):
+            number = float(text)
+            if not math.isfinite(number):
+                raise ReadingRejected(f"{field_name}: not a finite number: {text[:32]!r}")
+            return number, None
         lowered = text.lower()
         if lowered in _SKIPPED_STATES:
             raise ReadingRejected(f"{field_name}: state {lowered or 'empty'!r}", skipped=True)
@@ -297,10 +314,9 @@ class ReadingNormaliser:
             return 1.0, "on"
         if lowered in _OFF_STATES:
             return 0.0, "off"
-        number = parse_number(text)
-        if number is not None:
-            return number, None
-        if lowered in _NON_FINITE or _DOT_NUMBER.fullmatch(text):
+        if _COMMA_NUMBER.fullmatch(text):
+            return float(text.replace(",", ".")), None
+        if lowered in _NON_FINITE:
             raise ReadingRejected(f"{field_name}: not a finite number: {text[:32]!r}")
         if len(text) > 255:
             raise ReadingRejected(f"{field_name}: state text longer than 255 characters")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import queue
+import re
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -17,6 +18,7 @@ from typing import Callable, Iterable, Iterator
 
 import orjson
 import psycopg2
+import psycopg2.errors
 import psycopg2.extras
 
 from easysmart.compression import CorruptGzipError, gunzip_chunks
@@ -28,7 +30,7 @@ from easysmart.jsonstream import (FIELD, ITEM_END, ITEM_START, NOT_AN_OBJECT, RE
                                   events_from_items, iter_upload_text, text_reader)
 from easysmart.observability import READINGS, batch_id_var, tenant_id_var
 from easysmart.payload import (EquipmentInfo, ReadingNormaliser, ReadingRejected, SensorInfo, Tally, equipment_info,
-                               structure_violations)
+                               sensor_info, structure_violations)
 from easysmart.storage import BlobMissingError, BlobStore
 from easysmart.upload import ItemTracker
 
@@ -36,8 +38,11 @@ logger = logging.getLogger(__name__)
 
 # Python objects of an upload parsed in one go take about this many times its JSON text.
 ONE_GO_MEMORY_FACTOR = 5
+_NEEDS_ESCAPE = re.compile(r"[\\\t\n\r]")
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-_STAGING_COLUMNS = "sensor_uuid, ts, value, state, battery_pct, lqi, rssi, battery_voltage, voltage, current, power"
+_VALUE_COLUMNS = "ts, value, state, battery_pct, lqi, rssi, battery_voltage, voltage, current, power"
+_STAGING_COLUMNS = f"sensor_uuid, {_VALUE_COLUMNS}"
+_DATA_COLUMNS = f"sensor_id, equipment_id, {_VALUE_COLUMNS}"
 
 
 class BatchFailedError(UnprocessableError):
@@ -81,7 +86,9 @@ class MemoryBudget:
 
 
 def _copy_text(value: str | None) -> str:
-    return "\\N" if value is None else value.translate(_COPY_ESCAPES)
+    if value is None:
+        return "\\N"
+    return value.translate(_COPY_ESCAPES) if _NEEDS_ESCAPE.search(value) else value
 
 
 def _copy_number(value: float | None) -> str:
@@ -97,7 +104,9 @@ class _Writer:
         self.cursor = cursor
         self.tenant_id = tenant_id
         self.stored = 0
-        self.equipment_ids: dict[str, int] = {}
+        # sensor uuid -> "sensor_id\tequipment_id", the first two COPY columns of its rows
+        self.sensor_ids: dict[str, str] = {}
+        self._conflicts_seen = False
         self._queue: queue.Queue = queue.Queue(maxsize=2)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="process-writer", daemon=True)
@@ -142,13 +151,12 @@ class _Writer:
              equipment.collect_interval_s, equipment.siren_active, equipment.siren_time_s),
         )
         equipment_id = self.cursor.fetchone()[0]
-        self.equipment_ids[equipment.uuid] = equipment_id
         if not sensors:
             return
         # Sorted so concurrent batches lock sensor rows in one order (no deadlocks).
         rows = [(self.tenant_id, equipment_id, s.uuid, s.name, s.kind, s.unit, s.status, s.manufacturer, s.model,
                  s.firmware, s.hardware_id, s.via_hub) for s in sorted(sensors, key=lambda s: s.uuid)]
-        psycopg2.extras.execute_values(
+        returned = psycopg2.extras.execute_values(
             self.cursor,
             "INSERT INTO sensors (tenant_id, equipment_id, uuid, name, kind, unit, status, manufacturer, model, firmware,"
             " hardware_id, via_hub) VALUES %s ON CONFLICT (tenant_id, uuid) DO UPDATE SET"
@@ -158,12 +166,38 @@ class _Writer:
             " manufacturer = COALESCE(EXCLUDED.manufacturer, sensors.manufacturer),"
             " model = COALESCE(EXCLUDED.model, sensors.model), firmware = COALESCE(EXCLUDED.firmware, sensors.firmware),"
             " hardware_id = COALESCE(EXCLUDED.hardware_id, sensors.hardware_id),"
-            " via_hub = COALESCE(EXCLUDED.via_hub, sensors.via_hub), updated_at = now()",
-            rows, page_size=1000,
+            " via_hub = COALESCE(EXCLUDED.via_hub, sensors.via_hub), updated_at = now()"
+            " RETURNING uuid, id, equipment_id",
+            rows, page_size=1000, fetch=True,
         )
+        for uuid_, sensor_id, sensor_equipment_id in returned:
+            self.sensor_ids[uuid_] = f"{sensor_id}\t{sensor_equipment_id}"
 
-    def copy_rows(self, text: str) -> None:
+    def stage(self, rows: list[tuple[str, str]]) -> None:
+        """COPY rows whose sensors may not exist yet into the staging table, keyed by sensor uuid."""
+        text = "".join([f"{_copy_text(sensor_uuid)}\t{rest}" for sensor_uuid, rest in rows])
         self.cursor.copy_expert(f"COPY esm_staging ({_STAGING_COLUMNS}) FROM STDIN", _StringReader(text))
+
+    def write(self, rows: list[tuple[str, str]]) -> None:
+        """Rows of upserted sensors: COPY straight into telemetry_data, as fast as a bare COPY.
+
+        A reading stored before (a resend) makes that COPY fail: the chunk then goes through
+        the staging table and ON CONFLICT DO NOTHING, and so does the rest of the batch."""
+        if not self._conflicts_seen:
+            ids = self.sensor_ids
+            text = "".join([f"{ids[sensor_uuid]}\t{rest}" for sensor_uuid, rest in rows])
+            self.cursor.execute("SAVEPOINT direct_copy")
+            try:
+                self.cursor.copy_expert(f"COPY telemetry_data ({_DATA_COLUMNS}) FROM STDIN", _StringReader(text))
+            except psycopg2.errors.UniqueViolation:
+                self.cursor.execute("ROLLBACK TO SAVEPOINT direct_copy")
+                self._conflicts_seen = True
+            else:
+                self.cursor.execute("RELEASE SAVEPOINT direct_copy")
+                self.stored += len(rows)
+                return
+        self.stage(rows)
+        self.move_staged()
 
     def move_staged(self) -> None:
         self.cursor.execute(
@@ -209,8 +243,9 @@ class _BatchBuilder:
         self.item = ItemTracker()
         self.items = 0
         self.violations: list[str] = []
-        self._lines: list[str] = []
-        self._sensors: dict[str, SensorInfo] = {}
+        self._rows: list[tuple[str, str]] = []  # (sensor uuid, the rest of its COPY line)
+        self._extras_text: dict[tuple, str] = {}
+        self._sensors: dict[str, dict] = {}
         self._staged_unmoved = False
 
     def consume(self, events: Iterable[tuple[str, int, object]]) -> None:
@@ -234,7 +269,7 @@ class _BatchBuilder:
         self.item.readings += 1
         self.tally.readings += 1
         try:
-            reading, sensor = self.normaliser.normalise(raw)
+            reading = self.normaliser.normalise(raw)
         except ReadingRejected as rejection:
             path = f"[{index}].sensor[{position}]"
             if rejection.skipped:
@@ -243,13 +278,17 @@ class _BatchBuilder:
                 self.tally.reject(path, rejection.reason)
             return
         self.tally.valid += 1
-        self._sensors[sensor.uuid] = sensor
-        extras = "\t".join(_copy_number(v) for v in reading.extras)
-        self._lines.append(
-            f"{_copy_text(reading.sensor_uuid)}\t{reading.ts.isoformat()}\t{_copy_number(reading.value)}\t"
-            f"{_copy_text(reading.state)}\t{extras}\n"
-        )
-        if len(self._lines) >= self.chunk_readings:
+        # The latest reading of a sensor carries its latest settings; they are read at flush time.
+        self._sensors[reading.sensor_uuid] = raw
+        extras = self._extras_text.get(reading.extras)
+        if extras is None:
+            # Battery, signal and power values repeat across readings: format each combination once.
+            extras = "\t".join([_copy_number(v) for v in reading.extras])
+            if len(self._extras_text) < 50_000:
+                self._extras_text[reading.extras] = extras
+        self._rows.append((reading.sensor_uuid,
+                           f"{reading.ts_text}\t{_copy_number(reading.value)}\t{_copy_text(reading.state)}\t{extras}\n"))
+        if len(self._rows) >= self.chunk_readings:
             self._flush(final=False)
 
     def _item_end(self) -> None:
@@ -267,22 +306,24 @@ class _BatchBuilder:
     def _flush(self, final: bool, item_complete: bool = False) -> None:
         if self.violations:
             # The batch will fail as a whole; writing more is wasted work.
-            self._lines, self._sensors = [], {}
+            self._rows, self._sensors = [], {}
             return
-        if self._lines:
-            text = "".join(self._lines)
-            self._lines = []
-            self.writer.submit(lambda: self.writer.copy_rows(text))
-            self._staged_unmoved = True
-        # Staged rows can move once their sensors exist, which needs the item's equipment.
+        rows, self._rows = self._rows, []
+        # Rows can be written once their sensors exist, which needs the item's equipment;
+        # until then (equip_uuid after the sensor list) they wait in the staging table.
         if (item_complete or not final) and self._equipment_known():
             equipment = equipment_info(self.item.fields)
-            sensors = list(self._sensors.values())
+            sensors = [sensor_info(raw, uuid) for uuid, raw in self._sensors.items()]
             self._sensors = {}
             self.writer.submit(lambda: self.writer.upsert(equipment, sensors))
             if self._staged_unmoved:
                 self.writer.submit(self.writer.move_staged)
                 self._staged_unmoved = False
+            if rows:
+                self.writer.submit(lambda: self.writer.write(rows))
+        elif rows:
+            self.writer.submit(lambda: self.writer.stage(rows))
+            self._staged_unmoved = True
 
 
 class BatchProcessor:

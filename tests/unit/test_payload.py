@@ -2,7 +2,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from easysmart.payload import ReadingNormaliser, ReadingRejected, canonical_kind, equipment_info, parse_number, structure_violations
+from easysmart.payload import (ReadingNormaliser, ReadingRejected, canonical_kind, equipment_info, parse_number, sensor_info,
+                               structure_violations)
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
 
@@ -35,14 +36,14 @@ def test_numbers_with_dot_or_comma_decimals(text, number):
 
 
 def test_naive_time_is_read_in_tenant_zone_and_stored_as_utc():
-    result, _ = normaliser().normalise(reading())
+    result = normaliser().normalise(reading())
     assert result.ts == datetime(2026, 11, 20, 11, 0, tzinfo=timezone.utc)
 
 
 def test_aware_times_are_converted_to_utc():
-    result, _ = normaliser().normalise(reading(sensor_datahora_coleta="2026-11-20T08:00:00-03:00"))
+    result = normaliser().normalise(reading(sensor_datahora_coleta="2026-11-20T08:00:00-03:00"))
     assert result.ts == datetime(2026, 11, 20, 11, 0, tzinfo=timezone.utc)
-    result, _ = normaliser().normalise(reading(sensor_datahora_coleta="2026-11-20T08:00:00Z"))
+    result = normaliser().normalise(reading(sensor_datahora_coleta="2026-11-20T08:00:00Z"))
     assert result.ts == datetime(2026, 11, 20, 8, 0, tzinfo=timezone.utc)
 
 
@@ -50,7 +51,7 @@ def test_aware_times_are_converted_to_utc():
                                                 ("closed", 0.0, "off"), ("true", 1.0, "on"), ("idle", None, "idle"),
                                                 ("2026-11-20T08:00:00+00:00", None, "2026-11-20T08:00:00+00:00")])
 def test_states(state, value, text):
-    result, _ = normaliser().normalise(reading(sensor_telemetria=state))
+    result = normaliser().normalise(reading(sensor_telemetria=state))
     assert (result.value, result.state) == (value, text)
 
 
@@ -80,13 +81,16 @@ def test_bad_readings_are_rejected_with_their_reason(overrides, reason):
 
 def test_legacy_fields_are_accepted():
     legacy = {"sensor_uuid": "s-2", "tipo": "temperatura", "valor": 4.2, "status": None, "timestamp": "2026-11-20T10:00:00Z"}
-    result, sensor = normaliser().normalise(legacy)
+    result = normaliser().normalise(legacy)
+    sensor = sensor_info(legacy, result.sensor_uuid)
     assert (result.value, result.ts, sensor.kind) == (4.2, datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc), "temperature")
 
 
 def test_extras_are_kept():
-    result, sensor = normaliser().normalise(reading(sensor_bateria_pct=91.0, sensor_sinal_rssi=-58, sensor_potencia="12,5",
-                                                    sensor_fabricante="Aqara", sensor_via_hub=True))
+    raw = reading(sensor_bateria_pct=91.0, sensor_sinal_rssi=-58, sensor_potencia="12,5", sensor_fabricante="Aqara",
+                  sensor_via_hub=True)
+    result = normaliser().normalise(raw)
+    sensor = sensor_info(raw, result.sensor_uuid)
     assert result.extras == (91.0, None, -58.0, None, None, None, 12.5)
     assert (sensor.manufacturer, sensor.via_hub) == ("Aqara", True)
 
@@ -106,5 +110,5 @@ def test_structure_violations_name_their_paths():
 
 def test_future_tolerance_is_a_day():
     ok = (NOW + timedelta(hours=23)).isoformat()
-    result, _ = normaliser().normalise(reading(sensor_datahora_coleta=ok))
+    result = normaliser().normalise(reading(sensor_datahora_coleta=ok))
     assert result.ts == NOW + timedelta(hours=23)

@@ -1,0 +1,130 @@
+"""One measurement of process, run in its own interpreter so its peak memory is its own.
+
+Stages a generated upload in the real client's format as a blob, processes it in-process with
+the real PostgreSQL and S3 server, then (with --bare-copy) deletes the rows and COPYs the very
+same rows straight into telemetry_data, for the ratio. Prints one JSON line.
+
+    python bench/process_batch.py --readings 200000 [--bare-copy] [--max-gzip-bytes N]
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import io
+import json
+import resource
+import sys
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import orjson
+
+from easysmart import accounts
+from easysmart.config import Settings
+from easysmart.db import Database
+from easysmart.demo import demo_upload
+from easysmart.events import ClaimCheck
+from easysmart.process import BatchProcessor
+from easysmart.storage import BlobStore, make_s3_client
+
+SENSORS_PER_EQUIPMENT = 3
+
+
+def make_upload(readings: int) -> list[dict]:
+    """About `readings` readings over the last ~20 hours, 6 equipment, a reading every few seconds."""
+    equipments = 6
+    per_sensor = max(1, readings // (equipments * SENSORS_PER_EQUIPMENT))
+    step_s = max(1, (20 * 3600) // per_sensor)
+    minutes = per_sensor * step_s // 60
+    return demo_upload(datetime.now().astimezone() - timedelta(minutes=5), "America/Sao_Paulo", minutes=minutes,
+                       equipments=equipments, step_s=step_s)
+
+
+def grow_to_gzip_size(target_bytes: int) -> tuple[list[dict], bytes, bytes]:
+    """The largest generated upload whose gzip stays under target_bytes (the body limit)."""
+    best = None
+    readings = 200_000
+    while True:
+        items = make_upload(readings)
+        text = orjson.dumps(items)
+        body = gzip.compress(text, 6)
+        if len(body) > target_bytes:
+            if best is None:
+                raise SystemExit(f"{readings} readings already compress to more than {target_bytes} bytes")
+            return best
+        best = (items, text, body)
+        growth = 0.98 * target_bytes / len(body)
+        if growth < 1.01:
+            return best
+        readings = int(readings * min(2.0, growth))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--readings", type=int, default=200_000)
+    parser.add_argument("--max-gzip-bytes", type=int, help="instead: the largest upload whose gzip fits this size")
+    parser.add_argument("--bare-copy", action="store_true")
+    args = parser.parse_args()
+
+    settings = Settings.from_env()
+    db = Database(settings.database_url, 4)
+    blobs = BlobStore(make_s3_client(settings, timeout_s=60), settings.s3_bucket)
+    suffix = uuid.uuid4().hex[:8]
+    with db.transaction() as cursor:
+        tenant_id = accounts.create_tenant(cursor, f"bench-{suffix}", "America/Sao_Paulo")
+        account_id = accounts.create_account(cursor, f"bench-{suffix}", "device", f"bench-{suffix}", "bench")
+
+    if args.max_gzip_bytes:
+        items, text, body = grow_to_gzip_size(args.max_gzip_bytes)
+    else:
+        items = make_upload(args.readings)
+        text = orjson.dumps(items)
+        body = gzip.compress(text, 6)
+    readings = sum(len(item["sensor"]) for item in items)
+    del items
+    batch_id = str(uuid.uuid4())
+    key = f"raw/bench/{tenant_id}/{batch_id}.json.gz"
+    blobs.put(key, io.BytesIO(body), {"tenant-id": tenant_id})
+    claim = ClaimCheck(batch_id, tenant_id, account_id, "bench", blobs.bucket, key, len(body),
+                       len(text) if len(text) <= settings.ingest_sync_window_bytes else None,
+                       hashlib.sha256(body).hexdigest(), "gzip", None, None, "bench", datetime.now(timezone.utc).isoformat())
+    decompressed = len(text)
+    del text, body
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    processor = BatchProcessor(settings, db, blobs)
+    started = time.perf_counter()
+    result = processor.process(claim)
+    process_s = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    report = {"readings": readings, "stored": result.stored, "gzip_bytes": claim.size_bytes, "decompressed_bytes": decompressed,
+              "process_s": round(process_s, 3), "process_readings_per_s": round(result.stored / process_s),
+              "peak_rss_mib_before": round(rss_before / 2**20, 1), "peak_rss_mib": round(peak / 2**20, 1)}
+
+    if args.bare_copy:
+        with db.connection() as conn, conn.cursor() as cursor:
+            columns = "sensor_id, equipment_id, ts, value, state, battery_pct, lqi, rssi, battery_voltage, voltage, current, power"
+            rows = io.BytesIO()
+            cursor.copy_expert(f"COPY (SELECT {columns} FROM telemetry_data t WHERE t.sensor_id IN"
+                               f" (SELECT id FROM sensors WHERE tenant_id = '{tenant_id}')) TO STDOUT", rows)
+            cursor.execute("DELETE FROM telemetry_data WHERE sensor_id IN (SELECT id FROM sensors WHERE tenant_id = %s)", (tenant_id,))
+            conn.commit()
+            # The COPY then meets a table as clean as process met it.
+            conn.autocommit = True
+            cursor.execute("VACUUM telemetry_data")
+            conn.autocommit = False
+            rows.seek(0)
+            started = time.perf_counter()
+            cursor.copy_expert(f"COPY telemetry_data ({columns}) FROM STDIN", rows)
+            conn.commit()
+            copy_s = time.perf_counter() - started
+        report.update({"bare_copy_s": round(copy_s, 3), "bare_copy_readings_per_s": round(result.stored / copy_s),
+                       "ratio": round(copy_s / process_s, 3)})
+    print(json.dumps(report))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
