@@ -43,11 +43,12 @@ fail_with_log() {  # name message
 pid_of() { [ -f "$RUN/$1.pid" ] && cat "$RUN/$1.pid" || true; }
 
 is_running() {  # a killed process may linger as a zombie for a moment: that is not running
-  local pid state
+  local pid state pgid
   pid="$(pid_of "$1")"
   [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
-  state="$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null || echo X)"
-  [ "$state" != Z ] && [ "$state" != X ]
+  # Our processes lead their own group (setsid): a pid reused by something else is a stale pid file.
+  read -r state pgid < <(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{ print $1, $3 }') || return 1
+  [ "$pgid" = "$pid" ] && [ "$state" != Z ] && [ "$state" != X ]
 }
 
 wait_tcp() {  # name port timeout_s
@@ -70,7 +71,7 @@ start_bg() {  # name command...
 stop_bg() {  # name
   local name="$1" pid
   pid="$(pid_of "$name")"
-  if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then
+  if [ -z "$pid" ] || ! is_running "$name"; then
     rm -f "$RUN/$name.pid"; say "==> $name: not running"; return 0
   fi
   kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
@@ -91,6 +92,15 @@ PG_SOCKETS="$RUN/pg"
 as_postgres() { runuser -u postgres -- "$@"; }
 
 pg_ready() { as_postgres "$PG_BIN/pg_isready" -q -h "$PG_SOCKETS" -p "$PG_PORT"; }
+pg_pid() { head -n 1 "$PGDATA/postmaster.pid" 2>/dev/null || true; }
+# The postmaster of postmaster.pid is alive (not a zombie, not a reused pid), ready or not yet.
+pg_running() {
+  local pid state
+  pid="$(pg_pid)"
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+  state="$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{ print $1 }')"
+  [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ] && grep -qa postgres "/proc/$pid/cmdline" 2>/dev/null
+}
 
 start_postgres() {
   id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
@@ -122,10 +132,24 @@ timezone = 'UTC'
 log_min_messages = warning
 CONF
   fi
-  if pg_ready; then say "==> postgres: already running"; return; fi
-  rm -f "$PGDATA/postmaster.pid"
-  as_postgres "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$LOGS/postgres.log" -w -t 60 \
-    -o "-p $PG_PORT -k $PG_SOCKETS" start >/dev/null || fail_with_log postgres "pg_ctl start failed"
+  if pg_running; then  # starting up, or dying: wait until it is one or the other
+    local deadline=$(( $(date +%s) + 60 ))
+    until pg_ready || ! pg_running; do
+      [ "$(date +%s)" -lt "$deadline" ] || fail_with_log postgres "running but not accepting connections after 60 s"
+      sleep 0.2
+    done
+    if pg_running; then ALREADY=1; return; fi
+  fi
+  # Stale locks (a killed postmaster, maybe still an unreaped zombie): no live postmaster behind them.
+  rm -f "$PGDATA/postmaster.pid" "$PG_SOCKETS/.s.PGSQL.$PG_PORT.lock"
+  local try
+  for try in 1 2 3 4 5 6; do  # a killed postmaster's children may hold its shared memory a moment
+    as_postgres "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$LOGS/postgres.log" -w -t 60 \
+      -o "-p $PG_PORT -k $PG_SOCKETS" start >/dev/null 2>&1 && break
+    [ "$try" -lt 6 ] || fail_with_log postgres "pg_ctl start failed"
+    pg_running || rm -f "$PGDATA/postmaster.pid" "$PG_SOCKETS/.s.PGSQL.$PG_PORT.lock"
+    sleep 1
+  done
   as_postgres psql -q -h "$PG_SOCKETS" -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 <<SQL >/dev/null
 SELECT 'CREATE ROLE esm LOGIN PASSWORD ''esm''' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'esm') \gexec
 SELECT 'CREATE DATABASE esm OWNER esm' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'esm') \gexec
@@ -133,7 +157,7 @@ SQL
 }
 
 stop_postgres() {
-  if [ -s "$PGDATA/PG_VERSION" ] && pg_ready; then
+  if pg_running; then
     as_postgres "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast -w -t 60 stop >/dev/null
     say "==> postgres: stopped"
   else
@@ -154,6 +178,12 @@ save ""
 CONF
   start_bg redis redis-server "$LOCAL/redis/redis.conf"
   wait_tcp redis "$REDIS_PORT" 30
+  local deadline=$(( $(date +%s) + 60 ))  # PONG once the append-only file is loaded
+  until [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]; do
+    [ "$(date +%s)" -lt "$deadline" ] || fail_with_log redis "no PONG after 60 s"
+    is_running redis || fail_with_log redis "the process exited"
+    sleep 0.2
+  done
 }
 
 # --- Kafka (KRaft, single node) ---------------------------------------------------------
@@ -273,7 +303,10 @@ start_frontdoor() {
 start_one() {
   local name="$1" started
   started="$(now)"
-  if [ "$name" != postgres ] && is_running "$name"; then say "==> $name: already running"; return; fi
+  ALREADY=0
+  if [ "$name" = postgres ]; then
+    if pg_running && pg_ready; then say "==> postgres: already running"; return; fi
+  elif is_running "$name"; then say "==> $name: already running"; return; fi
   say "==> starting $name"
   case "$name" in
     postgres) start_postgres ;;
@@ -287,7 +320,7 @@ start_one() {
       if [[ "$FUNCTIONS" == *" $name "* ]]; then start_function "$name" || return 0
       else say "unknown service: $name"; exit 2; fi ;;
   esac
-  say "    $name ready ($(since "$started"))"
+  if [ "$ALREADY" = 1 ]; then say "    $name: already running"; else say "    $name ready ($(since "$started"))"; fi
 }
 
 stop_one() {
@@ -297,14 +330,24 @@ stop_one() {
   esac
 }
 
+port_of() {
+  case "$1" in
+    postgres) echo "$PG_PORT" ;; redis) echo "$REDIS_PORT" ;; kafka) echo "$KAFKA_PORT" ;; s3) echo "$S3_PORT" ;;
+    frontdoor) echo "$FRONTDOOR_PORT" ;; kafka-bridge|ping-bridge) echo - ;;
+    *) local var; var="$(echo "$1" | tr a-z A-Z)_PORT"; echo "${!var}" ;;
+  esac
+}
+
 status() {
+  local name pid
   for name in "${ALL[@]}"; do
     if [ "$name" = postgres ]; then
-      if pg_ready 2>/dev/null; then printf '%-13s running  port %s\n' postgres "$PG_PORT"; else printf '%-13s stopped\n' postgres; fi
-    elif is_running "$name"; then
-      printf '%-13s running  pid %s\n' "$name" "$(pid_of "$name")"
+      if pg_running; then pid="$(pg_pid)"; else pid=""; fi
+    elif is_running "$name"; then pid="$(pid_of "$name")"; else pid=""; fi
+    if [ -n "$pid" ]; then
+      printf '%-13s running  pid %-8s port %s\n' "$name" "$pid" "$(port_of "$name")"
     else
-      printf '%-13s stopped\n' "$name"
+      printf '%-13s stopped  %-12s port %s\n' "$name" "" "$(port_of "$name")"
     fi
   done
 }
