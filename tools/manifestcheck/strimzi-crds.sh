@@ -7,7 +7,7 @@ set -euo pipefail
 OUT_DIR=${1:?usage: strimzi-crds.sh OUT_DIR [MAVEN_REPO]}
 M2=${2:-$HOME/.m2/repository}
 HERE=$(cd "$(dirname "$0")" && pwd)
-STAMP="$OUT_DIR/.done-$(sha256sum "$HERE/strimzi/pom.xml" "$0" | sha256sum | cut -c1-16)"
+STAMP="$OUT_DIR/.done-$(cat "$HERE/strimzi/pom.xml" "$HERE/strimzi-crds.sh" | sha256sum | cut -c1-16)"
 [ -f "$STAMP" ] && exit 0
 
 java_major() { "$1" -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java.specification.version = //p'; }
@@ -20,7 +20,7 @@ done
 
 mkdir -p "$OUT_DIR"
 CP="$OUT_DIR/classpath.txt"
-mvn -B -q -f "$HERE/strimzi/pom.xml" -Dmaven.repo.local="$M2" \
+mvn -B -q -Dstyle.color=never -f "$HERE/strimzi/pom.xml" -Dmaven.repo.local="$M2" \
   dependency:build-classpath -Dmdep.outputFile="$CP" >&2
 rm -f "$OUT_DIR"/*.yaml
 "$JAVA" -cp "$(cat "$CP")" io.strimzi.crdgenerator.CrdGenerator \

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# make openfaas-deploy: OpenFaaS Community Edition and the cron-connector (helm) on the kind
+# cluster, the backing services of infra/k8s/backing, the images, stack.yml (faas-cli) and the
+# kafka-source bridge; then a sample upload through the gateway read back.
+source "$(dirname "$0")/common.sh"
+need docker kind kubectl helm faas-cli curl
+ensure_cluster
+GATEWAY_PORT=${GATEWAY_PORT:-8081}
+
+step "OpenFaaS CE and the cron-connector (helm chart repository openfaas)"
+kubectl create namespace openfaas --dry-run=client -o yaml | kubectl apply -f -
+kubectl create namespace openfaas-fn --dry-run=client -o yaml | kubectl apply -f -
+helm repo add openfaas https://openfaas.github.io/faas-netes/ >/dev/null
+helm repo update openfaas >/dev/null
+# IfNotPresent: the images are loaded into the kind node, not pulled.
+helm upgrade --install openfaas openfaas/openfaas --namespace openfaas \
+  --set functionNamespace=openfaas-fn --set generateBasicAuth=true \
+  --set faasnetes.imagePullPolicy=IfNotPresent --wait
+helm upgrade --install cron-connector openfaas/cron-connector --namespace openfaas --wait
+
+install_strimzi
+step "backing services (infra/k8s/backing) and their throwaway credentials"
+kubectl create namespace easysmart --dry-run=client -o yaml | kubectl apply -f -
+kubectl kustomize infra/k8s/overlays/kind | awk 'BEGIN{RS="\n---\n"} /kind: Secret/ && /name: easysmart-secrets/' | kubectl apply -f -
+kubectl apply -k infra/k8s/backing
+build_images
+wait_backing
+
+step "stack.yml through the gateway on 127.0.0.1:$GATEWAY_PORT"
+kubectl -n openfaas rollout status deployment/gateway --timeout=300s
+kubectl -n openfaas port-forward svc/gateway "$GATEWAY_PORT":8080 >/dev/null 2>&1 & pf=$!
+trap 'kill $pf 2>/dev/null || true' EXIT
+sleep 3
+export OPENFAAS_URL=http://127.0.0.1:$GATEWAY_PORT
+kubectl -n openfaas get secret basic-auth -o jsonpath='{.data.basic-auth-password}' | base64 -d \
+  | faas-cli login --gateway "$OPENFAAS_URL" --username admin --password-stdin
+# The functions' secrets, substituted into stack.yml by faas-cli (same values as the Secret).
+secret() { kubectl -n easysmart get secret easysmart-secrets -o jsonpath="{.data.$1}" | base64 -d; }
+for k in DATABASE_URL REDIS_URL S3_ACCESS_KEY_ID S3_SECRET_ACCESS_KEY JWT_SECRET; do export "$k=$(secret "$k")"; done
+faas-cli deploy -f stack.yml --gateway "$OPENFAAS_URL"
+kubectl apply -k infra/k8s/openfaas
+kubectl -n openfaas-fn rollout status deployment/kafka-source-bridge --timeout=300s
+for f in $FUNCTIONS; do kubectl -n openfaas-fn rollout status deployment/"$f" --timeout=300s; done
+
+# The gateway serves /function/<name>/<path>: ingest and auth see /api/v1/... unchanged.
+curl -fsS "$OPENFAAS_URL/function/ingest/api/v1/health" && echo
+step "deployed: gateway $OPENFAAS_URL (port-forward ends with this script; kubectl -n openfaas port-forward svc/gateway $GATEWAY_PORT:8080)"
