@@ -17,48 +17,18 @@ import resource
 import sys
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import orjson
 
 from easysmart import accounts
 from easysmart.config import Settings
 from easysmart.db import Database
-from easysmart.demo import demo_upload
 from easysmart.events import ClaimCheck
 from easysmart.process import BatchProcessor
 from easysmart.storage import BlobStore, make_s3_client
 
-SENSORS_PER_EQUIPMENT = 3
-
-
-def make_upload(readings: int) -> list[dict]:
-    """About `readings` readings over the last ~20 hours, 6 equipment, a reading every few seconds."""
-    equipments = 6
-    per_sensor = max(1, readings // (equipments * SENSORS_PER_EQUIPMENT))
-    step_s = max(1, (20 * 3600) // per_sensor)
-    minutes = per_sensor * step_s // 60
-    return demo_upload(datetime.now().astimezone() - timedelta(minutes=5), "America/Sao_Paulo", minutes=minutes,
-                       equipments=equipments, step_s=step_s)
-
-
-def grow_to_gzip_size(target_bytes: int) -> tuple[list[dict], bytes, bytes]:
-    """The largest generated upload whose gzip stays under target_bytes (the body limit)."""
-    best = None
-    readings = 200_000
-    while True:
-        items = make_upload(readings)
-        text = orjson.dumps(items)
-        body = gzip.compress(text, 6)
-        if len(body) > target_bytes:
-            if best is None:
-                raise SystemExit(f"{readings} readings already compress to more than {target_bytes} bytes")
-            return best
-        best = (items, text, body)
-        growth = 0.98 * target_bytes / len(body)
-        if growth < 1.01:
-            return best
-        readings = int(readings * min(2.0, growth))
+from uploads import client_upload, sized_for_gzip
 
 
 def main() -> None:
@@ -77,9 +47,9 @@ def main() -> None:
         account_id = accounts.create_account(cursor, f"bench-{suffix}", "device", f"bench-{suffix}", "bench")
 
     if args.max_gzip_bytes:
-        items, text, body = grow_to_gzip_size(args.max_gzip_bytes)
+        items, text, body = sized_for_gzip(args.max_gzip_bytes)
     else:
-        items = make_upload(args.readings)
+        items = client_upload(args.readings)
         text = orjson.dumps(items)
         body = gzip.compress(text, 6)
     readings = sum(len(item["sensor"]) for item in items)

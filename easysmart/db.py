@@ -4,13 +4,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import threading
 from importlib import resources
 from typing import Iterator
 
 import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
-import psycopg2.pool
 
 from easysmart.errors import UnavailableError
 
@@ -22,30 +22,54 @@ MODES = ("postgres", "timescaledb")
 
 
 class Database:
-    """A lazily-filled thread-safe pool. A dead connection is discarded, never reused."""
+    """A thread-safe pool that keeps up to `max_connections` open and opens them lazily.
+
+    (psycopg2's own pools close every returned connection above `minconn`, so a lazy pool
+    of theirs would connect anew for each transaction.) A broken connection is discarded.
+    """
 
     def __init__(self, dsn: str, max_connections: int = 16, connect_timeout_s: int = 5) -> None:
         self.dsn = dsn
-        self._pool = psycopg2.pool.ThreadedConnectionPool(0, max_connections, dsn, connect_timeout=connect_timeout_s)
+        self.connect_timeout_s = connect_timeout_s
+        self._idle: list[psycopg2.extensions.connection] = []
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._lock = threading.Lock()
+
+    def _checkout(self) -> psycopg2.extensions.connection:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return psycopg2.connect(self.dsn, connect_timeout=self.connect_timeout_s)
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[psycopg2.extensions.connection]:
+        self._slots.acquire()
         try:
-            conn = self._pool.getconn()
-        except psycopg2.OperationalError as error:
-            raise UnavailableError("the database is unavailable", retry_after_s=5) from error
-        broken = False
-        try:
-            yield conn
-        except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
-            broken = True
-            raise UnavailableError("the database is unavailable", retry_after_s=5) from error
-        finally:
-            if conn.closed:
+            try:
+                conn = self._checkout()
+            except psycopg2.OperationalError as error:
+                raise UnavailableError("the database is unavailable", retry_after_s=5) from error
+            broken = False
+            try:
+                yield conn
+            except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
                 broken = True
-            elif not broken and conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
-                conn.rollback()
-            self._pool.putconn(conn, close=broken)
+                raise UnavailableError("the database is unavailable", retry_after_s=5) from error
+            finally:
+                if conn.closed:
+                    broken = True
+                elif not broken and conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+                    try:
+                        conn.rollback()
+                    except psycopg2.Error:
+                        broken = True
+                if broken:
+                    conn.close()
+                else:
+                    with self._lock:
+                        self._idle.append(conn)
+        finally:
+            self._slots.release()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[psycopg2.extensions.cursor]:
@@ -61,7 +85,10 @@ class Database:
                 raise
 
     def close(self) -> None:
-        self._pool.closeall()
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
 
 
 def detect_mode(cursor: psycopg2.extensions.cursor, configured: str) -> str:

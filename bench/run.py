@@ -1,0 +1,44 @@
+"""make bench: process throughput and memory, ingest latency and memory, on this machine.
+
+Every figure is printed with the command that produced it. Needs the local stack (make bench starts it).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PYTHON = sys.executable
+
+
+def run(args: list[str]) -> list[dict]:
+    command = " ".join(["python", *[str(Path(a).relative_to(HERE.parent)) if a.endswith(".py") else a for a in args]])
+    print(f"$ {command}", flush=True)
+    output = subprocess.run([PYTHON, *args], check=True, capture_output=True, text=True, cwd=HERE,
+                            env={**os.environ, "PYTHONPATH": str(HERE)}).stdout
+    results = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    for result in results:
+        print("  " + json.dumps(result), flush=True)
+    return results
+
+
+def main() -> None:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    print(f"machine: {os.cpu_count()} cores ({cpu}), {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB,"
+          f" Python {platform.python_version()}")
+    print("\n== process: a large upload in the client's format vs a bare COPY of the same rows (target ratio >= 0.5)")
+    run([str(HERE / "process_batch.py"), "--readings", "200000", "--bare-copy"])
+    print("\n== process: the largest upload the limits allow (10 MiB gzip body)")
+    run([str(HERE / "process_batch.py"), "--max-gzip-bytes", str(10 * 1024 * 1024)])
+    print("\n== ingest through http://127.0.0.1:8080 (targets at concurrency 8: p95 <= 25 ms for 64 KiB, <= 150 ms for 1 MiB),"
+          " then ingest's memory growth during a 10 MiB upload (target <= 64 MiB)")
+    run([str(HERE / "ingest_load.py")])
+
+
+if __name__ == "__main__":
+    main()
