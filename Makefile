@@ -31,6 +31,7 @@ up: stack
 
 down:
 	@$(STACK) stop
+	@bash infra/timescale/stop.sh
 
 status:
 	@$(STACK) status
@@ -47,8 +48,11 @@ dlq-replay:
 test-unit: install
 	@$(PY) -m pytest -q tests/unit
 
+# The TimescaleDB conformance suite runs against TimescaleDB compiled to WebAssembly (infra/timescale).
 test: stack
-	@$(ENV) $(PY) -m pytest -q -p no:cacheprovider --timeout=900 tests/unit tests/integration tests/e2e
+	@bash infra/timescale/start.sh
+	@$(ENV) TIMESCALE_REQUIRED=1 $(PY) -m pytest -q -p no:cacheprovider --timeout=900 \
+		tests/unit tests/integration tests/timescale tests/e2e
 
 bench: stack
 	@$(ENV) $(PY) bench/run.py
