@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	kindv1alpha4 "sigs.k8s.io/kind/pkg/apis/config/v1alpha4"
 	sigsyaml "sigs.k8s.io/yaml"
 )
 
@@ -540,18 +541,34 @@ func CheckOpenFaaS(repo *Repo, stack map[string]*StackFunction, bridge *Rendered
 }
 
 func loadKindConfig(root string, r *Report) map[string]any {
+	where := "infra/kind-config.yaml"
 	data, err := os.ReadFile(filepath.Join(root, "infra", "kind-config.yaml"))
 	if err != nil {
-		r.Errorf("infra/kind-config.yaml", "%v", err)
+		r.Errorf(where, "%v", err)
 		return nil
+	}
+	// Strictly decoded into kind's own config types (sigs.k8s.io/kind v0.30.0, v1alpha4).
+	var cluster kindv1alpha4.Cluster
+	if err := sigsyaml.UnmarshalStrict(data, &cluster); err != nil {
+		r.Errorf(where, "strict decoding into kind v1alpha4 Cluster: %v", err)
+		return nil
+	}
+	if cluster.APIVersion != "kind.x-k8s.io/v1alpha4" || cluster.Kind != "Cluster" {
+		r.Errorf(where, "must be a kind.x-k8s.io/v1alpha4 Cluster")
+	}
+	kindv1alpha4.SetDefaultsCluster(&cluster)
+	for _, n := range cluster.Nodes {
+		for _, pm := range n.ExtraPortMappings {
+			if pm.ContainerPort <= 0 || pm.ContainerPort > 65535 || pm.HostPort < 0 || pm.HostPort > 65535 {
+				r.Errorf(where, "invalid port mapping %d -> %d", pm.HostPort, pm.ContainerPort)
+			}
+		}
 	}
 	var m map[string]any
 	if err := sigsyaml.Unmarshal(data, &m); err != nil {
-		r.Errorf("infra/kind-config.yaml", "%v", err)
+		r.Errorf(where, "%v", err)
 		return nil
 	}
-	if str(m, "apiVersion") != "kind.x-k8s.io/v1alpha4" || str(m, "kind") != "Cluster" {
-		r.Errorf("infra/kind-config.yaml", "must be a kind.x-k8s.io/v1alpha4 Cluster")
-	}
+	r.Pass("kind config: strict decode")
 	return m
 }

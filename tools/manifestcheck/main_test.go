@@ -155,6 +155,7 @@ func TestEachCheckCanFail(t *testing.T) {
 		{"front proxy route missing", proxy, "location = /api/v1/telemetria/bulk", "location = /api/v1/telemetria/bulk-old", []string{"differ from the local front door"}},
 		{"front proxy host names no service", proxy, "Host analytics.easysmart.svc.cluster.local", "Host analytic.easysmart.svc.cluster.local", []string{"names no Knative Service"}},
 		{"kind port mapping", "infra/kind-config.yaml", "containerPort: 30080", "containerPort: 30081", []string{"nodePort is not mapped"}},
+		{"kind config misspelled field", "infra/kind-config.yaml", "extraPortMappings:", "extraPortMapings:", []string{"kind v1alpha4 Cluster", "extraPortMapings"}},
 		// stack.yml.
 		{"stack misspelled key", stackYML, "environment_file:", "enviroment_file:", []string{"stack.yml", "enviroment_file"}},
 		{"stack wrong version", stackYML, "version: 1.0", "version: 2.0", []string{"version must be 1.0"}},

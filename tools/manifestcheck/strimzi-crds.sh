@@ -21,7 +21,8 @@ done
 mkdir -p "$OUT_DIR"
 CP="$OUT_DIR/classpath.txt"
 mvn -B -q -Dstyle.color=never -f "$HERE/strimzi/pom.xml" -Dmaven.repo.local="$M2" \
-  dependency:build-classpath -Dmdep.outputFile="$CP" >&2
+  dependency:build-classpath -Dmdep.outputFile="$CP" >"$OUT_DIR/mvn.log" 2>&1 \
+  || { cat "$OUT_DIR/mvn.log" >&2; exit 1; }
 rm -f "$OUT_DIR"/*.yaml
 "$JAVA" -cp "$(cat "$CP")" io.strimzi.crdgenerator.CrdGenerator \
   --label app:strimzi --label strimzi.io/crd-install:true \
