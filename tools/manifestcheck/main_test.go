@@ -149,6 +149,12 @@ func TestEachCheckCanFail(t *testing.T) {
 		{"deployment misspelled field", redis, "replicas: 1", "replica: 1", []string{"Deployment easysmart/redis", "unknown field", "replica"}},
 		{"deployment container without name", redis, "- name: redis\n          image: redis", "- image: redis", []string{"Deployment easysmart/redis", "containers[0].name", "Required"}},
 		{"service wrong type", proxy, "nodePort: 30080", "nodePort: \"high\"", []string{"Service easysmart/frontproxy"}},
+		{"deployment bad enum", redis, "image: redis:7.4.2-alpine", "image: redis:7.4.2-alpine\n          imagePullPolicy: Sometimes", []string{"Deployment easysmart/redis", "Kubernetes validation", "imagePullPolicy", "Sometimes"}},
+		{"deployment port out of range", redis, "containerPort: 6379", "containerPort: 70000", []string{"Deployment easysmart/redis", "Kubernetes validation", "containerPort"}},
+		{"statefulset negative replicas", "infra/k8s/backing/timescaledb/timescaledb.yaml", "replicas: 1", "replicas: -1", []string{"StatefulSet easysmart/timescaledb", "Kubernetes validation", "replicas"}},
+		{"pvc without size", "infra/k8s/backing/s3/s3.yaml", "storage: 5Gi", "storage: 0Gi", []string{"PersistentVolumeClaim easysmart/s3-data", "Kubernetes validation", "storage"}},
+		{"job bad restart policy", "infra/k8s/backing/migrate/migrate.yaml", "restartPolicy: OnFailure", "restartPolicy: Always", []string{"Job easysmart/migrate", "Kubernetes validation", "restartPolicy"}},
+		{"service selector mismatch type", proxy, "type: NodePort", "type: NodePorts", []string{"Service easysmart/frontproxy", "Kubernetes validation", "type"}},
 		{"unpinned third-party image", redis, "image: redis:7.4.2-alpine", "image: redis:latest", []string{"redis:latest", "pinned"}},
 		{"invalid label", redis, "app.kubernetes.io/name: redis\nspec:\n  selector", "app.kubernetes.io/name: redis!\nspec:\n  selector", []string{"metadata.labels"}},
 		// Front proxy and kind.

@@ -145,7 +145,22 @@ func (s *Schemas) ValidateObject(o *Object, r *Report) {
 			}
 			return
 		}
-		r.Pass("k8s " + gvk.Kind + ": strict decode + OpenAPI v3")
+		errs, known, err := validateBuiltin(gvk, typed)
+		if err != nil {
+			r.Errorf(where, "%v", err)
+			return
+		}
+		if !known {
+			r.Errorf(where, "no API server validation wired for %s: add it to corevalidation.go", gvk)
+			return
+		}
+		if len(errs) > 0 {
+			for _, e := range errs {
+				r.Errorf(where, "Kubernetes validation: %v", e)
+			}
+			return
+		}
+		r.Pass("k8s " + gvk.Kind + ": strict decode + OpenAPI v3 + API server validation")
 		return
 	}
 	r.Errorf(where, "unknown apiVersion/kind %s/%s: no schema in the pinned Kubernetes, Knative or Strimzi releases", o.APIVersion, o.Kind)
