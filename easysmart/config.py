@@ -83,6 +83,10 @@ class Settings:
     future_tolerance_s: int = DAY_SECONDS
     db_mode: str = "auto"
     db_pool_max: int = 16
+    aggregate_timezone: str = "America/Sao_Paulo"
+    retention_refresh_schedule: str = "*/5 * * * *"
+    retention_expire_schedule: str = "17 3 * * *"
+    retention_url: str = "http://127.0.0.1:8085/"
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -122,6 +126,10 @@ class Settings:
             future_tolerance_s=_int("FUTURE_TOLERANCE_S", DAY_SECONDS),
             db_mode=_env("DB_MODE", "auto"),
             db_pool_max=_int("DB_POOL_MAX", 16),
+            aggregate_timezone=_env("AGGREGATE_TIMEZONE", "America/Sao_Paulo"),
+            retention_refresh_schedule=_env("RETENTION_REFRESH_SCHEDULE", "*/5 * * * *"),
+            retention_expire_schedule=_env("RETENTION_EXPIRE_SCHEDULE", "17 3 * * *"),
+            retention_url=_env("RETENTION_URL", "http://127.0.0.1:8085/"),
         )
 
 

@@ -247,6 +247,9 @@ class _BatchBuilder:
         self._extras_text: dict[tuple, str] = {}
         self._sensors: dict[str, dict] = {}
         self._staged_unmoved = False
+        # The time range of the valid readings, logged for the aggregates' refresh.
+        self.oldest: datetime | None = None
+        self.newest: datetime | None = None
 
     def consume(self, events: Iterable[tuple[str, int, object]]) -> None:
         for kind, index, payload in events:
@@ -278,6 +281,10 @@ class _BatchBuilder:
                 self.tally.reject(path, rejection.reason)
             return
         self.tally.valid += 1
+        if self.oldest is None or reading.ts < self.oldest:
+            self.oldest = reading.ts
+        if self.newest is None or reading.ts > self.newest:
+            self.newest = reading.ts
         # The latest reading of a sensor carries its latest settings; they are read at flush time.
         self._sensors[reading.sensor_uuid] = raw
         extras = self._extras_text.get(reading.extras)
@@ -449,11 +456,13 @@ class BatchProcessor:
                     tally = builder.tally
                     result = ProcessResult(claim.batch_id, "done", writer.stored, tally.valid - writer.stored,
                                            tally.skipped, tally.rejected, tally.readings)
+                    # The touched range is logged in this transaction, so no refresh can miss it.
                     cursor.execute(
-                        "UPDATE batches SET status = 'done', received_items = %s, readings = %s, stored = %s,"
+                        "WITH touched AS (INSERT INTO aggregate_touched (lo, hi) SELECT %s, %s WHERE %s)"
+                        " UPDATE batches SET status = 'done', received_items = %s, readings = %s, stored = %s,"
                         " duplicate = %s, skipped = %s, rejected = %s, reasons = %s, reason_counts = %s,"
                         " processed_at = now() WHERE id = %s",
-                        (builder.items, tally.readings, result.stored, result.duplicate, result.skipped, result.rejected,
+                        (builder.oldest, builder.newest, result.stored > 0, builder.items, tally.readings, result.stored, result.duplicate, result.skipped, result.rejected,
                          psycopg2.extras.Json(tally.reasons), psycopg2.extras.Json(tally.reason_counts), claim.batch_id),
                     )
                     conn.commit()

@@ -1,0 +1,189 @@
+"""Hourly and daily aggregates: refreshing them, per database mode.
+
+Both modes expose the relations `telemetry_hourly` and `telemetry_daily` with the same
+columns (migrations 0004). On plain PostgreSQL they are views over materialised tables below a
+watermark plus live aggregation above it, and this module's refresh keeps them: it
+re-materialises every bucket that a batch logged in `aggregate_touched` and moves the watermark
+to the start of the current bucket. On TimescaleDB they are continuous aggregates and the
+refresh is TimescaleDB's own.
+
+Hourly buckets are UTC hours; daily buckets are days in AGGREGATE_TIMEZONE, recorded in
+aggregate_settings so that the live part of the view uses the zone the buckets were made in.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from easysmart.db import Database
+
+logger = logging.getLogger(__name__)
+
+REFRESH_LOCK = "esm_aggregate_refresh"
+
+# (relation, materialised table, bucket of a timestamptz expression, bucket width)
+# The daily bucket relies on the transaction's TimeZone being the aggregate zone (SET LOCAL).
+_AGGREGATES = (
+    ("telemetry_hourly", "telemetry_hourly_mat", "esm_hour_bucket({ts})", "1 hour"),
+    ("telemetry_daily", "telemetry_daily_mat", "date_trunc('day', {ts})", "1 day"),
+)
+
+_STATISTICS = (
+    "avg(value), min(value), max(value), count(*), stddev_samp(value),"
+    " percentile_cont(0.5) WITHIN GROUP (ORDER BY value), percentile_cont(0.95) WITHIN GROUP (ORDER BY value),"
+    " percentile_cont(0.99) WITHIN GROUP (ORDER BY value), count(value), sum(value)"
+)
+_COLUMNS = ("bucket, equipment_id, sensor_id, avg_value, min_value, max_value, sample_count, stddev_value,"
+            " median_value, p95_value, p99_value, value_count, value_sum")
+
+
+@dataclass
+class RefreshReport:
+    mode: str
+    late_ranges: int = 0
+    buckets_written: dict[str, int] = field(default_factory=dict)
+    watermarks: dict[str, str] = field(default_factory=dict)
+
+    def body(self) -> dict:
+        return {"mode": self.mode, "late_ranges": self.late_ranges, "buckets_written": self.buckets_written,
+                "watermarks": self.watermarks}
+
+
+class AggregateBackend:
+    """What a database mode must provide; the public functions below hold the shared logic."""
+
+    mode = ""
+
+    def refresh(self, db: Database, zone: str) -> RefreshReport:
+        raise NotImplementedError
+
+    def materialised_before_sql(self) -> str:
+        """SQL for the time before which every aggregate has materialised the raw data."""
+        raise NotImplementedError
+
+
+class PlainAggregates(AggregateBackend):
+    """Plain PostgreSQL: watermarks, a log of late ranges, re-materialisation by DELETE + INSERT."""
+
+    mode = "postgres"
+
+    def refresh(self, db: Database, zone: str) -> RefreshReport:
+        report = RefreshReport(self.mode)
+        with db.transaction() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (REFRESH_LOCK,))
+            cursor.execute("SELECT set_config('TimeZone', %s, true)", (zone,))
+            self._apply_zone(cursor, zone)
+            cursor.execute("SELECT max(id), count(*) FROM aggregate_touched")
+            max_id, logged = cursor.fetchone()
+            report.late_ranges = logged
+            for name, table, bucket, width in _AGGREGATES:
+                report.buckets_written[name] = self._refresh_one(cursor, name, table, bucket, width, max_id or 0)
+            cursor.execute("DELETE FROM aggregate_touched WHERE id <= %s", (max_id or 0,))
+            cursor.execute("SELECT name, CASE WHEN isfinite(watermark) THEN to_char(watermark AT TIME ZONE 'UTC',"
+                           " 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') END FROM aggregate_watermarks ORDER BY name")
+            report.watermarks = dict(cursor.fetchall())
+        logger.info("aggregates refreshed", extra=report.body())
+        return report
+
+    def _apply_zone(self, cursor, zone: str) -> None:
+        cursor.execute("SELECT value FROM aggregate_settings WHERE key = 'daily_timezone' FOR UPDATE")
+        (stored,) = cursor.fetchone()
+        if stored == zone:
+            return
+        # Daily buckets in the old zone are rebuilt from the raw data that is still there;
+        # older ones (their raw rows are gone) stay as they were made.
+        logger.warning("daily aggregate zone changes from %s to %s", stored, zone)
+        cursor.execute("UPDATE aggregate_settings SET value = %s WHERE key = 'daily_timezone'", (zone,))
+        floor = self._floor_sql("date_trunc('day', {ts})", "1 day")
+        cursor.execute(f"DELETE FROM telemetry_daily_mat WHERE bucket >= ({floor})")
+        cursor.execute(f"UPDATE aggregate_watermarks SET watermark = ({floor}) WHERE name = 'telemetry_daily'")
+
+    @staticmethod
+    def _floor_sql(bucket: str, width: str) -> str:
+        """The first bucket whose raw data is complete (starts at or after the raw horizon)."""
+        at = bucket.format(ts="h")
+        return (f"SELECT CASE WHEN h = '-infinity' THEN h WHEN {at} < h THEN {at} + interval '{width}' ELSE {at} END"
+                " FROM (SELECT value::timestamptz AS h FROM aggregate_settings WHERE key = 'raw_horizon') s")
+
+    def _refresh_one(self, cursor, name: str, table: str, bucket: str, width: str, max_id: int) -> int:
+        written = 0
+        old = "(SELECT watermark FROM aggregate_watermarks WHERE name = %(name)s)"
+        # Logged ranges below the old watermark, as whole buckets, merged (range_agg).
+        cursor.execute(
+            f"WITH bounds AS (SELECT greatest({bucket.format(ts='lo')}, ({self._floor_sql(bucket, width)})) AS a,"
+            f" least({bucket.format(ts='hi')} + interval '{width}', {old}) AS e"
+            " FROM aggregate_touched WHERE id <= %(max_id)s)"
+            " SELECT lower(r), upper(r) FROM (SELECT unnest(range_agg(tstzrange(a, e))) AS r FROM bounds WHERE a < e) x",
+            {"name": name, "max_id": max_id},
+        )
+        ranges = cursor.fetchall()
+        for start, end in ranges:
+            written += self._materialise(cursor, table, bucket, "%(start)s", "%(end)s", {"start": start, "end": end})
+        # Everything from the old watermark to the start of the current bucket.
+        new = bucket.format(ts="now()")
+        cursor.execute(f"SELECT {old} < {new}", {"name": name})
+        if cursor.fetchone()[0]:
+            written += self._materialise(cursor, table, bucket, old, new, {"name": name})
+            cursor.execute(f"UPDATE aggregate_watermarks SET watermark = {new}, refreshed_at = now() WHERE name = %(name)s",
+                           {"name": name})
+        else:
+            cursor.execute("UPDATE aggregate_watermarks SET refreshed_at = now() WHERE name = %(name)s", {"name": name})
+        return written
+
+    @staticmethod
+    def _materialise(cursor, table: str, bucket: str, start: str, end: str, params: dict) -> int:
+        cursor.execute(f"DELETE FROM {table} WHERE bucket >= {start} AND bucket < {end}", params)
+        cursor.execute(
+            f"INSERT INTO {table} ({_COLUMNS})"
+            f" SELECT {bucket.format(ts='ts')}, equipment_id, sensor_id, {_STATISTICS}"
+            f" FROM telemetry_data WHERE ts >= {start} AND ts < {end} GROUP BY 1, 2, 3",
+            params,
+        )
+        return cursor.rowcount
+
+    def materialised_before_sql(self) -> str:
+        return "(SELECT min(watermark) FROM aggregate_watermarks)"
+
+
+class TimescaleAggregates(AggregateBackend):
+    """TimescaleDB: continuous aggregates refresh themselves (policies); a refresh on demand
+    covers the raw retention window. Needs the 0004_aggregates.timescaledb.sql migration."""
+
+    mode = "timescaledb"
+
+    def __init__(self, window_days: int = 30) -> None:
+        self.window_days = window_days
+
+    def refresh(self, db: Database, zone: str) -> RefreshReport:
+        report = RefreshReport(self.mode)
+        with db.connection() as conn:
+            # refresh_continuous_aggregate cannot run inside a transaction block.
+            conn.autocommit = True
+            try:
+                with conn.cursor() as cursor:
+                    for name, _, _, _ in _AGGREGATES:
+                        cursor.execute("CALL refresh_continuous_aggregate(%s, now() - make_interval(days => %s), now())",
+                                       (name, self.window_days + 1))
+                        report.buckets_written[name] = -1
+                    cursor.execute("DELETE FROM aggregate_touched")
+            finally:
+                conn.autocommit = False
+        return report
+
+    def materialised_before_sql(self) -> str:
+        # Continuous aggregates with real-time aggregation: refreshed windows are materialised.
+        return ("(SELECT coalesce(min(_timescaledb_functions.to_timestamp(watermark)), '-infinity'::timestamptz)"
+                " FROM _timescaledb_catalog.continuous_aggs_watermark)")
+
+
+def backend_for(db: Database) -> AggregateBackend:
+    """The backend of the mode the database was migrated in."""
+    with db.transaction() as cursor:
+        cursor.execute("SELECT mode FROM schema_migrations ORDER BY version LIMIT 1")
+        row = cursor.fetchone()
+    return TimescaleAggregates() if row and row[0] == "timescaledb" else PlainAggregates()
+
+
+def refresh(db: Database, zone: str, backend: AggregateBackend | None = None) -> RefreshReport:
+    """Bring telemetry_hourly and telemetry_daily up to date; idempotent and safe to run concurrently."""
+    return (backend or backend_for(db)).refresh(db, zone)

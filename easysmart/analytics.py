@@ -1,0 +1,320 @@
+"""The analytics API: equipment lists, histories (raw or through the aggregates), stats and the
+Home Assistant view. Tenant-scoped: another tenant's ids are 404 exactly like unknown ones.
+
+Response shapes are those of the product's earlier API, which dashboard clients read. Times
+are ISO-8601 in UTC; statistics are JSON numbers or null. Every list is paged by keyset
+(`limit`, opaque `cursor` / `next_cursor`).
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Mapping
+
+import orjson
+
+from easysmart.auth import Principal
+from easysmart.db import Database
+from easysmart.errors import BadRequestError, ForbiddenError, NotFoundError
+from easysmart.payload import canonical_kind
+
+DEFAULT_LIMIT = 1000
+MAX_LIMIT = 10000
+DEFAULT_WINDOW = timedelta(hours=24)
+RAW_UP_TO = timedelta(days=2)
+HOURLY_UP_TO = timedelta(days=60)
+PERIODS = ("raw", "hour", "day", "auto")
+STATS_PERIODS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30),
+                 "1y": timedelta(days=365)}
+_RELATIONS = {"hour": "telemetry_hourly", "day": "telemetry_daily"}
+_METADATA = ("battery_pct", "lqi", "rssi", "battery_voltage", "voltage", "current", "power")
+
+
+# Parameters (pure functions: unit-tested without a database)
+
+def _bad(parameter: str, message: str) -> BadRequestError:
+    return BadRequestError(f"{parameter}: {message}", parameter=parameter)
+
+
+def parse_time(parameter: str, raw: str) -> datetime:
+    """An ISO-8601 time; a naive one is read as UTC."""
+    try:
+        value = datetime.fromisoformat(raw.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise _bad(parameter, f"not an ISO-8601 time: {raw!r}") from None
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def parse_window(args: Mapping[str, str], now: datetime) -> tuple[datetime, datetime]:
+    """start_date/end_date; the last 24 hours by default, 24 hours around the one given."""
+    start = parse_time("start_date", args["start_date"]) if args.get("start_date") else None
+    end = parse_time("end_date", args["end_date"]) if args.get("end_date") else None
+    if start is None and end is None:
+        end = now
+    if start is None:
+        start = end - DEFAULT_WINDOW
+    if end is None:
+        end = start + DEFAULT_WINDOW
+    if start >= end:
+        raise _bad("start_date", "must be before end_date")
+    return start, end
+
+
+def parse_period(raw: str | None, start: datetime, end: datetime) -> str:
+    period = (raw or "auto").strip().lower()
+    if period not in PERIODS:
+        raise _bad("period", f"must be one of {', '.join(PERIODS)}, not {raw!r}")
+    if period != "auto":
+        return period
+    span = end - start
+    return "raw" if span <= RAW_UP_TO else "hour" if span <= HOURLY_UP_TO else "day"
+
+
+def parse_int(parameter: str, raw: str | None, default: int, low: int, high: int) -> int:
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _bad(parameter, f"not an integer: {raw!r}") from None
+    if not low <= value <= high:
+        raise _bad(parameter, f"must be between {low} and {high}, not {value}")
+    return value
+
+
+def parse_limit(raw: str | None) -> int:
+    return parse_int("limit", raw, DEFAULT_LIMIT, 1, MAX_LIMIT)
+
+
+def parse_sensor_type(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    kind = canonical_kind(raw)
+    if kind is None:
+        raise _bad("sensor_type", "must not be empty")
+    return kind
+
+
+def encode_cursor(tag: str, *values: object) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps([tag, *values])).decode().rstrip("=")
+
+
+def decode_cursor(raw: str | None, tag: str, types: tuple[type, ...]) -> tuple | None:
+    """The values of a cursor this kind of request issued, or 400 naming `cursor`."""
+    if not raw:
+        return None
+    try:
+        decoded = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    except (binascii.Error, ValueError, orjson.JSONDecodeError):
+        raise _bad("cursor", "not a cursor issued by this endpoint") from None
+    if (not isinstance(decoded, list) or len(decoded) != len(types) + 1 or decoded[0] != tag
+            or not all(isinstance(v, t) and not isinstance(v, bool) for v, t in zip(decoded[1:], types))):
+        raise _bad("cursor", "not a cursor issued by this endpoint")
+    values = tuple(decoded[1:])
+    if types and types[0] is str:
+        values = (parse_time("cursor", values[0]), *values[1:])
+    return values
+
+
+def iso(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(timezone.utc).isoformat()
+
+
+def hour_floor(value: datetime) -> datetime:
+    return value.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+
+
+@dataclass(frozen=True)
+class _Page:
+    limit: int
+    after: tuple | None
+
+
+class AnalyticsService:
+    def __init__(self, db: Database, zone: str) -> None:
+        self.db = db
+        self.zone = zone  # of the daily buckets
+
+    # Endpoints
+
+    def equipments(self, principal: Principal, args: Mapping[str, str]) -> dict:
+        _require_user(principal)
+        limit = parse_limit(args.get("limit"))
+        after = decode_cursor(args.get("cursor"), "e", (int,))
+        with self.db.transaction() as cursor:
+            cursor.execute(
+                "SELECT id, uuid, name, location, status FROM equipment WHERE tenant_id = %s AND id > %s"
+                " ORDER BY id LIMIT %s",
+                (principal.tenant_id, after[0] if after else 0, limit + 1),
+            )
+            rows = cursor.fetchall()
+            more = len(rows) > limit
+            rows = rows[:limit]
+            cursor.execute(
+                "SELECT s.equipment_id, s.uuid, s.name, s.kind, s.unit, s.status, l.ts, l.value, l.state"
+                " FROM sensors s LEFT JOIN LATERAL (SELECT ts, value, state FROM telemetry_data t"
+                "  WHERE t.sensor_id = s.id ORDER BY ts DESC LIMIT 1) l ON true"
+                " WHERE s.equipment_id = ANY(%s) ORDER BY s.equipment_id, s.id",
+                ([row[0] for row in rows],),
+            )
+            sensors: dict[int, list[dict]] = {}
+            for equipment_id, uuid, name, kind, unit, status, ts, value, state in cursor.fetchall():
+                sensors.setdefault(equipment_id, []).append({
+                    "sensor_uuid": uuid, "name": name, "sensor_type": kind, "unit": unit, "last_time": iso(ts),
+                    "last_value": value, "last_status": state if ts is not None else status,
+                })
+        return {
+            "equipments": [{"equipment_uuid": uuid, "name": name, "location": location, "status": status,
+                            "sensors": sensors.get(equipment_id, [])}
+                           for equipment_id, uuid, name, location, status in rows],
+            "next_cursor": encode_cursor("e", rows[-1][0]) if more else None,
+        }
+
+    def equipment_history(self, principal: Principal, equipment_uuid: str, args: Mapping[str, str],
+                          now: datetime | None = None) -> dict:
+        _require_user(principal)
+        with self.db.transaction() as cursor:
+            equipment_id = self._equipment_id(cursor, principal, equipment_uuid)
+            body = self._history(cursor, args, now, "equipment_id", equipment_id)
+        return {"equipment_uuid": equipment_uuid, **body}
+
+    def sensor_history(self, principal: Principal, sensor_uuid: str, args: Mapping[str, str],
+                       now: datetime | None = None) -> dict:
+        _require_user(principal)
+        with self.db.transaction() as cursor:
+            cursor.execute("SELECT id FROM sensors WHERE tenant_id = %s AND uuid = %s", (principal.tenant_id, sensor_uuid))
+            row = cursor.fetchone()
+            if row is None:
+                raise NotFoundError(f"sensor {sensor_uuid} not found")
+            body = self._history(cursor, args, now, "sensor_id", row[0])
+        return {"sensor_uuid": sensor_uuid, **body}
+
+    def equipment_stats(self, principal: Principal, equipment_uuid: str, args: Mapping[str, str],
+                        now: datetime | None = None) -> dict:
+        _require_user(principal)
+        raw_period = args.get("period") or "24h"
+        if raw_period not in STATS_PERIODS:
+            raise _bad("period", f"must be one of {', '.join(STATS_PERIODS)}, not {raw_period!r}")
+        end = now or datetime.now(timezone.utc)
+        start = end - STATS_PERIODS[raw_period]
+        relation = "telemetry_daily" if raw_period == "1y" else "telemetry_hourly"
+        with self.db.transaction() as cursor:
+            equipment_id = self._equipment_id(cursor, principal, equipment_uuid)
+            cursor.execute(
+                f"SELECT s.uuid, s.name, s.kind, s.unit, a.overall_avg, a.overall_min, a.overall_max,"
+                f" coalesce(a.total_samples, 0)"
+                f" FROM sensors s LEFT JOIN (SELECT sensor_id, (sum(value_sum) / nullif(sum(value_count), 0))::float8"
+                f"  AS overall_avg, min(min_value) AS overall_min, max(max_value) AS overall_max,"
+                f"  sum(sample_count)::bigint AS total_samples FROM {relation}"
+                f"  WHERE equipment_id = %(equipment)s AND bucket >= {self._bucket_floor(relation)} AND bucket < %(end)s"
+                f"  GROUP BY sensor_id) a ON a.sensor_id = s.id"
+                f" WHERE s.equipment_id = %(equipment)s ORDER BY s.id LIMIT %(limit)s",
+                {"equipment": equipment_id, "start": start, "end": end, "zone": self.zone, "limit": MAX_LIMIT},
+            )
+            sensors = [{"sensor_uuid": uuid, "sensor_name": name, "sensor_type": kind, "sensor_unit": unit,
+                        "overall_avg": avg, "overall_min": low, "overall_max": high, "total_samples": samples}
+                       for uuid, name, kind, unit, avg, low, high, samples in cursor.fetchall()]
+        return {"equipment_uuid": equipment_uuid, "period": raw_period, "start_date": iso(start), "end_date": iso(end),
+                "sensors": sensors}
+
+    def home_assistant(self, principal: Principal, equipment_uuid: str, args: Mapping[str, str],
+                       now: datetime | None = None) -> dict:
+        hours = parse_int("hours", args.get("hours"), 24, 1, 168)
+        page = _Page(parse_limit(args.get("limit")), decode_cursor(args.get("cursor"), "ha", (str, int)))
+        start = hour_floor((now or datetime.now(timezone.utc)) - timedelta(hours=hours))
+        with self.db.transaction() as cursor:
+            equipment_id = self._equipment_id(cursor, principal, equipment_uuid)
+            rows, next_cursor = self._aggregate_rows(cursor, "telemetry_hourly", "equipment_id", equipment_id,
+                                                     start, None, None, page, "ha")
+        data = [{"time": row["time"], "sensor_uuid": row["sensor_uuid"], "sensor_name": row["sensor_name"],
+                 "sensor_type": row["sensor_type"], "unit": row["sensor_unit"], "value": row["avg_value"],
+                 "max": row["max_value"], "min": row["min_value"], "samples": row["sample_count"]} for row in rows]
+        return {"equipment_uuid": equipment_uuid, "period_hours": hours, "data": data, "next_cursor": next_cursor}
+
+    # Queries
+
+    def _equipment_id(self, cursor, principal: Principal, equipment_uuid: str) -> int:
+        cursor.execute("SELECT id FROM equipment WHERE tenant_id = %s AND uuid = %s", (principal.tenant_id, equipment_uuid))
+        row = cursor.fetchone()
+        if row is None:
+            raise NotFoundError(f"equipment {equipment_uuid} not found")
+        return row[0]
+
+    def _history(self, cursor, args: Mapping[str, str], now: datetime | None, column: str, key: int) -> dict:
+        start, end = parse_window(args, now or datetime.now(timezone.utc))
+        period = parse_period(args.get("period"), start, end)
+        kind = parse_sensor_type(args.get("sensor_type"))
+        tag = period[0]
+        page = _Page(parse_limit(args.get("limit")), decode_cursor(args.get("cursor"), tag, (str, int)))
+        if period == "raw":
+            data, next_cursor = self._raw_rows(cursor, column, key, start, end, kind, page)
+        else:
+            data, next_cursor = self._aggregate_rows(cursor, _RELATIONS[period], column, key, start, end, kind, page, tag)
+        return {"period": period, "start_date": iso(start), "end_date": iso(end), "data": data, "next_cursor": next_cursor}
+
+    def _bucket_floor(self, relation: str) -> str:
+        """SQL: the start of the bucket holding %(start)s."""
+        if relation == "telemetry_hourly":
+            return "date_bin('1 hour', %(start)s::timestamptz, timestamptz '2000-01-01 00:00:00+00')"
+        return "date_trunc('day', %(start)s::timestamptz, %(zone)s)"
+
+    def _aggregate_rows(self, cursor, relation: str, column: str, key: int, start: datetime, end: datetime | None,
+                        kind: str | None, page: _Page, tag: str) -> tuple[list[dict], str | None]:
+        params = {"key": key, "start": start, "end": end, "zone": self.zone, "kind": kind, "limit": page.limit + 1}
+        where = [f"a.{column} = %(key)s", f"a.bucket >= {self._bucket_floor(relation)}"]
+        if end is not None:
+            where.append("a.bucket < %(end)s")
+        if kind is not None:
+            where.append("s.kind = %(kind)s")
+        if page.after:
+            where.append("(a.bucket, a.sensor_id) > (%(after_time)s, %(after_sensor)s)")
+            params.update(after_time=page.after[0], after_sensor=page.after[1])
+        cursor.execute(
+            "SELECT a.bucket, a.sensor_id, s.uuid, s.name, s.kind, s.unit, a.avg_value, a.min_value, a.max_value,"
+            " a.sample_count, a.stddev_value, a.median_value, a.p95_value, a.p99_value"
+            f" FROM {relation} a JOIN sensors s ON s.id = a.sensor_id WHERE {' AND '.join(where)}"
+            " ORDER BY a.bucket, a.sensor_id LIMIT %(limit)s",
+            params,
+        )
+        rows = cursor.fetchall()
+        more = len(rows) > page.limit
+        rows = rows[:page.limit]
+        data = [{"time": iso(bucket), "sensor_uuid": uuid, "sensor_name": name, "sensor_type": kind_, "sensor_unit": unit,
+                 "avg_value": avg, "min_value": low, "max_value": high, "sample_count": count, "stddev_value": stddev,
+                 "median_value": median, "p95_value": p95, "p99_value": p99}
+                for bucket, _, uuid, name, kind_, unit, avg, low, high, count, stddev, median, p95, p99 in rows]
+        next_cursor = encode_cursor(tag, iso(rows[-1][0]), rows[-1][1]) if more else None
+        return data, next_cursor
+
+    def _raw_rows(self, cursor, column: str, key: int, start: datetime, end: datetime, kind: str | None,
+                  page: _Page) -> tuple[list[dict], str | None]:
+        params = {"key": key, "start": start, "end": end, "kind": kind, "limit": page.limit + 1}
+        where = [f"t.{column} = %(key)s", "t.ts >= %(start)s", "t.ts < %(end)s"]
+        if kind is not None:
+            where.append("s.kind = %(kind)s")
+        if page.after:
+            where.append("(t.ts, t.sensor_id) > (%(after_time)s, %(after_sensor)s)")
+            params.update(after_time=page.after[0], after_sensor=page.after[1])
+        cursor.execute(
+            "SELECT t.ts, t.sensor_id, s.uuid, s.name, s.kind, s.unit, t.value, t.state, "
+            + ", ".join(f"t.{name}" for name in _METADATA)
+            + f" FROM telemetry_data t JOIN sensors s ON s.id = t.sensor_id WHERE {' AND '.join(where)}"
+            " ORDER BY t.ts, t.sensor_id LIMIT %(limit)s",
+            params,
+        )
+        rows = cursor.fetchall()
+        more = len(rows) > page.limit
+        rows = rows[:page.limit]
+        data = [{"time": iso(row[0]), "sensor_uuid": row[2], "sensor_name": row[3], "sensor_type": row[4],
+                 "sensor_unit": row[5], "value": row[6], "status": row[7],
+                 "metadata": {name: value for name, value in zip(_METADATA, row[8:]) if value is not None}}
+                for row in rows]
+        next_cursor = encode_cursor("r", iso(rows[-1][0]), rows[-1][1]) if more else None
+        return data, next_cursor
+
+
+def _require_user(principal: Principal) -> None:
+    if principal.kind != "user":
+        raise ForbiddenError("device tokens may read only /api/v1/analytics/home-assistant/{uuid}; log in as a user")

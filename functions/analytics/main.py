@@ -1,0 +1,62 @@
+"""analytics: read-only statistics of the tenant's equipment (easysmart.analytics)."""
+from __future__ import annotations
+
+import functools
+
+import flask
+import functions_framework
+
+from easysmart.analytics import AnalyticsService
+from easysmart.auth import Principal, TokenService, bearer_principal
+from easysmart.config import settings
+from easysmart.db import Database
+from easysmart.observability import configure_logging, tenant_id_var
+from easysmart.web import Reply, Router
+
+configure_logging("analytics")
+
+
+@functools.cache
+def _clients() -> tuple[AnalyticsService, TokenService]:
+    config = settings()
+    db = Database(config.database_url, config.db_pool_max)
+    return AnalyticsService(db, config.aggregate_timezone), TokenService(config)
+
+
+def _principal(request: flask.Request) -> Principal:
+    principal = bearer_principal(request.headers, _clients()[1])
+    tenant_id_var.set(principal.tenant_id)
+    return principal
+
+
+def equipments(request: flask.Request) -> Reply:
+    return Reply(200, _clients()[0].equipments(_principal(request), request.args))
+
+
+def equipment_history(request: flask.Request, uuid: str) -> Reply:
+    return Reply(200, _clients()[0].equipment_history(_principal(request), uuid, request.args))
+
+
+def sensor_history(request: flask.Request, uuid: str) -> Reply:
+    return Reply(200, _clients()[0].sensor_history(_principal(request), uuid, request.args))
+
+
+def equipment_stats(request: flask.Request, uuid: str) -> Reply:
+    return Reply(200, _clients()[0].equipment_stats(_principal(request), uuid, request.args))
+
+
+def home_assistant(request: flask.Request, uuid: str) -> Reply:
+    return Reply(200, _clients()[0].home_assistant(_principal(request), uuid, request.args))
+
+
+router = Router("analytics")
+router.add("GET", "/api/v1/analytics/equipments", equipments)
+router.add("GET", "/api/v1/analytics/equipment/{uuid}/history", equipment_history)
+router.add("GET", "/api/v1/analytics/sensor/{uuid}/history", sensor_history)
+router.add("GET", "/api/v1/analytics/equipment/{uuid}/stats", equipment_stats)
+router.add("GET", "/api/v1/analytics/home-assistant/{uuid}", home_assistant)
+
+
+@functions_framework.http
+def handle(request: flask.Request) -> flask.Response:
+    return router(request)

@@ -1,0 +1,58 @@
+"""retention: refresh the aggregates, then expire old raw data, blobs and ledger rows.
+
+Triggered by PingSource CloudEvents (binary or structured mode; data `{"job": ...}`) or a
+plain POST with the same JSON body (or none: every job).
+"""
+from __future__ import annotations
+
+import functools
+
+import flask
+import functions_framework
+import orjson
+
+from easysmart.config import settings
+from easysmart.db import Database
+from easysmart.errors import BadRequestError
+from easysmart.observability import configure_logging
+from easysmart.retention import BlobExpiry, RetentionService, parse_job
+from easysmart.storage import make_s3_client
+from easysmart.web import Reply, Router
+
+configure_logging("retention")
+
+
+@functools.cache
+def _service() -> RetentionService:
+    config = settings()
+    db = Database(config.database_url, max_connections=4)
+    return RetentionService(config, db, BlobExpiry(make_s3_client(config), config.s3_bucket))
+
+
+def _job(request: flask.Request) -> str:
+    raw = request.get_data()
+    if not raw.strip():
+        return parse_job(None)
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise BadRequestError("body: not JSON; send {\"job\": \"refresh\"|\"expire\"|\"all\"}", parameter="body") from None
+    if request.mimetype == "application/cloudevents+json" and isinstance(body, dict):
+        body = body.get("data") or {}
+    if not isinstance(body, dict):
+        raise BadRequestError("body: must be a JSON object", parameter="body")
+    return parse_job(body.get("job"))
+
+
+def run(request: flask.Request) -> Reply:
+    return Reply(200, _service().run(_job(request)))
+
+
+router = Router("retention")
+router.add("POST", "/", run)
+router.add("POST", "/run", run)
+
+
+@functions_framework.http
+def handle(request: flask.Request) -> flask.Response:
+    return router(request)
