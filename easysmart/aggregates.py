@@ -172,8 +172,10 @@ class TimescaleAggregates(AggregateBackend):
 
     def materialised_before_sql(self) -> str:
         # Continuous aggregates with real-time aggregation: refreshed windows are materialised.
-        return ("(SELECT coalesce(min(_timescaledb_functions.to_timestamp(watermark)), '-infinity'::timestamptz)"
-                " FROM _timescaledb_catalog.continuous_aggs_watermark)")
+        return ("(SELECT coalesce(min(_timescaledb_functions.to_timestamp("
+                "_timescaledb_functions.cagg_watermark_materialized(mat_hypertable_id))), '-infinity'::timestamptz)"
+                " FROM _timescaledb_catalog.continuous_agg WHERE user_view_schema = current_schema()"
+                " AND user_view_name IN ('telemetry_hourly', 'telemetry_daily'))")
 
 
 def backend_for(db: Database) -> AggregateBackend:
