@@ -38,6 +38,9 @@ def main() -> None:
     print("\n== ingest through http://127.0.0.1:8080 (targets at concurrency 8: p95 <= 25 ms for 64 KiB, <= 150 ms for 1 MiB),"
           " then ingest's memory growth during a 10 MiB upload (target <= 64 MiB)")
     run([str(HERE / "ingest_load.py")])
+    print("\n== analytics: 30-day hourly history of one equipment over 10.4 million readings, through the aggregates vs"
+          " from raw rows (target >= 100x), the HTTP endpoint via :8080 (target p95 <= 20 ms), a refresh after one hour")
+    run([str(HERE / "analytics_query.py")])
 
 
 if __name__ == "__main__":
