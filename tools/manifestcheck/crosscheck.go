@@ -402,6 +402,12 @@ func checkEventing(repo *Repo, rd *Rendered, r *Report) {
 		checkBootstrap(o)
 	}
 	for _, o := range rd.all("PingSource") {
+		if len(repo.Jobs) > 0 && str(o.Map, "spec", "sink", "ref", "name") == "retention" {
+			var data struct{ Job string }
+			if err := sigsyaml.Unmarshal([]byte(str(o.Map, "spec", "data")), &data); err != nil || !contains(repo.Jobs, data.Job) {
+				r.Errorf(o.ID(), "data %q must be {\"job\": one of %v} (easysmart/retention.py)", str(o.Map, "spec", "data"), repo.Jobs)
+			}
+		}
 		if ref := mapAt(o.Map, "spec", "sink", "ref"); ref != nil {
 			resolveRef(rd, o, ref, "sink", r)
 		} else {
@@ -571,4 +577,13 @@ func loadKindConfig(root string, r *Report) map[string]any {
 	}
 	r.Pass("kind config: strict decode")
 	return m
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
 }

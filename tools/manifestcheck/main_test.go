@@ -52,7 +52,7 @@ func copyTree(t *testing.T) string {
 			t.Fatal(err)
 		}
 	}
-	for _, f := range []string{"stack.yml", "Dockerfile", "pyproject.toml", "easysmart/config.py"} {
+	for _, f := range []string{"stack.yml", "Dockerfile", "pyproject.toml", "easysmart/config.py", "easysmart/retention.py"} {
 		copyFile(f)
 	}
 	mains, _ := filepath.Glob(filepath.Join(src, "functions", "*", "main.py"))
@@ -130,7 +130,8 @@ func TestEachCheckCanFail(t *testing.T) {
 		{"ksvc cluster-local removed", process, "networking.knative.dev/visibility: cluster-local", "app.kubernetes.io/component: worker", []string{"process must be cluster-local"}},
 		{"ksvc concurrency differs from gunicorn", ingest, `value: "8"`, `value: "4"`, []string{"containerConcurrency 16 must equal WORKERS x THREADS = 8"}},
 		// Knative Eventing: PingSource Validate, duck types, Kafka CRD schemas.
-		{"pingsource bad schedule", pings, `schedule: "30 3 * * *"`, `schedule: "30 3 * *"`, []string{"PingSource easysmart/retention-expire", "schedule"}},
+		{"pingsource bad schedule", pings, `schedule: "17 3 * * *"`, `schedule: "17 3 * *"`, []string{"PingSource easysmart/retention-expire", "schedule"}},
+		{"pingsource unknown retention job", pings, `data: '{"job": "expire"}'`, `data: '{"job": "purge"}'`, []string{"PingSource easysmart/retention-expire", "must be {\"job\": one of"}},
 		{"pingsource misspelled field", pings, "contentType: application/json", "contentTyp: application/json", []string{"PingSource", "unknown field", "contentTyp"}},
 		{"kafkasource bad backoff policy", source, "backoffPolicy: exponential", "backoffPolicy: exponentional", []string{"KafkaSource", "backoffPolicy"}},
 		{"kafkasource misspelled field", source, "initialOffset: earliest", "initialOfset: earliest", []string{"KafkaSource", "unknown field", "initialOfset"}},

@@ -16,6 +16,7 @@ type Repo struct {
 	Version   string          // [project] version in pyproject.toml: the image tag
 	Required  []string        // environment variables read without a default
 	Routes    []string        // the local front door's public routes
+	Jobs      []string        // the retention jobs the code accepts (easysmart/retention.py JOBS)
 }
 
 // Functions the manifests carry ahead of their code (DESIGN 2 lists them; issue 4 asks for them).
@@ -25,6 +26,8 @@ var (
 	versionRe  = regexp.MustCompile(`(?m)^version\s*=\s*"([^"]+)"`)
 	requiredRe = regexp.MustCompile(`_env\(\s*"([A-Z][A-Z0-9_]*)"\s*\)`)
 	routeRe    = regexp.MustCompile(`location\s+(=\s*)?(/api/\S*)\s*\{`)
+	jobsRe     = regexp.MustCompile(`(?m)^JOBS\s*=\s*\(([^)]*)\)`)
+	quotedRe   = regexp.MustCompile(`"([a-z_]+)"`)
 )
 
 func LoadRepo(root string, r *Report) *Repo {
@@ -70,6 +73,13 @@ func LoadRepo(root string, r *Report) *Repo {
 		sort.Strings(repo.Routes)
 	} else {
 		r.Notef("infra/local/nginx.conf.template", "missing: front proxy routes not compared with the local front door")
+	}
+	if data, err := os.ReadFile(filepath.Join(root, "easysmart", "retention.py")); err == nil {
+		if m := jobsRe.FindSubmatch(data); m != nil {
+			for _, q := range quotedRe.FindAllSubmatch(m[1], -1) {
+				repo.Jobs = append(repo.Jobs, string(q[1]))
+			}
+		}
 	}
 	return repo
 }
