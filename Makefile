@@ -15,7 +15,7 @@ ESM := .venv/bin/esm
 .PHONY: help install stack up down status test test-unit bench migrate demo dlq-replay
 
 help:
-	@echo "make up | down | status | test | test-unit | bench | migrate | demo | dlq-replay"
+	@echo "make up | down | status | test | test-unit | bench | migrate | demo | dlq-replay | check-manifests | kind-up | kind-down | openfaas-deploy"
 
 install:
 	@bash infra/local/install.sh
@@ -48,11 +48,14 @@ dlq-replay:
 test-unit: install
 	@$(PY) -m pytest -q tests/unit
 
-# The TimescaleDB conformance suite runs against TimescaleDB compiled to WebAssembly (infra/timescale).
-test: stack
+# The TimescaleDB conformance suite runs against TimescaleDB compiled to WebAssembly (infra/timescale);
+# check-manifests (mk/deploy.mk) validates the Knative and OpenFaaS manifests offline.
+test: stack check-manifests
 	@bash infra/timescale/start.sh
 	@$(ENV) TIMESCALE_REQUIRED=1 $(PY) -m pytest -q -p no:cacheprovider --timeout=900 \
 		tests/unit tests/integration tests/timescale tests/e2e
 
 bench: stack
 	@$(ENV) $(PY) bench/run.py
+
+include mk/deploy.mk
