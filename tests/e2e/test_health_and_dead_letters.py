@@ -21,8 +21,8 @@ def test_liveness_and_detailed_health_check_every_backing_service():
 
 
 def test_every_function_serves_prometheus_metrics():
-    for port in (8081, 8082, 8083):
-        response = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+    for name in ("AUTH_PORT", "INGEST_PORT", "PROCESS_PORT"):
+        response = requests.get(f"http://127.0.0.1:{os.environ[name]}/metrics", timeout=10)
         assert response.status_code == 200
         assert "esm_http_requests_total" in response.text
 
