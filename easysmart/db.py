@@ -5,6 +5,7 @@ import contextlib
 import logging
 import re
 import threading
+import time
 from importlib import resources
 from typing import Iterator
 
@@ -21,6 +22,21 @@ _MIGRATION_NAME = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+?)(?:\.(?P
 MODES = ("postgres", "timescaledb")
 
 
+# A connection idle for longer than this is checked before use: after a database restart,
+# every pooled connection is dead, and each would otherwise fail one request.
+_TRUST_IDLE_S = 1.0
+
+
+def _alive(conn: psycopg2.extensions.connection) -> bool:
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        conn.rollback()
+        return True
+    except (psycopg2.OperationalError, psycopg2.InterfaceError):
+        return False
+
+
 class Database:
     """A thread-safe pool that keeps up to `max_connections` open and opens them lazily.
 
@@ -31,14 +47,19 @@ class Database:
     def __init__(self, dsn: str, max_connections: int = 16, connect_timeout_s: int = 5) -> None:
         self.dsn = dsn
         self.connect_timeout_s = connect_timeout_s
-        self._idle: list[psycopg2.extensions.connection] = []
+        self._idle: list[tuple[psycopg2.extensions.connection, float]] = []  # (connection, idle since)
         self._slots = threading.BoundedSemaphore(max_connections)
         self._lock = threading.Lock()
 
     def _checkout(self) -> psycopg2.extensions.connection:
-        with self._lock:
-            if self._idle:
-                return self._idle.pop()
+        while True:
+            with self._lock:
+                if not self._idle:
+                    break
+                conn, idle_since = self._idle.pop()
+            if time.monotonic() - idle_since < _TRUST_IDLE_S or _alive(conn):
+                return conn
+            conn.close()  # the server went away (a restart) while it was idle
         return psycopg2.connect(self.dsn, connect_timeout=self.connect_timeout_s)
 
     @contextlib.contextmanager
@@ -67,7 +88,7 @@ class Database:
                     conn.close()
                 else:
                     with self._lock:
-                        self._idle.append(conn)
+                        self._idle.append((conn, time.monotonic()))
         finally:
             self._slots.release()
 
@@ -87,7 +108,7 @@ class Database:
     def close(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, []
-        for conn in idle:
+        for conn, _ in idle:
             conn.close()
 
 
