@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import re
-import weakref
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Mapping
@@ -276,8 +273,7 @@ class AnalyticsService:
             params.update(after_time=page.after[0], after_sensor=page.after[1])
         # Times as text and sensor details looked up once: parsing and formatting a datetime
         # per row, and a join per row, cost more than the aggregate read itself.
-        _execute_prepared(
-            cursor,
+        cursor.execute(
             f"SELECT {_UTC_TEXT.format('a.bucket')}, a.sensor_id, a.avg_value, a.min_value, a.max_value,"
             " a.sample_count, a.stddev_value, a.median_value, a.p95_value, a.p99_value"
             f" FROM {relation} a WHERE {' AND '.join(where)}"
@@ -324,32 +320,6 @@ class AnalyticsService:
 
 
 _UTC_TEXT = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"')"""
-
-
-_PREPARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # connection -> names prepared on it
-_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
-
-
-def _execute_prepared(cursor, sql: str, params: dict) -> None:
-    """Runs `sql` (with %(name)s placeholders) as a statement prepared once per connection with a
-    generic plan. Planning a query on the plain-mode views costs more than running it (their live
-    branch spans every raw partition; the generic plan prunes them when it runs)."""
-    names: list[str] = []
-
-    def number(match: re.Match) -> str:
-        if match[1] not in names:
-            names.append(match[1])
-        return f"${names.index(match[1]) + 1}"
-
-    text = _PLACEHOLDER.sub(number, sql)
-    statement = "esm_" + hashlib.sha1(text.encode()).hexdigest()[:20]
-    prepared = _PREPARED.setdefault(cursor.connection, set())
-    if statement not in prepared:
-        cursor.execute("SET plan_cache_mode = force_generic_plan")  # affects prepared statements only
-        cursor.execute(f"PREPARE {statement} AS {text}")
-        prepared.add(statement)
-    cursor.execute(f"EXECUTE {statement} ({', '.join(['%s'] * len(names))})" if names else f"EXECUTE {statement}",
-                   [params[name] for name in names])
 
 
 def _sensors(cursor, ids: set[int]) -> dict[int, tuple]:
