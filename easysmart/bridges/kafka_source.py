@@ -31,6 +31,12 @@ logger = logging.getLogger(__name__)
 
 # Knative's delivery spec retries these; every other 4xx is permanent.
 RETRIABLE_STATUSES = {404, 408, 409, 429}
+# A poll hands over every record the consumer has buffered. kafka-python 3.0.12 parks the
+# unreturned rest of a partition that gets paused and gives it back only when no other
+# partition's records are buffered, which can stop that partition for good; with nothing
+# left unreturned, nothing is parked. Claim checks are small and a fetch is bounded by
+# max_partition_fetch_bytes, so this bounds memory as well.
+MAX_POLL_RECORDS = 1_000_000
 DLQ_ERROR_HEADERS = ("ce_knativeerrorcode", "ce_knativeerrordata", "ce_knativeerrordest")
 
 
@@ -176,7 +182,7 @@ class KafkaSourceBridge:
                     group_id=self.settings.group_id,
                     enable_auto_commit=False,
                     auto_offset_reset="earliest",
-                    max_poll_records=20,
+                    max_poll_records=MAX_POLL_RECORDS,
                     reconnect_backoff_max_ms=5000,
                 )
             except kafka.errors.KafkaError as error:

@@ -1,0 +1,73 @@
+"""The kafka-source bridge on the real broker: every record of every partition is delivered
+while other partitions' deliveries are in flight (their partitions paused meanwhile)."""
+import threading
+import time
+import uuid
+from collections import Counter
+
+import kafka
+import requests
+from kafka.admin import KafkaAdminClient, NewTopic
+
+from easysmart.bridges.kafka_source import BridgeSettings, KafkaSourceBridge
+from easysmart.events import to_kafka
+from support.claims import CLAIM
+
+# One partition short, one long: the long one's records outnumber what a small poll hands over.
+RECORDS_PER_PARTITION = {0: 5, 1: 60}
+
+
+class SlowSink:
+    """Answers 200 after a short wait, so partitions stay paused across several polls."""
+
+    def __init__(self):
+        self.delivered = Counter()
+        self.lock = threading.Lock()
+
+    def post(self, url, headers, data, timeout):
+        time.sleep(0.01)
+        with self.lock:
+            self.delivered[headers["ce-id"]] += 1
+        response = requests.Response()
+        response.status_code = 200
+        return response
+
+
+def test_every_partition_is_delivered_in_full_while_others_are_in_flight(settings):
+    servers = settings.kafka_bootstrap_servers.split(",")
+    topic = f"test.bridge.{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdminClient(bootstrap_servers=servers)
+    admin.create_topics([NewTopic(topic, 2, 1)])
+    try:
+        # Both partitions' records are on the broker before the bridge starts, so its first
+        # fetch returns both.
+        producer = kafka.KafkaProducer(bootstrap_servers=servers, acks="all")
+        message = to_kafka(CLAIM)
+        ids = []
+        for partition, count in RECORDS_PER_PARTITION.items():
+            for n in range(count):
+                event_id = f"p{partition}-{n}"
+                headers = [(k, event_id.encode() if k == "ce_id" else v) for k, v in message.headers.items()]
+                producer.send(topic, value=message.value, key=message.key.encode(), headers=headers, partition=partition)
+                ids.append(event_id)
+        producer.flush(timeout=10)
+        producer.close()
+
+        sink = SlowSink()
+        bridge = KafkaSourceBridge(BridgeSettings(
+            settings.kafka_bootstrap_servers, topic, f"{topic}.dlq", "http://process/", f"test-{uuid.uuid4().hex}",
+            0.01, 0.02, 5, 5), session=sink)
+        runner = threading.Thread(target=bridge.run)
+        runner.start()
+        try:
+            deadline = time.monotonic() + 60
+            while len(sink.delivered) < len(ids) and time.monotonic() < deadline:
+                time.sleep(0.2)
+        finally:
+            bridge.stopping.set()
+            runner.join(timeout=30)
+        assert sorted(sink.delivered) == sorted(ids)
+        assert set(sink.delivered.values()) == {1}
+    finally:
+        admin.delete_topics([topic])
+        admin.close()
