@@ -2,6 +2,7 @@
 import uuid
 
 import kafka
+from kafka.admin import KafkaAdminClient, NewTopic
 
 from easysmart.events import ClaimCheck, from_cloudevent, from_kafka
 from easysmart.messaging import ClaimCheckPublisher
@@ -10,12 +11,17 @@ from easysmart.messaging import ClaimCheckPublisher
 def test_claim_check_round_trips_through_kafka_in_binary_mode(settings):
     claim = ClaimCheck(str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4()), "dev", "telemetry-raw", "raw/x.json.gz",
                        10, 20, "ab" * 32, "gzip", 1, 2, "req", "2026-11-20T10:00:00+00:00")
-    publisher = ClaimCheckPublisher(settings.kafka_bootstrap_servers, settings.kafka_topic_raw, 10)
-    publisher.publish(claim)
-    publisher.close()
-    consumer = kafka.KafkaConsumer(settings.kafka_topic_raw, bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
-                                   group_id=f"test-{uuid.uuid4().hex}", auto_offset_reset="earliest", consumer_timeout_ms=15000)
+    # A topic of its own: on telemetry.raw the stack's bridge would deliver this claim check
+    # (of a tenant that does not exist) and dead-letter it.
+    servers = settings.kafka_bootstrap_servers.split(",")
+    topic = f"test.raw.{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdminClient(bootstrap_servers=servers)
+    admin.create_topics([NewTopic(topic, 3, 1)])
+    publisher = ClaimCheckPublisher(settings.kafka_bootstrap_servers, topic, 10)
+    consumer = kafka.KafkaConsumer(topic, bootstrap_servers=servers, group_id=f"test-{uuid.uuid4().hex}",
+                                   auto_offset_reset="earliest", consumer_timeout_ms=15000)
     try:
+        publisher.publish(claim)
         for record in consumer:
             headers = dict(record.headers)
             if headers.get("ce_id") == claim.batch_id.encode():
@@ -24,5 +30,8 @@ def test_claim_check_round_trips_through_kafka_in_binary_mode(settings):
                 assert from_cloudevent(from_kafka(headers, record.key, record.value)) == claim
                 return
     finally:
+        publisher.close()
         consumer.close()
+        admin.delete_topics([topic])
+        admin.close()
     raise AssertionError("the claim check was not found on the topic")
