@@ -26,10 +26,13 @@ COPY functions/${FUNCTION} ./functions/${FUNCTION}
 
 # Run-time settings. WORKERS/THREADS are read by functions-framework's gunicorn server; the
 # Knative Services and stack.yml set them per function (these are the defaults).
+# PROMETHEUS_MULTIPROC_DIR: the workers' metric files, summed by /metrics; a container's /tmp
+# starts empty, as the directory must.
 ENV FUNCTION=${FUNCTION} \
     PORT=8080 \
     WORKERS=1 \
-    THREADS=8
+    THREADS=8 \
+    PROMETHEUS_MULTIPROC_DIR=/tmp/esm-metrics
 
 USER 10001:10001
 EXPOSE 8080

@@ -8,7 +8,7 @@ import sys
 import time
 
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 batch_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("batch_id", default=None)
@@ -16,6 +16,13 @@ tenant_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("tena
 
 _CONTEXT_FIELDS = (("request_id", request_id_var), ("batch_id", batch_id_var), ("tenant_id", tenant_id_var))
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+# Each gunicorn worker counts on its own. With PROMETHEUS_MULTIPROC_DIR set, prometheus_client
+# keeps the counts in files there and /metrics sums every worker's, so a scrape sees the whole
+# function whichever worker answers it. The directory must start empty with the function.
+METRICS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if METRICS_DIR:
+    os.makedirs(METRICS_DIR, exist_ok=True)
 
 REQUESTS = Counter("esm_http_requests_total", "HTTP requests answered", ["function", "route", "status"])
 LATENCY = Histogram(
@@ -71,4 +78,8 @@ class _ServiceFilter(logging.Filter):
 
 
 def metrics_response() -> tuple[bytes, int, dict[str, str]]:
+    if METRICS_DIR:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, METRICS_DIR)
+        return generate_latest(registry), 200, {"Content-Type": CONTENT_TYPE_LATEST}
     return generate_latest(), 200, {"Content-Type": CONTENT_TYPE_LATEST}

@@ -274,8 +274,10 @@ start_function() {  # name
   upper="$(echo "$name" | tr a-z A-Z)"
   port="${upper}_PORT"
   if [ ! -f "functions/$name/main.py" ]; then say "==> $name: skipped (functions/$name/main.py does not exist yet)"; return 1; fi
-  local workers="${upper}_WORKERS" threads="${upper}_THREADS"
-  WORKERS="${!workers}" THREADS="${!threads}" start_bg "$name" .venv/bin/functions-framework \
+  local workers="${upper}_WORKERS" threads="${upper}_THREADS" metrics="$RUN/metrics/$name"
+  # Its workers' metric files (prometheus_client multiprocess mode) start empty with it.
+  rm -rf "$metrics" && mkdir -p "$metrics"
+  PROMETHEUS_MULTIPROC_DIR="$metrics" WORKERS="${!workers}" THREADS="${!threads}" start_bg "$name" .venv/bin/functions-framework \
     --target=handle --source="functions/$name/main.py" --host=127.0.0.1 --port="${!port}"
   wait_tcp "$name" "${!port}" 60
 }
