@@ -42,6 +42,7 @@ _EXTRA_FIELDS = (
     "sensor_bateria_pct", "sensor_sinal_lqi", "sensor_sinal_rssi", "sensor_voltagem_bateria",
     "sensor_voltagem", "sensor_corrente", "sensor_potencia",
 )
+_FLOAT_OR_NONE = frozenset({float, type(None)})
 EXTRA_COLUMNS = ("battery_pct", "lqi", "rssi", "battery_voltage", "voltage", "current", "power")
 
 
@@ -235,7 +236,9 @@ class ReadingNormaliser:
         self.zone = ZoneInfo(tenant_zone)
         self.oldest = now - timedelta(days=retention_days)
         self.newest = now + timedelta(seconds=future_tolerance_s)
-        self._times: dict[object, datetime] = {}
+        # per field name: time as sent -> (UTC time, its ISO text, why it is refused or None)
+        self._times: dict[str, dict[object, tuple]] = {"sensor_datahora_coleta": {}, "timestamp": {}}
+        self._states: dict[str, dict[str, tuple | ReadingRejected]] = {"sensor_telemetria": {}, "valor": {}}
 
     def time_window(self) -> tuple[datetime, datetime]:
         return self.oldest, self.newest
@@ -249,23 +252,30 @@ class ReadingNormaliser:
             raise ReadingRejected("sensor_uuid: missing or not a non-empty string")
         ts, ts_text = self._timestamp(raw)
         value, state = self._value(raw)
-        extras = tuple([_extra(raw.get(name)) for name in _EXTRA_FIELDS])
+        extras = tuple(map(raw.get, _EXTRA_FIELDS))
+        # Extras are almost always finite JSON floats or null, kept as they are; anything else
+        # goes through _extra. (A sum that is not finite means an infinity, NaN or overflow.)
+        if not (_FLOAT_OR_NONE.issuperset(map(type, extras)) and math.isfinite(sum(filter(None, extras)))):
+            extras = tuple(map(_extra, extras))
         return Reading(sensor_uuid.strip(), ts, ts_text, value, state, extras)
 
     def _timestamp(self, raw: dict) -> tuple[datetime, str]:
         key = "sensor_datahora_coleta" if "sensor_datahora_coleta" in raw else "timestamp"
         stamp = raw.get(key)
-        cached = self._times.get(stamp) if isinstance(stamp, (str, int, float)) else None
+        times = self._times[key]
+        # Many readings share a time: each distinct one is parsed and checked once.
+        cached = times.get(stamp) if isinstance(stamp, (str, int, float)) else None
         if cached is None:
             parsed = self._parse_time(key, stamp)
-            cached = (parsed, parsed.isoformat())
-            if len(self._times) < 100_000:
-                self._times[stamp] = cached
-        if cached[0] < self.oldest:
-            raise ReadingRejected(f"{key}: older than the raw-data retention ({cached[1]})")
-        if cached[0] > self.newest:
-            raise ReadingRejected(f"{key}: more than 24 hours in the future ({cached[1]})")
-        return cached
+            text = parsed.isoformat()
+            problem = (f"{key}: older than the raw-data retention ({text})" if parsed < self.oldest
+                       else f"{key}: more than 24 hours in the future ({text})" if parsed > self.newest else None)
+            cached = (parsed, text, problem)
+            if len(times) < 100_000:
+                times[stamp] = cached
+        if cached[2] is not None:
+            raise ReadingRejected(cached[2])
+        return cached[0], cached[1]
 
     def _parse_time(self, key: str, stamp: object) -> datetime:
         if isinstance(stamp, bool) or stamp is None:
@@ -284,12 +294,24 @@ class ReadingNormaliser:
             parsed = parsed.replace(tzinfo=self.zone)
         return parsed.astimezone(timezone.utc)
 
-    @staticmethod
-    def _value(raw: dict) -> tuple[float | None, str | None]:
+    def _value(self, raw: dict) -> tuple[float | None, str | None]:
         field_name = "sensor_telemetria" if "sensor_telemetria" in raw else "valor"
         value: Any = raw.get(field_name)
         if field_name == "valor" and value is None and raw.get("status") is not None:
             value = raw.get("status")
+        if type(value) is str:
+            # States repeat a great deal ("on", "-18.25"): each distinct one is read once.
+            known = self._states[field_name].get(value)
+            if known is None:
+                try:
+                    known = self._state_value(field_name, value)
+                except ReadingRejected as rejection:
+                    known = rejection
+                if len(value) <= 64 and len(self._states[field_name]) < 100_000:
+                    self._states[field_name][value] = known
+            if type(known) is ReadingRejected:
+                raise ReadingRejected(known.reason, known.skipped)
+            return known
         if isinstance(value, bool):
             return (1.0 if value else 0.0), ("on" if value else "off")
         if isinstance(value, (int, float)):
@@ -298,8 +320,10 @@ class ReadingNormaliser:
             return float(value), None
         if value is None:
             raise ReadingRejected(f"{field_name}: missing", skipped=True)
-        if not isinstance(value, str):
-            raise ReadingRejected(f"{field_name}: not a string or number")
+        raise ReadingRejected(f"{field_name}: not a string or number")
+
+    @staticmethod
+    def _state_value(field_name: str, value: str) -> tuple[float | None, str | None]:
         text = value.strip()
         # Numbers first: most readings are numbers.
         if _DOT_NUMBER.fullmatch(text):

@@ -290,7 +290,7 @@ class _BatchBuilder:
         extras = self._extras_text.get(reading.extras)
         if extras is None:
             # Battery, signal and power values repeat across readings: format each combination once.
-            extras = "\t".join([_copy_number(v) for v in reading.extras])
+            extras = "\t".join(["\\N" if v is None else repr(v) for v in reading.extras])
             if len(self._extras_text) < 50_000:
                 self._extras_text[reading.extras] = extras
         self._rows.append((reading.sensor_uuid,

@@ -95,6 +95,28 @@ def test_extras_are_kept():
     assert (sensor.manufacturer, sensor.via_hub) == ("Aqara", True)
 
 
+def test_one_normaliser_gives_every_reading_its_own_answer_whatever_came_before():
+    # States and times are read once per normaliser and remembered; answers must not leak
+    # between readings or between the modern and legacy field names.
+    norm = normaliser()
+    for _ in range(2):
+        assert norm.normalise(reading(sensor_telemetria="on")).value == 1.0
+        with pytest.raises(ReadingRejected) as skipped:
+            norm.normalise(reading(sensor_telemetria="unavailable"))
+        assert skipped.value.skipped and skipped.value.reason == "sensor_telemetria: state 'unavailable'"
+        with pytest.raises(ReadingRejected) as legacy:
+            norm.normalise({"sensor_uuid": "s-2", "valor": "nan", "timestamp": "2026-11-20T08:00:00"})
+        assert not legacy.value.skipped and legacy.value.reason == "valor: not a finite number: 'nan'"
+        with pytest.raises(ReadingRejected) as old:
+            norm.normalise(reading(sensor_datahora_coleta="2026-09-01T08:00:00"))
+        assert old.value.reason.startswith("sensor_datahora_coleta: older than the raw-data retention")
+        with pytest.raises(ReadingRejected) as old_legacy:
+            norm.normalise({"sensor_uuid": "s-2", "valor": "1", "timestamp": "2026-09-01T08:00:00"})
+        assert old_legacy.value.reason.startswith("timestamp: older than the raw-data retention")
+    extras = norm.normalise(reading(sensor_bateria_pct=float("inf"), sensor_sinal_lqi=1e308, sensor_sinal_rssi=1e308)).extras
+    assert extras[:3] == (None, 1e308, 1e308)
+
+
 def test_equipment_fields_including_the_wire_spelling_of_siren_time():
     info = equipment_info({"equip_uuid": " e-1 ", "equip_nome": "Freezer", "equip_sirene_ativa": "NÃO",
                            "equip_sirete_tempo": 120, "equip_intervalo_coleta": "60"})
