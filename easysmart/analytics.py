@@ -128,8 +128,26 @@ def hour_floor(value: datetime) -> datetime:
 
 @dataclass(frozen=True)
 class _Page:
+    """A keyset page: at most `limit` rows after the cursor's position (None: from the start)."""
+
     limit: int
     after: tuple | None
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, str], tag: str, types: tuple[type, ...]) -> "_Page":
+        """`limit` and `cursor` of a request; the cursor must be one this kind of request issued."""
+        return cls(parse_limit(args.get("limit")), decode_cursor(args.get("cursor"), tag, types))
+
+    def after_clause(self, time_column: str, sensor_column: str, params: dict) -> list[str]:
+        """The condition for rows past the cursor's (time, sensor), its values put in params."""
+        if not self.after:
+            return []
+        params.update(after_time=self.after[0], after_sensor=self.after[1])
+        return [f"({time_column}, {sensor_column}) > (%(after_time)s, %(after_sensor)s)"]
+
+    def split(self, rows: list) -> tuple[list, bool]:
+        """The page's rows out of a query asked for limit + 1, and whether more follow."""
+        return rows[:self.limit], len(rows) > self.limit
 
 
 class AnalyticsService:
@@ -141,17 +159,14 @@ class AnalyticsService:
 
     def equipments(self, principal: Principal, args: Mapping[str, str]) -> dict:
         _require_user(principal)
-        limit = parse_limit(args.get("limit"))
-        after = decode_cursor(args.get("cursor"), "e", (int,))
+        page = _Page.from_args(args, "e", (int,))
         with self.db.transaction() as cursor:
             cursor.execute(
                 "SELECT id, uuid, name, location, status FROM equipment WHERE tenant_id = %s AND id > %s"
                 " ORDER BY id LIMIT %s",
-                (principal.tenant_id, after[0] if after else 0, limit + 1),
+                (principal.tenant_id, page.after[0] if page.after else 0, page.limit + 1),
             )
-            rows = cursor.fetchall()
-            more = len(rows) > limit
-            rows = rows[:limit]
+            rows, more = page.split(cursor.fetchall())
             cursor.execute(
                 "SELECT s.equipment_id, s.uuid, s.name, s.kind, s.unit, s.status, l.ts, l.value, l.state"
                 " FROM sensors s LEFT JOIN LATERAL (SELECT ts, value, state FROM telemetry_data t"
@@ -222,7 +237,7 @@ class AnalyticsService:
     def home_assistant(self, principal: Principal, equipment_uuid: str, args: Mapping[str, str],
                        now: datetime | None = None) -> dict:
         hours = parse_int("hours", args.get("hours"), 24, 1, 168)
-        page = _Page(parse_limit(args.get("limit")), decode_cursor(args.get("cursor"), "ha", (str, int)))
+        page = _Page.from_args(args, "ha", (str, int))
         start = hour_floor((now or datetime.now(timezone.utc)) - timedelta(hours=hours))
         with self.db.transaction() as cursor:
             equipment_id = self._equipment_id(cursor, principal, equipment_uuid)
@@ -247,7 +262,7 @@ class AnalyticsService:
         period = parse_period(args.get("period"), start, end)
         kind = parse_sensor_type(args.get("sensor_type"))
         tag = period[0]
-        page = _Page(parse_limit(args.get("limit")), decode_cursor(args.get("cursor"), tag, (str, int)))
+        page = _Page.from_args(args, tag, (str, int))
         if period == "raw":
             data, next_cursor = self._raw_rows(cursor, column, key, start, end, kind, page)
         else:
@@ -268,9 +283,7 @@ class AnalyticsService:
             where.append("a.bucket < %(end)s")
         if kind is not None:
             where.append("a.sensor_id IN (SELECT id FROM sensors WHERE kind = %(kind)s)")
-        if page.after:
-            where.append("(a.bucket, a.sensor_id) > (%(after_time)s, %(after_sensor)s)")
-            params.update(after_time=page.after[0], after_sensor=page.after[1])
+        where += page.after_clause("a.bucket", "a.sensor_id", params)
         # Times as text and sensor details looked up once: parsing and formatting a datetime
         # per row, and a join per row, cost more than the aggregate read itself.
         cursor.execute(
@@ -280,9 +293,7 @@ class AnalyticsService:
             " ORDER BY a.bucket, a.sensor_id LIMIT %(limit)s",
             params,
         )
-        rows = cursor.fetchall()
-        more = len(rows) > page.limit
-        rows = rows[:page.limit]
+        rows, more = page.split(cursor.fetchall())
         sensors = _sensors(cursor, {row[1] for row in rows})
         data = [{"time": bucket, "sensor_uuid": sensors[sensor_id][0], "sensor_name": sensors[sensor_id][1],
                  "sensor_type": sensors[sensor_id][2], "sensor_unit": sensors[sensor_id][3],
@@ -298,9 +309,7 @@ class AnalyticsService:
         where = [f"t.{column} = %(key)s", "t.ts >= %(start)s", "t.ts < %(end)s"]
         if kind is not None:
             where.append("s.kind = %(kind)s")
-        if page.after:
-            where.append("(t.ts, t.sensor_id) > (%(after_time)s, %(after_sensor)s)")
-            params.update(after_time=page.after[0], after_sensor=page.after[1])
+        where += page.after_clause("t.ts", "t.sensor_id", params)
         cursor.execute(
             "SELECT t.ts, t.sensor_id, s.uuid, s.name, s.kind, s.unit, t.value, t.state, "
             + ", ".join(f"t.{name}" for name in _METADATA)
@@ -308,9 +317,7 @@ class AnalyticsService:
             " ORDER BY t.ts, t.sensor_id LIMIT %(limit)s",
             params,
         )
-        rows = cursor.fetchall()
-        more = len(rows) > page.limit
-        rows = rows[:page.limit]
+        rows, more = page.split(cursor.fetchall())
         data = [{"time": iso(row[0]), "sensor_uuid": row[2], "sensor_name": row[3], "sensor_type": row[4],
                  "sensor_unit": row[5], "value": row[6], "status": row[7],
                  "metadata": {name: value for name, value in zip(_METADATA, row[8:]) if value is not None}}

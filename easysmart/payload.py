@@ -301,14 +301,15 @@ class ReadingNormaliser:
             value = raw.get("status")
         if type(value) is str:
             # States repeat a great deal ("on", "-18.25"): each distinct one is read once.
-            known = self._states[field_name].get(value)
+            states = self._states[field_name]
+            known = states.get(value)
             if known is None:
                 try:
                     known = self._state_value(field_name, value)
                 except ReadingRejected as rejection:
                     known = rejection
-                if len(value) <= 64 and len(self._states[field_name]) < 100_000:
-                    self._states[field_name][value] = known
+                if len(value) <= 64 and len(states) < 100_000:
+                    states[value] = known
             if type(known) is ReadingRejected:
                 raise ReadingRejected(known.reason, known.skipped)
             return known

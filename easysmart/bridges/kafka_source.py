@@ -18,6 +18,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 import kafka
 import kafka.errors
@@ -28,6 +29,7 @@ from easysmart.events import from_kafka, to_http
 from easysmart.observability import configure_logging
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Knative's delivery spec retries these; every other 4xx is permanent.
 RETRIABLE_STATUSES = {404, 408, 409, 429}
@@ -136,19 +138,29 @@ class KafkaSourceBridge:
             ("ce_knativeerrordest", self.settings.sink_url.encode()),
             ("dlq_source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
         ]
+
+        def send() -> None:
+            try:
+                self._dlq_producer().send(self.settings.dlq_topic, key=record.key, value=record.value,
+                                          headers=headers).get(timeout=10)
+            except kafka.errors.KafkaError:
+                self._producer = None  # made again for the next attempt
+                raise
+
+        # The offset is not committed until the record is safe somewhere.
+        self._until_kafka_takes(send, "dead-lettering failed", 1, 30)
+        logger.error("record dead-lettered", extra={"partition": record.partition, "offset": record.offset,
+                                                    "status": outcome.status, "error": outcome.error[:300]})
+
+    def _until_kafka_takes(self, operation: Callable[[], T], failure: str, base_s: float, max_s: float) -> T:
+        """operation(), retried with backoff while Kafka fails it; InterruptedError if the bridge stops first."""
         attempt = 0
         while True:
             try:
-                producer = self._dlq_producer()
-                producer.send(self.settings.dlq_topic, key=record.key, value=record.value, headers=headers).get(timeout=10)
-                logger.error("record dead-lettered", extra={"partition": record.partition, "offset": record.offset,
-                                                            "status": outcome.status, "error": outcome.error[:300]})
-                return
+                return operation()
             except kafka.errors.KafkaError as error:
-                # The offset is not committed until the record is safe somewhere.
-                self._producer = None
-                delay = backoff_delay(attempt, 1, 30)
-                logger.warning("dead-lettering failed; retrying", extra={"error": str(error), "retry_in_s": delay})
+                delay = backoff_delay(attempt, base_s, max_s)
+                logger.warning(f"{failure}; retrying", extra={"error": str(error), "retry_in_s": round(delay, 2)})
                 attempt += 1
                 if self.stopping.wait(delay):
                     raise InterruptedError("bridge stopping") from error
@@ -173,40 +185,34 @@ class KafkaSourceBridge:
 
     def _connect(self) -> kafka.KafkaConsumer | None:
         """The consumer, made once Kafka answers; None if the bridge is stopping first."""
-        attempt = 0
-        while not self.stopping.is_set():
-            try:
-                return kafka.KafkaConsumer(
-                    self.settings.topic,
-                    bootstrap_servers=self.settings.bootstrap_servers.split(","),
-                    group_id=self.settings.group_id,
-                    enable_auto_commit=False,
-                    auto_offset_reset="earliest",
-                    max_poll_records=MAX_POLL_RECORDS,
-                    reconnect_backoff_max_ms=5000,
-                )
-            except kafka.errors.KafkaError as error:
-                delay = backoff_delay(attempt, 1, 10)
-                logger.warning("Kafka unavailable; retrying", extra={"error": str(error), "retry_in_s": round(delay, 2)})
-                attempt += 1
-                self.stopping.wait(delay)
-        return None
+        def connect() -> kafka.KafkaConsumer:
+            return kafka.KafkaConsumer(
+                self.settings.topic,
+                bootstrap_servers=self.settings.bootstrap_servers.split(","),
+                group_id=self.settings.group_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_poll_records=MAX_POLL_RECORDS,
+                reconnect_backoff_max_ms=5000,
+            )
+
+        try:
+            return self._until_kafka_takes(connect, "Kafka unavailable", 1, 10)
+        except InterruptedError:
+            return None
 
     def _commit(self, consumer: kafka.KafkaConsumer, offsets: dict) -> None:
-        attempt = 0
-        while not self.stopping.is_set():
+        def commit() -> None:
             try:
                 consumer.commit(offsets)
-                return
             except kafka.errors.CommitFailedError as error:
                 # The partitions moved in a rebalance: their records come again (processing is idempotent).
                 logger.warning("offset commit refused after a rebalance", extra={"error": str(error)})
-                return
-            except kafka.errors.KafkaError as error:
-                delay = backoff_delay(attempt, 0.5, 10)
-                logger.warning("offset commit failed; retrying", extra={"error": str(error), "retry_in_s": round(delay, 2)})
-                attempt += 1
-                self.stopping.wait(delay)
+
+        try:
+            self._until_kafka_takes(commit, "offset commit failed", 0.5, 10)
+        except InterruptedError:
+            pass  # stopping: the records from the last committed offset come again
 
     def run(self) -> None:
         """Poll without pause; a partition whose records are being delivered is paused meanwhile.
