@@ -17,18 +17,12 @@ from zoneinfo import ZoneInfo
 import pytest
 import requests
 
-from tests.support.stack import BASE_URL, db, new_tenant, upload, wait_for_batch
+from support.reference import percentile_cont
+from support.stack import BASE_URL, db, new_tenant, upload, wait_for_batch
 
 ZONE = ZoneInfo("America/Sao_Paulo")
 UTC = timezone.utc
 RETENTION_URL = os.environ.get("RETENTION_URL", "http://127.0.0.1:8085/")
-
-
-def percentile_cont(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    position = fraction * (len(ordered) - 1)
-    low, high = math.floor(position), math.ceil(position)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def assert_bucket(row: dict, values: list[float]) -> None:

@@ -101,3 +101,23 @@ def make_account(database: Database):
                 cursor.execute("DELETE FROM tenants WHERE id = %s", (tenant_id,))
         except psycopg2.IntegrityError:
             pass  # stored telemetry or batches still refer to it: a unique tenant nobody else sees
+
+
+@pytest.fixture
+def new_topic(settings: Settings):
+    """new_topic(prefix, partitions=1) -> the name of a fresh Kafka topic, deleted afterwards."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers.split(","))
+    topics: list[str] = []
+
+    def make(prefix: str, partitions: int = 1) -> str:
+        name = f"{prefix}.{uuid.uuid4().hex[:8]}"
+        admin.create_topics([NewTopic(name, partitions, 1)])
+        topics.append(name)
+        return name
+
+    yield make
+    if topics:
+        admin.delete_topics(topics)
+    admin.close()

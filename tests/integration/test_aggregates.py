@@ -5,7 +5,6 @@ logged in aggregate_touched in the same transaction.
 """
 from __future__ import annotations
 
-import math
 import statistics
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -15,15 +14,9 @@ import pytest
 from easysmart import aggregates
 from easysmart.aggregates import PlainAggregates
 from easysmart.retention import RetentionService
+from support.reference import percentile_cont
 
 ZONE = "America/Sao_Paulo"
-
-
-def percentile_cont(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    position = fraction * (len(ordered) - 1)
-    low, high = math.floor(position), math.ceil(position)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def expected(values: list[float]) -> dict:

@@ -33,6 +33,12 @@ def fail(auth: AuthService, account, address: str, times: int) -> None:
             login(auth, account, address, password="wrong-password")
 
 
+def let_lock_run_out(database, account) -> None:
+    with database.transaction() as cursor:
+        cursor.execute("UPDATE login_failures SET locked_until = now() - interval '1 second' WHERE account_id = %s",
+                       (account.account_id,))
+
+
 # --- logins ----------------------------------------------------------------------------------------
 
 def test_device_login_returns_a_pair_whose_access_token_names_the_device(auth, make_account):
@@ -119,9 +125,7 @@ def test_failures_from_other_addresses_do_not_add_up(auth, make_account, auth_se
 def test_a_lock_that_has_run_out_lets_the_account_in_again(auth, make_account, auth_settings, database):
     account = make_account("device")
     fail(auth, account, "10.0.0.6", auth_settings.login_max_failures)
-    with database.transaction() as cursor:
-        cursor.execute("UPDATE login_failures SET locked_until = now() - interval '1 second' WHERE account_id = %s",
-                       (account.account_id,))
+    let_lock_run_out(database, account)
 
     assert login(auth, account, "10.0.0.6")["access_token"]
 
@@ -129,9 +133,7 @@ def test_a_lock_that_has_run_out_lets_the_account_in_again(auth, make_account, a
 def test_after_a_lock_runs_out_one_failure_does_not_lock_again(auth, make_account, auth_settings, database):
     account = make_account("device")
     fail(auth, account, "10.0.0.7", auth_settings.login_max_failures)
-    with database.transaction() as cursor:
-        cursor.execute("UPDATE login_failures SET locked_until = now() - interval '1 second' WHERE account_id = %s",
-                       (account.account_id,))
+    let_lock_run_out(database, account)
 
     fail(auth, account, "10.0.0.7", 1)
 

@@ -1,33 +1,24 @@
 """esm dlq replay: dead-lettered claim checks go back to the raw topic without their error headers."""
-import uuid
-
 import kafka
-from kafka.admin import KafkaAdminClient, NewTopic
 
 from easysmart.dlq import replay
 
 
-def test_replay_moves_records_back_without_error_headers_and_commits(settings):
+def test_replay_moves_records_back_without_error_headers_and_commits(settings, new_topic):
     servers = settings.kafka_bootstrap_servers.split(",")
-    dlq, raw = f"test.dlq.{uuid.uuid4().hex[:8]}", f"test.raw.{uuid.uuid4().hex[:8]}"
-    admin = KafkaAdminClient(bootstrap_servers=servers)
-    admin.create_topics([NewTopic(dlq, 1, 1), NewTopic(raw, 1, 1)])
-    try:
-        producer = kafka.KafkaProducer(bootstrap_servers=servers, acks="all")
-        for n in range(3):
-            producer.send(dlq, key=b"t:a", value=b'{"n": %d}' % n, headers=[
-                ("ce_id", f"id-{n}".encode()), ("ce_knativeerrorcode", b"422"), ("ce_knativeerrordata", b"eA=="),
-                ("ce_knativeerrordest", b"http://process/"), ("dlq_source", b"telemetry.raw/0/7")]).get(timeout=10)
-        producer.close()
-        report = replay(settings.kafka_bootstrap_servers, dlq, raw, say=lambda *_: None, idle_timeout_ms=3000)
-        assert report.replayed == 3
-        again = replay(settings.kafka_bootstrap_servers, dlq, raw, say=lambda *_: None, idle_timeout_ms=2000)
-        assert again.replayed == 0  # offsets were committed
-        consumer = kafka.KafkaConsumer(raw, bootstrap_servers=servers, auto_offset_reset="earliest", consumer_timeout_ms=3000)
-        records = list(consumer)
-        consumer.close()
-        assert [r.value for r in records] == [b'{"n": 0}', b'{"n": 1}', b'{"n": 2}']
-        assert all(dict(r.headers).keys() == {"ce_id"} for r in records)
-    finally:
-        admin.delete_topics([dlq, raw])
-        admin.close()
+    dlq, raw = new_topic("test.dlq"), new_topic("test.raw")
+    producer = kafka.KafkaProducer(bootstrap_servers=servers, acks="all")
+    for n in range(3):
+        producer.send(dlq, key=b"t:a", value=b'{"n": %d}' % n, headers=[
+            ("ce_id", f"id-{n}".encode()), ("ce_knativeerrorcode", b"422"), ("ce_knativeerrordata", b"eA=="),
+            ("ce_knativeerrordest", b"http://process/"), ("dlq_source", b"telemetry.raw/0/7")]).get(timeout=10)
+    producer.close()
+    report = replay(settings.kafka_bootstrap_servers, dlq, raw, say=lambda *_: None, idle_timeout_ms=3000)
+    assert report.replayed == 3
+    again = replay(settings.kafka_bootstrap_servers, dlq, raw, say=lambda *_: None, idle_timeout_ms=2000)
+    assert again.replayed == 0  # offsets were committed
+    consumer = kafka.KafkaConsumer(raw, bootstrap_servers=servers, auto_offset_reset="earliest", consumer_timeout_ms=3000)
+    records = list(consumer)
+    consumer.close()
+    assert [r.value for r in records] == [b'{"n": 0}', b'{"n": 1}', b'{"n": 2}']
+    assert all(dict(r.headers).keys() == {"ce_id"} for r in records)

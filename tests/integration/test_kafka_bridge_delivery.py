@@ -7,7 +7,6 @@ from collections import Counter
 
 import kafka
 import requests
-from kafka.admin import KafkaAdminClient, NewTopic
 
 from easysmart.bridges.kafka_source import BridgeSettings, KafkaSourceBridge
 from easysmart.events import to_kafka
@@ -33,41 +32,35 @@ class SlowSink:
         return response
 
 
-def test_every_partition_is_delivered_in_full_while_others_are_in_flight(settings):
+def test_every_partition_is_delivered_in_full_while_others_are_in_flight(settings, new_topic):
     servers = settings.kafka_bootstrap_servers.split(",")
-    topic = f"test.bridge.{uuid.uuid4().hex[:8]}"
-    admin = KafkaAdminClient(bootstrap_servers=servers)
-    admin.create_topics([NewTopic(topic, 2, 1)])
-    try:
-        # Both partitions' records are on the broker before the bridge starts, so its first
-        # fetch returns both.
-        producer = kafka.KafkaProducer(bootstrap_servers=servers, acks="all")
-        message = to_kafka(CLAIM)
-        ids = []
-        for partition, count in RECORDS_PER_PARTITION.items():
-            for n in range(count):
-                event_id = f"p{partition}-{n}"
-                headers = [(k, event_id.encode() if k == "ce_id" else v) for k, v in message.headers.items()]
-                producer.send(topic, value=message.value, key=message.key.encode(), headers=headers, partition=partition)
-                ids.append(event_id)
-        producer.flush(timeout=10)
-        producer.close()
+    topic = new_topic("test.bridge", partitions=2)
+    # Both partitions' records are on the broker before the bridge starts, so its first
+    # fetch returns both.
+    producer = kafka.KafkaProducer(bootstrap_servers=servers, acks="all")
+    message = to_kafka(CLAIM)
+    ids = []
+    for partition, count in RECORDS_PER_PARTITION.items():
+        for n in range(count):
+            event_id = f"p{partition}-{n}"
+            headers = [(k, event_id.encode() if k == "ce_id" else v) for k, v in message.headers.items()]
+            producer.send(topic, value=message.value, key=message.key.encode(), headers=headers, partition=partition)
+            ids.append(event_id)
+    producer.flush(timeout=10)
+    producer.close()
 
-        sink = SlowSink()
-        bridge = KafkaSourceBridge(BridgeSettings(
-            settings.kafka_bootstrap_servers, topic, f"{topic}.dlq", "http://process/", f"test-{uuid.uuid4().hex}",
-            0.01, 0.02, 5, 5), session=sink)
-        runner = threading.Thread(target=bridge.run)
-        runner.start()
-        try:
-            deadline = time.monotonic() + 60
-            while len(sink.delivered) < len(ids) and time.monotonic() < deadline:
-                time.sleep(0.2)
-        finally:
-            bridge.stopping.set()
-            runner.join(timeout=30)
-        assert sorted(sink.delivered) == sorted(ids)
-        assert set(sink.delivered.values()) == {1}
+    sink = SlowSink()
+    bridge = KafkaSourceBridge(BridgeSettings(
+        settings.kafka_bootstrap_servers, topic, f"{topic}.dlq", "http://process/", f"test-{uuid.uuid4().hex}",
+        0.01, 0.02, 5, 5), session=sink)
+    runner = threading.Thread(target=bridge.run)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 60
+        while len(sink.delivered) < len(ids) and time.monotonic() < deadline:
+            time.sleep(0.2)
     finally:
-        admin.delete_topics([topic])
-        admin.close()
+        bridge.stopping.set()
+        runner.join(timeout=30)
+    assert sorted(sink.delivered) == sorted(ids)
+    assert set(sink.delivered.values()) == {1}

@@ -27,6 +27,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from support.reference import percentile_cont
+
 psycopg2 = pytest.importorskip("psycopg2")
 
 URL = os.environ.get(
@@ -93,13 +95,6 @@ def insert_rows(cur, table: str, rows, chunk: int = 500) -> int:
         )
         inserted += cur.rowcount
     return inserted
-
-
-def percentile_cont(values: list[float], q: float) -> float:
-    xs = sorted(values)
-    pos = q * (len(xs) - 1)
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
 def expected_stats(rows, bucket_of):
