@@ -1,4 +1,4 @@
-"""Hourly and daily aggregates: refreshing them, per database mode.
+"""Hourly and daily aggregates per database mode: refreshing them, and dropping the raw data they have materialised.
 
 Both modes expose the relations `telemetry_hourly` and `telemetry_daily` with the same
 columns (migrations 0004). On plain PostgreSQL they are views over materialised tables below a
@@ -13,13 +13,16 @@ aggregate_settings so that the live part of the view uses the zone the buckets w
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
 
 from easysmart.db import Database
 
 logger = logging.getLogger(__name__)
 
 REFRESH_LOCK = "esm_aggregate_refresh"
+_PARTITION = re.compile(r"^telemetry_data_p(\d{8})$")  # esm_ensure_telemetry_partition's names (migration 0003)
 
 # (relation, materialised table, bucket of a timestamptz expression, bucket width)
 # The daily bucket relies on the transaction's TimeZone being the aggregate zone (SET LOCAL).
@@ -59,6 +62,11 @@ class AggregateBackend:
 
     def materialised_before_sql(self) -> str:
         """SQL for the time before which every aggregate has materialised the raw data."""
+        raise NotImplementedError
+
+    def drop_raw_before(self, cursor, cutoff: datetime) -> dict:
+        """Drop raw rows older than cutoff that every aggregate has materialised, in the caller's
+        transaction (which holds REFRESH_LOCK); returns what was dropped, for the retention report."""
         raise NotImplementedError
 
 
@@ -144,6 +152,33 @@ class PlainAggregates(AggregateBackend):
     def materialised_before_sql(self) -> str:
         return "(SELECT min(watermark) FROM aggregate_watermarks)"
 
+    def drop_raw_before(self, cursor, cutoff: datetime) -> dict:
+        """Drops whole daily partitions, oldest first, and stops at the first one not yet materialised."""
+        cursor.execute("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                       " WHERE i.inhparent = 'telemetry_data'::regclass")
+        days = sorted(date(int(m[1][:4]), int(m[1][4:6]), int(m[1][6:])) for (name,) in cursor.fetchall()
+                      if (m := _PARTITION.match(name)))
+        dropped, kept_unmaterialised = [], []
+        for day in days:
+            end = datetime(day.year, day.month, day.day, tzinfo=timezone.utc) + timedelta(days=1)
+            if end > cutoff:
+                break
+            cursor.execute(
+                f"SELECT %(end)s <= {self.materialised_before_sql()}"
+                " AND NOT EXISTS (SELECT 1 FROM aggregate_touched WHERE lo < %(end)s)",
+                {"end": end},
+            )
+            if not cursor.fetchone()[0]:
+                kept_unmaterialised.append(day.isoformat())
+                break
+            cursor.execute(f"DROP TABLE telemetry_data_p{day:%Y%m%d}")
+            cursor.execute("UPDATE aggregate_settings SET value = greatest(value::timestamptz, %s)::text"
+                           " WHERE key = 'raw_horizon'", (end,))
+            dropped.append(day.isoformat())
+        if kept_unmaterialised:
+            logger.warning("raw partitions past retention kept: not yet materialised", extra={"days": kept_unmaterialised})
+        return {"raw_partitions_dropped": dropped, "raw_partitions_kept_unmaterialised": kept_unmaterialised}
+
 
 class TimescaleAggregates(AggregateBackend):
     """TimescaleDB: continuous aggregates refresh themselves (policies); a refresh on demand
@@ -176,6 +211,12 @@ class TimescaleAggregates(AggregateBackend):
                 "_timescaledb_functions.cagg_watermark_materialized(mat_hypertable_id))), '-infinity'::timestamptz)"
                 " FROM _timescaledb_catalog.continuous_agg WHERE user_view_schema = current_schema()"
                 " AND user_view_name IN ('telemetry_hourly', 'telemetry_daily'))")
+
+    def drop_raw_before(self, cursor, cutoff: datetime) -> dict:
+        """Drops hypertable chunks older than both the cutoff and the continuous aggregates' watermark."""
+        cursor.execute(f"SELECT count(*) FROM drop_chunks('telemetry_data', older_than => least(%s,"
+                       f" {self.materialised_before_sql()}))", (cutoff,))
+        return {"raw_chunks_dropped": cursor.fetchone()[0]}
 
 
 def backend_for(db: Database) -> AggregateBackend:

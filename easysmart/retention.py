@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta, timezone
 import botocore.exceptions
 
 from easysmart import aggregates
-from easysmart.aggregates import AggregateBackend, PlainAggregates
+from easysmart.aggregates import AggregateBackend
 from easysmart.config import Settings
 from easysmart.db import Database
 from easysmart.errors import BadRequestError, UnavailableError
@@ -25,7 +25,6 @@ logger = logging.getLogger(__name__)
 JOBS = ("refresh", "expire", "all")
 RUN_LOCK = "esm_retention_run"
 RUN_LOCK_WAIT = "120s"
-_PARTITION = re.compile(r"^telemetry_data_p(\d{8})$")
 _BLOB_DAY = re.compile(r"^raw/(\d{4})/(\d{2})/(\d{2})/$")
 
 
@@ -140,33 +139,6 @@ class RetentionService:
     def _expire_raw(self, backend: AggregateBackend, now: datetime) -> dict:
         cutoff = now - timedelta(days=self.settings.raw_retention_days)
         with self.db.transaction() as cursor:
-            # No refresh may run while partitions go.
+            # No refresh may run while raw data goes.
             cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (aggregates.REFRESH_LOCK,))
-            if not isinstance(backend, PlainAggregates):
-                cursor.execute(f"SELECT count(*) FROM drop_chunks('telemetry_data', older_than => least(%s,"
-                               f" {backend.materialised_before_sql()}))", (cutoff,))
-                return {"raw_chunks_dropped": cursor.fetchone()[0]}
-            cursor.execute("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-                           " WHERE i.inhparent = 'telemetry_data'::regclass")
-            days = sorted(date(int(m[1][:4]), int(m[1][4:6]), int(m[1][6:])) for (name,) in cursor.fetchall()
-                          if (m := _PARTITION.match(name)))
-            dropped, kept_unmaterialised = [], []
-            for day in days:
-                end = datetime(day.year, day.month, day.day, tzinfo=timezone.utc) + timedelta(days=1)
-                if end > cutoff:
-                    break
-                cursor.execute(
-                    f"SELECT %(end)s <= {backend.materialised_before_sql()}"
-                    " AND NOT EXISTS (SELECT 1 FROM aggregate_touched WHERE lo < %(end)s)",
-                    {"end": end},
-                )
-                if not cursor.fetchone()[0]:
-                    kept_unmaterialised.append(day.isoformat())
-                    break
-                cursor.execute(f"DROP TABLE telemetry_data_p{day:%Y%m%d}")
-                cursor.execute("UPDATE aggregate_settings SET value = greatest(value::timestamptz, %s)::text"
-                               " WHERE key = 'raw_horizon'", (end,))
-                dropped.append(day.isoformat())
-        if kept_unmaterialised:
-            logger.warning("raw partitions past retention kept: not yet materialised", extra={"days": kept_unmaterialised})
-        return {"raw_partitions_dropped": dropped, "raw_partitions_kept_unmaterialised": kept_unmaterialised}
+            return backend.drop_raw_before(cursor, cutoff)
