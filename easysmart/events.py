@@ -1,7 +1,9 @@
 """The claim check: a small CloudEvent pointing at an upload's blob, and its transport adapters.
 
-ClaimCheck is a plain value; to_kafka/from_kafka and to_http/from_http convert it with the
+ClaimCheck is a plain value; to_kafka/from_kafka and to_http/from_http_request convert it with the
 cloudevents SDK (binary content mode, so a Knative KafkaSource keeps id, type and source).
+cloudevent_from_http is the one reader of CloudEvents arriving over HTTP (binary or structured
+mode), for every function that receives them.
 """
 from __future__ import annotations
 
@@ -108,16 +110,40 @@ def to_http(event: CloudEvent) -> tuple[dict[str, str], bytes]:
     return headers, body
 
 
+class InvalidCloudEventError(BadRequestError):
+    code = "invalid_cloudevent"
+
+
+def is_cloudevent(headers: Mapping[str, str]) -> bool:
+    """Whether an HTTP request says it carries a CloudEvent: ce-* attributes (binary mode) or a
+    cloudevents content type (structured mode)."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    return ("ce-id" in lowered or "ce-specversion" in lowered
+            or lowered.get("content-type", "").startswith("application/cloudevents"))
+
+
+def _unmarshal(raw: bytes | str) -> object:
+    # A binary-mode event may have no data at all (a PingSource without data).
+    return orjson.loads(raw) if raw.strip() else None
+
+
+def cloudevent_from_http(headers: Mapping[str, str], body: bytes) -> CloudEvent | None:
+    """The CloudEvent an HTTP request carries in binary or structured mode, its data decoded from
+    JSON (None when it has none); None when the request is not a CloudEvent."""
+    if not is_cloudevent(headers):
+        return None
+    try:
+        return _from_http(dict(headers), body, data_unmarshaller=_unmarshal)
+    except Exception as error:  # the SDK raises several unrelated types
+        raise InvalidCloudEventError(f"not a valid CloudEvent: {error}") from error
+
+
 def from_http_request(headers: Mapping[str, str], body: bytes) -> CloudEvent:
-    """A CloudEvent from an HTTP request in binary or structured mode.
+    """A claim-check CloudEvent from an HTTP request in binary or structured mode.
 
     A plain POST whose body is the claim check itself (an OpenFaaS connector) becomes one too.
     """
-    lowered = {k.lower(): v for k, v in headers.items()}
-    if "ce-id" in lowered or lowered.get("content-type", "").startswith("application/cloudevents"):
-        try:
-            return _from_http(dict(headers), body, data_unmarshaller=orjson.loads)
-        except Exception as error:  # the SDK raises several unrelated types
-            raise InvalidClaimCheckError(f"not a valid CloudEvent: {error}") from error
-    claim = ClaimCheck.from_data(body)
-    return to_cloudevent(claim)
+    event = cloudevent_from_http(headers, body)
+    if event is not None:
+        return event
+    return to_cloudevent(ClaimCheck.from_data(body))

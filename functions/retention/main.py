@@ -14,6 +14,7 @@ import orjson
 from easysmart.config import settings
 from easysmart.db import Database
 from easysmart.errors import BadRequestError
+from easysmart.events import cloudevent_from_http
 from easysmart.observability import configure_logging
 from easysmart.retention import BlobExpiry, RetentionService, parse_job
 from easysmart.storage import make_s3_client
@@ -31,14 +32,19 @@ def _service() -> RetentionService:
 
 def _job(request: flask.Request) -> str:
     raw = request.get_data()
-    if not raw.strip():
+    event = cloudevent_from_http(request.headers, raw)
+    if event is not None:
+        body = event.get_data()
+    elif not raw.strip():
+        body = None
+    else:
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise BadRequestError("body: not JSON; send {\"job\": \"refresh\"|\"expire\"|\"all\"}",
+                                  parameter="body") from None
+    if body is None:
         return parse_job(None)
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise BadRequestError("body: not JSON; send {\"job\": \"refresh\"|\"expire\"|\"all\"}", parameter="body") from None
-    if request.mimetype == "application/cloudevents+json" and isinstance(body, dict):
-        body = body.get("data") or {}
     if not isinstance(body, dict):
         raise BadRequestError("body: must be a JSON object", parameter="body")
     return parse_job(body.get("job"))

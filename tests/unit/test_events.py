@@ -1,6 +1,12 @@
-import pytest
+import base64
 
-from easysmart.events import InvalidClaimCheckError, from_cloudevent, from_http_request, from_kafka, to_cloudevent, to_http, to_kafka
+import orjson
+import pytest
+from cloudevents.conversion import to_structured
+
+from easysmart.bridges.ping_source import ping_headers
+from easysmart.events import (InvalidClaimCheckError, InvalidCloudEventError, cloudevent_from_http, from_cloudevent,
+                              from_http_request, from_kafka, to_cloudevent, to_http, to_kafka)
 from support.claims import CLAIM
 
 
@@ -29,3 +35,64 @@ def test_invalid_claim_checks_are_400(body):
     with pytest.raises(InvalidClaimCheckError) as caught:
         from_http_request({"Content-Type": "application/json"}, body)
     assert caught.value.status == 400
+
+
+PING = {"ce-specversion": "1.0", "ce-type": "dev.knative.sources.ping", "ce-id": "p-1",
+        "ce-source": "/apis/v1/namespaces/default/pingsources/retention-refresh"}
+STRUCTURED = {"Content-Type": "application/cloudevents+json; charset=utf-8"}
+
+
+def structured(**fields) -> bytes:
+    return orjson.dumps({"specversion": "1.0", "type": "dev.knative.sources.ping", "id": "p-1", "source": "/s", **fields})
+
+
+def test_a_binary_mode_event_keeps_its_attributes_and_decodes_its_json_data():
+    event = cloudevent_from_http({**PING, "Content-Type": "application/json"}, b'{"job": "refresh"}')
+    assert (event["id"], event["type"]) == ("p-1", "dev.knative.sources.ping")
+    assert event.get_data() == {"job": "refresh"}
+
+
+def test_the_ping_source_bridge_sends_what_the_reader_reads():
+    event = cloudevent_from_http(ping_headers("retention-expire", event_id="p-2"), orjson.dumps({"job": "expire"}))
+    assert (event["id"], event.get_data()) == ("p-2", {"job": "expire"})
+
+
+@pytest.mark.parametrize("body", [b"", b"  \n"])
+def test_a_binary_mode_event_without_data_has_none(body):
+    assert cloudevent_from_http(PING, body).get_data() is None
+
+
+@pytest.mark.parametrize("body, data", [
+    (structured(data={"job": "expire"}), {"job": "expire"}),
+    (structured(data_base64=base64.b64encode(b'{"job": "all"}').decode()), {"job": "all"}),
+    (structured(data=None), None),
+    (structured(), None),
+])
+def test_a_structured_mode_event_gives_its_data_inline_or_base64(body, data):
+    event = cloudevent_from_http(STRUCTURED, body)
+    assert event["id"] == "p-1"
+    assert event.get_data() == data
+
+
+def test_a_structured_mode_claim_check_is_read_like_a_binary_one():
+    headers, body = to_structured(to_cloudevent(CLAIM), data_marshaller=orjson.dumps)
+    assert from_cloudevent(from_http_request(headers, body)) == CLAIM
+
+
+@pytest.mark.parametrize("headers", [{}, {"Content-Type": "application/json"}, {"ce-type": "only-a-type"}])
+def test_a_request_without_cloudevent_headers_is_not_an_event(headers):
+    assert cloudevent_from_http(headers, b'{"job": "refresh"}') is None
+
+
+@pytest.mark.parametrize("headers, body", [
+    ({k: v for k, v in PING.items() if k != "ce-source"}, b""),  # a required attribute missing
+    ({**PING, "ce-specversion": "0.1"}, b""),
+    ({**PING, "Content-Type": "application/json"}, b"not json"),
+    (STRUCTURED, b"not json"),
+    (STRUCTURED, orjson.dumps({"id": "p-1", "data": {}})),
+])
+def test_a_malformed_cloudevent_is_400_saying_so(headers, body):
+    with pytest.raises(InvalidCloudEventError) as caught:
+        cloudevent_from_http(headers, body)
+    assert caught.value.status == 400
+    assert str(caught.value).startswith("not a valid CloudEvent")
