@@ -176,7 +176,8 @@ class PlainAggregates(AggregateBackend):
                            " WHERE key = 'raw_horizon'", (end,))
             dropped.append(day.isoformat())
         if kept_unmaterialised:
-            logger.warning("raw partitions past retention kept: not yet materialised", extra={"days": kept_unmaterialised})
+            logger.warning("raw partitions past retention kept: not yet materialised",
+                           extra={"days": kept_unmaterialised})
         return {"raw_partitions_dropped": dropped, "raw_partitions_kept_unmaterialised": kept_unmaterialised}
 
 

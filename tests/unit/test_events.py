@@ -43,7 +43,8 @@ STRUCTURED = {"Content-Type": "application/cloudevents+json; charset=utf-8"}
 
 
 def structured(**fields) -> bytes:
-    return orjson.dumps({"specversion": "1.0", "type": "dev.knative.sources.ping", "id": "p-1", "source": "/s", **fields})
+    attributes = {"specversion": "1.0", "type": "dev.knative.sources.ping", "id": "p-1", "source": "/s"}
+    return orjson.dumps({**attributes, **fields})
 
 
 def test_a_binary_mode_event_keeps_its_attributes_and_decodes_its_json_data():
