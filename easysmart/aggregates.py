@@ -9,6 +9,7 @@ refresh is TimescaleDB's own.
 
 Hourly buckets are UTC hours; daily buckets are days in AGGREGATE_TIMEZONE, recorded in
 aggregate_settings so that the live part of the view uses the zone the buckets were made in.
+Both modes, and why raw data never goes before it is materialised: docs/architecture.md §5.5, §6.6.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Authentication: scrypt password hashes, JWTs, logins with per-address lockout, refresh rotation.
 
-Answers (DESIGN section 3):
+Answers (docs/architecture.md §8):
 - wrong password, unknown username, or an account of the other kind at a login route: 401, one message;
 - five consecutive failures for one (account, client address): that pair is locked, 423 with Retry-After;
   other addresses are unaffected and a success resets the count;

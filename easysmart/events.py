@@ -3,7 +3,7 @@
 ClaimCheck is a plain value; to_kafka/from_kafka and to_http/from_http_request convert it with the
 cloudevents SDK (binary content mode, so a Knative KafkaSource keeps id, type and source).
 cloudevent_from_http is the one reader of CloudEvents arriving over HTTP (binary or structured
-mode), for every function that receives them.
+mode), for every function that receives them. Attributes and data: docs/architecture.md §3.2, §3.10.
 """
 from __future__ import annotations
 

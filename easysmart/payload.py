@@ -1,7 +1,7 @@
 """The upload format of the Home Assistant client: structure checks and reading normalisation.
 
 An upload is a JSON array of equipment objects, each with a `sensor` list of readings
-(DESIGN section 4). Structure problems refuse the whole upload; a bad reading is only
+(docs/architecture.md §4). Structure problems refuse the whole upload; a bad reading is only
 counted, with its path and reason, because the client would resend a refused upload forever.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""auth: device and user login, refresh-token rotation, and who-am-I (DESIGN section 3)."""
+"""auth: device and user login, refresh-token rotation, and who-am-I (docs/architecture.md §3.9, §8)."""
 from __future__ import annotations
 
 import functools

@@ -1,4 +1,4 @@
-"""process: receives the claim-check CloudEvent and writes the upload's readings (DESIGN section 5)."""
+"""process: receives the claim-check CloudEvent and writes the upload's readings (docs/architecture.md §3.6, §6)."""
 from __future__ import annotations
 
 import functools

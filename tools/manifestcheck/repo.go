@@ -19,7 +19,7 @@ type Repo struct {
 	Jobs      []string        // the retention jobs the code accepts (easysmart/retention.py JOBS)
 }
 
-// Functions the manifests carry ahead of their code (DESIGN 2 lists them; issue 4 asks for them).
+// Functions the manifests carry ahead of their code (docs/architecture.md §3 lists them; issue 4 asks for them).
 var plannedFunctions = []string{"analytics", "retention"}
 
 var (
