@@ -29,6 +29,22 @@ PERIODS = ("raw", "hour", "day", "auto")
 STATS_PERIODS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30),
                  "1y": timedelta(days=365)}
 _RELATIONS = {"hour": "telemetry_hourly", "day": "telemetry_daily"}
+# Times a request may name: far enough either side of any stored reading, and far enough from
+# datetime's limits that a window derived from them never overflows.
+EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(2100, 1, 1, tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class PeriodSpans:
+    """The longest window a history may cover per period, so no request walks unbounded rows."""
+
+    raw: timedelta = timedelta(days=7)
+    hour: timedelta = timedelta(days=93)
+    day: timedelta = timedelta(days=5 * 366)
+
+    def of(self, period: str) -> timedelta:
+        return {"raw": self.raw, "hour": self.hour, "day": self.day}[period]
 _METADATA = ("battery_pct", "lqi", "rssi", "battery_voltage", "voltage", "current", "power")
 
 
@@ -39,37 +55,44 @@ def _bad(parameter: str, message: str) -> BadRequestError:
 
 
 def parse_time(parameter: str, raw: str) -> datetime:
-    """An ISO-8601 time; a naive one is read as UTC."""
+    """An ISO-8601 time between EARLIEST and LATEST; a naive one is read as UTC."""
     try:
         value = datetime.fromisoformat(raw.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise _bad(parameter, f"not an ISO-8601 time: {raw!r}") from None
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        value = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    except (ValueError, OverflowError):
+        raise _bad(parameter, f"not an ISO-8601 time: {raw[:64]!r}") from None
+    if not EARLIEST <= value <= LATEST:
+        raise _bad(parameter, f"must be between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}, not {value.isoformat()}")
+    return value
 
 
 def parse_window(args: Mapping[str, str], now: datetime) -> tuple[datetime, datetime]:
     """start_date/end_date; the last 24 hours by default, 24 hours around the one given."""
-    start = parse_time("start_date", args["start_date"]) if args.get("start_date") else None
-    end = parse_time("end_date", args["end_date"]) if args.get("end_date") else None
-    if start is None and end is None:
-        end = now
-    if start is None:
+    start_text, end_text = args.get("start_date"), args.get("end_date")
+    if start_text:
+        start = parse_time("start_date", start_text)
+        end = parse_time("end_date", end_text) if end_text else start + DEFAULT_WINDOW
+    else:
+        end = parse_time("end_date", end_text) if end_text else now
         start = end - DEFAULT_WINDOW
-    if end is None:
-        end = start + DEFAULT_WINDOW
     if start >= end:
         raise _bad("start_date", "must be before end_date")
     return start, end
 
 
-def parse_period(raw: str | None, start: datetime, end: datetime) -> str:
+def parse_period(raw: str | None, start: datetime, end: datetime, spans: PeriodSpans = PeriodSpans()) -> str:
+    """The period asked for (auto: by the span), refused when the window is longer than it may cover."""
     period = (raw or "auto").strip().lower()
     if period not in PERIODS:
-        raise _bad("period", f"must be one of {', '.join(PERIODS)}, not {raw!r}")
-    if period != "auto":
-        return period
+        raise _bad("period", f"must be one of {', '.join(PERIODS)}, not {raw[:32]!r}")
     span = end - start
-    return "raw" if span <= RAW_UP_TO else "hour" if span <= HOURLY_UP_TO else "day"
+    if period == "auto":
+        period = "raw" if span <= RAW_UP_TO else "hour" if span <= HOURLY_UP_TO else "day"
+    longest = spans.of(period)
+    if span > longest:
+        raise _bad("period", f"{period} covers at most {longest.days} days; ask for a shorter window"
+                             f" between start_date and end_date or a coarser period")
+    return period
 
 
 def parse_int(parameter: str, raw: str | None, default: int, low: int, high: int) -> int:
@@ -151,9 +174,10 @@ class _Page:
 
 
 class AnalyticsService:
-    def __init__(self, db: Database, zone: str) -> None:
+    def __init__(self, db: Database, zone: str, spans: PeriodSpans = PeriodSpans()) -> None:
         self.db = db
         self.zone = zone  # of the daily buckets
+        self.spans = spans
 
     # Endpoints
 
@@ -259,7 +283,7 @@ class AnalyticsService:
 
     def _history(self, cursor, args: Mapping[str, str], now: datetime | None, column: str, key: int) -> dict:
         start, end = parse_window(args, now or datetime.now(timezone.utc))
-        period = parse_period(args.get("period"), start, end)
+        period = parse_period(args.get("period"), start, end, self.spans)
         kind = parse_sensor_type(args.get("sensor_type"))
         tag = period[0]
         page = _Page.from_args(args, tag, (str, int))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
@@ -44,6 +45,34 @@ _EXTRA_FIELDS = (
 )
 _FLOAT_OR_NONE = frozenset({float, type(None)})
 EXTRA_COLUMNS = ("battery_pct", "lqi", "rssi", "battery_voltage", "voltage", "current", "power")
+# Extras are stored as PostgreSQL `real`: finite, at most this large, and not so small that they round to zero.
+_REAL_MAX = 3.4028234663852886e38
+_REAL_MIN = 1.401298464324817e-45
+# PostgreSQL text cannot hold NUL; lone surrogates cannot be encoded as UTF-8.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+@dataclass(frozen=True)
+class FieldLimits:
+    """Longest text stored per kind of field (characters). Identities are never cut; descriptions are."""
+
+    identity: int = 128
+    description: int = 256
+    state: int = 255
+
+
+def unstorable_text(value: str) -> bool:
+    """True when PostgreSQL text cannot hold `value` (NUL, or a lone surrogate from a JSON escape)."""
+    return _UNSTORABLE.search(value) is not None
+
+
+def identity_problem(name: str, value: str, limits: FieldLimits) -> str | None:
+    """Why an identity (an equipment or sensor uuid, a hardware id) cannot be stored, or None."""
+    if len(value) > limits.identity:
+        return f"{name}: longer than {limits.identity} characters"
+    if unstorable_text(value):
+        return f"{name}: holds characters that cannot be stored (NUL or an unpaired surrogate)"
+    return None
 
 
 def canonical_kind(raw: object) -> str | None:
@@ -113,6 +142,10 @@ class Tally:
         self.rejected += 1
         self._note(path, reason, "rejected")
 
+    def cut(self, path: str, reason: str) -> None:
+        """A descriptive field was shortened or cleaned to be stored; the reading itself is kept."""
+        self._note(path, reason, "cut")
+
 
 class ReadingRejected(Exception):
     def __init__(self, reason: str, skipped: bool = False) -> None:
@@ -155,13 +188,23 @@ def _number(value: object) -> float | None:
     return None
 
 
-def _extra(value: object) -> float | None:
-    # Most extras are JSON numbers or null: answer those without the general path.
-    if value is None:
+def _storable_reals(extras: tuple) -> bool:
+    """True when every extra is a float or None that a `real` column holds as it is (the common case)."""
+    if not _FLOAT_OR_NONE.issuperset(map(type, extras)):
+        return False
+    present = [abs(value) for value in extras if value]
+    # max() is infinite or NaN-poisoned when one is; a NaN fails every comparison.
+    return not present or (_REAL_MIN <= min(present) and max(present) <= _REAL_MAX)
+
+
+def _extra(name: str, value: object) -> float | None:
+    number = None if value is None else value if type(value) is float else _number(value)
+    if number is None or not math.isfinite(number):
+        # Absent, unreadable or not finite: stored as unknown, as always.
         return None
-    if type(value) is float:
-        return value if math.isfinite(value) else None
-    return _number(value)
+    if number != 0 and not _REAL_MIN <= abs(number) <= _REAL_MAX:
+        raise ReadingRejected(f"{name}: {number!r} is outside the range a stored real can hold")
+    return number
 
 
 def _int(value: object) -> int | None:
@@ -197,12 +240,38 @@ def parse_number(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def equipment_info(item: dict) -> EquipmentInfo:
+CutNote = Callable[[str], None]
+
+
+def _description(reading: dict, key: str, limit: int, on_cut: CutNote | None) -> str | None:
+    """The text of a descriptive field, cut to `limit` and cleaned of what text cannot hold (noted)."""
+    return _bounded(key, _text(reading.get(key)), limit, on_cut)
+
+
+def _bounded(key: str, text: str | None, limit: int, on_cut: CutNote | None) -> str | None:
+    if text is None:
+        return None
+    if unstorable_text(text):
+        text = _UNSTORABLE.sub("", text).strip() or None
+        if on_cut is not None:
+            on_cut(f"{key}: characters that cannot be stored were removed")
+        if text is None:
+            return None
+    if len(text) > limit:
+        text = text[:limit]
+        if on_cut is not None:
+            on_cut(f"{key}: cut to {limit} characters")
+    return text
+
+
+def equipment_info(item: dict, limits: FieldLimits = FieldLimits(), on_cut: CutNote | None = None) -> EquipmentInfo:
+    """The equipment's settings; its uuid must have passed identity_problem."""
+    limit = limits.description
     return EquipmentInfo(
         uuid=str(item["equip_uuid"]).strip(),
-        name=_text(item.get("equip_nome")),
-        location=_text(item.get("equip_local")),
-        status=_text(item.get("equip_status")),
+        name=_description(item, "equip_nome", limit, on_cut),
+        location=_description(item, "equip_local", limit, on_cut),
+        status=_description(item, "equip_status", limit, on_cut),
         collect_interval_s=_int(item.get("equip_intervalo_coleta")),
         siren_active=_yes_no(item.get("equip_sirene_ativa")),
         # "sirete" is the client's spelling on the wire.
@@ -210,18 +279,28 @@ def equipment_info(item: dict) -> EquipmentInfo:
     )
 
 
-def sensor_info(reading: dict, sensor_uuid: str) -> SensorInfo:
+def sensor_info(reading: dict, sensor_uuid: str, limits: FieldLimits = FieldLimits(),
+                on_cut: CutNote | None = None) -> SensorInfo:
+    """The sensor's settings from one of its readings (descriptions cut to their bound, each cut noted)."""
     via_hub = reading.get("sensor_via_hub")
+    limit = limits.description
+    kind_key = "sensor_tipo" if "sensor_tipo" in reading else "tipo"
+    hardware_id = _text(reading.get("sensor_id_hardware"))
+    if hardware_id is not None and identity_problem("sensor_id_hardware", hardware_id, limits):
+        # An identity is never cut; one that cannot be stored is left out (the reading is still good).
+        hardware_id = None
+        if on_cut is not None:
+            on_cut(f"sensor_id_hardware: longer than {limits.identity} characters or not storable; left out")
     return SensorInfo(
         uuid=sensor_uuid,
-        name=_text(reading.get("sensor_nome")),
-        kind=canonical_kind(reading.get("sensor_tipo", reading.get("tipo"))),
-        unit=_text(reading.get("sensor_unidade")),
-        status=_text(reading.get("sensor_status")),
-        manufacturer=_text(reading.get("sensor_fabricante")),
-        model=_text(reading.get("sensor_modelo")),
-        firmware=_text(reading.get("sensor_firmware")),
-        hardware_id=_text(reading.get("sensor_id_hardware")),
+        name=_description(reading, "sensor_nome", limit, on_cut),
+        kind=_bounded(kind_key, canonical_kind(reading.get(kind_key)), limit, on_cut),
+        unit=_description(reading, "sensor_unidade", limit, on_cut),
+        status=_description(reading, "sensor_status", limit, on_cut),
+        manufacturer=_description(reading, "sensor_fabricante", limit, on_cut),
+        model=_description(reading, "sensor_modelo", limit, on_cut),
+        firmware=_description(reading, "sensor_firmware", limit, on_cut),
+        hardware_id=hardware_id,
         via_hub=via_hub if isinstance(via_hub, bool) else _yes_no(via_hub),
     )
 
@@ -232,8 +311,12 @@ class ReadingNormaliser:
     Naive times are the Home Assistant host's local time, read in the tenant's zone.
     """
 
-    def __init__(self, tenant_zone: str, now: datetime, retention_days: int, future_tolerance_s: int) -> None:
+    def __init__(self, tenant_zone: str, now: datetime, retention_days: int, future_tolerance_s: int,
+                 limits: FieldLimits = FieldLimits()) -> None:
         self.zone = ZoneInfo(tenant_zone)
+        self.limits = limits
+        self._storable_uuids: set[str] = set()
+        self._storable_extras: set[tuple] = set()
         self.oldest = now - timedelta(days=retention_days)
         self.newest = now + timedelta(seconds=future_tolerance_s)
         # per field name: time as sent -> (UTC time, its ISO text, why it is refused or None)
@@ -250,13 +333,25 @@ class ReadingNormaliser:
         sensor_uuid = raw.get("sensor_uuid")
         if not isinstance(sensor_uuid, str) or not sensor_uuid.strip():
             raise ReadingRejected("sensor_uuid: missing or not a non-empty string")
+        if sensor_uuid not in self._storable_uuids:
+            # A batch has few sensors: each uuid as sent is checked once.
+            problem = identity_problem("sensor_uuid", sensor_uuid.strip(), self.limits)
+            if problem is not None:
+                raise ReadingRejected(problem)
+            if len(self._storable_uuids) < 100_000:
+                self._storable_uuids.add(sensor_uuid)
         ts, ts_text = self._timestamp(raw)
         value, state = self._value(raw)
         extras = tuple(map(raw.get, _EXTRA_FIELDS))
-        # Extras are almost always finite JSON floats or null, kept as they are; anything else
-        # goes through _extra. (A sum that is not finite means an infinity, NaN or overflow.)
-        if not (_FLOAT_OR_NONE.issuperset(map(type, extras)) and math.isfinite(sum(filter(None, extras)))):
-            extras = tuple(map(_extra, extras))
+        # Extras are almost always floats or null that fit a `real`, kept as they are, and repeat from reading
+        # to reading; anything else goes through _extra, which reads text and rejects what a `real` cannot hold.
+        # (The types are checked too: True == 1.0, so a boolean would match a remembered float.)
+        if extras not in self._storable_extras or not _FLOAT_OR_NONE.issuperset(map(type, extras)):
+            if _storable_reals(extras):
+                if len(self._storable_extras) < 50_000:
+                    self._storable_extras.add(extras)
+            else:
+                extras = tuple(map(_extra, _EXTRA_FIELDS, extras))
         return Reading(sensor_uuid.strip(), ts, ts_text, value, state, extras)
 
     def _timestamp(self, raw: dict) -> tuple[datetime, str]:
@@ -305,7 +400,7 @@ class ReadingNormaliser:
             known = states.get(value)
             if known is None:
                 try:
-                    known = self._state_value(field_name, value)
+                    known = self._state_value(field_name, value, self.limits.state)
                 except ReadingRejected as rejection:
                     known = rejection
                 if len(value) <= 64 and len(states) < 100_000:
@@ -324,7 +419,7 @@ class ReadingNormaliser:
         raise ReadingRejected(f"{field_name}: not a string or number")
 
     @staticmethod
-    def _state_value(field_name: str, value: str) -> tuple[float | None, str | None]:
+    def _state_value(field_name: str, value: str, max_length: int) -> tuple[float | None, str | None]:
         text = value.strip()
         # Numbers first: most readings are numbers.
         if _DOT_NUMBER.fullmatch(text):
@@ -343,6 +438,8 @@ class ReadingNormaliser:
             return float(text.replace(",", ".")), None
         if lowered in _NON_FINITE:
             raise ReadingRejected(f"{field_name}: not a finite number: {text[:32]!r}")
-        if len(text) > 255:
-            raise ReadingRejected(f"{field_name}: state text longer than 255 characters")
+        if len(text) > max_length:
+            raise ReadingRejected(f"{field_name}: state text longer than {max_length} characters")
+        if unstorable_text(text):
+            raise ReadingRejected(f"{field_name}: holds characters that cannot be stored (NUL or an unpaired surrogate)")
         return None, text

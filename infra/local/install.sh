@@ -14,6 +14,8 @@ command -v psql >/dev/null || missing+=(postgresql-client)
 command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 command -v mvn >/dev/null || missing+=(maven)
+command -v ss >/dev/null || missing+=(iproute2)      # stack.sh: which process answers on a port
+command -v flock >/dev/null || missing+=(util-linux) # stack.sh: one start/stop of a service at a time
 if ((${#missing[@]})); then
   step "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

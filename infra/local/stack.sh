@@ -7,6 +7,9 @@
 # Services: postgres redis kafka s3 auth ingest process analytics retention kafka-bridge ping-bridge frontdoor
 # State lives under .local/ (data survives stop/start); each process has .local/run/<name>.pid
 # (its process group) and .local/log/<name>.log.
+# Supervision: `start` arms a service (.local/run/<name>.armed) and makes sure the supervisor runs; the
+# supervisor restarts an armed service that died, with a growing delay if it keeps dying, and logs each
+# restart to .local/log/supervisor.log. `stop` disarms a service first, so stopping on purpose sticks.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
@@ -28,6 +31,8 @@ if [ -z "${JWT_SECRET:-}" ]; then
 fi
 
 ALL=(postgres redis kafka s3 auth ingest process analytics retention kafka-bridge ping-bridge frontdoor)
+SUPERVISE_INTERVAL_S="${SUPERVISE_INTERVAL_S:-2}"
+SUPERVISE_MAX_DELAY_S="${SUPERVISE_MAX_DELAY_S:-60}"
 FUNCTIONS=" auth ingest process analytics retention "
 
 say() { printf '%s\n' "$*"; }
@@ -51,17 +56,45 @@ is_running() {  # a killed process may linger as a zombie for a moment: that is 
   [ "$pgid" = "$pid" ] && [ "$state" != Z ] && [ "$state" != X ]
 }
 
+# The process groups listening on a TCP port of 127.0.0.1 (empty: nobody listens).
+listener_groups() {  # port
+  local pid
+  for pid in $(ss -Hltnp "sport = :$1" 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do
+    sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{ print $3 }'
+  done | sort -u
+}
+
+# Ready means the port answers and every listener on it is of the process group just started: the
+# orphaned workers of a killed function can hold its port for a moment, and they are not the new one.
 wait_tcp() {  # name port timeout_s
-  local deadline=$(( $(date +%s) + $3 ))
-  until (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; do
-    if [ "$(date +%s)" -ge "$deadline" ]; then fail_with_log "$1" "port $2 not open after $3 s"; fi
+  local deadline=$(( $(date +%s) + $3 )) pid groups
+  pid="$(pid_of "$1")"
+  while true; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; then
+      groups="$(listener_groups "$2")"
+      [ -z "$pid" ] || [ "$groups" = "$pid" ] && break
+    fi
+    if [ "$(date +%s)" -ge "$deadline" ]; then fail_with_log "$1" "port $2 not answered by the new process after $3 s"; fi
     if [ -f "$RUN/$1.pid" ] && ! is_running "$1"; then fail_with_log "$1" "the process exited"; fi
     sleep 0.2
   done
 }
 
+# What is left of a service's earlier process group (workers of a killed master) goes before a new start.
+reap_leftovers() {  # name
+  local pid
+  pid="$(pid_of "$1")"
+  [ -n "$pid" ] || return 0
+  if pgrep -g "$pid" >/dev/null 2>&1; then
+    kill -KILL -- "-$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do pgrep -g "$pid" >/dev/null 2>&1 || break; sleep 0.1; done
+  fi
+  rm -f "$RUN/$1.pid"
+}
+
 start_bg() {  # name command...
   local name="$1"; shift
+  reap_leftovers "$name"
   [ -f "$LOGS/$name.log" ] && mv -f "$LOGS/$name.log" "$LOGS/$name.log.prev"
   # setsid: the process leads its own group, so stopping it stops its children too.
   setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
@@ -302,6 +335,21 @@ start_frontdoor() {
   wait_tcp frontdoor "$FRONTDOOR_PORT" 30
 }
 
+# One start or stop of a service at a time (an operator's and the supervisor's).
+with_service_lock() {  # name command...
+  local name="$1"; shift
+  exec {lock_fd}>"$RUN/$name.lock"
+  flock "$lock_fd"
+  "$@"
+  local rc=$?
+  flock -u "$lock_fd"; exec {lock_fd}>&-
+  return "$rc"
+}
+
+running() {  # name: the service's process is alive
+  if [ "$1" = postgres ]; then pg_running; else is_running "$1"; fi
+}
+
 start_one() {
   local name="$1" started
   started="$(now)"
@@ -326,10 +374,53 @@ start_one() {
 }
 
 stop_one() {
+  rm -f "$RUN/$1.armed"  # before stopping, so the supervisor does not bring it back
   case "$1" in
     postgres) stop_postgres ;;
     *) stop_bg "$1" ;;
   esac
+}
+
+arm() { touch "$RUN/$1.armed"; }
+
+log_supervisor() {  # event service detail
+  printf '{"time":"%s","service":"%s","event":"%s",%s}\n' "$(date -u +%FT%T.%3NZ)" "$2" "$1" "$3"
+}
+
+# Restarts armed services that died; a service that keeps dying waits 1, 2, 4 ... SUPERVISE_MAX_DELAY_S
+# seconds between tries, and its delay starts again at 1 s once it has stayed up that long.
+supervise() {
+  declare -A delay next_try up_since
+  local name t
+  log_supervisor started supervisor '"interval_s":'"$SUPERVISE_INTERVAL_S"
+  while true; do
+    t="$(date +%s)"
+    for name in "${ALL[@]}"; do
+      [ -f "$RUN/$name.armed" ] || { delay[$name]=1; continue; }
+      if running "$name"; then
+        [ -n "${up_since[$name]:-}" ] || up_since[$name]="$t"
+        if (( t - ${up_since[$name]} >= SUPERVISE_MAX_DELAY_S )); then delay[$name]=1; fi
+        continue
+      fi
+      up_since[$name]=""
+      (( t >= ${next_try[$name]:-0} )) || continue
+      log_supervisor restarting "$name" '"delay_s":'"${delay[$name]:-1}"
+      if ( with_service_lock "$name" start_one "$name" ) >>"$LOGS/supervisor.log" 2>&1; then
+        log_supervisor restarted "$name" '"ok":true'
+      else
+        log_supervisor restart_failed "$name" '"ok":false'
+      fi
+      next_try[$name]=$(( t + ${delay[$name]:-1} ))
+      delay[$name]=$(( ${delay[$name]:-1} * 2 > SUPERVISE_MAX_DELAY_S ? SUPERVISE_MAX_DELAY_S : ${delay[$name]:-1} * 2 ))
+    done
+    sleep "$SUPERVISE_INTERVAL_S"
+  done
+}
+
+ensure_supervisor() {
+  is_running supervisor && return 0
+  start_bg supervisor bash "$ROOT/infra/local/stack.sh" supervise
+  say "==> supervisor: watching the started services (log: $LOGS/supervisor.log)"
 }
 
 port_of() {
@@ -358,13 +449,19 @@ command="${1:-status}"; shift || true
 case "$command" in
   start)
     services=("$@"); ((${#services[@]})) || services=("${ALL[@]}")
-    for name in "${services[@]}"; do start_one "$name"; done ;;
+    for name in "${services[@]}"; do with_service_lock "$name" start_one "$name"; arm "$name"; done
+    ensure_supervisor ;;
   stop)
     services=("$@")
-    if ! ((${#services[@]})); then for ((i=${#ALL[@]}-1; i>=0; i--)); do services+=("${ALL[$i]}"); done; fi
-    for name in "${services[@]}"; do stop_one "$name"; done ;;
+    if ! ((${#services[@]})); then
+      stop_bg supervisor
+      for ((i=${#ALL[@]}-1; i>=0; i--)); do services+=("${ALL[$i]}"); done
+    fi
+    for name in "${services[@]}"; do with_service_lock "$name" stop_one "$name"; done ;;
   restart)
-    for name in "$@"; do stop_one "$name"; start_one "$name"; done ;;
-  status) status ;;
+    for name in "$@"; do with_service_lock "$name" stop_one "$name"; with_service_lock "$name" start_one "$name"; arm "$name"; done
+    ensure_supervisor ;;
+  supervise) supervise ;;
+  status) status; if is_running supervisor; then say "supervisor    running  pid $(pid_of supervisor)"; else say "supervisor    stopped"; fi ;;
   *) say "usage: $0 start|stop|restart|status [service...]"; exit 2 ;;
 esac

@@ -243,7 +243,9 @@ def test_another_tenants_equipment_is_404_like_an_unknown_one(world):
 
 @pytest.mark.parametrize("params, parameter", [
     ({"limit": "0"}, "limit"), ({"period": "week"}, "period"), ({"start_date": "yesterday"}, "start_date"),
-    ({"cursor": "garbage"}, "cursor"),
+    ({"cursor": "garbage"}, "cursor"), ({"start_date": "9999-12-31T23:00:00Z"}, "start_date"),
+    ({"end_date": "0001-01-01T01:00:00Z"}, "end_date"),
+    ({"period": "raw", "start_date": "2000-01-01T00:00:00Z", "end_date": "2099-12-31T00:00:00Z"}, "period"),
 ])
 def test_invalid_parameters_are_400_naming_the_parameter(world, params, parameter):
     _, _, user, equipment, _ = world

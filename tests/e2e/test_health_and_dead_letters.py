@@ -33,6 +33,12 @@ def test_unknown_path_gets_a_json_404_from_the_front_door():
     assert response.json()["error"] == "not_found"
 
 
+def test_a_path_cannot_inject_keys_into_the_front_doors_error_body():
+    response = requests.get(f"{BASE_URL}/x%22,%22injected%22:true,%22a%22:%22", timeout=10)
+    assert response.status_code == 404
+    assert set(response.json()) == {"error", "message"}
+
+
 def _dlq_records_with_id(event_id: str) -> list:
     consumer = kafka.KafkaConsumer("telemetry.dlq", bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"].split(","),
                                    group_id=f"test-{uuid.uuid4().hex}", auto_offset_reset="earliest", consumer_timeout_ms=3000)

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from easysmart.analytics import (decode_cursor, encode_cursor, parse_int, parse_limit, parse_period, parse_sensor_type,
+from easysmart.analytics import (PeriodSpans, decode_cursor, encode_cursor, parse_int, parse_limit, parse_period, parse_sensor_type,
                                  parse_time, parse_window)
 from easysmart.errors import BadRequestError
 from easysmart.retention import parse_job
@@ -70,3 +70,26 @@ def test_retention_jobs():
     assert parse_job(None) == "all"
     assert parse_job("refresh") == "refresh"
     assert parameter_of(lambda: parse_job("vacuum")) == "job"
+
+
+@pytest.mark.parametrize(("args", "parameter"), [
+    ({"start_date": "9999-12-31T23:00:00Z"}, "start_date"),
+    ({"end_date": "0001-01-01T01:00:00Z"}, "end_date"),
+    ({"start_date": "1999-12-31T23:59:59Z"}, "start_date"),
+    ({"end_date": "2100-01-01T00:00:01Z"}, "end_date"),
+    ({"start_date": "0001-01-01T00:00:00+14:00"}, "start_date"),
+])
+def test_times_outside_the_accepted_years_answer_400_naming_the_parameter(args, parameter):
+    assert parameter_of(lambda: parse_window(args, NOW)) == parameter
+
+
+@pytest.mark.parametrize(("period", "days"), [("raw", 7), ("hour", 93), ("day", 5 * 366)])
+def test_each_period_covers_at_most_its_span(period, days):
+    assert parse_period(period, NOW - timedelta(days=days), NOW) == period
+    assert parameter_of(lambda: parse_period(period, NOW - timedelta(days=days, seconds=1), NOW)) == "period"
+
+
+def test_auto_period_over_the_longest_span_is_refused_and_spans_are_configurable():
+    assert parameter_of(lambda: parse_period("auto", datetime(2001, 1, 1, tzinfo=timezone.utc), NOW)) == "period"
+    short = PeriodSpans(raw=timedelta(hours=1))
+    assert parameter_of(lambda: parse_period("raw", NOW - timedelta(hours=2), NOW, short)) == "period"

@@ -2,8 +2,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from easysmart.payload import (ReadingNormaliser, ReadingRejected, canonical_kind, equipment_info, parse_number, sensor_info,
-                               structure_violations)
+from easysmart.payload import (FieldLimits, ReadingNormaliser, ReadingRejected, canonical_kind, equipment_info,
+                               identity_problem, parse_number, sensor_info, structure_violations)
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
 
@@ -113,8 +113,66 @@ def test_one_normaliser_gives_every_reading_its_own_answer_whatever_came_before(
         with pytest.raises(ReadingRejected) as old_legacy:
             norm.normalise({"sensor_uuid": "s-2", "valor": "1", "timestamp": "2026-09-01T08:00:00"})
         assert old_legacy.value.reason.startswith("timestamp: older than the raw-data retention")
-    extras = norm.normalise(reading(sensor_bateria_pct=float("inf"), sensor_sinal_lqi=1e308, sensor_sinal_rssi=1e308)).extras
-    assert extras[:3] == (None, 1e308, 1e308)
+    extras = norm.normalise(reading(sensor_bateria_pct=float("inf"), sensor_sinal_lqi=-80.5, sensor_sinal_rssi=-80.5)).extras
+    assert extras[:3] == (None, -80.5, -80.5)
+
+
+@pytest.mark.parametrize("extra", [1e39, -1e39, 1e308, 1e-46, "3.5e39"])
+def test_an_extra_a_real_column_cannot_hold_rejects_the_reading(extra):
+    with pytest.raises(ReadingRejected) as rejected:
+        normaliser().normalise(reading(sensor_bateria_pct=extra))
+    assert rejected.value.reason.startswith("sensor_bateria_pct: ") and "real" in rejected.value.reason
+    assert not rejected.value.skipped
+
+
+def test_extras_at_the_edges_of_a_real_are_kept():
+    extras = normaliser().normalise(reading(sensor_bateria_pct=3.4e38, sensor_sinal_lqi=1e-40, sensor_sinal_rssi=0.0)).extras
+    assert extras[:3] == (3.4e38, 1e-40, 0.0)
+
+
+@pytest.mark.parametrize("state", ["a\u0000b", "\ud800", "x\udfffy"])
+def test_a_state_postgresql_text_cannot_hold_rejects_the_reading(state):
+    raw = reading(sensor_telemetria=state)
+    with pytest.raises(ReadingRejected) as rejected:
+        normaliser().normalise(raw)
+    assert rejected.value.reason == "sensor_telemetria: holds characters that cannot be stored (NUL or an unpaired surrogate)"
+
+
+def test_state_text_longer_than_its_bound_rejects_the_reading():
+    norm = ReadingNormaliser("UTC", NOW, retention_days=30, future_tolerance_s=86400, limits=FieldLimits(state=8))
+    assert norm.normalise(reading(sensor_telemetria="defrost")).state == "defrost"
+    with pytest.raises(ReadingRejected, match="longer than 8 characters"):
+        norm.normalise(reading(sensor_telemetria="defrosting"))
+
+
+@pytest.mark.parametrize(("sensor_uuid", "reason"), [
+    ("s" * 129, "sensor_uuid: longer than 128 characters"),
+    ("s\u0000", "sensor_uuid: holds characters that cannot be stored (NUL or an unpaired surrogate)"),
+])
+def test_a_sensor_uuid_that_cannot_be_stored_rejects_the_reading_and_is_never_cut(sensor_uuid, reason):
+    norm = normaliser()
+    for _ in range(2):  # the answer is remembered per uuid, and stays the same
+        with pytest.raises(ReadingRejected) as rejected:
+            norm.normalise(reading(sensor_uuid=sensor_uuid))
+        assert rejected.value.reason == reason
+    assert norm.normalise(reading(sensor_uuid="s" * 128)).sensor_uuid == "s" * 128
+
+
+def test_long_or_unstorable_descriptions_are_cut_and_each_cut_is_noted():
+    cuts: list[str] = []
+    raw = reading(sensor_nome="n" * 300, sensor_unidade="°C\x00", sensor_modelo="m" * 256, sensor_id_hardware="h" * 200)
+    info = sensor_info(raw, "s-1", on_cut=cuts.append)
+    assert info.name == "n" * 256 and info.unit == "°C" and info.model == "m" * 256 and info.hardware_id is None
+    assert sorted(cuts) == ["sensor_id_hardware: longer than 128 characters or not storable; left out",
+                            "sensor_nome: cut to 256 characters",
+                            "sensor_unidade: characters that cannot be stored were removed"]
+    equipment = equipment_info({"equip_uuid": "e", "equip_local": "l" * 257}, on_cut=cuts.append)
+    assert equipment.location == "l" * 256 and cuts[-1] == "equip_local: cut to 256 characters"
+
+
+def test_identity_problem_names_the_field():
+    assert identity_problem("equip_uuid", "e" * 128, FieldLimits()) is None
+    assert identity_problem("equip_uuid", "e" * 129, FieldLimits()) == "equip_uuid: longer than 128 characters"
 
 
 def test_equipment_fields_including_the_wire_spelling_of_siren_time():
