@@ -15,6 +15,7 @@ import psycopg2.extensions
 import psycopg2.extras
 
 from easysmart.db import Database
+from easysmart.errors import EasySmartError
 from easysmart.events import ClaimCheck
 
 
@@ -65,6 +66,13 @@ def _claim_row(claim: ClaimCheck, status: BatchStatus) -> tuple:
             claim.readings, claim.bucket, claim.key, claim.size_bytes, claim.decompressed_bytes, claim.received_at)
 
 
+def _row_of(cursor: psycopg2.extensions.cursor, batch_id: str) -> tuple:
+    row = cursor.fetchone()
+    if row is None:  # process opens a batch before anything else reads it
+        raise EasySmartError(f"batch {batch_id} has no row in the ledger")
+    return row
+
+
 def _record(row: tuple) -> BatchRecord:
     (batch_id, status, items, readings, stored, duplicate, skipped, rejected, reasons, reason_counts,
      received_at, processed_at) = row
@@ -104,13 +112,13 @@ class BatchLedger:
             " attempts = batches.attempts + 1 RETURNING status",
             (*_claim_row(claim, BatchStatus.PROCESSING), BatchStatus.DONE, BatchStatus.PROCESSING),
         )
-        return BatchStatus(cursor.fetchone()[0])
+        return BatchStatus(_row_of(cursor, claim.batch_id)[0])
 
     def lock_for_load(self, cursor: psycopg2.extensions.cursor, batch_id: str) -> BatchStatus:
         """Locks the row until the caller's transaction ends, so one attempt at a time loads
         the batch; the status it has (done when a concurrent attempt finished it first)."""
         cursor.execute("SELECT status FROM batches WHERE id = %s FOR UPDATE", (batch_id,))
-        return BatchStatus(cursor.fetchone()[0])
+        return BatchStatus(_row_of(cursor, batch_id)[0])
 
     def mark_done(self, cursor: psycopg2.extensions.cursor, batch_id: str, items: int, counts: BatchCounts,
                   reasons: list[dict], reason_counts: dict[str, int]) -> None:
@@ -125,7 +133,7 @@ class BatchLedger:
         with self.db.transaction() as cursor:
             cursor.execute("SELECT readings, stored, duplicate, skipped, rejected FROM batches WHERE id = %s",
                            (batch_id,))
-            readings, stored, duplicate, skipped, rejected = cursor.fetchone()
+            readings, stored, duplicate, skipped, rejected = _row_of(cursor, batch_id)
         return BatchCounts(readings or 0, stored, duplicate, skipped, rejected)
 
     def mark_failed(self, batch_id: str, reason: str) -> None:
