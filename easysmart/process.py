@@ -84,7 +84,6 @@ class MemoryBudget:
             self.available += amount
 
 
-
 class BatchProcessor:
     def __init__(self, settings: Settings, db: Database, blobs: BlobStore, ledger: BatchLedger | None = None,
                  writer_factory: WriterFactory = CopyWriter) -> None:
