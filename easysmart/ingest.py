@@ -26,6 +26,7 @@ from easysmart.errors import (BadRequestError, EasySmartError, ForbiddenError, N
                               UnavailableError, UnprocessableError, UnsupportedMediaTypeError)
 from easysmart.events import ClaimCheck
 from easysmart.jsonstream import MalformedJsonError, WindowExhausted, iter_upload_text, text_reader
+from easysmart.ledger import BatchLedger, BatchStatus
 from easysmart.messaging import ClaimCheckPublisher
 from easysmart.observability import batch_id_var
 from easysmart.payload import structure_violations
@@ -51,7 +52,7 @@ class UploadRequest:
 @dataclass
 class UploadResult:
     batch_id: str
-    status: str
+    status: BatchStatus
     received: int | None
     readings: int | None
     duplicate: bool = False
@@ -157,12 +158,12 @@ def inspect_window(data: bytes, complete: bool) -> UploadShape:
 
 class IngestService:
     def __init__(self, settings: Settings, db: Database, blobs: BlobStore, publisher: ClaimCheckPublisher,
-                 limiter: RateLimiter) -> None:
+                 limiter: RateLimiter, ledger: BatchLedger | None = None) -> None:
         self.settings = settings
-        self.db = db
         self.blobs = blobs
         self.publisher = publisher
         self.limiter = limiter
+        self.ledger = ledger or BatchLedger(db)
 
     def rate_limit(self, principal: Principal, client_addr: str) -> dict[str, str]:
         return self.limiter.check([
@@ -208,7 +209,7 @@ class IngestService:
         self._record_batch(claim)
         logger.info("upload accepted", extra={"items": claim.items, "readings": claim.readings,
                                               "size_bytes": claim.size_bytes, "decompressed_bytes": decompressed})
-        return UploadResult(batch_id, "accepted", claim.items, claim.readings)
+        return UploadResult(batch_id, BatchStatus.ACCEPTED, claim.items, claim.readings)
 
     @staticmethod
     def _is_gzip(content_encoding: str | None) -> bool:
@@ -266,34 +267,19 @@ class IngestService:
     def _earlier_identical(self, principal: Principal, digest: str, now: datetime) -> UploadResult | None:
         since = now - timedelta(days=self.settings.blob_retention_days)
         try:
-            with self.db.transaction() as cursor:
-                cursor.execute(
-                    "SELECT id, status, received_items, readings FROM batches"
-                    " WHERE account_id = %s AND sha256 = %s AND received_at > %s AND status <> 'failed'"
-                    " ORDER BY received_at LIMIT 1",
-                    (principal.account_id, digest, since),
-                )
-                row = cursor.fetchone()
+            earlier = self.ledger.find_identical(principal.account_id, digest, since)
         except UnavailableError:
             # Without the ledger we cannot tell; process deduplicates readings anyway.
             logger.warning("duplicate check skipped: database unavailable")
             return None
-        if row is None:
+        if earlier is None:
             return None
-        batch_id, status, items, readings = row
-        logger.info("identical upload; answering with the first batch", extra={"first_batch_id": str(batch_id)})
-        return UploadResult(str(batch_id), status, items, readings, duplicate=True)
+        logger.info("identical upload; answering with the first batch", extra={"first_batch_id": earlier.batch_id})
+        return UploadResult(earlier.batch_id, earlier.status, earlier.items, earlier.readings, duplicate=True)
 
     def _record_batch(self, claim: ClaimCheck) -> None:
         try:
-            with self.db.transaction() as cursor:
-                cursor.execute(
-                    "INSERT INTO batches (id, tenant_id, account_id, request_id, sha256, status, received_items, readings,"
-                    " bucket, object_key, size_bytes, decompressed_bytes, received_at)"
-                    " VALUES (%s, %s, %s, %s, %s, 'accepted', %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
-                    (claim.batch_id, claim.tenant_id, claim.account_id, claim.request_id, claim.sha256, claim.items,
-                     claim.readings, claim.bucket, claim.key, claim.size_bytes, claim.decompressed_bytes, claim.received_at),
-                )
+            self.ledger.record_accepted(claim)
         except EasySmartError:
             # The claim check is durable in Kafka: process records the batch from it.
             logger.warning("batch row not recorded at ingest; process will record it")
@@ -303,20 +289,12 @@ class IngestService:
             uuid.UUID(batch_id)
         except ValueError:
             raise NotFoundError(f"batch {batch_id} not found") from None
-        with self.db.transaction() as cursor:
-            cursor.execute(
-                "SELECT id, status, received_items, readings, stored, duplicate, skipped, rejected, reasons, reason_counts,"
-                " received_at, processed_at FROM batches WHERE id = %s AND tenant_id = %s",
-                (batch_id, principal.tenant_id),
-            )
-            row = cursor.fetchone()
-        if row is None:
+        batch = self.ledger.status_for_tenant(principal.tenant_id, batch_id)
+        if batch is None:
             raise NotFoundError(f"batch {batch_id} not found")
-        (id_, status, items, readings, stored, duplicate, skipped, rejected, reasons, reason_counts,
-         received_at, processed_at) = row
         return {
-            "batch_id": str(id_), "status": status, "received": items, "readings": readings, "stored": stored,
-            "duplicate": duplicate, "skipped": skipped, "rejected": rejected, "reasons": reasons,
-            "reason_counts": reason_counts, "received_at": received_at.isoformat(),
-            "processed_at": processed_at.isoformat() if processed_at else None,
+            "batch_id": batch.batch_id, "status": batch.status, "received": batch.items, "readings": batch.readings,
+            "stored": batch.stored, "duplicate": batch.duplicate, "skipped": batch.skipped, "rejected": batch.rejected,
+            "reasons": batch.reasons, "reason_counts": batch.reason_counts, "received_at": batch.received_at.isoformat(),
+            "processed_at": batch.processed_at.isoformat() if batch.processed_at else None,
         }

@@ -19,6 +19,7 @@ from easysmart.aggregates import AggregateBackend
 from easysmart.config import Settings
 from easysmart.db import Database
 from easysmart.errors import BadRequestError, UnavailableError
+from easysmart.ledger import BatchLedger
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +104,7 @@ class RetentionService:
         self.db = db
         self.blobs = blobs
         self.backend = backend
+        self.ledger = BatchLedger(db)
 
     def run(self, job: str = "all", now: datetime | None = None) -> dict:
         started = time.perf_counter()
@@ -128,10 +130,7 @@ class RetentionService:
 
     def expire(self, backend: AggregateBackend, now: datetime) -> dict:
         result = self._expire_raw(backend, now)
-        with self.db.transaction() as cursor:
-            cursor.execute("DELETE FROM batches WHERE received_at < %s",
-                           (now - timedelta(days=self.settings.raw_retention_days),))
-            result["batches_pruned"] = cursor.rowcount
+        result["batches_pruned"] = self.ledger.prune(now - timedelta(days=self.settings.raw_retention_days))
         if self.blobs is not None:
             result.update(self.blobs.expire(self.settings.blob_retention_days, now))
         return result

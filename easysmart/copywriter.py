@@ -1,0 +1,179 @@
+"""The COPY writer of process: equipment, sensors and readings into PostgreSQL on a thread of its own.
+
+Readings arrive as COPY text lines. Those of known sensors are COPYed straight into telemetry_data;
+the others wait in a temporary staging table keyed by sensor uuid until their sensors exist.
+"""
+from __future__ import annotations
+
+import queue
+import re
+import threading
+from typing import Callable
+
+import psycopg2.errors
+import psycopg2.extensions
+import psycopg2.extras
+
+from easysmart.payload import EquipmentInfo, SensorInfo
+
+_NEEDS_ESCAPE = re.compile(r"[\\\t\n\r]")
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_VALUE_COLUMNS = "ts, value, state, battery_pct, lqi, rssi, battery_voltage, voltage, current, power"
+_STAGING_COLUMNS = f"sensor_uuid, {_VALUE_COLUMNS}"
+_DATA_COLUMNS = f"sensor_id, equipment_id, {_VALUE_COLUMNS}"
+
+
+def create_staging_table(cursor: psycopg2.extensions.cursor) -> None:
+    """The session's staging table, emptied at every commit."""
+    cursor.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS esm_staging (sensor_uuid text, ts timestamptz, value float8,"
+        " state text, battery_pct real, lqi real, rssi real, battery_voltage real, voltage real,"
+        " current real, power real) ON COMMIT DELETE ROWS"
+    )
+
+
+def copy_text(value: str | None) -> str:
+    if value is None:
+        return "\\N"
+    return value.translate(_COPY_ESCAPES) if _NEEDS_ESCAPE.search(value) else value
+
+
+def copy_number(value: float | None) -> str:
+    return "\\N" if value is None else repr(value)
+
+
+class CopyWriter:
+    """Runs database operations, in order, on its own thread, on the cursor (and so the transaction) it is given."""
+
+    _STOP = object()
+
+    def __init__(self, cursor: psycopg2.extensions.cursor, tenant_id: str) -> None:
+        self.cursor = cursor
+        self.tenant_id = tenant_id
+        self.stored = 0
+        # sensor uuid -> "sensor_id\tequipment_id", the first two COPY columns of its rows
+        self.sensor_ids: dict[str, str] = {}
+        self._conflicts_seen = False
+        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="process-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            operation = self._queue.get()
+            if operation is self._STOP:
+                return
+            if self._error is None:
+                try:
+                    operation()
+                except BaseException as error:  # re-raised on the parsing thread
+                    self._error = error
+
+    def submit(self, operation: Callable[[], None]) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(operation)
+
+    def close(self) -> None:
+        self._queue.put(self._STOP)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    # Operations (run on the writer thread)
+
+    def upsert(self, equipment: EquipmentInfo, sensors: list[SensorInfo]) -> None:
+        self.cursor.execute(
+            "INSERT INTO equipment (tenant_id, uuid, name, location, status, collect_interval_s, siren_active, siren_time_s)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (tenant_id, uuid) DO UPDATE SET"
+            " name = COALESCE(EXCLUDED.name, equipment.name), location = COALESCE(EXCLUDED.location, equipment.location),"
+            " status = COALESCE(EXCLUDED.status, equipment.status),"
+            " collect_interval_s = COALESCE(EXCLUDED.collect_interval_s, equipment.collect_interval_s),"
+            " siren_active = COALESCE(EXCLUDED.siren_active, equipment.siren_active),"
+            " siren_time_s = COALESCE(EXCLUDED.siren_time_s, equipment.siren_time_s), updated_at = now()"
+            " RETURNING id",
+            (self.tenant_id, equipment.uuid, equipment.name, equipment.location, equipment.status,
+             equipment.collect_interval_s, equipment.siren_active, equipment.siren_time_s),
+        )
+        equipment_id = self.cursor.fetchone()[0]
+        if not sensors:
+            return
+        # Sorted so concurrent batches lock sensor rows in one order (no deadlocks).
+        rows = [(self.tenant_id, equipment_id, s.uuid, s.name, s.kind, s.unit, s.status, s.manufacturer, s.model,
+                 s.firmware, s.hardware_id, s.via_hub) for s in sorted(sensors, key=lambda s: s.uuid)]
+        returned = psycopg2.extras.execute_values(
+            self.cursor,
+            "INSERT INTO sensors (tenant_id, equipment_id, uuid, name, kind, unit, status, manufacturer, model, firmware,"
+            " hardware_id, via_hub) VALUES %s ON CONFLICT (tenant_id, uuid) DO UPDATE SET"
+            " equipment_id = EXCLUDED.equipment_id, name = COALESCE(EXCLUDED.name, sensors.name),"
+            " kind = COALESCE(EXCLUDED.kind, sensors.kind), unit = COALESCE(EXCLUDED.unit, sensors.unit),"
+            " status = COALESCE(EXCLUDED.status, sensors.status),"
+            " manufacturer = COALESCE(EXCLUDED.manufacturer, sensors.manufacturer),"
+            " model = COALESCE(EXCLUDED.model, sensors.model), firmware = COALESCE(EXCLUDED.firmware, sensors.firmware),"
+            " hardware_id = COALESCE(EXCLUDED.hardware_id, sensors.hardware_id),"
+            " via_hub = COALESCE(EXCLUDED.via_hub, sensors.via_hub), updated_at = now()"
+            " RETURNING uuid, id, equipment_id",
+            rows, page_size=1000, fetch=True,
+        )
+        for uuid_, sensor_id, sensor_equipment_id in returned:
+            self.sensor_ids[uuid_] = f"{sensor_id}\t{sensor_equipment_id}"
+
+    def stage(self, rows: list[tuple[str, str]]) -> None:
+        """COPY rows whose sensors may not exist yet into the staging table, keyed by sensor uuid."""
+        text = "".join([f"{copy_text(sensor_uuid)}\t{rest}" for sensor_uuid, rest in rows])
+        self.cursor.copy_expert(f"COPY esm_staging ({_STAGING_COLUMNS}) FROM STDIN", _StringReader(text))
+
+    def write(self, rows: list[tuple[str, str]]) -> None:
+        """Rows of upserted sensors: COPY straight into telemetry_data, as fast as a bare COPY.
+
+        A reading stored before (a resend) makes that COPY fail: the chunk then goes through
+        the staging table and ON CONFLICT DO NOTHING, and so does the rest of the batch."""
+        if not self._conflicts_seen:
+            ids = self.sensor_ids
+            text = "".join([f"{ids[sensor_uuid]}\t{rest}" for sensor_uuid, rest in rows])
+            self.cursor.execute("SAVEPOINT direct_copy")
+            try:
+                self.cursor.copy_expert(f"COPY telemetry_data ({_DATA_COLUMNS}) FROM STDIN", _StringReader(text))
+            except psycopg2.errors.UniqueViolation:
+                self.cursor.execute("ROLLBACK TO SAVEPOINT direct_copy")
+                self._conflicts_seen = True
+            else:
+                self.cursor.execute("RELEASE SAVEPOINT direct_copy")
+                self.stored += len(rows)
+                return
+        self.stage(rows)
+        self.move_staged()
+
+    def move_staged(self) -> None:
+        self.cursor.execute(
+            "INSERT INTO telemetry_data (sensor_id, equipment_id, ts, value, state, battery_pct, lqi, rssi,"
+            " battery_voltage, voltage, current, power)"
+            " SELECT s.id, s.equipment_id, st.ts, st.value, st.state, st.battery_pct, st.lqi, st.rssi,"
+            " st.battery_voltage, st.voltage, st.current, st.power"
+            " FROM esm_staging st JOIN sensors s ON s.tenant_id = %s AND s.uuid = st.sensor_uuid"
+            " ON CONFLICT DO NOTHING",
+            (self.tenant_id,),
+        )
+        self.stored += self.cursor.rowcount
+        self.cursor.execute("TRUNCATE esm_staging")
+
+
+class _StringReader:
+    """A file-like view of a str for COPY, encoded in slices to keep memory flat."""
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._pos = 0
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = len(self._text) - self._pos
+        size = max(size, 65536)
+        chunk = self._text[self._pos:self._pos + size]
+        self._pos += len(chunk)
+        return chunk.encode("utf-8")
+
+    def readline(self, size: int = -1) -> bytes:  # copy_expert requires it; COPY FROM uses read()
+        return self.read(size)

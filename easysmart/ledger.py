@@ -1,0 +1,160 @@
+"""The batch ledger: one `batches` row per upload, and every statement that reads or writes it.
+
+A row moves accepted (ingest recorded it) -> processing (process opened it; the first state
+when ingest could not record it) -> done or failed. `done` is final: a redelivered claim check
+or a late failure never changes it. Loading a batch locks its row and marks it done on the
+caller's transaction, so the readings and the row commit together or not at all.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+
+import psycopg2.extensions
+import psycopg2.extras
+
+from easysmart.db import Database
+from easysmart.errors import EasySmartError
+from easysmart.events import ClaimCheck
+
+
+class BatchStatus(str, Enum):
+    ACCEPTED = "accepted"
+    PROCESSING = "processing"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class BatchCounts:
+    """What became of a batch's readings."""
+
+    readings: int
+    stored: int
+    duplicate: int
+    skipped: int
+    rejected: int
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    batch_id: str
+    status: BatchStatus
+    items: int | None
+    readings: int | None
+    stored: int
+    duplicate: int
+    skipped: int
+    rejected: int
+    reasons: list[dict]
+    reason_counts: dict[str, int]
+    received_at: datetime
+    processed_at: datetime | None
+
+
+_RECORD_COLUMNS = ("id, status, received_items, readings, stored, duplicate, skipped, rejected, reasons, reason_counts,"
+                   " received_at, processed_at")
+# A claim check carries everything the row is made of, so ingest and process record it alike.
+_INSERT_CLAIM = ("INSERT INTO batches (id, tenant_id, account_id, request_id, sha256, status, received_items, readings,"
+                 " bucket, object_key, size_bytes, decompressed_bytes, received_at)"
+                 " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id)")
+
+
+def _claim_row(claim: ClaimCheck, status: BatchStatus) -> tuple:
+    return (claim.batch_id, claim.tenant_id, claim.account_id, claim.request_id, claim.sha256, status, claim.items,
+            claim.readings, claim.bucket, claim.key, claim.size_bytes, claim.decompressed_bytes, claim.received_at)
+
+
+def _row_of(cursor: psycopg2.extensions.cursor, batch_id: str) -> tuple:
+    row = cursor.fetchone()
+    if row is None:  # process opens a batch before anything else reads it
+        raise EasySmartError(f"batch {batch_id} has no row in the ledger")
+    return row
+
+
+def _record(row: tuple) -> BatchRecord:
+    (batch_id, status, items, readings, stored, duplicate, skipped, rejected, reasons, reason_counts,
+     received_at, processed_at) = row
+    return BatchRecord(str(batch_id), BatchStatus(status), items, readings, stored, duplicate, skipped, rejected,
+                       reasons, reason_counts, received_at, processed_at)
+
+
+class BatchLedger:
+    """The `batches` table. Methods taking a cursor run on the caller's transaction; the others
+    run in a transaction of their own and raise UnavailableError when the database is down."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def find_identical(self, account_id: str, sha256: str, since: datetime) -> BatchRecord | None:
+        """The first batch of this account, received after `since`, with the same blob and not failed."""
+        with self.db.transaction() as cursor:
+            cursor.execute(
+                f"SELECT {_RECORD_COLUMNS} FROM batches"
+                " WHERE account_id = %s AND sha256 = %s AND received_at > %s AND status <> %s"
+                " ORDER BY received_at LIMIT 1",
+                (account_id, sha256, since, BatchStatus.FAILED),
+            )
+            row = cursor.fetchone()
+        return None if row is None else _record(row)
+
+    def record_accepted(self, claim: ClaimCheck) -> None:
+        with self.db.transaction() as cursor:
+            cursor.execute(f"{_INSERT_CLAIM} DO NOTHING", _claim_row(claim, BatchStatus.ACCEPTED))
+
+    def open_for_processing(self, cursor: psycopg2.extensions.cursor, claim: ClaimCheck) -> BatchStatus:
+        """Records the batch if ingest did not, counts the attempt; the status it has now
+        (processing, or done when an earlier attempt finished it)."""
+        cursor.execute(
+            f"{_INSERT_CLAIM} DO UPDATE SET"
+            " status = CASE WHEN batches.status = %s THEN batches.status ELSE %s END,"
+            " attempts = batches.attempts + 1 RETURNING status",
+            (*_claim_row(claim, BatchStatus.PROCESSING), BatchStatus.DONE, BatchStatus.PROCESSING),
+        )
+        return BatchStatus(_row_of(cursor, claim.batch_id)[0])
+
+    def lock_for_load(self, cursor: psycopg2.extensions.cursor, batch_id: str) -> BatchStatus:
+        """Locks the row until the caller's transaction ends, so one attempt at a time loads
+        the batch; the status it has (done when a concurrent attempt finished it first)."""
+        cursor.execute("SELECT status FROM batches WHERE id = %s FOR UPDATE", (batch_id,))
+        return BatchStatus(_row_of(cursor, batch_id)[0])
+
+    def mark_done(self, cursor: psycopg2.extensions.cursor, batch_id: str, items: int, counts: BatchCounts,
+                  reasons: list[dict], reason_counts: dict[str, int]) -> None:
+        cursor.execute(
+            "UPDATE batches SET status = %s, received_items = %s, readings = %s, stored = %s, duplicate = %s,"
+            " skipped = %s, rejected = %s, reasons = %s, reason_counts = %s, processed_at = now() WHERE id = %s",
+            (BatchStatus.DONE, items, counts.readings, counts.stored, counts.duplicate, counts.skipped, counts.rejected,
+             psycopg2.extras.Json(reasons), psycopg2.extras.Json(reason_counts), batch_id),
+        )
+
+    def counts_of(self, batch_id: str) -> BatchCounts:
+        with self.db.transaction() as cursor:
+            cursor.execute("SELECT readings, stored, duplicate, skipped, rejected FROM batches WHERE id = %s",
+                           (batch_id,))
+            readings, stored, duplicate, skipped, rejected = _row_of(cursor, batch_id)
+        return BatchCounts(readings or 0, stored, duplicate, skipped, rejected)
+
+    def mark_failed(self, batch_id: str, reason: str) -> None:
+        """Failed for good, with the reason; a batch already done stays done."""
+        with self.db.transaction() as cursor:
+            cursor.execute(
+                "UPDATE batches SET status = %s, reasons = %s, reason_counts = %s, processed_at = now()"
+                " WHERE id = %s AND status <> %s",
+                (BatchStatus.FAILED, psycopg2.extras.Json([{"path": "$", "reason": reason, "outcome": "failed"}]),
+                 psycopg2.extras.Json({reason: 1}), batch_id, BatchStatus.DONE),
+            )
+
+    def status_for_tenant(self, tenant_id: str, batch_id: str) -> BatchRecord | None:
+        with self.db.transaction() as cursor:
+            cursor.execute(f"SELECT {_RECORD_COLUMNS} FROM batches WHERE id = %s AND tenant_id = %s",
+                           (batch_id, tenant_id))
+            row = cursor.fetchone()
+        return None if row is None else _record(row)
+
+    def prune(self, received_before: datetime) -> int:
+        """Deletes the rows of batches received before the time; how many."""
+        with self.db.transaction() as cursor:
+            cursor.execute("DELETE FROM batches WHERE received_at < %s", (received_before,))
+            return cursor.rowcount

@@ -1,0 +1,227 @@
+"""Small in-memory stand-ins for the object store, the claim-check publisher, the batch ledger,
+the database and the COPY writer, for in-process unit tests of ingest and process.
+
+The fakes that take a journal append what they do to it, so a test can assert the order of
+steps across them (blob stored, claim check published, ledger row written, commit).
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import replace
+from datetime import datetime
+from typing import BinaryIO, Iterator
+
+from easysmart.config import Settings
+from easysmart.events import ClaimCheck
+from easysmart.ledger import BatchCounts, BatchRecord, BatchStatus
+from easysmart.storage import BlobMissingError
+
+
+def unit_settings(**overrides: object) -> Settings:
+    """Settings whose backends are never reached (the fakes stand in for them)."""
+    return replace(Settings(database_url="unused", redis_url="unused", kafka_bootstrap_servers="unused",
+                            s3_endpoint_url="unused", s3_access_key_id="unused", s3_secret_access_key="unused",
+                            jwt_secret="unused"), **overrides)
+
+
+class FakeBlobStore:
+    bucket = "telemetry-raw"
+
+    def __init__(self, journal: list) -> None:
+        self.journal = journal
+        self.blobs: dict[str, bytes] = {}
+        self.reads = 0
+
+    def put(self, key: str, body: BinaryIO, metadata: dict[str, str], content_type: str = "application/json") -> None:
+        self.blobs[key] = body.read()
+        self.journal.append(("blob stored", key))
+
+    def iter_chunks(self, key: str) -> Iterator[bytes]:
+        if key not in self.blobs:
+            raise BlobMissingError(f"blob s3://{self.bucket}/{key} does not exist")
+        self.reads += 1
+        blob = self.blobs[key]
+        for start in range(0, len(blob), 1000):
+            yield blob[start:start + 1000]
+
+    def delete(self, key: str) -> None:
+        self.blobs.pop(key, None)
+        self.journal.append(("blob deleted", key))
+
+
+class FakePublisher:
+    def __init__(self, journal: list, failure: Exception | None = None) -> None:
+        self.journal = journal
+        self.failure = failure
+        self.claims: list[ClaimCheck] = []
+
+    def publish(self, claim: ClaimCheck) -> None:
+        if self.failure is not None:
+            raise self.failure
+        self.claims.append(claim)
+        self.journal.append(("claim published", claim.batch_id))
+
+
+class FakeLedger:
+    """BatchLedger's rules on a dict of rows; `history` keeps each batch's statuses in order and
+    `done_on` the cursor each batch was marked done on."""
+
+    def __init__(self, journal: list) -> None:
+        self.journal = journal
+        self.rows: dict[str, dict] = {}
+        self.history: dict[str, list[BatchStatus]] = {}
+        self.done_on: dict[str, object] = {}
+
+    def _insert(self, claim: ClaimCheck, status: BatchStatus) -> None:
+        self.rows[claim.batch_id] = {
+            "claim": claim, "received_at": datetime.fromisoformat(claim.received_at), "items": claim.items,
+            "counts": BatchCounts(claim.readings or 0, 0, 0, 0, 0), "reasons": [], "reason_counts": {},
+            "processed_at": None,
+        }
+        self._set(claim.batch_id, status)
+
+    def _set(self, batch_id: str, status: BatchStatus, **fields: object) -> None:
+        self.rows[batch_id].update(status=status, **fields)
+        self.history.setdefault(batch_id, []).append(status)
+        self.journal.append(("ledger", batch_id, status))
+
+    def _record(self, batch_id: str) -> BatchRecord:
+        row = self.rows[batch_id]
+        counts = row["counts"]
+        return BatchRecord(batch_id, row["status"], row["items"], counts.readings, counts.stored, counts.duplicate,
+                           counts.skipped, counts.rejected, row["reasons"], row["reason_counts"], row["received_at"],
+                           row["processed_at"])
+
+    def status(self, batch_id: str) -> BatchStatus:
+        return self.rows[batch_id]["status"]
+
+    def find_identical(self, account_id: str, sha256: str, since: datetime) -> BatchRecord | None:
+        matches = sorted((row["received_at"], batch_id) for batch_id, row in self.rows.items()
+                         if row["claim"].account_id == account_id and row["claim"].sha256 == sha256
+                         and row["received_at"] > since and row["status"] != BatchStatus.FAILED)
+        return self._record(matches[0][1]) if matches else None
+
+    def record_accepted(self, claim: ClaimCheck) -> None:
+        if claim.batch_id not in self.rows:
+            self._insert(claim, BatchStatus.ACCEPTED)
+
+    def open_for_processing(self, cursor: object, claim: ClaimCheck) -> BatchStatus:
+        if claim.batch_id not in self.rows:
+            self._insert(claim, BatchStatus.PROCESSING)
+        elif self.status(claim.batch_id) != BatchStatus.DONE:
+            self._set(claim.batch_id, BatchStatus.PROCESSING)
+        return self.status(claim.batch_id)
+
+    def lock_for_load(self, cursor: object, batch_id: str) -> BatchStatus:
+        return self.status(batch_id)
+
+    def mark_done(self, cursor: object, batch_id: str, items: int, counts: BatchCounts, reasons: list[dict],
+                  reason_counts: dict[str, int]) -> None:
+        self.done_on[batch_id] = cursor
+        self._set(batch_id, BatchStatus.DONE, items=items, counts=counts, reasons=reasons, reason_counts=reason_counts,
+                  processed_at=datetime.now())
+
+    def counts_of(self, batch_id: str) -> BatchCounts:
+        return self.rows[batch_id]["counts"]
+
+    def mark_failed(self, batch_id: str, reason: str) -> None:
+        if self.status(batch_id) != BatchStatus.DONE:
+            self._set(batch_id, BatchStatus.FAILED, reasons=[{"path": "$", "reason": reason, "outcome": "failed"}],
+                      reason_counts={reason: 1}, processed_at=datetime.now())
+
+    def status_for_tenant(self, tenant_id: str, batch_id: str) -> BatchRecord | None:
+        row = self.rows.get(batch_id)
+        if row is None or row["claim"].tenant_id != tenant_id:
+            return None
+        return self._record(batch_id)
+
+
+class FakeCursor:
+    """Records statements; answers the one process reads outside the ledger, a tenant's time zone."""
+
+    def __init__(self, connection: FakeConnection) -> None:
+        self.connection = connection
+        self._row: tuple | None = None
+
+    def __enter__(self) -> FakeCursor:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    def execute(self, sql: str, params: tuple | dict | None = None) -> None:
+        self.connection.db.statements.append(sql)
+        if sql.startswith("SELECT timezone FROM tenants"):
+            zone = self.connection.db.tenant_zones.get(params[0])
+            self._row = None if zone is None else (zone,)
+
+    def fetchone(self) -> tuple | None:
+        return self._row
+
+
+class FakeConnection:
+    def __init__(self, db: FakeDatabase) -> None:
+        self.db = db
+        self.closed = False
+
+    def cursor(self) -> FakeCursor:
+        return FakeCursor(self)
+
+    def commit(self) -> None:
+        self.db.journal.append(("commit", self))
+
+    def rollback(self) -> None:
+        self.db.journal.append(("rollback", self))
+
+
+class FakeDatabase:
+    def __init__(self, journal: list, tenant_zones: dict[str, str]) -> None:
+        self.journal = journal
+        self.tenant_zones = tenant_zones
+        self.statements: list[str] = []
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[FakeConnection]:
+        yield FakeConnection(self)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[FakeCursor]:
+        conn = FakeConnection(self)
+        try:
+            yield conn.cursor()
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
+
+
+class FakeCopyWriter:
+    """CopyWriter's operations done at once on lists: every row written counts as stored."""
+
+    def __init__(self, cursor: FakeCursor, tenant_id: str) -> None:
+        self.cursor = cursor
+        self.tenant_id = tenant_id
+        self.stored = 0
+        self.rows: list[tuple[str, str]] = []
+        self._staged: list[tuple[str, str]] = []
+        self.closed = False
+
+    def submit(self, operation) -> None:
+        operation()
+
+    def close(self) -> None:
+        self.closed = True
+
+    def upsert(self, equipment: object, sensors: list) -> None:
+        return None
+
+    def stage(self, rows: list[tuple[str, str]]) -> None:
+        self._staged.extend(rows)
+
+    def write(self, rows: list[tuple[str, str]]) -> None:
+        self.rows.extend(rows)
+        self.stored += len(rows)
+
+    def move_staged(self) -> None:
+        self.write(self._staged)
+        self._staged = []
