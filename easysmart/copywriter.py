@@ -146,6 +146,10 @@ class CopyWriter:
         self.stage(rows)
         self.move_staged()
 
+    def discard_staged(self) -> None:
+        """Drop the staged rows (their equipment turned out to be unstorable)."""
+        self.cursor.execute("TRUNCATE esm_staging")
+
     def move_staged(self) -> None:
         self.cursor.execute(
             "INSERT INTO telemetry_data (sensor_id, equipment_id, ts, value, state, battery_pct, lqi, rssi,"

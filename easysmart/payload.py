@@ -129,8 +129,8 @@ class Tally:
     reasons: list[dict] = field(default_factory=list)
     reason_counts: dict[str, int] = field(default_factory=dict)
 
-    def _note(self, path: str, reason: str, outcome: str) -> None:
-        self.reason_counts[reason] = self.reason_counts.get(reason, 0) + 1
+    def _note(self, path: str, reason: str, outcome: str, count: int = 1) -> None:
+        self.reason_counts[reason] = self.reason_counts.get(reason, 0) + count
         if len(self.reasons) < MAX_LISTED_REASONS:
             self.reasons.append({"path": path, "reason": reason, "outcome": outcome})
 
@@ -138,9 +138,9 @@ class Tally:
         self.skipped += 1
         self._note(path, reason, "skipped")
 
-    def reject(self, path: str, reason: str) -> None:
-        self.rejected += 1
-        self._note(path, reason, "rejected")
+    def reject(self, path: str, reason: str, count: int = 1) -> None:
+        self.rejected += count
+        self._note(path, reason, "rejected", count)
 
     def cut(self, path: str, reason: str) -> None:
         """A descriptive field was shortened or cleaned to be stored; the reading itself is kept."""

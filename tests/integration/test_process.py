@@ -118,3 +118,41 @@ def test_pooled_connections_survive_a_database_restart(database):
         cursor.execute("SELECT pg_backend_pid()")
         assert cursor.fetchone()[0] != first_pid
     pool.close()
+
+
+def reasons_of(database, batch_id: str) -> tuple[dict, list]:
+    with database.transaction() as cursor:
+        cursor.execute("SELECT reason_counts, reasons FROM batches WHERE id = %s", (batch_id,))
+        return cursor.fetchone()
+
+
+@pytest.mark.parametrize("mode", ["one_go", "streamed"])
+def test_readings_that_cannot_be_stored_are_rejected_and_the_rest_commit(mode, processor, streaming_processor, blobs,
+                                                                         database, make_account):
+    account = make_account()
+    sample = recent_sample("ha-bulk-small.json")[0]
+    good = sample["sensor"][:2]
+    good[1] = {**good[1], "sensor_nome": "n" * 1000}
+    hostile = [{**sample["sensor"][2], "sensor_telemetria": "a\u0000b"},
+               {**sample["sensor"][3], "sensor_uuid": "u" * 300_000},
+               {**sample["sensor"][4], "sensor_bateria_pct": 1e39}]
+    # The second item's over-long equip_uuid arrives after its readings, as a client may order it.
+    late_identity = {"sensor": sample["sensor"][5:8], "equip_uuid": "e" * 200}
+    items = [{**sample, "sensor": good + hostile}, late_identity]
+
+    result = (processor if mode == "one_go" else streaming_processor).process(stage(blobs, account, items))
+
+    assert (result.status, result.stored, result.rejected) == ("done", 2, 6)
+    counts, reasons = reasons_of(database, result.batch_id)
+    assert counts["sensor_uuid: longer than 128 characters"] == 1
+    assert counts["equip_uuid: longer than 128 characters"] == 3
+    assert counts["sensor_nome: cut to 256 characters"] == 1
+    assert any(r["reason"].startswith("sensor_bateria_pct: 1e+39") for r in reasons)
+    assert any("cannot be stored" in r["reason"] and r["path"] == "[0].sensor[2]" for r in reasons)
+    stored = rows(database, account.tenant_id)
+    assert len(stored) == 2 and all(len(uuid_) <= 128 for uuid_, *_ in stored)
+    with database.transaction() as cursor:
+        cursor.execute("SELECT max(length(name)) FROM sensors WHERE tenant_id = %s", (account.tenant_id,))
+        assert cursor.fetchone()[0] == 256
+        cursor.execute("SELECT count(*) FROM equipment WHERE tenant_id = %s", (account.tenant_id,))
+        assert cursor.fetchone()[0] == 1
