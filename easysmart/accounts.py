@@ -7,7 +7,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg2.extensions
 
-from easysmart.auth import ACCOUNT_KINDS, hash_password
+from easysmart.auth import hash_password
+from easysmart.identity import ACCOUNT_KINDS
 
 
 class AccountError(ValueError):
