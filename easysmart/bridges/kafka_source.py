@@ -25,7 +25,8 @@ import kafka.errors
 import requests
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from easysmart.events import from_kafka, to_http
+from easysmart.events import (DLQ_ERROR_HEADERS, DLQ_SOURCE_HEADER, ERROR_CODE_HEADER, ERROR_DATA_HEADER,
+                              ERROR_DEST_HEADER, from_kafka, to_http)
 from easysmart.observability import configure_logging
 
 logger = logging.getLogger(__name__)
@@ -39,7 +40,6 @@ RETRIABLE_STATUSES = {404, 408, 409, 429}
 # left unreturned, nothing is parked. Claim checks are small and a fetch is bounded by
 # max_partition_fetch_bytes, so this bounds memory as well.
 MAX_POLL_RECORDS = 1_000_000
-DLQ_ERROR_HEADERS = ("ce_knativeerrorcode", "ce_knativeerrordata", "ce_knativeerrordest")
 
 
 @dataclass(frozen=True)
@@ -133,10 +133,10 @@ class KafkaSourceBridge:
         """Send the record to the DLQ with the error attached (Knative's extension names)."""
         headers = [(k, v) for k, v in (record.headers or []) if k not in DLQ_ERROR_HEADERS]
         headers += [
-            ("ce_knativeerrorcode", str(outcome.status or 0).encode()),
-            ("ce_knativeerrordata", base64.b64encode(outcome.error.encode()[:4096])),
-            ("ce_knativeerrordest", self.settings.sink_url.encode()),
-            ("dlq_source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
+            (ERROR_CODE_HEADER, str(outcome.status or 0).encode()),
+            (ERROR_DATA_HEADER, base64.b64encode(outcome.error.encode()[:4096])),
+            (ERROR_DEST_HEADER, self.settings.sink_url.encode()),
+            (DLQ_SOURCE_HEADER, f"{record.topic}/{record.partition}/{record.offset}".encode()),
         ]
 
         def send() -> None:
