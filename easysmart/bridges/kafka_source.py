@@ -25,6 +25,7 @@ import kafka.errors
 import requests
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
+from easysmart.clock import MonotonicClock
 from easysmart.events import (DLQ_ERROR_HEADERS, DLQ_SOURCE_HEADER, ERROR_CODE_HEADER, ERROR_DATA_HEADER,
                               ERROR_DEST_HEADER, from_kafka, to_http)
 from easysmart.observability import configure_logging
@@ -89,9 +90,13 @@ def is_retriable(status: int | None) -> bool:
 
 
 class KafkaSourceBridge:
-    def __init__(self, settings: BridgeSettings, session: requests.Session | None = None) -> None:
+    """`monotonic` measures how long a record's retries have gone on."""
+
+    def __init__(self, settings: BridgeSettings, session: requests.Session | None = None,
+                 monotonic: MonotonicClock = time.monotonic) -> None:
         self.settings = settings
         self.session = session or requests.Session()
+        self.monotonic = monotonic
         self.stopping = threading.Event()
         self._producer: kafka.KafkaProducer | None = None
 
@@ -103,13 +108,13 @@ class KafkaSourceBridge:
             http_headers, body = to_http(event)
         except Exception as error:  # the SDK raises several types for a malformed record
             return Outcome(False, None, f"not a binary-mode CloudEvent: {error}")
-        started = time.monotonic()
+        started = self.monotonic()
         attempt = 0
         while True:
             status, error = self._post(http_headers, body)
             if status is not None and 200 <= status < 300:
                 return Outcome(True, status, "")
-            elapsed = time.monotonic() - started
+            elapsed = self.monotonic() - started
             if not is_retriable(status):
                 return Outcome(False, status, error)
             if elapsed >= self.settings.retry_max_elapsed_s:
