@@ -24,7 +24,7 @@ import requests
 from easysmart import accounts, aggregates
 from easysmart.aggregates import PlainAggregates
 from easysmart.analytics import AnalyticsService
-from easysmart.auth import Principal
+from easysmart.identity import Principal
 from easysmart.db import Database
 
 BASE_URL = os.environ.get("ESM_BASE_URL", "http://127.0.0.1:8080")

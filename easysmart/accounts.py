@@ -7,10 +7,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg2.extensions
 
-from easysmart.auth import ACCOUNT_KINDS, hash_password
+from easysmart.auth import hash_password
+from easysmart.errors import BadRequestError
+from easysmart.identity import ACCOUNT_KINDS
 
 
-class AccountError(ValueError):
+class AccountError(BadRequestError):
     """A tenant or account request that cannot be carried out; the message says why."""
 
 

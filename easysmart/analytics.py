@@ -15,7 +15,7 @@ from typing import Mapping
 
 import orjson
 
-from easysmart.auth import Principal
+from easysmart.identity import Principal
 from easysmart.db import Database
 from easysmart.errors import BadRequestError, ForbiddenError, NotFoundError
 from easysmart.payload import canonical_kind

@@ -1,4 +1,4 @@
-"""Authentication: scrypt password hashes, JWTs, logins with per-address lockout, refresh rotation.
+"""Logins with per-address lockout, refresh rotation and scrypt password hashes (the tokens: easysmart.identity).
 
 Answers (docs/architecture.md §8):
 - wrong password, unknown username, or an account of the other kind at a login route: 401, one message;
@@ -11,27 +11,24 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import logging
 import os
-import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Mapping
+from datetime import datetime, timedelta
+from typing import Iterator
 
-import jwt
 import psycopg2.extensions
 
 from easysmart.config import Settings
 from easysmart.db import Database
 from easysmart.errors import BadRequestError, EasySmartError, ForbiddenError, LockedError, UnauthorizedError
+from easysmart.identity import ACCOUNT_KINDS, Principal, TokenService
 
 logger = logging.getLogger(__name__)
-
-ACCOUNT_KINDS = ("device", "user")
-TOKEN_TYPES = ("access", "refresh")
 
 # --- passwords -------------------------------------------------------------------------------
 
@@ -64,112 +61,6 @@ def verify_password(password: str, stored: str) -> bool:
 
 # Unknown usernames are checked against this so they cost as much time as known ones.
 _DUMMY_HASH = hash_password(uuid.uuid4().hex)
-
-# --- tokens ------------------------------------------------------------------------------------
-
-_REQUIRED_CLAIMS = ["sub", "tenant", "acct", "type", "iat", "exp", "jti", "iss", "aud"]
-_JWT_MESSAGES = {
-    jwt.ExpiredSignatureError: "the token has expired",
-    jwt.InvalidSignatureError: "the token's signature is not valid",
-    jwt.InvalidAlgorithmError: "the token's algorithm is not accepted (only HS256)",
-    jwt.InvalidAudienceError: "the token was issued for another audience",
-    jwt.InvalidIssuerError: "the token was issued by another issuer",
-    jwt.ImmatureSignatureError: "the token is not valid yet",
-}
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who a verified access token speaks for."""
-
-    account_id: str
-    tenant_id: str
-    kind: str
-    username: str | None = None
-
-
-class TokenService:
-    """Issues and verifies HS256 JWTs with the secret, issuer, audience and lifetimes of Settings."""
-
-    def __init__(self, settings: Settings) -> None:
-        if not settings.jwt_secret:
-            raise ValueError("JWT_SECRET must not be empty")
-        self.settings = settings
-
-    def refresh_ttl_s(self, kind: str) -> int:
-        return self.settings.device_refresh_ttl_s if kind == "device" else self.settings.user_refresh_ttl_s
-
-    def _encode(self, principal: Principal, token_type: str, ttl_s: int, jti: str) -> str:
-        now = int(time.time())
-        claims = {
-            "sub": principal.account_id, "tenant": principal.tenant_id, "acct": principal.kind, "type": token_type,
-            "iat": now, "exp": now + ttl_s, "jti": jti, "iss": self.settings.jwt_issuer, "aud": self.settings.jwt_audience,
-        }
-        if principal.username:
-            claims["username"] = principal.username
-        return jwt.encode(claims, self.settings.jwt_secret, algorithm="HS256")
-
-    def access_token(self, principal: Principal) -> str:
-        return self._encode(principal, "access", self.settings.access_token_ttl_s, uuid.uuid4().hex)
-
-    def refresh_token(self, principal: Principal, jti: str) -> str:
-        return self._encode(principal, "refresh", self.refresh_ttl_s(principal.kind), jti)
-
-    def issue_pair(self, principal: Principal, refresh_jti: str | None = None) -> dict:
-        """The login/refresh answer. The caller records `refresh_jti` to make rotation possible."""
-        refresh_jti = refresh_jti or uuid.uuid4().hex
-        return {
-            "access_token": self.access_token(principal),
-            "refresh_token": self.refresh_token(principal, refresh_jti),
-            "token_type": "bearer",
-            "expires_in": self.settings.access_token_ttl_s,
-            "refresh_expires_in": self.refresh_ttl_s(principal.kind),
-            "account_type": principal.kind,
-        }
-
-    def decode(self, token: str, expected_type: str) -> dict:
-        """Verified claims of a token of `expected_type`; UnauthorizedError saying what is wrong otherwise."""
-        try:
-            claims = jwt.decode(
-                token, self.settings.jwt_secret, algorithms=["HS256"], audience=self.settings.jwt_audience,
-                issuer=self.settings.jwt_issuer, options={"require": _REQUIRED_CLAIMS},
-            )
-        except jwt.InvalidTokenError as error:
-            message = next((text for kind, text in _JWT_MESSAGES.items() if isinstance(error, kind)), None)
-            raise UnauthorizedError(message or f"the token is not valid: {error}") from None
-        if claims["type"] != expected_type:
-            raise UnauthorizedError(f"{_a(claims['type'])} token cannot be used as {_a(expected_type)} token")
-        if claims["acct"] not in ACCOUNT_KINDS:
-            raise UnauthorizedError("the token names no known account type")
-        return claims
-
-    def verify_access(self, token: str) -> Principal:
-        claims = self.decode(token, "access")
-        return Principal(str(claims["sub"]), str(claims["tenant"]), claims["acct"], claims.get("username"))
-
-    def verify_refresh(self, token: str) -> uuid.UUID:
-        """The jti of a valid refresh token (its rotation state lives in the database)."""
-        claims = self.decode(token, "refresh")
-        try:
-            return uuid.UUID(hex=str(claims["jti"]))
-        except ValueError:
-            raise UnauthorizedError("the refresh token's jti is not one this service issued") from None
-
-
-def _a(token_type: object) -> str:
-    return f"an {token_type}" if token_type == "access" else f"a {token_type}"
-
-
-def bearer_principal(headers: Mapping[str, str], tokens: TokenService) -> Principal:
-    """The principal of `Authorization: Bearer <access token>`; 401 saying what is missing or wrong."""
-    header = headers.get("Authorization") or headers.get("authorization") or ""
-    if not header.strip():
-        raise UnauthorizedError("missing Authorization header; send 'Authorization: Bearer <access token>'")
-    scheme, _, token = header.strip().partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise UnauthorizedError("the Authorization header must be 'Bearer <access token>'")
-    return tokens.verify_access(token.strip())
-
 
 # --- request bodies ----------------------------------------------------------------------------
 
@@ -213,7 +104,10 @@ _BAD_CREDENTIALS = "invalid username or password"
 
 
 class AuthService:
-    """Logins, refresh-token rotation and who-am-I, on the accounts tables of migration 0001."""
+    """Logins, refresh-token rotation and who-am-I, on the accounts tables of migration 0001.
+
+    Lock times and refresh-token records are read at `tokens.clock`, the time the tokens are issued at.
+    """
 
     def __init__(self, db: Database, tokens: TokenService, settings: Settings) -> None:
         self.db = db
@@ -224,16 +118,24 @@ class AuthService:
         """Tokens for an account of `kind` ('device' or 'user') logging in from `client_addr`."""
         if kind not in ACCOUNT_KINDS:
             raise ValueError(f"kind must be one of {ACCOUNT_KINDS}, not {kind!r}")
-        # Errors that must not undo what the transaction recorded are raised after its commit.
-        outcome: EasySmartError | dict
+        with self._refusals_committed() as cursor:
+            return self._attempt(cursor, credentials, kind, client_addr)
+
+    @contextlib.contextmanager
+    def _refusals_committed(self) -> Iterator[psycopg2.extensions.cursor]:
+        """A transaction that is committed when the block refuses the request too: a counted failure or a revoked
+        session must outlast the refusal, which is raised after the commit."""
+        refusal: EasySmartError | None = None
         with self.db.transaction() as cursor:
-            outcome = self._attempt(cursor, credentials, kind, client_addr)
-        if isinstance(outcome, EasySmartError):
-            raise outcome
-        return outcome
+            try:
+                yield cursor
+            except EasySmartError as error:
+                refusal = error
+        if refusal is not None:
+            raise refusal
 
     def _attempt(self, cursor: psycopg2.extensions.cursor, credentials: Credentials, kind: str,
-                 client_addr: str) -> EasySmartError | dict:
+                 client_addr: str) -> dict:
         cursor.execute(
             "SELECT id, tenant_id, kind, password_hash, active, blocked FROM accounts WHERE username = %s",
             (credentials.username,),
@@ -241,7 +143,7 @@ class AuthService:
         row = cursor.fetchone()
         if row is None:
             verify_password(credentials.password, _DUMMY_HASH)
-            return UnauthorizedError(_BAD_CREDENTIALS)
+            raise UnauthorizedError(_BAD_CREDENTIALS)
         account_id, tenant_id, account_kind, password_hash, active, blocked = row
         # Attempts for one (account, address) run one at a time, so parallel guesses cannot outrun the lock.
         cursor.execute(
@@ -249,22 +151,23 @@ class AuthService:
             (account_id, client_addr),
         )
         cursor.execute(
-            "SELECT failures, locked_until, now() FROM login_failures WHERE account_id = %s AND client_addr = %s FOR UPDATE",
+            "SELECT failures, locked_until FROM login_failures WHERE account_id = %s AND client_addr = %s FOR UPDATE",
             (account_id, client_addr),
         )
-        failures, locked_until, now = cursor.fetchone()
+        failures, locked_until = cursor.fetchone()
+        now = self.tokens.clock()
         if locked_until is not None and locked_until > now:
             retry_after = int((locked_until - now).total_seconds()) + 1
-            return LockedError(f"too many failed logins for this account from this address; try again in {retry_after} s",
+            raise LockedError(f"too many failed logins for this account from this address; try again in {retry_after} s",
                                retry_after_s=retry_after)
         if not verify_password(credentials.password, password_hash) or account_kind != kind:
             self._count_failure(cursor, account_id, client_addr, failures, locked_until, now)
-            return UnauthorizedError(_BAD_CREDENTIALS)
+            raise UnauthorizedError(_BAD_CREDENTIALS)
         # Reset rather than delete: an attempt waiting on this row's lock must still find it.
-        cursor.execute("UPDATE login_failures SET failures = 0, locked_until = NULL, updated_at = now()"
-                       " WHERE account_id = %s AND client_addr = %s", (account_id, client_addr))
+        cursor.execute("UPDATE login_failures SET failures = 0, locked_until = NULL, updated_at = %s"
+                       " WHERE account_id = %s AND client_addr = %s", (now, account_id, client_addr))
         if blocked or not active:
-            return _refused(blocked)
+            raise _refused(blocked)
         principal = Principal(str(account_id), str(tenant_id), account_kind, credentials.username)
         logger.info("login", extra={"account_id": principal.account_id, "kind": kind, "client_addr": client_addr})
         return self._issue(cursor, principal, family_id=uuid.uuid4())
@@ -275,9 +178,9 @@ class AuthService:
         failures = 1 if locked_until is not None else failures + 1
         lock = now + timedelta(seconds=self.settings.login_lockout_s) if failures >= self.settings.login_max_failures else None
         cursor.execute(
-            "UPDATE login_failures SET failures = %s, locked_until = %s, updated_at = now()"
+            "UPDATE login_failures SET failures = %s, locked_until = %s, updated_at = %s"
             " WHERE account_id = %s AND client_addr = %s",
-            (failures, lock, account_id, client_addr),
+            (failures, lock, now, account_id, client_addr),
         )
         if lock is not None:
             logger.warning("login locked", extra={"account_id": str(account_id), "client_addr": client_addr,
@@ -285,7 +188,7 @@ class AuthService:
 
     def _issue(self, cursor: psycopg2.extensions.cursor, principal: Principal, family_id: uuid.UUID) -> dict:
         jti = uuid.uuid4()
-        expires = datetime.now(timezone.utc) + timedelta(seconds=self.tokens.refresh_ttl_s(principal.kind))
+        expires = self.tokens.clock() + timedelta(seconds=self.tokens.refresh_ttl_s(principal.kind))
         cursor.execute(
             "INSERT INTO refresh_tokens (jti, account_id, family_id, expires_at) VALUES (%s, %s, %s, %s)",
             (jti, principal.account_id, family_id, expires),
@@ -295,14 +198,10 @@ class AuthService:
     def refresh(self, refresh_token: str) -> dict:
         """A new pair for a valid, unused refresh token, which is used up; a reused one ends its family."""
         jti = self.tokens.verify_refresh(refresh_token)
-        outcome: EasySmartError | dict
-        with self.db.transaction() as cursor:
-            outcome = self._rotate(cursor, jti)
-        if isinstance(outcome, EasySmartError):
-            raise outcome
-        return outcome
+        with self._refusals_committed() as cursor:
+            return self._rotate(cursor, jti)
 
-    def _rotate(self, cursor: psycopg2.extensions.cursor, jti: uuid.UUID) -> EasySmartError | dict:
+    def _rotate(self, cursor: psycopg2.extensions.cursor, jti: uuid.UUID) -> dict:
         cursor.execute(
             "SELECT r.family_id, r.used_at, r.revoked, a.id, a.tenant_id, a.username, a.kind, a.active, a.blocked"
             " FROM refresh_tokens r JOIN accounts a ON a.id = r.account_id WHERE r.jti = %s FOR UPDATE OF r",
@@ -310,18 +209,18 @@ class AuthService:
         )
         row = cursor.fetchone()
         if row is None:
-            return UnauthorizedError("unknown refresh token; log in again")
+            raise UnauthorizedError("unknown refresh token; log in again")
         family_id, used_at, revoked, account_id, tenant_id, username, kind, active, blocked = row
         if used_at is not None:
             # A refresh token presented twice may have been stolen: end the whole family.
             cursor.execute("UPDATE refresh_tokens SET revoked = true WHERE family_id = %s", (family_id,))
             logger.warning("refresh token reused; family revoked", extra={"account_id": str(account_id)})
-            return UnauthorizedError("this refresh token was already used; its session is revoked, log in again")
+            raise UnauthorizedError("this refresh token was already used; its session is revoked, log in again")
         if blocked or not active:
-            return _refused(blocked)
+            raise _refused(blocked)
         if revoked:
-            return UnauthorizedError("this refresh token was revoked; log in again")
-        cursor.execute("UPDATE refresh_tokens SET used_at = now() WHERE jti = %s", (jti,))
+            raise UnauthorizedError("this refresh token was revoked; log in again")
+        cursor.execute("UPDATE refresh_tokens SET used_at = %s WHERE jti = %s", (self.tokens.clock(), jti))
         return self._issue(cursor, Principal(str(account_id), str(tenant_id), kind, username), family_id)
 
     def me(self, principal: Principal) -> dict:

@@ -13,6 +13,7 @@ import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
 
+from easysmart.clock import MonotonicClock
 from easysmart.errors import UnavailableError
 
 logger = logging.getLogger(__name__)
@@ -42,11 +43,14 @@ class Database:
 
     (psycopg2's own pools close every returned connection above `minconn`, so a lazy pool
     of theirs would connect anew for each transaction.) A broken connection is discarded.
+    `monotonic` measures how long a connection has been idle.
     """
 
-    def __init__(self, dsn: str, max_connections: int = 16, connect_timeout_s: int = 5) -> None:
+    def __init__(self, dsn: str, max_connections: int = 16, connect_timeout_s: int = 5,
+                 monotonic: MonotonicClock = time.monotonic) -> None:
         self.dsn = dsn
         self.connect_timeout_s = connect_timeout_s
+        self.monotonic = monotonic
         self._idle: list[tuple[psycopg2.extensions.connection, float]] = []  # (connection, idle since)
         self._slots = threading.BoundedSemaphore(max_connections)
         self._lock = threading.Lock()
@@ -57,7 +61,7 @@ class Database:
                 if not self._idle:
                     break
                 conn, idle_since = self._idle.pop()
-            if time.monotonic() - idle_since < _TRUST_IDLE_S or _alive(conn):
+            if self.monotonic() - idle_since < _TRUST_IDLE_S or _alive(conn):
                 return conn
             conn.close()  # the server went away (a restart) while it was idle
         return psycopg2.connect(self.dsn, connect_timeout=self.connect_timeout_s)
@@ -88,7 +92,7 @@ class Database:
                     conn.close()
                 else:
                     with self._lock:
-                        self._idle.append((conn, time.monotonic()))
+                        self._idle.append((conn, self.monotonic()))
         finally:
             self._slots.release()
 

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 import kafka
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from easysmart.bridges.kafka_source import DLQ_ERROR_HEADERS
+from easysmart.events import DLQ_ERROR_HEADERS, DLQ_SOURCE_HEADER, ERROR_CODE_HEADER, ERROR_DATA_HEADER
 
 logger = logging.getLogger(__name__)
 
 REPLAY_GROUP = "dlq-replay"
-_DROPPED_HEADERS = set(DLQ_ERROR_HEADERS) | {"dlq_source"}
+_DROPPED_HEADERS = {*DLQ_ERROR_HEADERS, DLQ_SOURCE_HEADER}
 
 
 @dataclass
@@ -36,9 +36,9 @@ def replay(bootstrap_servers: str, dlq_topic: str, raw_topic: str, limit: int | 
     try:
         for record in consumer:
             headers = dict(record.headers or [])
-            error = headers.get("ce_knativeerrordata", b"")
+            error = headers.get(ERROR_DATA_HEADER, b"")
             say(f"{record.partition}/{record.offset} id={headers.get('ce_id', b'?').decode()} "
-                f"status={headers.get('ce_knativeerrorcode', b'?').decode()} error(base64)={error[:120].decode(errors='replace')}")
+                f"status={headers.get(ERROR_CODE_HEADER, b'?').decode()} error(base64)={error[:120].decode(errors='replace')}")
             report.listed += 1
             if not dry_run:
                 kept = [(k, v) for k, v in (record.headers or []) if k not in _DROPPED_HEADERS]

@@ -20,6 +20,14 @@ from easysmart.errors import BadRequestError
 CLAIM_CHECK_TYPE = "com.easysmart.telemetry.batch.received.v1"
 CLAIM_CHECK_SOURCE = "/easysmart/ingest"
 
+# A dead-lettered record keeps its CloudEvent headers and gains Knative's error extensions (as Kafka
+# binary-mode headers) and where it was consumed from; a replay removes all four.
+ERROR_CODE_HEADER = "ce_knativeerrorcode"  # the sink's HTTP status, 0 when it could not be reached
+ERROR_DATA_HEADER = "ce_knativeerrordata"  # the sink's answer or the network error, base64
+ERROR_DEST_HEADER = "ce_knativeerrordest"  # the sink's URL
+DLQ_SOURCE_HEADER = "dlq_source"  # topic/partition/offset
+DLQ_ERROR_HEADERS = (ERROR_CODE_HEADER, ERROR_DATA_HEADER, ERROR_DEST_HEADER)
+
 
 class InvalidClaimCheckError(BadRequestError):
     code = "invalid_claim_check"

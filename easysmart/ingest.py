@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 import orjson
 
-from easysmart.auth import Principal
+from easysmart.identity import Principal
 from easysmart.compression import BoundedGunzip
 from easysmart.config import Settings
 from easysmart.db import Database

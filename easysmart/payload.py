@@ -14,6 +14,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
+from easysmart.errors import UnprocessableError
+
 MAX_LISTED_REASONS = 100
 
 # Both vocabularies the client sends (HA device classes and the configured Portuguese types)
@@ -147,7 +149,12 @@ class Tally:
         self._note(path, reason, "cut")
 
 
-class ReadingRejected(Exception):
+class ReadingRejected(UnprocessableError):
+    """One reading that is not stored: `skipped` when it carries no value (a state such as "unavailable"),
+    rejected otherwise. Process tallies it; the batch goes on."""
+
+    code = "reading_rejected"
+
     def __init__(self, reason: str, skipped: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason

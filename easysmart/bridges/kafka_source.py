@@ -25,7 +25,9 @@ import kafka.errors
 import requests
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from easysmart.events import from_kafka, to_http
+from easysmart.clock import MonotonicClock
+from easysmart.events import (DLQ_ERROR_HEADERS, DLQ_SOURCE_HEADER, ERROR_CODE_HEADER, ERROR_DATA_HEADER,
+                              ERROR_DEST_HEADER, from_kafka, to_http)
 from easysmart.observability import configure_logging
 
 logger = logging.getLogger(__name__)
@@ -39,7 +41,6 @@ RETRIABLE_STATUSES = {404, 408, 409, 429}
 # left unreturned, nothing is parked. Claim checks are small and a fetch is bounded by
 # max_partition_fetch_bytes, so this bounds memory as well.
 MAX_POLL_RECORDS = 1_000_000
-DLQ_ERROR_HEADERS = ("ce_knativeerrorcode", "ce_knativeerrordata", "ce_knativeerrordest")
 
 
 @dataclass(frozen=True)
@@ -89,9 +90,13 @@ def is_retriable(status: int | None) -> bool:
 
 
 class KafkaSourceBridge:
-    def __init__(self, settings: BridgeSettings, session: requests.Session | None = None) -> None:
+    """`monotonic` measures how long a record's retries have gone on."""
+
+    def __init__(self, settings: BridgeSettings, session: requests.Session | None = None,
+                 monotonic: MonotonicClock = time.monotonic) -> None:
         self.settings = settings
         self.session = session or requests.Session()
+        self.monotonic = monotonic
         self.stopping = threading.Event()
         self._producer: kafka.KafkaProducer | None = None
 
@@ -103,13 +108,13 @@ class KafkaSourceBridge:
             http_headers, body = to_http(event)
         except Exception as error:  # the SDK raises several types for a malformed record
             return Outcome(False, None, f"not a binary-mode CloudEvent: {error}")
-        started = time.monotonic()
+        started = self.monotonic()
         attempt = 0
         while True:
             status, error = self._post(http_headers, body)
             if status is not None and 200 <= status < 300:
                 return Outcome(True, status, "")
-            elapsed = time.monotonic() - started
+            elapsed = self.monotonic() - started
             if not is_retriable(status):
                 return Outcome(False, status, error)
             if elapsed >= self.settings.retry_max_elapsed_s:
@@ -133,10 +138,10 @@ class KafkaSourceBridge:
         """Send the record to the DLQ with the error attached (Knative's extension names)."""
         headers = [(k, v) for k, v in (record.headers or []) if k not in DLQ_ERROR_HEADERS]
         headers += [
-            ("ce_knativeerrorcode", str(outcome.status or 0).encode()),
-            ("ce_knativeerrordata", base64.b64encode(outcome.error.encode()[:4096])),
-            ("ce_knativeerrordest", self.settings.sink_url.encode()),
-            ("dlq_source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
+            (ERROR_CODE_HEADER, str(outcome.status or 0).encode()),
+            (ERROR_DATA_HEADER, base64.b64encode(outcome.error.encode()[:4096])),
+            (ERROR_DEST_HEADER, self.settings.sink_url.encode()),
+            (DLQ_SOURCE_HEADER, f"{record.topic}/{record.partition}/{record.offset}".encode()),
         ]
 
         def send() -> None:

@@ -7,7 +7,7 @@ import flask
 import functions_framework
 
 from easysmart.analytics import AnalyticsService
-from easysmart.auth import Principal, TokenService, bearer_principal
+from easysmart.identity import Principal, TokenService, bearer_principal
 from easysmart.config import settings
 from easysmart.db import Database
 from easysmart.observability import configure_logging, tenant_id_var

@@ -7,7 +7,8 @@ import flask
 import functions_framework
 import orjson
 
-from easysmart.auth import AuthService, Credentials, TokenService, bearer_principal, refresh_token_from_body
+from easysmart.auth import AuthService, Credentials, refresh_token_from_body
+from easysmart.identity import TokenService, bearer_principal
 from easysmart.config import settings
 from easysmart.db import Database
 from easysmart.errors import BadRequestError, PayloadTooLargeError

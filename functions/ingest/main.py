@@ -7,7 +7,7 @@ import flask
 import functions_framework
 import redis
 
-from easysmart.auth import TokenService, bearer_principal
+from easysmart.identity import TokenService, bearer_principal
 from easysmart.config import settings
 from easysmart.db import Database
 from easysmart.health import HealthChecks

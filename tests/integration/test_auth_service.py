@@ -10,16 +10,23 @@ import pytest
 from functions_framework import create_app
 
 from easysmart import accounts, auth as auth_module, cli
-from easysmart.auth import AuthService, Credentials, Principal, TokenService
+from easysmart.auth import AuthService, Credentials
 from easysmart.config import settings as process_settings
 from easysmart.errors import ForbiddenError, LockedError, UnauthorizedError
+from easysmart.identity import Principal, TokenService
+from support.clock import SetClock
 
 MAIN = Path(__file__).resolve().parents[2] / "functions" / "auth" / "main.py"
 
 
 @pytest.fixture
-def auth(database, auth_settings) -> AuthService:
-    return AuthService(database, TokenService(auth_settings), auth_settings)
+def clock() -> SetClock:
+    return SetClock()
+
+
+@pytest.fixture
+def auth(database, auth_settings, clock) -> AuthService:
+    return AuthService(database, TokenService(auth_settings, clock), auth_settings)
 
 
 def login(auth: AuthService, account, address: str = "10.0.0.1", password: str | None = None, kind: str | None = None):
@@ -31,12 +38,6 @@ def fail(auth: AuthService, account, address: str, times: int) -> None:
     for _ in range(times):
         with pytest.raises(UnauthorizedError, match="invalid username or password"):
             login(auth, account, address, password="wrong-password")
-
-
-def let_lock_run_out(database, account) -> None:
-    with database.transaction() as cursor:
-        cursor.execute("UPDATE login_failures SET locked_until = now() - interval '1 second' WHERE account_id = %s",
-                       (account.account_id,))
 
 
 # --- logins ----------------------------------------------------------------------------------------
@@ -93,7 +94,7 @@ def test_five_failures_lock_the_account_from_that_address_only(auth, make_accoun
         login(auth, account, "10.0.0.2")  # even the right password
 
     assert locked.value.status == 423
-    assert auth_settings.login_lockout_s - 10 < locked.value.retry_after_s <= auth_settings.login_lockout_s + 1
+    assert locked.value.retry_after_s == auth_settings.login_lockout_s + 1
     assert login(auth, account, "10.0.0.3")["access_token"]
 
 
@@ -122,18 +123,22 @@ def test_failures_from_other_addresses_do_not_add_up(auth, make_account, auth_se
     assert login(auth, account, "10.1.0.0")["access_token"]
 
 
-def test_a_lock_that_has_run_out_lets_the_account_in_again(auth, make_account, auth_settings, database):
+def test_a_lock_holds_until_it_runs_out_then_lets_the_account_in_again(auth, make_account, auth_settings, clock):
     account = make_account("device")
     fail(auth, account, "10.0.0.6", auth_settings.login_max_failures)
-    let_lock_run_out(database, account)
 
+    clock.advance(auth_settings.login_lockout_s - 1)
+    with pytest.raises(LockedError) as locked:
+        login(auth, account, "10.0.0.6")
+    assert locked.value.retry_after_s == 2
+    clock.advance(1)
     assert login(auth, account, "10.0.0.6")["access_token"]
 
 
-def test_after_a_lock_runs_out_one_failure_does_not_lock_again(auth, make_account, auth_settings, database):
+def test_after_a_lock_runs_out_one_failure_does_not_lock_again(auth, make_account, auth_settings, clock):
     account = make_account("device")
     fail(auth, account, "10.0.0.7", auth_settings.login_max_failures)
-    let_lock_run_out(database, account)
+    clock.advance(auth_settings.login_lockout_s)
 
     fail(auth, account, "10.0.0.7", 1)
 

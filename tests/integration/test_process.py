@@ -3,14 +3,12 @@ import dataclasses
 import gzip
 import hashlib
 import io
-import time
 import uuid
 from datetime import datetime, timezone
 
 import orjson
 import pytest
 
-from easysmart.db import Database
 from easysmart.events import ClaimCheck
 from easysmart.process import BatchFailedError, BatchProcessor
 from support.samples import recent_sample
@@ -104,20 +102,6 @@ def test_permanently_bad_batches_are_marked_failed_with_a_reason(processor, blob
     assert status == "failed"
     assert reason in reasons[0]["reason"]
     assert rows(database, account.tenant_id) == []
-
-
-def test_pooled_connections_survive_a_database_restart(database):
-    pool = Database(database.dsn, 2)
-    with pool.transaction() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        first_pid = cursor.fetchone()[0]
-    with database.transaction() as cursor:  # what a restart does to an idle pooled connection
-        cursor.execute("SELECT pg_terminate_backend(%s)", (first_pid,))
-    time.sleep(1.2)
-    with pool.transaction() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        assert cursor.fetchone()[0] != first_pid
-    pool.close()
 
 
 def reasons_of(database, batch_id: str) -> tuple[dict, list]:

@@ -19,7 +19,7 @@ import pytest
 
 from easysmart.aggregates import PlainAggregates, TimescaleAggregates
 from easysmart.analytics import AnalyticsService
-from easysmart.auth import Principal
+from easysmart.identity import Principal
 from easysmart.config import Settings
 from easysmart.db import Database, migrations_for
 from easysmart.retention import RetentionService

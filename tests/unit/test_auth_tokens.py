@@ -1,31 +1,39 @@
 """JWTs: the claims issued, and every way a token must fail verification (no network)."""
 import base64
 import json
-import time
 import uuid
 from dataclasses import replace
+from datetime import datetime, timezone
 
 import jwt
 import pytest
 
-from easysmart.auth import Credentials, Principal, TokenService, bearer_principal, refresh_token_from_body
+from easysmart.auth import Credentials, refresh_token_from_body
 from easysmart.config import Settings
 from easysmart.errors import BadRequestError, UnauthorizedError
+from easysmart.identity import Principal, TokenService, bearer_principal
+from support.clock import SetClock
 
 SECRET = "unit-test-secret-" + "x" * 48
 SETTINGS = Settings(database_url="", redis_url="", kafka_bootstrap_servers="", s3_endpoint_url="", s3_access_key_id="",
                     s3_secret_access_key="", jwt_secret=SECRET)
 DEVICE = Principal(str(uuid.uuid4()), str(uuid.uuid4()), "device", "dev-1")
 USER = Principal(str(uuid.uuid4()), str(uuid.uuid4()), "user", "admin-1")
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 
 
 @pytest.fixture
-def tokens() -> TokenService:
-    return TokenService(SETTINGS)
+def clock() -> SetClock:
+    return SetClock(NOW)
+
+
+@pytest.fixture
+def tokens(clock) -> TokenService:
+    return TokenService(SETTINGS, clock)
 
 
 def _claims(**overrides) -> dict:
-    now = int(time.time())
+    now = int(NOW.timestamp())
     claims = {"sub": DEVICE.account_id, "tenant": DEVICE.tenant_id, "acct": "device", "type": "access", "iat": now,
               "exp": now + 600, "jti": uuid.uuid4().hex, "iss": SETTINGS.jwt_issuer, "aud": SETTINGS.jwt_audience}
     claims.update(overrides)
@@ -71,19 +79,40 @@ def test_device_refresh_tokens_last_thirty_days(tokens):
 
 
 def test_an_expired_token_is_refused(tokens):
-    token = jwt.encode(_claims(iat=int(time.time()) - 7200, exp=int(time.time()) - 3600), SECRET, algorithm="HS256")
+    now = int(NOW.timestamp())
+    token = jwt.encode(_claims(iat=now - 7200, exp=now - 3600), SECRET, algorithm="HS256")
 
     assert _rejection(tokens, token) == "the token has expired"
 
 
-def test_a_token_that_expires_is_accepted_then_refused():
-    tokens = TokenService(replace(SETTINGS, access_token_ttl_s=1))
+def test_a_token_is_accepted_until_the_second_it_expires(clock):
+    tokens = TokenService(replace(SETTINGS, access_token_ttl_s=60), clock)
     token = tokens.access_token(DEVICE)
+
+    clock.advance(59.9)
     assert tokens.verify_access(token) == DEVICE
-
-    time.sleep(2.1)
-
+    clock.advance(0.1)
     assert _rejection(tokens, token) == "the token has expired"
+
+
+@pytest.mark.parametrize("claim", ["iat", "nbf"])
+def test_a_token_from_the_future_is_refused(tokens, claim):
+    token = jwt.encode(_claims(**{claim: int(NOW.timestamp()) + 60}), SECRET, algorithm="HS256")
+
+    assert _rejection(tokens, token) == "the token is not valid yet"
+
+
+@pytest.mark.parametrize("claim", ["iat", "exp", "nbf"])
+def test_a_token_whose_time_is_not_a_number_is_refused(tokens, claim):
+    token = jwt.encode(_claims(**{claim: "soon"}), SECRET, algorithm="HS256")
+
+    assert _rejection(tokens, token) == f"the token is not valid: its {claim} claim must be an integer"
+
+
+def test_tokens_are_issued_at_the_clocks_time(tokens):
+    access = jwt.decode(tokens.access_token(DEVICE), options={"verify_signature": False})
+
+    assert access["iat"] == int(NOW.timestamp())
 
 
 def test_an_alg_none_token_is_refused(tokens):

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from easysmart.auth import Principal
+from easysmart.identity import Principal
 from easysmart.errors import UnavailableError
 from easysmart.events import ClaimCheck
 from easysmart.ingest import IngestService, UploadRequest

@@ -4,7 +4,7 @@ import io
 
 import pytest
 
-from easysmart.auth import Principal
+from easysmart.identity import Principal
 from easysmart.errors import NotFoundError, UnavailableError
 from easysmart.ingest import IngestService, UploadRequest, UploadResult
 from easysmart.ledger import BatchStatus

@@ -6,19 +6,24 @@ import requests
 from easysmart.bridges.kafka_source import BridgeSettings, KafkaSourceBridge, backoff_delay, is_retriable
 from easysmart.events import to_kafka
 from support.claims import CLAIM
+from support.clock import SetClock
 
 Record = namedtuple("Record", "topic partition offset key value headers")
 
 
 class FakeSession:
-    """Answers POSTs with the given statuses in turn (None = network error) and records them."""
+    """Answers POSTs with the given statuses in turn (None = network error) and records them; each POST
+    moves `clock` on by `takes_s`."""
 
-    def __init__(self, statuses):
+    def __init__(self, statuses, clock: SetClock | None = None, takes_s: float = 0):
         self.statuses = list(statuses)
         self.posts = []
+        self.clock = clock or SetClock()
+        self.takes_s = takes_s
 
     def post(self, url, headers, data, timeout):
         self.posts.append(headers)
+        self.clock.advance(self.takes_s)
         status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
         if status is None:
             raise requests.ConnectionError("refused")
@@ -28,9 +33,10 @@ class FakeSession:
         return response
 
 
-def bridge(statuses, max_elapsed=5.0) -> KafkaSourceBridge:
+def bridge(statuses, max_elapsed=5.0, post_takes_s=0.0) -> KafkaSourceBridge:
     settings = BridgeSettings("k:1", "telemetry.raw", "telemetry.dlq", "http://process/", "g", 0.001, 0.002, max_elapsed, 1)
-    return KafkaSourceBridge(settings, FakeSession(statuses))
+    clock = SetClock()
+    return KafkaSourceBridge(settings, FakeSession(statuses, clock, post_takes_s), monotonic=clock.monotonic)
 
 
 def record(offset=0) -> Record:
@@ -69,8 +75,12 @@ def test_a_permanent_answer_is_not_retried():
 
 
 def test_retries_stop_when_the_retry_window_is_exhausted():
-    outcome = bridge([503], max_elapsed=0.05).deliver(record())
-    assert not outcome.delivered and "exhausted" in outcome.error
+    b = bridge([503], max_elapsed=300, post_takes_s=100)
+
+    outcome = b.deliver(record())
+
+    assert (outcome.delivered, outcome.status, len(b.session.posts)) == (False, 503, 3)
+    assert outcome.error.startswith("retries exhausted after 300 s")
 
 
 def test_undelivered_records_are_dead_lettered_before_their_offset_counts():

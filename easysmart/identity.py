@@ -1,0 +1,138 @@
+"""Identity: who a request speaks for (a Principal) and the signed tokens that carry it.
+
+Every function that checks a bearer token imports this module; logins, passwords and refresh
+rotation live in `easysmart.auth`, which only the auth function needs.
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Mapping
+
+import jwt
+
+from easysmart.clock import Clock, utc_now
+from easysmart.config import Settings
+from easysmart.errors import UnauthorizedError
+
+ACCOUNT_KINDS = ("device", "user")
+
+_REQUIRED_CLAIMS = ["sub", "tenant", "acct", "type", "iat", "exp", "jti", "iss", "aud"]
+_JWT_MESSAGES = {
+    jwt.InvalidSignatureError: "the token's signature is not valid",
+    jwt.InvalidAlgorithmError: "the token's algorithm is not accepted (only HS256)",
+    jwt.InvalidAudienceError: "the token was issued for another audience",
+    jwt.InvalidIssuerError: "the token was issued by another issuer",
+}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a verified access token speaks for."""
+
+    account_id: str
+    tenant_id: str
+    kind: str
+    username: str | None = None
+
+
+class TokenService:
+    """Issues and verifies HS256 JWTs with the secret, issuer, audience and lifetimes of Settings, at `clock`'s time."""
+
+    def __init__(self, settings: Settings, clock: Clock = utc_now) -> None:
+        if not settings.jwt_secret:
+            raise ValueError("JWT_SECRET must not be empty")
+        self.settings = settings
+        self.clock = clock
+
+    def refresh_ttl_s(self, kind: str) -> int:
+        return self.settings.device_refresh_ttl_s if kind == "device" else self.settings.user_refresh_ttl_s
+
+    def _encode(self, principal: Principal, token_type: str, ttl_s: int, jti: str) -> str:
+        now = int(self.clock().timestamp())
+        claims = {
+            "sub": principal.account_id, "tenant": principal.tenant_id, "acct": principal.kind, "type": token_type,
+            "iat": now, "exp": now + ttl_s, "jti": jti, "iss": self.settings.jwt_issuer, "aud": self.settings.jwt_audience,
+        }
+        if principal.username:
+            claims["username"] = principal.username
+        return jwt.encode(claims, self.settings.jwt_secret, algorithm="HS256")
+
+    def access_token(self, principal: Principal) -> str:
+        return self._encode(principal, "access", self.settings.access_token_ttl_s, uuid.uuid4().hex)
+
+    def refresh_token(self, principal: Principal, jti: str) -> str:
+        return self._encode(principal, "refresh", self.refresh_ttl_s(principal.kind), jti)
+
+    def issue_pair(self, principal: Principal, refresh_jti: str | None = None) -> dict:
+        """The login/refresh answer. The caller records `refresh_jti` to make rotation possible."""
+        refresh_jti = refresh_jti or uuid.uuid4().hex
+        return {
+            "access_token": self.access_token(principal),
+            "refresh_token": self.refresh_token(principal, refresh_jti),
+            "token_type": "bearer",
+            "expires_in": self.settings.access_token_ttl_s,
+            "refresh_expires_in": self.refresh_ttl_s(principal.kind),
+            "account_type": principal.kind,
+        }
+
+    def decode(self, token: str, expected_type: str) -> dict:
+        """Verified claims of a token of `expected_type`; UnauthorizedError saying what is wrong otherwise."""
+        try:
+            claims = jwt.decode(
+                token, self.settings.jwt_secret, algorithms=["HS256"], audience=self.settings.jwt_audience,
+                issuer=self.settings.jwt_issuer,
+                # The times are checked at the clock's time below; PyJWT would read the real clock.
+                options={"require": _REQUIRED_CLAIMS, "verify_exp": False, "verify_iat": False, "verify_nbf": False},
+            )
+        except jwt.InvalidTokenError as error:
+            message = next((text for kind, text in _JWT_MESSAGES.items() if isinstance(error, kind)), None)
+            raise UnauthorizedError(message or f"the token is not valid: {error}") from None
+        _check_times(claims, self.clock().timestamp())
+        if claims["type"] != expected_type:
+            raise UnauthorizedError(f"{_a(claims['type'])} token cannot be used as {_a(expected_type)} token")
+        if claims["acct"] not in ACCOUNT_KINDS:
+            raise UnauthorizedError("the token names no known account type")
+        return claims
+
+    def verify_access(self, token: str) -> Principal:
+        claims = self.decode(token, "access")
+        return Principal(str(claims["sub"]), str(claims["tenant"]), claims["acct"], claims.get("username"))
+
+    def verify_refresh(self, token: str) -> uuid.UUID:
+        """The jti of a valid refresh token (its rotation state lives in the database)."""
+        claims = self.decode(token, "refresh")
+        try:
+            return uuid.UUID(hex=str(claims["jti"]))
+        except ValueError:
+            raise UnauthorizedError("the refresh token's jti is not one this service issued") from None
+
+
+def _check_times(claims: dict, now: float) -> None:
+    """exp, iat and nbf as PyJWT checks them (whole seconds, no leeway), at `now`."""
+    times = {}
+    for name in ("exp", "iat", "nbf"):
+        if name in claims:
+            try:
+                times[name] = int(claims[name])
+            except (ValueError, TypeError, OverflowError):
+                raise UnauthorizedError(f"the token is not valid: its {name} claim must be an integer") from None
+    if times["iat"] > now or times.get("nbf", now) > now:
+        raise UnauthorizedError("the token is not valid yet")
+    if times["exp"] <= now:
+        raise UnauthorizedError("the token has expired")
+
+
+def _a(token_type: object) -> str:
+    return f"an {token_type}" if token_type == "access" else f"a {token_type}"
+
+
+def bearer_principal(headers: Mapping[str, str], tokens: TokenService) -> Principal:
+    """The principal of `Authorization: Bearer <access token>`; 401 saying what is missing or wrong."""
+    header = headers.get("Authorization") or headers.get("authorization") or ""
+    if not header.strip():
+        raise UnauthorizedError("missing Authorization header; send 'Authorization: Bearer <access token>'")
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise UnauthorizedError("the Authorization header must be 'Bearer <access token>'")
+    return tokens.verify_access(token.strip())
