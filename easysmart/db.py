@@ -14,7 +14,7 @@ import psycopg2.extensions
 import psycopg2.extras
 
 from easysmart.clock import MonotonicClock
-from easysmart.errors import UnavailableError
+from easysmart.errors import DatabaseTimeoutError, UnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +26,32 @@ MODES = ("postgres", "timescaledb")
 # A connection idle for longer than this is checked before use: after a database restart,
 # every pooled connection is dead, and each would otherwise fail one request.
 _TRUST_IDLE_S = 1.0
+
+
+# SQLSTATEs of a server that is going away or cannot take more work now: retrying later helps.
+_OUTAGE_CODES = {"57P01", "57P02", "57P03"}  # admin_shutdown, crash_shutdown, cannot_connect_now
+_OUTAGE_CLASSES = {"08", "53"}  # connection exceptions; insufficient resources (too many connections, disk full)
+_TIMEOUT_CODES = {"57014", "55P03"}  # query_canceled (statement_timeout), lock_not_available (lock_timeout)
+
+
+def is_outage(error: BaseException) -> bool:
+    """True when the database (not the statement) failed: the connection was lost or refused, or the server
+    is shutting down or out of resources. Data exceptions, program limits and integrity violations are not."""
+    if isinstance(error, psycopg2.InterfaceError):
+        return True
+    if not isinstance(error, psycopg2.OperationalError):
+        return False
+    code = error.pgcode
+    # No SQLSTATE: the client library lost or could not open the connection.
+    return code is None or code in _OUTAGE_CODES or code[:2] in _OUTAGE_CLASSES
+
+
+def _translated(error: psycopg2.Error) -> BaseException:
+    if is_outage(error):
+        return UnavailableError("the database is unavailable", retry_after_s=5)
+    if error.pgcode in _TIMEOUT_CODES:
+        return DatabaseTimeoutError("the database did not answer in time", retry_after_s=5)
+    return error
 
 
 def _alive(conn: psycopg2.extensions.connection) -> bool:
@@ -77,9 +103,12 @@ class Database:
             broken = False
             try:
                 yield conn
-            except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
-                broken = True
-                raise UnavailableError("the database is unavailable", retry_after_s=5) from error
+            except psycopg2.Error as error:
+                broken = is_outage(error)
+                translated = _translated(error)
+                if translated is error:
+                    raise
+                raise translated from error
             finally:
                 if conn.closed:
                     broken = True

@@ -74,3 +74,9 @@ class UnavailableError(EasySmartError):
     def __init__(self, message: str, retry_after_s: int = 5, **details: object) -> None:
         super().__init__(message, **details)
         self.retry_after_s = retry_after_s
+
+
+class DatabaseTimeoutError(UnavailableError):
+    """A statement or lock timeout: the database is up but the work did not finish in time."""
+
+    code = "database_timeout"

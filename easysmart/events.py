@@ -7,7 +7,9 @@ mode), for every function that receives them. Attributes and data: docs/architec
 """
 from __future__ import annotations
 
+import uuid
 from dataclasses import MISSING, asdict, dataclass, fields
+from datetime import datetime
 from typing import Mapping
 
 import orjson
@@ -31,6 +33,11 @@ DLQ_ERROR_HEADERS = (ERROR_CODE_HEADER, ERROR_DATA_HEADER, ERROR_DEST_HEADER)
 
 class InvalidClaimCheckError(BadRequestError):
     code = "invalid_claim_check"
+
+
+# The claim check's ids go into uuid columns and its strings into the ledger: checked before either.
+_UUID_FIELDS = ("batch_id", "tenant_id", "account_id")
+_MAX_FIELD_CHARS = 1024
 
 
 @dataclass(frozen=True)
@@ -70,10 +77,29 @@ class ClaimCheck:
         if missing:
             raise InvalidClaimCheckError(f"claim check is missing {', '.join(sorted(missing))}")
         values = {name: data.get(name) for name in known}
-        if not isinstance(values["size_bytes"], int):
-            raise InvalidClaimCheckError("claim check field size_bytes must be an integer")
-        if not isinstance(values["decompressed_bytes"], (int, type(None))):
-            raise InvalidClaimCheckError("claim check field decompressed_bytes must be an integer or null")
+        for name in ("size_bytes", "decompressed_bytes", "items", "readings"):
+            value = values[name]
+            if value is None and name != "size_bytes":
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
+                raise InvalidClaimCheckError(f"claim check field {name} must be a non-negative integer")
+        for name in ("device", "bucket", "key", "sha256", "content_encoding", "request_id", "received_at",
+                     "traceparent", *_UUID_FIELDS):
+            value = values[name]
+            if value is None and known[name].default is None:
+                continue
+            if not isinstance(value, str) or not 0 < len(value) <= _MAX_FIELD_CHARS:
+                raise InvalidClaimCheckError(f"claim check field {name} must be a string of 1 to {_MAX_FIELD_CHARS}"
+                                             " characters")
+        for name in _UUID_FIELDS:
+            try:
+                uuid.UUID(values[name])
+            except ValueError:
+                raise InvalidClaimCheckError(f"claim check field {name} must be a UUID") from None
+        try:
+            datetime.fromisoformat(values["received_at"])
+        except ValueError:
+            raise InvalidClaimCheckError("claim check field received_at must be an ISO-8601 time") from None
         return cls(**values)
 
 

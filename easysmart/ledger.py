@@ -124,7 +124,8 @@ class BatchLedger:
                   reasons: list[dict], reason_counts: dict[str, int]) -> None:
         cursor.execute(
             "UPDATE batches SET status = %s, received_items = %s, readings = %s, stored = %s, duplicate = %s,"
-            " skipped = %s, rejected = %s, reasons = %s, reason_counts = %s, processed_at = now() WHERE id = %s",
+            " skipped = %s, rejected = %s, reasons = %s, reason_counts = %s, processed_at = clock_timestamp()"
+            " WHERE id = %s",
             (BatchStatus.DONE, items, counts.readings, counts.stored, counts.duplicate, counts.skipped, counts.rejected,
              psycopg2.extras.Json(reasons), psycopg2.extras.Json(reason_counts), batch_id),
         )
@@ -140,11 +141,19 @@ class BatchLedger:
         """Failed for good, with the reason; a batch already done stays done."""
         with self.db.transaction() as cursor:
             cursor.execute(
-                "UPDATE batches SET status = %s, reasons = %s, reason_counts = %s, processed_at = now()"
+                "UPDATE batches SET status = %s, reasons = %s, reason_counts = %s, processed_at = clock_timestamp()"
                 " WHERE id = %s AND status <> %s",
                 (BatchStatus.FAILED, psycopg2.extras.Json([{"path": "$", "reason": reason, "outcome": "failed"}]),
                  psycopg2.extras.Json({reason: 1}), batch_id, BatchStatus.DONE),
             )
+
+    def count_unexpected_failure(self, batch_id: str) -> int:
+        """Counts one unexpected failure of the batch (an outage is not one); how many it has had."""
+        with self.db.transaction() as cursor:
+            cursor.execute("UPDATE batches SET unexpected_failures = unexpected_failures + 1 WHERE id = %s"
+                           " RETURNING unexpected_failures", (batch_id,))
+            row = cursor.fetchone()
+        return 0 if row is None else row[0]
 
     def status_for_tenant(self, tenant_id: str, batch_id: str) -> BatchRecord | None:
         with self.db.transaction() as cursor:

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from typing import Callable, Iterable, Iterator
 
 import orjson
+import psycopg2
 import psycopg2.extensions
 
 from easysmart.batchbuilder import BatchBuilder
@@ -22,7 +23,8 @@ from easysmart.compression import CorruptGzipError, gunzip_chunks
 from easysmart.config import Settings
 from easysmart.copywriter import CopyWriter, create_staging_table
 from easysmart.db import Database
-from easysmart.errors import EasySmartError, PayloadTooLargeError, UnavailableError, UnprocessableError
+from easysmart.errors import (DatabaseTimeoutError, EasySmartError, PayloadTooLargeError, UnavailableError,
+                              UnprocessableError)
 from easysmart.events import ClaimCheck
 from easysmart.jsonstream import MalformedJsonError, events_from_items, iter_upload_text, text_reader
 from easysmart.ledger import BatchCounts, BatchLedger, BatchStatus
@@ -34,6 +36,15 @@ logger = logging.getLogger(__name__)
 
 # Python objects of an upload parsed in one go take about this many times its JSON text.
 ONE_GO_MEMORY_FACTOR = 5
+
+# A batch that fails this many times with an unexpected error (a bug, a statement or lock timeout) is failed
+# and dead-lettered, so no batch holds its partition for the whole retry window.
+MAX_UNEXPECTED_FAILURES = 5
+# Serialization failures and deadlocks are retried here this many times before the source retries.
+_LOCAL_RETRIES = 3
+_RETRYABLE_CODES = {"40001", "40P01"}
+# SQLSTATE classes the database raises for what a batch holds, not for its own state: no retry helps.
+_PERMANENT_CLASSES = {"22": "data exception", "23": "integrity violation", "54": "program limit exceeded"}
 
 # Makes the writer of one load from its cursor and the tenant id.
 WriterFactory = Callable[[psycopg2.extensions.cursor, str], CopyWriter]
@@ -86,12 +97,14 @@ class MemoryBudget:
 
 class BatchProcessor:
     def __init__(self, settings: Settings, db: Database, blobs: BlobStore, ledger: BatchLedger | None = None,
-                 writer_factory: WriterFactory = CopyWriter) -> None:
+                 writer_factory: WriterFactory = CopyWriter,
+                 max_unexpected_failures: int = MAX_UNEXPECTED_FAILURES) -> None:
         self.settings = settings
         self.db = db
         self.blobs = blobs
         self.ledger = ledger or BatchLedger(db)
         self.writer_factory = writer_factory
+        self.max_unexpected_failures = max_unexpected_failures
         self.memory = MemoryBudget(settings.process_max_memory_bytes)
         self._partition_days: set = set()
 
@@ -103,11 +116,13 @@ class BatchProcessor:
         if status == BatchStatus.DONE:
             return self._redelivered(claim.batch_id)
         normaliser = ReadingNormaliser(zone, now, self.settings.raw_retention_days, self.settings.future_tolerance_s)
-        self._ensure_partitions(*normaliser.time_window())
         try:
-            result = self._load(claim, normaliser)
-        except (BlobMissingError, BatchFailedError, CorruptGzipError, PayloadTooLargeError, MalformedJsonError) as error:
-            reason = error.message if isinstance(error, EasySmartError) else str(error)
+            self._ensure_partitions(*normaliser.time_window())
+            result = self._load_with_retries(claim, normaliser)
+        except Exception as error:
+            reason = self._permanent_reason(claim, error)
+            if reason is None:
+                raise
             self._mark_failed(claim, reason)
             raise BatchFailedError(f"batch {claim.batch_id} failed: {reason}", batch_id=claim.batch_id) from error
         if result.redelivery:
@@ -120,6 +135,37 @@ class BatchProcessor:
         READINGS.labels("rejected").inc(result.rejected)
         logger.info("batch processed", extra={k: v for k, v in result.body().items() if k != "batch_id"})
         return result
+
+    def _permanent_reason(self, claim: ClaimCheck, error: Exception) -> str | None:
+        """Why the batch fails for good, or None when the source should retry it (an outage, or an
+        unexpected error below the cap). Unexpected errors are counted in the ledger; outages are not."""
+        if isinstance(error, (BlobMissingError, BatchFailedError, CorruptGzipError, PayloadTooLargeError,
+                              MalformedJsonError)):
+            return error.message if isinstance(error, EasySmartError) else str(error)
+        if isinstance(error, psycopg2.Error) and (error.pgcode or "")[:2] in _PERMANENT_CLASSES:
+            kind = _PERMANENT_CLASSES[error.pgcode[:2]]
+            logger.warning("the database refused the batch", extra={"sqlstate": error.pgcode, "error": str(error)[:500]})
+            return f"the database cannot store this batch ({kind}, SQLSTATE {error.pgcode})"
+        if isinstance(error, UnavailableError) and not isinstance(error, DatabaseTimeoutError):
+            return None  # an outage: the source retries for as long as it lasts
+        logger.exception("unexpected error processing the batch")
+        failures = self.ledger.count_unexpected_failure(claim.batch_id)
+        if failures < self.max_unexpected_failures:
+            return None
+        return f"failed {failures} times with an unexpected error ({type(error).__name__}); replay it once fixed"
+
+    def _load_with_retries(self, claim: ClaimCheck, normaliser: ReadingNormaliser) -> ProcessResult:
+        attempt = 1
+        while True:
+            try:
+                return self._load(claim, normaliser)
+            except psycopg2.Error as error:
+                if error.pgcode not in _RETRYABLE_CODES:
+                    raise
+                if attempt == _LOCAL_RETRIES:
+                    raise UnavailableError("the database kept aborting the batch's transaction") from error
+                logger.info("transaction aborted; retrying", extra={"sqlstate": error.pgcode, "attempt": attempt})
+                attempt += 1
 
     def _open(self, claim: ClaimCheck) -> tuple[str, BatchStatus]:
         """The tenant's time zone, and the batch's status once opened for processing."""

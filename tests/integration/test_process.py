@@ -5,10 +5,13 @@ import hashlib
 import io
 import uuid
 from datetime import datetime, timezone
+from typing import Callable
 
 import orjson
 import pytest
 
+from easysmart.copywriter import CopyWriter
+from easysmart.errors import DatabaseTimeoutError, UnavailableError
 from easysmart.events import ClaimCheck
 from easysmart.process import BatchFailedError, BatchProcessor
 from support.samples import recent_sample
@@ -140,3 +143,78 @@ def test_readings_that_cannot_be_stored_are_rejected_and_the_rest_commit(mode, p
         assert cursor.fetchone()[0] == 256
         cursor.execute("SELECT count(*) FROM equipment WHERE tenant_id = %s", (account.tenant_id,))
         assert cursor.fetchone()[0] == 1
+
+
+class _FaultyWriter(CopyWriter):
+    """A COPY writer whose write raises what a test injects (the fault process must classify)."""
+
+    fault: Callable[[CopyWriter], None] = staticmethod(lambda writer: None)
+
+    def write(self, rows):
+        type(self).fault(self)
+        super().write(rows)
+
+
+def faulty_processor(settings, database, blobs, fault) -> BatchProcessor:
+    writer = type("Writer", (_FaultyWriter,), {"fault": staticmethod(fault)})
+    return BatchProcessor(settings, database, blobs, writer_factory=writer)
+
+
+def status_of(database, batch_id: str) -> tuple[str, int, str]:
+    with database.transaction() as cursor:
+        cursor.execute("SELECT status, unexpected_failures, reasons->0->>'reason' FROM batches WHERE id = %s",
+                       (batch_id,))
+        return cursor.fetchone()
+
+
+def bug(writer):
+    raise RuntimeError("an injected bug")
+
+
+def test_an_unexpected_error_fails_the_batch_at_the_fifth_time_and_not_before(settings, database, blobs, make_account):
+    processor = faulty_processor(settings, database, blobs, bug)
+    claim = stage(blobs, make_account(), recent_sample("ha-bulk-small.json"))
+    for attempt in range(1, 5):
+        with pytest.raises(RuntimeError):
+            processor.process(claim)
+        assert status_of(database, claim.batch_id)[:2] == ("processing", attempt)
+    with pytest.raises(BatchFailedError) as failed:
+        processor.process(claim)
+    assert failed.value.status == 422
+    status, failures, reason = status_of(database, claim.batch_id)
+    assert (status, failures) == ("failed", 5) and "unexpected error (RuntimeError)" in reason
+
+
+def test_an_outage_is_retried_without_counting_toward_the_cap(settings, database, blobs, make_account):
+    def outage(writer):
+        raise UnavailableError("the database is unavailable")
+
+    claim = stage(blobs, make_account(), recent_sample("ha-bulk-small.json"))
+    for _ in range(6):
+        with pytest.raises(UnavailableError):
+            faulty_processor(settings, database, blobs, outage).process(claim)
+    assert status_of(database, claim.batch_id)[:2] == ("processing", 0)
+    assert BatchProcessor(settings, database, blobs).process(claim).stored == 40
+
+
+def test_a_data_exception_fails_the_batch_at_once(settings, database, blobs, make_account):
+    def division_by_zero(writer):
+        writer.cursor.execute("SELECT 1 / 0")
+
+    claim = stage(blobs, make_account(), recent_sample("ha-bulk-small.json"))
+    with pytest.raises(BatchFailedError):
+        faulty_processor(settings, database, blobs, division_by_zero).process(claim)
+    status, failures, reason = status_of(database, claim.batch_id)
+    assert (status, failures) == ("failed", 0) and "data exception, SQLSTATE 22012" in reason
+
+
+def test_a_statement_timeout_counts_toward_the_cap_and_is_not_an_outage(settings, database, blobs, make_account):
+    def slow(writer):
+        writer.cursor.execute("SET LOCAL statement_timeout = 10")
+        writer.cursor.execute("SELECT pg_sleep(1)")
+
+    claim = stage(blobs, make_account(), recent_sample("ha-bulk-small.json"))
+    with pytest.raises(DatabaseTimeoutError) as timed_out:
+        faulty_processor(settings, database, blobs, slow).process(claim)
+    assert timed_out.value.status == 503
+    assert status_of(database, claim.batch_id)[:2] == ("processing", 1)

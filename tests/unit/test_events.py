@@ -7,12 +7,12 @@ from cloudevents.conversion import to_structured
 from easysmart.bridges.ping_source import ping_headers
 from easysmart.events import (InvalidClaimCheckError, InvalidCloudEventError, cloudevent_from_http, from_cloudevent,
                               from_http_request, from_kafka, to_cloudevent, to_http, to_kafka)
-from support.claims import CLAIM
+from support.claims import ACCOUNT_ID, CLAIM, TENANT_ID
 
 
 def test_kafka_binary_mode_round_trip_keeps_id_type_source_and_key():
     message = to_kafka(CLAIM)
-    assert message.key == "t-1:a-1"
+    assert message.key == f"{TENANT_ID}:{ACCOUNT_ID}"
     assert message.headers["ce_id"] == CLAIM.batch_id.encode()
     event = from_kafka(message.headers, message.key, message.value)
     assert (event["id"], event["source"]) == (CLAIM.batch_id, "/easysmart/ingest")
@@ -30,7 +30,16 @@ def test_a_plain_post_of_the_claim_check_is_accepted_too():
     assert from_cloudevent(from_http_request({"Content-Type": "application/json"}, body)) == CLAIM
 
 
-@pytest.mark.parametrize("body", [b"not json", b"[]", b'{"batch_id": "x"}'])
+def _claim_with(**changes: object) -> bytes:
+    _, body = to_http(to_cloudevent(CLAIM))
+    return orjson.dumps({**orjson.loads(body), **changes})
+
+
+@pytest.mark.parametrize("body", [
+    b"not json", b"[]", b'{"batch_id": "x"}', _claim_with(tenant_id="t-1"), _claim_with(batch_id="'; DROP"),
+    _claim_with(size_bytes=-1), _claim_with(size_bytes=True), _claim_with(key="k" * 2000), _claim_with(key=None),
+    _claim_with(received_at="yesterday"), _claim_with(items="3"),
+])
 def test_invalid_claim_checks_are_400(body):
     with pytest.raises(InvalidClaimCheckError) as caught:
         from_http_request({"Content-Type": "application/json"}, body)
