@@ -34,7 +34,7 @@ from typing import Callable, Iterable, Iterator
 
 import orjson
 
-from easysmart.errors import BadRequestError
+from easysmart.errors import BadRequestError, EasySmartError
 
 ITEM_START, FIELD, READING, ITEM_END, NOT_AN_OBJECT = "item_start", "field", "reading", "item_end", "not_an_object"
 Event = tuple[str, int, object]
@@ -47,7 +47,7 @@ class MalformedJsonError(BadRequestError):
     """The text is not valid JSON (or not the expected array); the message says where."""
 
 
-class WindowExhausted(Exception):
+class WindowExhausted(EasySmartError):
     """The available prefix ended before the upload did (ingest's synchronous window)."""
 
 
@@ -74,7 +74,7 @@ class _Buffer:
         chunk = self._read()
         if not chunk:
             if not self._complete:
-                raise WindowExhausted()
+                raise WindowExhausted("the available text ended before the upload did")
             self.eof = True
             return False
         self.consumed += self.pos
