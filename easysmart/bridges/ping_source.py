@@ -10,89 +10,76 @@ Run: python -m easysmart.bridges.ping_source
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import threading
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import orjson
 import requests
+from croniter import CroniterError, croniter
 
 from easysmart.config import settings
+from easysmart.errors import EasySmartError
 from easysmart.observability import configure_logging
 
 logger = logging.getLogger(__name__)
 
 EVENT_TYPE = "dev.knative.sources.ping"
 SOURCE_PREFIX = "/apis/v1/namespaces/default/pingsources/"
-# (name, low, high) of the five fields; day-of-week 7 is Sunday too.
-_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7))
+_FIELD_NAMES = ("minute", "hour", "day of month", "month", "day of week")
+# The grammar the bridge reads: numbers, '*', lists, ranges and steps. croniter also reads names,
+# 'L', '#', 'H' and a seconds field, which the schedules here never use.
+_FIELD = re.compile(r"[0-9*,/-]+")
+_RANGE = re.compile(r"(\d+)-(\d+)")
 
 
-class CronError(ValueError):
-    """A cron expression that cannot be read."""
-
-
-def _parse_field(text: str, name: str, low: int, high: int) -> frozenset[int]:
-    values: set[int] = set()
-    for part in text.split(","):
-        spec, _, step_text = part.partition("/")
-        try:
-            step = int(step_text) if step_text else 1
-            if spec == "*":
-                first, last = low, high
-            elif "-" in spec:
-                first, last = (int(bound) for bound in spec.split("-", 1))
-            else:
-                first = last = int(spec)
-                if step_text:
-                    last = high
-        except ValueError:
-            raise CronError(f"{name}: cannot read {part!r}") from None
-        if step < 1 or not low <= first <= last <= high:
-            raise CronError(f"{name}: {part!r} is outside {low}-{high} or has a bad step")
-        values.update(range(first, last + 1, step))
-    return frozenset(values)
+class CronError(EasySmartError, ValueError):
+    """A cron expression that cannot be read, or a schedule that never fires."""
 
 
 @dataclass(frozen=True)
 class CronSchedule:
-    minutes: frozenset[int]
-    hours: frozenset[int]
-    days: frozenset[int]
-    months: frozenset[int]
-    weekdays: frozenset[int]  # 0 = Sunday
-    days_restricted: bool
-    weekdays_restricted: bool
+    """A five-field cron schedule in UTC, read and evaluated by croniter.
+
+    Day of week 0 and 7 are Sunday. When both day fields are restricted, either one matching is
+    enough, as in cron and in Knative's PingSource (robfig/cron): a day field is unrestricted only
+    when it is '*' (or '*/1'), so '*/2' in day of month with a weekday means either.
+    """
+
+    expression: str
 
     @classmethod
-    def parse(cls, expression: str) -> "CronSchedule":
+    def parse(cls, expression: str) -> CronSchedule:
         fields = expression.split()
         if len(fields) != 5:
             raise CronError(f"{expression!r}: a cron expression has 5 fields, not {len(fields)}")
-        parsed = [_parse_field(text, *spec) for text, spec in zip(fields, _FIELDS)]
-        weekdays = frozenset(day % 7 for day in parsed[4])
-        return cls(parsed[0], parsed[1], parsed[2], parsed[3], weekdays,
-                   not fields[2].startswith("*"), not fields[4].startswith("*"))
+        for name, text in zip(_FIELD_NAMES, fields):
+            if not _FIELD.fullmatch(text):
+                raise CronError(f"{name}: cannot read {text!r}")
+            # croniter reads a backwards range as one that wraps around; cron refuses it.
+            for first, last in _RANGE.findall(text):
+                if int(first) > int(last):
+                    raise CronError(f"{name}: the range {first}-{last} runs backwards")
+        # croniter counts '*/1' as restricted, which would make a weekday alone match every day.
+        normalised = " ".join("*" if text == "*/1" else text for text in fields)
+        try:
+            croniter(normalised)
+        except CroniterError as error:
+            raise CronError(f"{expression!r}: {error}") from None
+        return cls(normalised)
 
     def matches(self, moment: datetime) -> bool:
-        if moment.minute not in self.minutes or moment.hour not in self.hours or moment.month not in self.months:
-            return False
-        day_ok = moment.day in self.days
-        weekday_ok = (moment.isoweekday() % 7) in self.weekdays
-        # Cron's rule: when both day fields are restricted, either one matching is enough.
-        if self.days_restricted and self.weekdays_restricted:
-            return day_ok or weekday_ok
-        return day_ok and weekday_ok
+        return croniter.match(self.expression, moment)
 
     def next_after(self, moment: datetime) -> datetime:
-        candidate = moment.replace(second=0, microsecond=0) + timedelta(minutes=1)
-        for _ in range(366 * 24 * 60):
-            if self.matches(candidate):
-                return candidate
-            candidate += timedelta(minutes=1)
-        raise CronError("the schedule never matches within a year")
+        """The first minute after `moment`'s minute that the schedule fires on."""
+        try:
+            return croniter(self.expression, moment).get_next(datetime)
+        except CroniterError as error:
+            raise CronError(f"{self.expression!r} never fires: {error}") from None
 
 
 def ping_headers(name: str, event_id: str | None = None, now: datetime | None = None) -> dict[str, str]:

@@ -3,6 +3,7 @@ import json
 import orjson
 import pytest
 
+from easysmart.errors import BadRequestError
 from easysmart.jsonstream import MalformedJsonError, WindowExhausted, events_from_items, iter_upload_text, text_reader
 from support.samples import FIXTURES
 
@@ -47,6 +48,7 @@ def test_malformed_uploads_say_what_and_where(text, where):
     with pytest.raises(MalformedJsonError) as caught:
         list(iter_upload_text(text_reader([text])))
     assert where in str(caught.value)
+    assert isinstance(caught.value, BadRequestError) and where in caught.value.message
 
 
 def test_a_prefix_yields_what_it_holds_then_reports_the_window_ran_out():

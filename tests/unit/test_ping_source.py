@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 import pytest
 
 from easysmart.bridges.ping_source import EVENT_TYPE, CronError, CronSchedule, ping_headers
+from easysmart.errors import EasySmartError
 
 
 def at(text: str) -> datetime:
@@ -45,10 +46,49 @@ def test_restricted_day_of_month_and_weekday_match_either():
     assert not schedule.matches(at("2026-12-02 00:00"))
 
 
-@pytest.mark.parametrize("expression", ["* * * *", "60 * * * *", "*/0 * * * *", "a * * * *", "5-1 * * * *"])
+def test_a_stepped_day_of_month_is_restricted_as_in_pingsource():
+    schedule = CronSchedule.parse("0 0 */2 * 1")  # odd days, or any Monday
+    assert schedule.matches(at("2026-11-30 00:00"))  # an even Monday
+    assert schedule.matches(at("2026-12-03 00:00"))  # an odd Thursday
+    assert not schedule.matches(at("2026-12-02 00:00"))
+
+
+def test_every_day_written_as_a_step_leaves_the_weekday_alone():
+    schedule = CronSchedule.parse("0 0 */1 * 1")
+    assert schedule.matches(at("2026-11-30 00:00"))
+    assert not schedule.matches(at("2026-12-01 00:00"))
+
+
+def test_a_leap_day_schedule_fires_on_the_next_leap_day():
+    assert CronSchedule.parse("0 0 29 2 *").next_after(at("2026-11-26 10:35")) == at("2028-02-29 00:00")
+
+
+def test_a_schedule_that_never_fires_is_an_error_when_asked_for_its_next_minute():
+    with pytest.raises(CronError, match="never fires"):
+        CronSchedule.parse("0 0 31 2 *").next_after(at("2026-11-26 10:35"))
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "* * * *",
+        "60 * * * *",
+        "*/0 * * * *",
+        "a * * * *",
+        "5-1 * * * *",
+        "*/ * * * *",
+        "0 * * * * *",
+        "@hourly",
+        "0 0 L * *",
+        "0 0 * * 1#2",
+        "0 0 * * MON",
+        "0 0 * * 8",
+    ],
+)
 def test_unreadable_expressions_are_refused(expression):
-    with pytest.raises(CronError):
+    with pytest.raises(CronError) as caught:
         CronSchedule.parse(expression)
+    assert isinstance(caught.value, EasySmartError) and isinstance(caught.value, ValueError)
 
 
 def test_ping_headers_are_a_binary_mode_pingsource_event():
