@@ -1,25 +1,44 @@
 """Real checks of the backing services, with latencies, for /api/v1/health/detailed."""
 from __future__ import annotations
 
+import threading
 import time
 from typing import Callable
 
 import redis
 
+from easysmart.clock import MonotonicClock
 from easysmart.db import Database
 from easysmart.errors import UnavailableError
 from easysmart.messaging import KafkaProbe
 from easysmart.storage import BlobStore
 
 
+# An answer is reused this long: the checks make a round trip to every backend, and whoever polls the
+# endpoint (a platform's probe, an operator, anyone who reaches it) must not multiply that load.
+CACHE_S = 5.0
+
+
+Check = Callable[[], float]  # the latency in seconds, or UnavailableError / RedisError
+
+
 class HealthChecks:
-    def __init__(self, db: Database, redis_client: redis.Redis, blobs: BlobStore, kafka: KafkaProbe) -> None:
-        self._checks: dict[str, Callable[[], float]] = {
-            "database": lambda: self._timed(lambda: self._select_one(db)),
-            "redis": lambda: self._timed(redis_client.ping),
+    def __init__(self, checks: dict[str, Check], cache_s: float = CACHE_S,
+                 monotonic: MonotonicClock = time.monotonic) -> None:
+        self._checks = checks
+        self.cache_s = cache_s
+        self.monotonic = monotonic
+        self._cached: tuple[float, dict] | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def of_backends(cls, db: Database, redis_client: redis.Redis, blobs: BlobStore, kafka: KafkaProbe) -> HealthChecks:
+        return cls({
+            "database": lambda: cls._timed(lambda: cls._select_one(db)),
+            "redis": lambda: cls._timed(redis_client.ping),
             "object_store": blobs.ping,
             "kafka": kafka.ping,
-        }
+        })
 
     @staticmethod
     def _timed(call: Callable[[], object]) -> float:
@@ -33,6 +52,15 @@ class HealthChecks:
             cursor.execute("SELECT 1")
 
     def run(self) -> dict:
+        """Every check's answer, at most cache_s old; one caller at a time runs the checks."""
+        with self._lock:
+            if self._cached is not None and self.monotonic() - self._cached[0] < self.cache_s:
+                return self._cached[1]
+            answer = self._run_checks()
+            self._cached = (self.monotonic(), answer)
+            return answer
+
+    def _run_checks(self) -> dict:
         checks = {}
         for name, check in self._checks.items():
             try:

@@ -31,7 +31,7 @@ def _clients():
     publisher = ClaimCheckPublisher(config.kafka_bootstrap_servers, config.kafka_topic_raw, config.backend_timeout_s)
     service = IngestService(config, db, blobs, publisher, RateLimiter(redis_client))
     probe = KafkaProbe(config.kafka_bootstrap_servers, config.kafka_topic_raw, config.backend_timeout_s)
-    health = HealthChecks(db=db, redis_client=redis_client, blobs=blobs, kafka=probe)
+    health = HealthChecks.of_backends(db=db, redis_client=redis_client, blobs=blobs, kafka=probe)
     return config, service, TokenService(config), health
 
 
