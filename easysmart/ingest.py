@@ -27,7 +27,7 @@ from easysmart.errors import (BadRequestError, EasySmartError, ForbiddenError, N
 from easysmart.events import ClaimCheck
 from easysmart.jsonstream import MalformedJsonError, WindowExhausted, iter_upload_text, text_reader
 from easysmart.ledger import BatchLedger, BatchStatus
-from easysmart.messaging import ClaimCheckPublisher
+from easysmart.messaging import ClaimCheckPublisher, PublishOutcomeUnknownError
 from easysmart.observability import batch_id_var
 from easysmart.payload import structure_violations
 from easysmart.ratelimit import Limit, RateLimiter
@@ -202,8 +202,13 @@ class IngestService:
             })
         try:
             self.publisher.publish(claim)
+        except PublishOutcomeUnknownError:
+            # The claim check may be in Kafka: its blob stays (and expires with the others) so it is never
+            # a claim check pointing at nothing; the client resends, and a resend stores nothing twice.
+            logger.warning("claim check outcome unknown; blob kept", extra={"key": key})
+            raise
         except BaseException:
-            # No claim check may point at a missing blob, and no blob stays without one.
+            # No claim check points at this blob: none stays without one.
             self.blobs.delete(key)
             raise
         self._record_batch(claim)

@@ -15,6 +15,10 @@ from easysmart.events import ClaimCheck, to_kafka
 logger = logging.getLogger(__name__)
 
 
+class PublishOutcomeUnknownError(UnavailableError):
+    """The claim check was handed to Kafka but not acknowledged in time: it may or may not be stored."""
+
+
 class ClaimCheckPublisher:
     """Sends claim checks and waits for the broker's acknowledgement.
 
@@ -36,8 +40,9 @@ class ClaimCheckPublisher:
                 self._producer = kafka.KafkaProducer(
                     bootstrap_servers=self.bootstrap_servers.split(","),
                     acks="all",
+                    # Retries within the delivery timeout never write a claim check twice.
+                    enable_idempotence=True,
                     linger_ms=0,
-                    retries=2,
                     request_timeout_ms=timeout_ms,
                     max_block_ms=timeout_ms,
                     delivery_timeout_ms=timeout_ms + 1000,
@@ -60,10 +65,19 @@ class ClaimCheckPublisher:
         try:
             producer = self._get_producer()
             future = producer.send(self.topic, key=key, value=message.value, headers=list(message.headers.items()))
+        except (kafka.errors.KafkaError, OSError) as error:
+            # Refused before it was handed over (no broker, no metadata, too large): it is not in Kafka.
+            self._discard()
+            raise UnavailableError(f"Kafka did not take the claim check: {error}", retry_after_s=10) from error
+        try:
             future.get(timeout=self.timeout_s)
         except (kafka.errors.KafkaError, OSError) as error:
             self._discard()
-            raise UnavailableError(f"Kafka did not acknowledge the claim check: {error}", retry_after_s=10) from error
+            if isinstance(error, kafka.errors.KafkaError) and not error.retriable:
+                raise UnavailableError(f"Kafka refused the claim check: {error}", retry_after_s=10) from error
+            # A timeout or a lost connection after sending: the broker may have written it.
+            raise PublishOutcomeUnknownError(f"Kafka did not acknowledge the claim check in time: {error}",
+                                             retry_after_s=10) from error
 
     def close(self) -> None:
         self._discard()

@@ -5,6 +5,7 @@ import io
 import pytest
 
 from easysmart.identity import Principal
+from easysmart.messaging import PublishOutcomeUnknownError
 from easysmart.errors import NotFoundError, UnavailableError
 from easysmart.ingest import IngestService, UploadRequest, UploadResult
 from easysmart.ledger import BatchStatus
@@ -66,6 +67,15 @@ def test_a_claim_check_kafka_did_not_take_leaves_no_blob_and_answers_503(journal
     assert [step for step, _ in journal] == ["blob stored", "blob deleted"]
     assert blobs.blobs == {}
     assert ledger.rows == {}
+
+
+def test_a_claim_check_kafka_may_have_taken_keeps_its_blob_and_answers_503(journal, blobs, ledger):
+    publisher = FakePublisher(journal, failure=PublishOutcomeUnknownError("not acknowledged in time"))
+    with pytest.raises(UnavailableError) as caught:
+        upload(make_service(blobs, publisher, ledger))
+    assert caught.value.status == 503
+    assert [step for step, _ in journal] == ["blob stored"]
+    assert len(blobs.blobs) == 1 and ledger.rows == {}
 
 
 def test_an_identical_upload_compressed_again_points_at_the_first_batch(journal, blobs, ledger):
