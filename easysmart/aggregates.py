@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 
-from easysmart.db import Database
+from easysmart.db import Database, one_row
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class PlainAggregates(AggregateBackend):
             cursor.execute("SELECT set_config('TimeZone', %s, true)", (zone,))
             self._apply_zone(cursor, zone)
             cursor.execute("SELECT max(id), count(*) FROM aggregate_touched")
-            max_id, logged = cursor.fetchone()
+            max_id, logged = one_row(cursor)
             report.late_ranges = logged
             for name, table, bucket, width in _AGGREGATES:
                 report.buckets_written[name] = self._refresh_one(cursor, name, table, bucket, width, max_id or 0)

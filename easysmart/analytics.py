@@ -84,7 +84,7 @@ def parse_period(raw: str | None, start: datetime, end: datetime, spans: PeriodS
     """The period asked for (auto: by the span), refused when the window is longer than it may cover."""
     period = (raw or "auto").strip().lower()
     if period not in PERIODS:
-        raise _bad("period", f"must be one of {', '.join(PERIODS)}, not {raw[:32]!r}")
+        raise _bad("period", f"must be one of {', '.join(PERIODS)}, not {(raw or '')[:32]!r}")
     span = end - start
     if period == "auto":
         period = "raw" if span <= RAW_UP_TO else "hour" if span <= HOURLY_UP_TO else "day"

@@ -24,7 +24,7 @@ from typing import Iterator
 import psycopg2.extensions
 
 from easysmart.config import Settings
-from easysmart.db import Database
+from easysmart.db import Database, one_row
 from easysmart.errors import BadRequestError, EasySmartError, ForbiddenError, LockedError, UnauthorizedError
 from easysmart.identity import ACCOUNT_KINDS, Principal, TokenService
 
@@ -154,7 +154,7 @@ class AuthService:
             "SELECT failures, locked_until FROM login_failures WHERE account_id = %s AND client_addr = %s FOR UPDATE",
             (account_id, client_addr),
         )
-        failures, locked_until = cursor.fetchone()
+        failures, locked_until = one_row(cursor)
         now = self.tokens.clock()
         if locked_until is not None and locked_until > now:
             retry_after = int((locked_until - now).total_seconds()) + 1

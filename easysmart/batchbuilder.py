@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Iterable
+from typing import Any, Callable, Iterable, cast
 
 from easysmart.copywriter import CopyWriter, copy_number, copy_text
 from easysmart.jsonstream import FIELD, ITEM_END, ITEM_START, NOT_AN_OBJECT, READING
@@ -24,7 +24,7 @@ class BatchBuilder:
         self.violations: list[str] = []
         self._rows: list[tuple[str, str]] = []  # (sensor uuid, the rest of its COPY line)
         self._extras_text: dict[tuple, str] = {}
-        self._sensors: dict[str, tuple[int, dict]] = {}  # uuid -> (position, its latest reading)
+        self._sensors: dict[str, tuple[int, Any]] = {}  # uuid -> (position, its latest reading)
         self._staged_unmoved = False
         # The current item: why its equip_uuid cannot be stored (its readings are then rejected), and how many
         # of its readings were taken as valid so far (undone if that turns out after them).
@@ -40,7 +40,7 @@ class BatchBuilder:
             if kind == READING:
                 self._reading(index, payload)
             elif kind == FIELD:
-                key, value = payload
+                key, value = cast("tuple[str, object]", payload)
                 self.item.fields[key] = value
                 if key == "equip_uuid":
                     self._equipment_uuid_seen(index, value)
@@ -105,11 +105,13 @@ class BatchBuilder:
             self.writer.submit(self.writer.discard_staged)
             self._staged_unmoved = False
 
-    def _note_cut(self, path: str, reason: str) -> None:
-        # An item's settings are read at every flush of its readings: each cut is noted once.
-        if (path, reason) not in self._cuts_noted and len(self._cuts_noted) < 10_000:
-            self._cuts_noted.add((path, reason))
-            self.tally.cut(path, reason)
+    def _cut_noter(self, path: str) -> Callable[[str], None]:
+        def note(reason: str) -> None:
+            # An item's settings are read at every flush of its readings: each cut is noted once.
+            if (path, reason) not in self._cuts_noted and len(self._cuts_noted) < 10_000:
+                self._cuts_noted.add((path, reason))
+                self.tally.cut(path, reason)
+        return note
 
     def _item_end(self) -> None:
         self.items += 1
@@ -133,9 +135,8 @@ class BatchBuilder:
         # until then (equip_uuid after the sensor list) they wait in the staging table.
         if (item_complete or not final) and self._equipment_known():
             index, limits = self.item.index, self.normaliser.limits
-            equipment = equipment_info(self.item.fields, limits, lambda reason: self._note_cut(f"[{index}]", reason))
-            sensors = [sensor_info(raw, uuid, limits,
-                                   lambda reason, at=position: self._note_cut(f"[{index}].sensor[{at}]", reason))
+            equipment = equipment_info(self.item.fields, limits, self._cut_noter(f"[{index}]"))
+            sensors = [sensor_info(raw, uuid, limits, self._cut_noter(f"[{index}].sensor[{position}]"))
                        for uuid, (position, raw) in self._sensors.items()]
             self._sensors = {}
             self.writer.submit(lambda: self.writer.upsert(equipment, sensors))

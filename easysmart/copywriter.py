@@ -14,6 +14,7 @@ import psycopg2.errors
 import psycopg2.extensions
 import psycopg2.extras
 
+from easysmart.db import one_row
 from easysmart.payload import EquipmentInfo, SensorInfo
 
 _NEEDS_ESCAPE = re.compile(r"[\\\t\n\r]")
@@ -97,7 +98,7 @@ class CopyWriter:
             (self.tenant_id, equipment.uuid, equipment.name, equipment.location, equipment.status,
              equipment.collect_interval_s, equipment.siren_active, equipment.siren_time_s),
         )
-        equipment_id = self.cursor.fetchone()[0]
+        equipment_id = one_row(self.cursor)[0]
         if not sensors:
             return
         # Sorted so concurrent batches lock sensor rows in one order (no deadlocks).

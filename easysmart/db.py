@@ -54,6 +54,14 @@ def _translated(error: psycopg2.Error) -> BaseException:
     return error
 
 
+def one_row(cursor: psycopg2.extensions.cursor) -> tuple:
+    """The row of a statement that always returns one (an aggregate, INSERT ... RETURNING, a row just locked)."""
+    row = cursor.fetchone()
+    if row is None:
+        raise RuntimeError("the statement returned no row")
+    return row
+
+
 def _alive(conn: psycopg2.extensions.connection) -> bool:
     try:
         with conn.cursor() as cursor:

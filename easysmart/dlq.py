@@ -40,7 +40,7 @@ def replay(bootstrap_servers: str, dlq_topic: str, raw_topic: str, limit: int | 
             say(f"{record.partition}/{record.offset} id={headers.get('ce_id', b'?').decode()} "
                 f"status={headers.get(ERROR_CODE_HEADER, b'?').decode()} error(base64)={error[:120].decode(errors='replace')}")
             report.listed += 1
-            if not dry_run:
+            if producer is not None:
                 kept = [(k, v) for k, v in (record.headers or []) if k not in _DROPPED_HEADERS]
                 producer.send(raw_topic, key=record.key, value=record.value, headers=kept).get(timeout=30)
                 consumer.commit({TopicPartition(record.topic, record.partition): OffsetAndMetadata(record.offset + 1, "", -1)})

@@ -14,7 +14,7 @@ import uuid
 import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import BinaryIO
+from typing import IO, BinaryIO, Iterable
 
 import orjson
 
@@ -72,10 +72,10 @@ class _BlobWriter:
     """Spools the blob and hashes it. A gzip header's timestamp is zeroed, so an upload the
     client compresses again for a resend is byte-identical and found as a duplicate."""
 
-    def __init__(self, spool: BinaryIO) -> None:
+    def __init__(self, spool: IO[bytes]) -> None:
         self.spool = spool
         self.digest = hashlib.sha256()
-        self._header = b""
+        self._header: bytes | None = b""
 
     def write_gzip(self, chunk: bytes) -> None:
         if self._header is not None:
@@ -121,7 +121,7 @@ class _Window:
 _JSON_NON_ARRAY_STARTS = {bytes([c]) for c in b'{"0123456789-tfn'}
 
 
-def inspect_window(data: bytes, complete: bool) -> UploadShape:
+def inspect_window(data: bytes | bytearray, complete: bool) -> UploadShape:
     """Structure and counts of the upload (complete) or of the part of it in the window.
 
     Raises BadRequestError for text that is not JSON and UnprocessableError for structure."""
@@ -225,7 +225,7 @@ class IngestService:
             return False
         raise UnsupportedMediaTypeError(f"Content-Encoding {encoding!r} is not supported; send gzip or identity")
 
-    def _read_body(self, request: UploadRequest, gzip_body: bool, spool: BinaryIO) -> tuple[str, int | None, UploadShape | None]:
+    def _read_body(self, request: UploadRequest, gzip_body: bool, spool: IO[bytes]) -> tuple[str, int | None, UploadShape | None]:
         """Streams the body into the spool as the gzip blob to store.
 
         Returns the blob's sha256, the decompressed size (None when the upload goes past the
@@ -237,6 +237,7 @@ class IngestService:
         blob = _BlobWriter(spool)
         inflater = BoundedGunzip(self.settings.ingest_max_decompressed_bytes)
         deflater = None
+        texts: Iterable[bytes]
         sent = 0
         while chunk := request.body.read(READ_CHUNK_BYTES):
             sent += len(chunk)

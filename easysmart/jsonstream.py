@@ -87,7 +87,9 @@ class _Buffer:
 
     def peek(self) -> str:
         while True:
-            self.pos = _WHITESPACE.match(self.text, self.pos).end()
+            blank = _WHITESPACE.match(self.text, self.pos)
+            if blank is not None:
+                self.pos = blank.end()
             if self.pos < len(self.text):
                 return self.text[self.pos]
             if not self.more():

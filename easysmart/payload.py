@@ -412,7 +412,7 @@ class ReadingNormaliser:
                     known = rejection
                 if len(value) <= 64 and len(states) < 100_000:
                     states[value] = known
-            if type(known) is ReadingRejected:
+            if isinstance(known, ReadingRejected):
                 raise ReadingRejected(known.reason, known.skipped)
             return known
         if isinstance(value, bool):

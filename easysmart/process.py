@@ -142,10 +142,11 @@ class BatchProcessor:
         if isinstance(error, (BlobMissingError, BatchFailedError, CorruptGzipError, PayloadTooLargeError,
                               MalformedJsonError)):
             return error.message if isinstance(error, EasySmartError) else str(error)
-        if isinstance(error, psycopg2.Error) and (error.pgcode or "")[:2] in _PERMANENT_CLASSES:
-            kind = _PERMANENT_CLASSES[error.pgcode[:2]]
-            logger.warning("the database refused the batch", extra={"sqlstate": error.pgcode, "error": str(error)[:500]})
-            return f"the database cannot store this batch ({kind}, SQLSTATE {error.pgcode})"
+        sqlstate = (error.pgcode or "") if isinstance(error, psycopg2.Error) else ""
+        if sqlstate[:2] in _PERMANENT_CLASSES:
+            kind = _PERMANENT_CLASSES[sqlstate[:2]]
+            logger.warning("the database refused the batch", extra={"sqlstate": sqlstate, "error": str(error)[:500]})
+            return f"the database cannot store this batch ({kind}, SQLSTATE {sqlstate})"
         if isinstance(error, UnavailableError) and not isinstance(error, DatabaseTimeoutError):
             return None  # an outage: the source retries for as long as it lasts
         logger.exception("unexpected error processing the batch")

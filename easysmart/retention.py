@@ -45,7 +45,7 @@ class BlobExpiry:
         self.lifecycle: str | None = None
 
     def _prefixes(self, prefix: str) -> list[str]:
-        found = []
+        found: list[str] = []
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
             found.extend(entry["Prefix"] for entry in page.get("CommonPrefixes", []))
         return found

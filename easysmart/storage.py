@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import BinaryIO, Iterator
+from typing import IO, Iterator
 
 import boto3
 import botocore.config
@@ -53,7 +53,7 @@ class BlobStore:
         self.client = client
         self.bucket = bucket
 
-    def put(self, key: str, body: BinaryIO, metadata: dict[str, str], content_type: str = "application/json") -> None:
+    def put(self, key: str, body: IO[bytes], metadata: dict[str, str], content_type: str = "application/json") -> None:
         try:
             self.client.put_object(
                 Bucket=self.bucket, Key=key, Body=body, Metadata=metadata,

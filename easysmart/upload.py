@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, cast
 
 from easysmart.jsonstream import FIELD, ITEM_END, ITEM_START, NOT_AN_OBJECT, READING, Event
 from easysmart.payload import structure_violations
@@ -54,7 +54,7 @@ def scan_shape(events: Iterable[Event], shape: UploadShape) -> UploadShape:
             tracker.readings += 1
             shape.readings += 1
         elif kind == FIELD:
-            key, value = payload
+            key, value = cast("tuple[str, object]", payload)
             tracker.fields[key] = value
         elif kind == ITEM_START:
             tracker.start(index)

@@ -116,6 +116,6 @@ class Router:
                 return label, json_response(500, {"error": "internal_error", "message": "internal error; see the function's logs"})
             return label, json_response(reply.status, reply.body, reply.headers)
         if allowed:
-            error = MethodNotAllowedError(f"{request.method} is not allowed on {path}", allowed=allowed)
-            return "unmatched", error_response(error)
+            not_allowed = MethodNotAllowedError(f"{request.method} is not allowed on {path}", allowed=allowed)
+            return "unmatched", error_response(not_allowed)
         return "unmatched", error_response(NotFoundError(f"no route for {path}"))

@@ -106,8 +106,8 @@ class KafkaSourceBridge:
         try:
             event = from_kafka(headers, record.key, record.value)
             http_headers, body = to_http(event)
-        except Exception as error:  # the SDK raises several types for a malformed record
-            return Outcome(False, None, f"not a binary-mode CloudEvent: {error}")
+        except Exception as malformed:  # the SDK raises several types for a malformed record
+            return Outcome(False, None, f"not a binary-mode CloudEvent: {malformed}")
         started = self.monotonic()
         attempt = 0
         while True:
