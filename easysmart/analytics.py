@@ -16,6 +16,7 @@ from typing import Mapping
 import orjson
 
 from easysmart.auth import Principal
+from easysmart.config import AggregateSettings
 from easysmart.db import Database
 from easysmart.errors import BadRequestError, ForbiddenError, NotFoundError
 from easysmart.payload import canonical_kind
@@ -151,9 +152,9 @@ class _Page:
 
 
 class AnalyticsService:
-    def __init__(self, db: Database, zone: str) -> None:
+    def __init__(self, db: Database, aggregates: AggregateSettings) -> None:
         self.db = db
-        self.zone = zone  # of the daily buckets
+        self.zone = aggregates.aggregate_timezone  # of the daily buckets
 
     # Endpoints
 

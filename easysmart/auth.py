@@ -24,7 +24,7 @@ from typing import Mapping
 import jwt
 import psycopg2.extensions
 
-from easysmart.config import Settings
+from easysmart.config import LoginSettings, TokenSettings
 from easysmart.db import Database
 from easysmart.errors import BadRequestError, EasySmartError, ForbiddenError, LockedError, UnauthorizedError
 
@@ -89,9 +89,9 @@ class Principal:
 
 
 class TokenService:
-    """Issues and verifies HS256 JWTs with the secret, issuer, audience and lifetimes of Settings."""
+    """Issues and verifies HS256 JWTs with the secret, issuer, audience and lifetimes of TokenSettings."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: TokenSettings) -> None:
         if not settings.jwt_secret:
             raise ValueError("JWT_SECRET must not be empty")
         self.settings = settings
@@ -215,7 +215,7 @@ _BAD_CREDENTIALS = "invalid username or password"
 class AuthService:
     """Logins, refresh-token rotation and who-am-I, on the accounts tables of migration 0001."""
 
-    def __init__(self, db: Database, tokens: TokenService, settings: Settings) -> None:
+    def __init__(self, db: Database, tokens: TokenService, settings: LoginSettings) -> None:
         self.db = db
         self.tokens = tokens
         self.settings = settings

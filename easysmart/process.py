@@ -22,7 +22,7 @@ import psycopg2.errors
 import psycopg2.extras
 
 from easysmart.compression import CorruptGzipError, gunzip_chunks
-from easysmart.config import Settings
+from easysmart.config import ProcessSettings, RetentionSettings, UploadLimits
 from easysmart.db import Database
 from easysmart.errors import EasySmartError, PayloadTooLargeError, UnavailableError, UnprocessableError
 from easysmart.events import ClaimCheck
@@ -334,8 +334,11 @@ class _BatchBuilder:
 
 
 class BatchProcessor:
-    def __init__(self, settings: Settings, db: Database, blobs: BlobStore) -> None:
+    def __init__(self, settings: ProcessSettings, limits: UploadLimits, retention: RetentionSettings, db: Database,
+                 blobs: BlobStore) -> None:
         self.settings = settings
+        self.limits = limits
+        self.retention = retention
         self.db = db
         self.blobs = blobs
         self.memory = MemoryBudget(settings.process_max_memory_bytes)
@@ -348,7 +351,7 @@ class BatchProcessor:
         zone, status = self._open_ledger(claim)
         if status == "done":
             return self._done_result(claim.batch_id)
-        normaliser = ReadingNormaliser(zone, now, self.settings.raw_retention_days, self.settings.future_tolerance_s)
+        normaliser = ReadingNormaliser(zone, now, self.retention.raw_retention_days, self.settings.future_tolerance_s)
         self._ensure_partitions(*normaliser.time_window())
         try:
             result = self._load(claim, normaliser)
@@ -404,7 +407,7 @@ class BatchProcessor:
 
     def _events(self, claim: ClaimCheck, digest) -> tuple[Iterator, Callable[[], None]]:
         """Upload events, parsed in one go when memory allows, else streamed; and a release()."""
-        limit = self.settings.ingest_max_decompressed_bytes
+        limit = self.limits.ingest_max_decompressed_bytes
         texts = gunzip_chunks(_hashed(self.blobs.iter_chunks(claim.key), digest), limit)
         # The size is known when ingest saw the whole upload; unknown sizes are streamed.
         one_go_size = claim.decompressed_bytes

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import random
 import signal
 import threading
@@ -25,6 +24,7 @@ import kafka.errors
 import requests
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
+from easysmart.config import KafkaBridgeSettings, KafkaSettings, LoggingSettings
 from easysmart.events import from_kafka, to_http
 from easysmart.observability import configure_logging
 
@@ -40,35 +40,6 @@ RETRIABLE_STATUSES = {404, 408, 409, 429}
 # max_partition_fetch_bytes, so this bounds memory as well.
 MAX_POLL_RECORDS = 1_000_000
 DLQ_ERROR_HEADERS = ("ce_knativeerrorcode", "ce_knativeerrordata", "ce_knativeerrordest")
-
-
-@dataclass(frozen=True)
-class BridgeSettings:
-    bootstrap_servers: str
-    topic: str
-    dlq_topic: str
-    sink_url: str
-    group_id: str
-    backoff_base_s: float
-    backoff_max_s: float
-    retry_max_elapsed_s: float
-    request_timeout_s: float
-
-    @classmethod
-    def from_env(cls) -> "BridgeSettings":
-        env = os.environ.get
-        return cls(
-            bootstrap_servers=env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:59092"),
-            topic=env("KAFKA_TOPIC_RAW", "telemetry.raw"),
-            dlq_topic=env("KAFKA_TOPIC_DLQ", "telemetry.dlq"),
-            sink_url=env("PROCESS_URL", "http://127.0.0.1:8083/"),
-            group_id=env("BRIDGE_GROUP_ID", "process-bridge"),
-            backoff_base_s=float(env("BRIDGE_BACKOFF_BASE_S", "0.5")),
-            backoff_max_s=float(env("BRIDGE_BACKOFF_MAX_S", "30")),
-            # A database outage of an hour must dead-letter nothing.
-            retry_max_elapsed_s=float(env("BRIDGE_RETRY_MAX_ELAPSED_S", "5400")),
-            request_timeout_s=float(env("BRIDGE_REQUEST_TIMEOUT_S", "900")),
-        )
 
 
 @dataclass(frozen=True)
@@ -89,7 +60,9 @@ def is_retriable(status: int | None) -> bool:
 
 
 class KafkaSourceBridge:
-    def __init__(self, settings: BridgeSettings, session: requests.Session | None = None) -> None:
+    def __init__(self, kafka_config: KafkaSettings, settings: KafkaBridgeSettings,
+                 session: requests.Session | None = None) -> None:
+        self.kafka_config = kafka_config
         self.settings = settings
         self.session = session or requests.Session()
         self.stopping = threading.Event()
@@ -141,7 +114,7 @@ class KafkaSourceBridge:
 
         def send() -> None:
             try:
-                self._dlq_producer().send(self.settings.dlq_topic, key=record.key, value=record.value,
+                self._dlq_producer().send(self.kafka_config.kafka_topic_dlq, key=record.key, value=record.value,
                                           headers=headers).get(timeout=10)
             except kafka.errors.KafkaError:
                 self._producer = None  # made again for the next attempt
@@ -167,7 +140,7 @@ class KafkaSourceBridge:
 
     def _dlq_producer(self) -> kafka.KafkaProducer:
         if self._producer is None:
-            self._producer = kafka.KafkaProducer(bootstrap_servers=self.settings.bootstrap_servers.split(","),
+            self._producer = kafka.KafkaProducer(bootstrap_servers=self.kafka_config.kafka_bootstrap_servers.split(","),
                                                  acks="all", max_block_ms=10000, request_timeout_ms=10000)
         return self._producer
 
@@ -187,8 +160,8 @@ class KafkaSourceBridge:
         """The consumer, made once Kafka answers; None if the bridge is stopping first."""
         def connect() -> kafka.KafkaConsumer:
             return kafka.KafkaConsumer(
-                self.settings.topic,
-                bootstrap_servers=self.settings.bootstrap_servers.split(","),
+                self.kafka_config.kafka_topic_raw,
+                bootstrap_servers=self.kafka_config.kafka_bootstrap_servers.split(","),
                 group_id=self.settings.group_id,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
@@ -223,7 +196,7 @@ class KafkaSourceBridge:
         consumer = self._connect()
         if consumer is None:
             return
-        logger.info("kafka-source bridge started", extra={"topic": self.settings.topic, "sink": self.settings.sink_url})
+        logger.info("kafka-source bridge started", extra={"topic": self.kafka_config.kafka_topic_raw, "sink": self.settings.sink_url})
         in_flight: dict[TopicPartition, tuple[Future, list]] = {}
         try:
             with ThreadPoolExecutor(max_workers=8, thread_name_prefix="partition") as pool:
@@ -265,8 +238,8 @@ class KafkaSourceBridge:
 
 
 def main() -> None:
-    configure_logging("kafka-source-bridge")
-    bridge = KafkaSourceBridge(BridgeSettings.from_env())
+    configure_logging("kafka-source-bridge", LoggingSettings.from_env())
+    bridge = KafkaSourceBridge(KafkaSettings.from_env(), KafkaBridgeSettings.from_env())
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: bridge.stopping.set())
     bridge.run()

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 import orjson
 import requests
 
-from easysmart.config import settings
+from easysmart.config import LoggingSettings, PingSourceSettings
 from easysmart.observability import configure_logging
 
 logger = logging.getLogger(__name__)
@@ -135,8 +135,8 @@ class PingSource:
 
 
 def main() -> None:
-    configure_logging("ping-bridge")
-    config = settings()
+    configure_logging("ping-bridge", LoggingSettings.from_env())
+    config = PingSourceSettings.from_env()
     source = PingSource(config.retention_url, {
         "retention-refresh": (CronSchedule.parse(config.retention_refresh_schedule), {"job": "refresh"}),
         "retention-expire": (CronSchedule.parse(config.retention_expire_schedule), {"job": "expire"}),

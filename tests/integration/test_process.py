@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 import orjson
 import pytest
 
+from easysmart.config import ProcessSettings, RetentionSettings, UploadLimits
 from easysmart.db import Database
 from easysmart.events import ClaimCheck
 from easysmart.process import BatchFailedError, BatchProcessor
@@ -35,14 +36,15 @@ def rows(database, tenant_id: str) -> list[tuple]:
 
 
 @pytest.fixture
-def processor(settings, database, blobs):
-    return BatchProcessor(settings, database, blobs)
+def processor(database, blobs):
+    return BatchProcessor(ProcessSettings(), UploadLimits(), RetentionSettings(), database, blobs)
 
 
 @pytest.fixture
-def streaming_processor(settings, database, blobs):
+def streaming_processor(database, blobs):
     # Nothing is parsed in one go, and chunks are tiny, so the streaming path and its chunk flushes run.
-    return BatchProcessor(dataclasses.replace(settings, process_parse_in_one_go_bytes=0, process_chunk_readings=7), database, blobs)
+    return BatchProcessor(ProcessSettings(process_parse_in_one_go_bytes=0, process_chunk_readings=7), UploadLimits(),
+                          RetentionSettings(), database, blobs)
 
 
 def test_streamed_and_one_go_parsing_store_the_same_rows(processor, streaming_processor, blobs, database, make_account):
