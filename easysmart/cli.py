@@ -7,17 +7,13 @@ import getpass
 import json
 import sys
 from pathlib import Path
-from typing import TypeVar
 
 import psycopg2
 
 from easysmart import accounts
-from easysmart.config import (SERVER_VARIABLES, AccountSettings, ConfigError, DatabaseSettings, DemoSettings, Group,
+from easysmart.config import (SERVER_VARIABLES, AccountSettings, ConfigError, DatabaseSettings, DemoSettings, G, Group,
                               KafkaSettings, MigrationSettings, TenantSettings, Variable, variables)
 from easysmart.db import migrate
-
-G = TypeVar("G", bound=Group)
-
 
 def _read(group: type[G]) -> G:
     try:
@@ -117,8 +113,12 @@ def cmd_demo(args) -> None:
     from easysmart.demo import run_demo
 
     demo = _read(DemoSettings)
+    try:
+        database_url: str | None = DatabaseSettings.from_env().database_url
+    except ConfigError:
+        database_url = None  # the demo then shows the API's answers only
     run_demo(demo.esm_base_url, demo.demo_device_user, demo.demo_device_password, _read(TenantSettings).default_timezone,
-             _database_url())
+             database_url)
 
 
 def cmd_dlq_replay(args) -> None:
@@ -132,13 +132,12 @@ def cmd_dlq_replay(args) -> None:
 
 
 def groups_read_by(source: str) -> list[type[Group]]:
-    """The settings groups a module's code names (and so reads: nothing but from_env builds a group)."""
+    """The settings groups a module's code uses (an import alone does not count): the groups it reads,
+    since services are given their groups and only entry points call from_env."""
     tree = ast.parse(source)
-    named = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
-    named |= {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
-    named |= {alias.asname or alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
-              for alias in node.names}
-    return [group for group in Group.GROUPS if group.__name__ in named]
+    used = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+    used |= {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+    return [group for group in Group.GROUPS if group.__name__ in used]
 
 
 def variables_read_by(source: str, server: bool) -> list[Variable]:

@@ -190,9 +190,10 @@ class BackendSettings(Group):
 
 @settings_group
 class TokenSettings(Group):
-    jwt_secret: str = env("JWT_SECRET", "HS256 key of access and refresh tokens", secret=True)
-    jwt_issuer: str = env("JWT_ISSUER", "iss claim of the tokens", "easysmart")
-    jwt_audience: str = env("JWT_AUDIENCE", "aud claim of the tokens", "easysmart-api")
+    jwt_secret: str = env("JWT_SECRET", "HS256 key of access and refresh tokens (the local stack generates"
+                          " one into .local/secrets)", secret=True)
+    jwt_issuer: str = env("JWT_ISSUER", "issuer (iss claim) of the tokens", "easysmart")
+    jwt_audience: str = env("JWT_AUDIENCE", "audience (aud claim) of the tokens", "easysmart-api")
     access_token_ttl_s: int = env("ACCESS_TOKEN_TTL_S", "lifetime of an access token (seconds)", 15 * 60)
     user_refresh_ttl_s: int = env("USER_REFRESH_TTL_S", "lifetime of a user's refresh token (seconds)",
                                   7 * DAY_SECONDS)
@@ -263,7 +264,8 @@ class RetentionSettings(Group):
 @settings_group
 class AggregateSettings(Group):
     aggregate_timezone: str = env("AGGREGATE_TIMEZONE", "daily buckets are days in this zone (hourly buckets are"
-                                  " UTC hours)", "America/Sao_Paulo")
+                                  " UTC hours); changing it rebuilds the daily buckets whose raw data is still kept,"
+                                  " older ones stay as they were", "America/Sao_Paulo")
 
 
 # --- Bridges (the local stack's stand-ins for Knative's KafkaSource and PingSource) --------------
@@ -321,7 +323,8 @@ SERVER_VARIABLES = (
     Variable("WORKERS", "server", "integer", 1, "gunicorn worker processes (functions-framework)"),
     Variable("THREADS", "server", "integer", 8, "threads per worker (functions-framework)"),
     Variable("PROMETHEUS_MULTIPROC_DIR", "server", "string", "", "an empty directory where the workers keep their"
-             " metrics, summed by /metrics (prometheus_client); unset: each worker answers for itself"),
+             " metrics, summed by /metrics (prometheus_client); unset: each worker answers for itself. The images set"
+             " /tmp/esm-metrics, the local stack .local/run/metrics/<function>"),
 )
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,9 @@ def test_config_vars_of_a_module(capsys):
     assert lines[0].startswith("KAFKA_BOOTSTRAP_SERVERS\trequired\t")
     assert any(line.startswith("BRIDGE_RETRY_MAX_ELAPSED_S\toptional, default '5400.0'") for line in lines)
     assert not any(line.startswith("WORKERS") for line in lines)
+
+
+def test_env_example_documents_every_variable_of_the_table_once():
+    documented = re.findall(r"^(?:# )?([A-Z][A-Z0-9_]*)=", (REPO / ".env.example").read_text(), re.MULTILINE)
+
+    assert sorted(documented) == sorted(variable.name for variable in variables())

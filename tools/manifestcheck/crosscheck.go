@@ -170,20 +170,6 @@ func checkKey(rd *Rendered, kind, ns, name, key, where string, r *Report) {
 	}
 }
 
-func requireEnv(repo *Repo, env map[string]string, where string, r *Report) {
-	var missing []string
-	for _, v := range repo.Required {
-		if val, ok := env[v]; !ok || val == "" {
-			missing = append(missing, v)
-		}
-	}
-	if len(missing) > 0 {
-		r.Errorf(where, "environment variables read without a default are not set: %s", strings.Join(missing, ", "))
-		return
-	}
-	r.Pass("env: every variable without a default is set")
-}
-
 // CheckKnative runs the cross checks of one Knative overlay.
 func CheckKnative(repo *Repo, rd *Rendered, kindConfig map[string]any, r *Report) {
 	// Every function folder has a Knative Service, with the visibility the design gives it.
@@ -271,7 +257,7 @@ func checkKnativeService(repo *Repo, rd *Rendered, o *Object, r *Report) {
 		}
 	}
 	env := envOf(rd, o.Namespace, c, where, r)
-	requireEnv(repo, env, where, r)
+	checkEnvAgainstCode(repo, o.Name, env, where, r)
 	workers, errW := strconv.Atoi(env["WORKERS"])
 	threads, errT := strconv.Atoi(env["THREADS"])
 	if errW != nil || errT != nil || workers < 1 || threads < 1 {
@@ -483,7 +469,7 @@ func CheckOpenFaaS(repo *Repo, stack map[string]*StackFunction, bridge *Rendered
 	for name, fn := range stack {
 		where := "stack.yml function " + name
 		CheckImage(repo, where, fn.Image, r)
-		requireEnv(repo, fn.Environment, where, r)
+		checkEnvAgainstCode(repo, name, fn.Environment, where, r)
 		if fn.Environment["WORKERS"] == "" || fn.Environment["THREADS"] == "" {
 			r.Errorf(where, "WORKERS and THREADS must be set explicitly")
 		}
@@ -519,6 +505,7 @@ func CheckOpenFaaS(repo *Repo, stack map[string]*StackFunction, bridge *Rendered
 				r.Errorf(d.ID(), "must run python -m easysmart.bridges.kafka_source, runs %s", cmd)
 			}
 			env := envOf(bridge, d.Namespace, c, d.ID(), r)
+			checkEnvAgainstCode(repo, d.Name, env, d.ID(), r)
 			url := env["PROCESS_URL"]
 			if !strings.HasSuffix(strings.TrimSuffix(url, "/"), "/function/process") || stack["process"] == nil {
 				r.Errorf(d.ID(), "PROCESS_URL %q must be the gateway's /function/process, a stack.yml function", url)
