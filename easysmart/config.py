@@ -44,6 +44,16 @@ class Variable:
     def required(self) -> bool:
         return self.default is dataclasses.MISSING
 
+    def parse(self, raw: str) -> object:
+        """The value of a set variable; ConfigError names the variable when raw is malformed."""
+        value = _PARSERS[self.type](self.name, raw)
+        if self.choices:
+            value = str(value).strip().lower()
+            if value not in self.choices:
+                raise ConfigError(f"environment variable {self.name} must be one of {', '.join(self.choices)};"
+                                  f" got {raw!r}")
+        return value
+
     def default_text(self) -> str:
         if self.required:
             return ""
@@ -87,13 +97,12 @@ def _names(name: str, raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
-_PARSERS: dict[object, tuple[str, Callable[[str, str], object]]] = {
-    str: ("string", lambda name, raw: raw),
-    int: ("integer", _integer),
-    float: ("number", _number),
-    bool: ("boolean", _boolean),
-    tuple[str, ...]: ("comma-separated list", _names),
-}
+# The types a field may have, by the name the table gives them, and how each is read.
+_TYPE_NAMES: dict[object, str] = {str: "string", int: "integer", float: "number", bool: "boolean",
+                                  tuple[str, ...]: "comma-separated list"}
+_PARSERS: dict[str, Callable[[str, str], object]] = {"string": lambda name, raw: raw, "integer": _integer,
+                                                    "number": _number, "boolean": _boolean,
+                                                    "comma-separated list": _names}
 
 G = TypeVar("G", bound="Group")
 
@@ -113,7 +122,7 @@ class Group:
         out = []
         for field in dataclasses.fields(cls):  # type: ignore[arg-type]
             name, description, secret, choices = field.metadata["env"]
-            out.append(Variable(name, cls.__name__, _PARSERS[hints[field.name]][0], field.default, description,
+            out.append(Variable(name, cls.__name__, _TYPE_NAMES[hints[field.name]], field.default, description,
                                 secret, choices))
         return out
 
@@ -121,21 +130,13 @@ class Group:
     def from_env(cls: type[G], environ: Mapping[str, str] | None = None) -> G:
         """The group read from `environ` (the process environment by default); ConfigError names a bad variable."""
         environ = os.environ if environ is None else environ
-        hints = typing.get_type_hints(cls)
         values: dict[str, object] = {}
         for field, variable in zip(dataclasses.fields(cls), cls.variables()):  # type: ignore[arg-type]
             raw = environ.get(variable.name, "")
-            if raw == "":
-                if variable.required:
-                    raise ConfigError(f"environment variable {variable.name} is required")
-                continue
-            value = _PARSERS[hints[field.name]][1](variable.name, raw)
-            if variable.choices:
-                value = str(value).strip().lower()
-                if value not in variable.choices:
-                    raise ConfigError(f"environment variable {variable.name} must be one of"
-                                      f" {', '.join(variable.choices)}; got {raw!r}")
-            values[field.name] = value
+            if raw != "":
+                values[field.name] = variable.parse(raw)
+            elif variable.required:
+                raise ConfigError(f"environment variable {variable.name} is required")
         return cls(**values)
 
 

@@ -311,7 +311,7 @@ def test_blobs_past_their_retention_are_gone():
     from easysmart.storage import make_s3_client
 
     config = ObjectStoreSettings.from_env()
-    s3 = make_s3_client(config, timeout_s=10)
+    s3 = make_s3_client(config, timeout_s=5)
     today = datetime.now(UTC)
     old_key = f"raw/{today - timedelta(days=RetentionSettings.from_env().blob_retention_days + 3):%Y/%m/%d}/e2e/{uuid.uuid4()}.json.gz"
     new_key = f"raw/{today:%Y/%m/%d}/e2e/{uuid.uuid4()}.json.gz"
