@@ -125,3 +125,16 @@ def test_env_example_documents_every_variable_of_the_table_once():
     documented = re.findall(r"^(?:# )?([A-Z][A-Z0-9_]*)=", (REPO / ".env.example").read_text(), re.MULTILINE)
 
     assert sorted(documented) == sorted(variable.name for variable in variables())
+
+
+def test_only_the_table_reads_the_environment():
+    # esm config vars finds what a function reads in its main.py: that holds while the package's
+    # services are given their groups and only entry points (functions, bridges, the CLI) read them.
+    package = REPO / "easysmart"
+    sources = {path.relative_to(package).as_posix(): path.read_text() for path in package.rglob("*.py")}
+    environ = {name for name, text in sources.items() if "os.environ" in text}
+    readers = {name for name, text in sources.items() if ".from_env(" in text}
+
+    # observability reads PROMETHEUS_MULTIPROC_DIR as prometheus_client itself does.
+    assert environ == {"config.py", "observability.py"}
+    assert readers == {"config.py", "cli.py", "bridges/kafka_source.py", "bridges/ping_source.py"}
