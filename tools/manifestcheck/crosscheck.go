@@ -212,8 +212,49 @@ func CheckKnative(repo *Repo, rd *Rendered, kindConfig map[string]any, r *Report
 			r.Errorf(o.ID(), "the migration Job needs DATABASE_URL")
 		}
 	}
+	checkConfigKeysUsed(rd, r)
 	checkEventing(repo, rd, r)
 	checkFrontProxy(repo, rd, kindConfig, r)
+}
+
+// checkConfigKeysUsed: every key of easysmart-config is given to some container, so a value no
+// program reads any more does not linger there looking like a setting.
+func checkConfigKeysUsed(rd *Rendered, r *Report) {
+	cm := rd.find("v1", "ConfigMap", "easysmart", "easysmart-config")
+	if cm == nil {
+		return
+	}
+	used := map[string]bool{}
+	for _, o := range rd.Objects {
+		for _, ps := range podSpecs(o) {
+			for _, c := range containers(ps) {
+				for _, e := range list(c, "env") {
+					if ref := mapAt(e, "valueFrom", "configMapKeyRef"); ref != nil && str(ref, "name") == cm.Name {
+						used[str(ref, "key")] = true
+					}
+				}
+				for _, ef := range list(c, "envFrom") {
+					if str(ef, "configMapRef", "name") == cm.Name {
+						for k := range mapAt(cm.Map, "data") {
+							used[k] = true
+						}
+					}
+				}
+			}
+		}
+	}
+	var unused []string
+	for k := range mapAt(cm.Map, "data") {
+		if !used[k] {
+			unused = append(unused, k)
+		}
+	}
+	sort.Strings(unused)
+	if len(unused) > 0 {
+		r.Errorf(cm.ID(), "keys given to no container: %s", strings.Join(unused, ", "))
+		return
+	}
+	r.Pass("env: every easysmart-config key is used")
 }
 
 func checkKnativeService(repo *Repo, rd *Rendered, o *Object, r *Report) {

@@ -37,6 +37,15 @@ var (
 // LoadEnvVars asks the code (esm config vars, run with the repository's package first on the path)
 // which variables each function and each bridge reads.
 func LoadEnvVars(root, python string, functions []string) (map[string][]EnvVar, error) {
+	root, err := filepath.Abs(root)
+	if err != nil {
+		return nil, err
+	}
+	if strings.ContainsRune(python, filepath.Separator) {
+		if python, err = filepath.Abs(python); err != nil {
+			return nil, err
+		}
+	}
 	key, err := codeHash(root)
 	if err != nil {
 		return nil, err
@@ -111,6 +120,9 @@ func codeHash(root string) ([32]byte, error) {
 // checkEnvAgainstCode: a program's environment holds every variable its code reads without a
 // default, and nothing its code does not read (a secret mounted where it is never used, say).
 func checkEnvAgainstCode(repo *Repo, program string, env map[string]string, where string, r *Report) {
+	if repo.EnvVars == nil {
+		return // the code could not be asked; reported once by LoadRepo
+	}
 	vars, ok := repo.EnvVars[program]
 	if !ok {
 		r.Notef(where, "no code for %s yet: its environment is not compared with what it reads", program)

@@ -201,6 +201,7 @@ func TestEachCheckCanFail(t *testing.T) {
 		{"code stops reading a group", "functions/auth/main.py", "    return ProxySettings.from_env().trusted_proxies", "    return ()", []string{"Service easysmart/auth", "carries TRUSTED_PROXIES"}},
 		{"stack secret given where unread", stackYML, "      THREADS: \"2\"\n", "      THREADS: \"2\"\n      REDIS_URL: ${REDIS_URL}\n", []string{"stack.yml function process", "carries REDIS_URL, which process does not read"}},
 		{"stack env file given where unread", stackYML, "      - infra/k8s/openfaas/env/proxies.yml\n", "      - infra/k8s/openfaas/env/proxies.yml\n      - infra/k8s/openfaas/env/aggregates.yml\n", []string{"stack.yml function auth", "carries AGGREGATE_TIMEZONE"}},
+		{"config key nobody takes", "infra/k8s/base/config.yaml", "  LOG_LEVEL: INFO\n", "  LOG_LEVEL: INFO\n  DEFAULT_TIMEZONE: America/Sao_Paulo\n", []string{"ConfigMap easysmart/easysmart-config", "keys given to no container: DEFAULT_TIMEZONE"}},
 		{"bridge given a variable it does not read", "infra/k8s/openfaas/kustomization.yaml", "      - LOG_LEVEL=INFO\n", "      - LOG_LEVEL=INFO\n      - DB_POOL_MAX=4\n", []string{"Deployment openfaas-fn/kafka-source-bridge", "carries DB_POOL_MAX, which kafka-source-bridge does not read"}},
 		// Code and image conventions.
 		{"version bump without new tags", "pyproject.toml", `version = "`, `version = "9`, []string{"the Dockerfile builds"}},

@@ -11,22 +11,22 @@ import (
 // Repo is what the cross checks read from the rest of the repository.
 type Repo struct {
 	Root      string
-	Functions []string        // functions/<name>/ folders that have a main.py
-	Planned   map[string]bool // functions the manifests already carry before their code exists
-	Version   string          // [project] version in pyproject.toml: the image tag
+	Functions []string            // functions/<name>/ folders that have a main.py
+	Planned   map[string]bool     // functions the manifests already carry before their code exists
+	Version   string              // [project] version in pyproject.toml: the image tag
 	EnvVars   map[string][]EnvVar // what each function and bridge reads (esm config vars)
-	Routes    []string        // the local front door's public routes
-	Jobs      []string        // the retention jobs the code accepts (easysmart/retention.py JOBS)
+	Routes    []string            // the local front door's public routes
+	Jobs      []string            // the retention jobs the code accepts (easysmart/retention.py JOBS)
 }
 
 // Functions the manifests carry ahead of their code (DESIGN 2 lists them; issue 4 asks for them).
 var plannedFunctions = []string{"analytics", "retention"}
 
 var (
-	versionRe  = regexp.MustCompile(`(?m)^version\s*=\s*"([^"]+)"`)
-	routeRe    = regexp.MustCompile(`location\s+(=\s*)?(/api/\S*)\s*\{`)
-	jobsRe     = regexp.MustCompile(`(?m)^JOBS\s*=\s*\(([^)]*)\)`)
-	quotedRe   = regexp.MustCompile(`"([a-z_]+)"`)
+	versionRe = regexp.MustCompile(`(?m)^version\s*=\s*"([^"]+)"`)
+	routeRe   = regexp.MustCompile(`location\s+(=\s*)?(/api/\S*)\s*\{`)
+	jobsRe    = regexp.MustCompile(`(?m)^JOBS\s*=\s*\(([^)]*)\)`)
+	quotedRe  = regexp.MustCompile(`"([a-z_]+)"`)
 )
 
 func LoadRepo(root, python string, r *Report) *Repo {
