@@ -117,8 +117,8 @@ def cmd_demo(args) -> None:
         database_url: str | None = DatabaseSettings.from_env().database_url
     except ConfigError:
         database_url = None  # the demo then shows the API's answers only
-    run_demo(demo.esm_base_url, demo.demo_device_user, demo.demo_device_password, _read(TenantSettings).default_timezone,
-             database_url)
+    zone = _read(TenantSettings).default_timezone
+    run_demo(demo.esm_base_url, demo.demo_device_user, demo.demo_device_password, zone, database_url)
 
 
 def cmd_dlq_replay(args) -> None:

@@ -12,7 +12,8 @@ import psycopg2
 import pytest
 
 from easysmart import accounts
-from easysmart.config import ConfigError, G, KafkaSettings, LoginSettings, ObjectStoreSettings, RedisSettings, TokenSettings
+from easysmart.config import (ConfigError, G, KafkaSettings, LoginSettings, ObjectStoreSettings, RedisSettings,
+                              TokenSettings)
 from easysmart.db import Database, migrate
 
 TEST_JWT_SECRET = "integration-test-secret-" + "k" * 40
