@@ -24,11 +24,12 @@ import requests
 from easysmart import accounts, aggregates
 from easysmart.aggregates import PlainAggregates
 from easysmart.analytics import AnalyticsService
+from easysmart.config import AggregateSettings
 from easysmart.identity import Principal
 from easysmart.db import Database
 
 BASE_URL = os.environ.get("ESM_BASE_URL", "http://127.0.0.1:8080")
-ZONE = os.environ.get("AGGREGATE_TIMEZONE", "America/Sao_Paulo")
+ZONE = AggregateSettings.from_env().aggregate_timezone
 
 RAW_EQUIVALENT = """
 SELECT date_bin('1 hour', t.ts, timestamptz '2000-01-01 00:00:00+00') AS bucket, t.sensor_id, s.uuid, s.name, s.kind,
@@ -133,7 +134,7 @@ def main() -> None:
         aggregates.refresh(db, ZONE, PlainAggregates())
         print(json.dumps({"figure": "initial refresh", "seconds": round(time.perf_counter() - started, 1)}), flush=True)
 
-        service = AnalyticsService(db, ZONE)
+        service = AnalyticsService(db, AggregateSettings(aggregate_timezone=ZONE))
         user = Principal(account_id=str(uuid.uuid4()), tenant_id=tenant_id, kind="user")
         window = {"period": "hour", "start_date": (now - timedelta(days=30)).isoformat(), "end_date": now.isoformat(),
                   "limit": "10000"}

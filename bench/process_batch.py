@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 import orjson
 
 from easysmart import accounts
-from easysmart.config import Settings
+from easysmart.config import DatabaseSettings, ObjectStoreSettings, ProcessSettings, RetentionSettings, UploadLimits
 from easysmart.db import Database
 from easysmart.events import ClaimCheck
 from easysmart.process import BatchProcessor
@@ -43,9 +43,9 @@ def main() -> None:
         process_only(ClaimCheck(**json.loads(args.process_claim)))
         return
 
-    settings = Settings.from_env()
-    db = Database(settings.database_url, 4)
-    blobs = BlobStore(make_s3_client(settings, timeout_s=60), settings.s3_bucket)
+    store = ObjectStoreSettings.from_env()
+    db = Database(DatabaseSettings.from_env().database_url, 4)
+    blobs = BlobStore(make_s3_client(store, timeout_s=60), store.s3_bucket)
     suffix = uuid.uuid4().hex[:8]
     with db.transaction() as cursor:
         tenant_id = accounts.create_tenant(cursor, f"bench-{suffix}", "America/Sao_Paulo")
@@ -63,7 +63,7 @@ def main() -> None:
     key = f"raw/bench/{tenant_id}/{batch_id}.json.gz"
     blobs.put(key, io.BytesIO(body), {"tenant-id": tenant_id})
     claim = ClaimCheck(batch_id, tenant_id, account_id, "bench", blobs.bucket, key, len(body),
-                       len(text) if len(text) <= settings.ingest_sync_window_bytes else None,
+                       len(text) if len(text) <= UploadLimits.from_env().ingest_sync_window_bytes else None,
                        hashlib.sha256(body).hexdigest(), "gzip", None, None, "bench", datetime.now(timezone.utc).isoformat())
     decompressed = len(text)
     del text, body
@@ -98,9 +98,10 @@ def main() -> None:
 
 
 def process_only(claim: ClaimCheck) -> None:
-    settings = Settings.from_env()
-    processor = BatchProcessor(settings, Database(settings.database_url, 4),
-                               BlobStore(make_s3_client(settings, timeout_s=60), settings.s3_bucket))
+    store = ObjectStoreSettings.from_env()
+    processor = BatchProcessor(ProcessSettings.from_env(), UploadLimits.from_env(), RetentionSettings.from_env(),
+                               Database(DatabaseSettings.from_env().database_url, 4),
+                               BlobStore(make_s3_client(store, timeout_s=60), store.s3_bucket))
     started = time.perf_counter()
     result = processor.process(claim)
     process_s = time.perf_counter() - started

@@ -15,6 +15,7 @@ from typing import Mapping
 
 import orjson
 
+from easysmart.config import AggregateSettings
 from easysmart.identity import Principal
 from easysmart.db import Database
 from easysmart.errors import BadRequestError, ForbiddenError, NotFoundError
@@ -174,9 +175,9 @@ class _Page:
 
 
 class AnalyticsService:
-    def __init__(self, db: Database, zone: str, spans: PeriodSpans = PeriodSpans()) -> None:
+    def __init__(self, db: Database, aggregates: AggregateSettings, spans: PeriodSpans = PeriodSpans()) -> None:
         self.db = db
-        self.zone = zone  # of the daily buckets
+        self.zone = aggregates.aggregate_timezone  # of the daily buckets
         self.spans = spans
 
     # Endpoints

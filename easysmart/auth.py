@@ -23,7 +23,7 @@ from typing import Iterator
 
 import psycopg2.extensions
 
-from easysmart.config import Settings
+from easysmart.config import LoginSettings
 from easysmart.db import Database, one_row
 from easysmart.errors import BadRequestError, EasySmartError, ForbiddenError, LockedError, UnauthorizedError
 from easysmart.identity import ACCOUNT_KINDS, Principal, TokenService
@@ -109,7 +109,7 @@ class AuthService:
     Lock times and refresh-token records are read at `tokens.clock`, the time the tokens are issued at.
     """
 
-    def __init__(self, db: Database, tokens: TokenService, settings: Settings) -> None:
+    def __init__(self, db: Database, tokens: TokenService, settings: LoginSettings) -> None:
         self.db = db
         self.tokens = tokens
         self.settings = settings

@@ -1,24 +1,29 @@
-"""`esm`: the project's command line (migrations, tenants, accounts, the demo, DLQ replay)."""
+"""`esm`: the project's command line (migrations, tenants, accounts, the demo, DLQ replay, configuration)."""
 from __future__ import annotations
 
 import argparse
+import ast
 import getpass
-import os
+import json
 import sys
+from pathlib import Path
 
 import psycopg2
 
 from easysmart import accounts
+from easysmart.config import (SERVER_VARIABLES, AccountSettings, ConfigError, DatabaseSettings, DemoSettings, G, Group,
+                              KafkaSettings, MigrationSettings, TenantSettings, Variable, variables)
 from easysmart.db import migrate
 
-DEFAULT_TIMEZONE = "America/Sao_Paulo"
+def _read(group: type[G]) -> G:
+    try:
+        return group.from_env()
+    except ConfigError as error:
+        sys.exit(f"error: {error.message} (make targets set it from infra/local/local.env)")
 
 
 def _database_url() -> str:
-    url = os.environ.get("DATABASE_URL")
-    if not url:
-        sys.exit("error: DATABASE_URL is not set (make targets set it from infra/local/local.env)")
-    return url
+    return _read(DatabaseSettings).database_url
 
 
 def _connect():
@@ -40,11 +45,12 @@ def _in_transaction(action):
 
 
 def cmd_migrate(args) -> None:
-    mode, applied = migrate(_database_url(), os.environ.get("DB_MODE", "auto"))
+    mode, applied = migrate(_database_url(), _read(MigrationSettings).db_mode)
     print(f"==> database schema up to date ({mode} mode); applied: {', '.join(applied) or 'nothing new'}")
 
 
 def cmd_tenant_create(args) -> None:
+    args.timezone = args.timezone or _read(TenantSettings).default_timezone
     try:
         accounts.check_timezone(args.timezone)
     except accounts.AccountError as error:
@@ -63,7 +69,7 @@ def cmd_tenant_list(args) -> None:
 
 
 def _password(args) -> str:
-    return args.password or os.environ.get("ESM_PASSWORD") or getpass.getpass(f"password for {args.username}: ")
+    return args.password or _read(AccountSettings).esm_password or getpass.getpass(f"password for {args.username}: ")
 
 
 def cmd_account_create(args) -> None:
@@ -87,41 +93,76 @@ def cmd_account_list(args) -> None:
         print(f"{tenant}\t{username}\t{kind}\t{'active' if active else 'inactive'}\t{'blocked' if blocked else ''}")
 
 
-def _demo_names() -> dict[str, str]:
-    env = os.environ.get
-    return {"tenant": env("DEMO_TENANT", "demo"), "device": env("DEMO_DEVICE_USER", "demo-device"),
-            "device_password": env("DEMO_DEVICE_PASSWORD", "demo-device-pass"), "admin": env("DEMO_ADMIN_USER", "demo-admin"),
-            "admin_password": env("DEMO_ADMIN_PASSWORD", "demo-admin-pass")}
-
-
 def cmd_seed_demo(args) -> None:
-    names = _demo_names()
-    zone = os.environ.get("DEFAULT_TIMEZONE", DEFAULT_TIMEZONE)
+    demo = _read(DemoSettings)
+    zone = _read(TenantSettings).default_timezone
 
     def seed(cursor):
-        accounts.create_tenant(cursor, names["tenant"], zone, if_missing=True)
-        accounts.create_account(cursor, names["tenant"], "device", names["device"], names["device_password"], if_missing=True)
-        accounts.create_account(cursor, names["tenant"], "user", names["admin"], names["admin_password"], if_missing=True)
+        accounts.create_tenant(cursor, demo.demo_tenant, zone, if_missing=True)
+        accounts.create_account(cursor, demo.demo_tenant, "device", demo.demo_device_user, demo.demo_device_password,
+                                if_missing=True)
+        accounts.create_account(cursor, demo.demo_tenant, "user", demo.demo_admin_user, demo.demo_admin_password,
+                                if_missing=True)
 
     _in_transaction(seed)
-    print(f"==> demo tenant {names['tenant']!r}: device {names['device']!r}, user {names['admin']!r} (created if missing)")
+    print(f"==> demo tenant {demo.demo_tenant!r}: device {demo.demo_device_user!r}, user {demo.demo_admin_user!r}"
+          " (created if missing)")
 
 
 def cmd_demo(args) -> None:
     from easysmart.demo import run_demo
 
-    names = _demo_names()
-    run_demo(os.environ.get("ESM_BASE_URL", "http://127.0.0.1:8080"), names["device"], names["device_password"],
-             os.environ.get("DEFAULT_TIMEZONE", DEFAULT_TIMEZONE), os.environ.get("DATABASE_URL"))
+    demo = _read(DemoSettings)
+    try:
+        database_url: str | None = DatabaseSettings.from_env().database_url
+    except ConfigError:
+        database_url = None  # the demo then shows the API's answers only
+    zone = _read(TenantSettings).default_timezone
+    run_demo(demo.esm_base_url, demo.demo_device_user, demo.demo_device_password, zone, database_url)
 
 
 def cmd_dlq_replay(args) -> None:
     from easysmart.dlq import replay
 
-    report = replay(os.environ["KAFKA_BOOTSTRAP_SERVERS"], os.environ.get("KAFKA_TOPIC_DLQ", "telemetry.dlq"),
-                    os.environ.get("KAFKA_TOPIC_RAW", "telemetry.raw"), limit=args.limit, dry_run=args.dry_run)
+    kafka = _read(KafkaSettings)
+    report = replay(kafka.kafka_bootstrap_servers, kafka.kafka_topic_dlq, kafka.kafka_topic_raw, limit=args.limit,
+                    dry_run=args.dry_run)
     verb = "listed" if args.dry_run else "replayed"
     print(f"==> {report.replayed if not args.dry_run else report.listed} dead-lettered claim check(s) {verb}")
+
+
+def groups_read_by(source: str) -> list[type[Group]]:
+    """The settings groups a module's code uses (an import alone does not count): the groups it reads,
+    since services are given their groups and only entry points call from_env."""
+    tree = ast.parse(source)
+    used = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+    used |= {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+    return [group for group in Group.GROUPS if group.__name__ in used]
+
+
+def variables_read_by(source: str, server: bool) -> list[Variable]:
+    """What a module reads; with server, also what the function server reads (WORKERS, ...)."""
+    read = [variable for group in groups_read_by(source) for variable in group.variables()]
+    return read + list(SERVER_VARIABLES) if server else read
+
+
+def cmd_config_vars(args) -> None:
+    if args.function or args.source:
+        path = args.root / "functions" / args.function / "main.py" if args.function else args.source
+        try:
+            listed = variables_read_by(path.read_text(), server=bool(args.function))
+        except OSError as error:
+            sys.exit(f"error: {error}")
+    else:
+        listed = variables()
+    if args.json:
+        print(json.dumps([{"name": v.name, "group": v.group, "type": v.type, "required": v.required,
+                           "secret": v.secret, "default": None if v.required else v.default_text(),
+                           "description": v.description} for v in listed], indent=1))
+        return
+    for v in listed:
+        status = "required" if v.required else f"optional, default {v.default_text()!r}"
+        print(f"{v.name}\t{status}{', secret' if v.secret else ''}\t{v.group}: {v.description}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,8 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     tenant = commands.add_parser("tenant", help="manage tenants").add_subparsers(dest="action", required=True)
     create = tenant.add_parser("create", help="create a tenant")
     create.add_argument("name")
-    create.add_argument("--timezone", default=os.environ.get("DEFAULT_TIMEZONE", DEFAULT_TIMEZONE),
-                        help="IANA zone in which the tenant's naive times are read")
+    create.add_argument("--timezone", help="IANA zone in which the tenant's naive times are read (default:"
+                        " $DEFAULT_TIMEZONE)")
     create.add_argument("--if-missing", action="store_true", help="do nothing if it exists")
     create.set_defaults(run=cmd_tenant_create)
     tenant.add_parser("list", help="list tenants").set_defaults(run=cmd_tenant_list)
@@ -163,6 +204,15 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--limit", type=int, help="replay at most this many")
     replay.add_argument("--dry-run", action="store_true", help="list them only")
     replay.set_defaults(run=cmd_dlq_replay)
+
+    config = commands.add_parser("config", help="configuration").add_subparsers(dest="action", required=True)
+    listing = config.add_parser("vars", help="the environment variables a function (or any module) reads")
+    source = listing.add_mutually_exclusive_group()
+    source.add_argument("--function", help="a functions/<name>/ folder: its main.py and the server it runs in")
+    source.add_argument("--source", type=Path, help="a Python file, e.g. easysmart/bridges/kafka_source.py")
+    listing.add_argument("--root", type=Path, default=Path("."), help="the repository (default: here)")
+    listing.add_argument("--json", action="store_true", help="a JSON list, for tools/manifestcheck")
+    listing.set_defaults(run=cmd_config_vars)
     return parser
 
 

@@ -1,139 +1,334 @@
-"""Configuration from environment variables (12-factor); see .env.example."""
+"""Configuration from environment variables (12-factor), one frozen group per concern.
+
+Each variable is declared once, as a field of its group: its name, type, default (none: required)
+and description. A function reads only the groups it uses (`SomeSettings.from_env()` in
+functions/<name>/main.py), so its manifest carries only their variables: `esm config vars
+--function <name>` lists them from this table and `make check-manifests` holds the manifests to it.
+"""
 from __future__ import annotations
 
+import dataclasses
 import os
+import typing
 from dataclasses import dataclass
-from functools import lru_cache
+from typing import Any, Callable, ClassVar, Mapping, TypeVar
+
+from easysmart.errors import EasySmartError
 
 MiB = 1024 * 1024
 DAY_SECONDS = 86400
 
-
-class ConfigError(RuntimeError):
-    """A required environment variable is missing or malformed."""
-
-
-def _env(name: str, default: str | None = None) -> str:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        if default is None:
-            raise ConfigError(f"environment variable {name} is required")
-        return default
-    return value
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
 
 
-def _int(name: str, default: int) -> int:
-    raw = _env(name, str(default))
+class ConfigError(EasySmartError, RuntimeError):
+    """A required environment variable is missing or one is malformed."""
+
+    status, code = 500, "misconfigured"
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One environment variable: what the table says about it."""
+
+    name: str
+    group: str
+    type: str
+    default: object  # dataclasses.MISSING when required
+    description: str
+    secret: bool = False
+    choices: tuple[str, ...] = ()
+
+    @property
+    def required(self) -> bool:
+        return self.default is dataclasses.MISSING
+
+    def parse(self, raw: str) -> object:
+        """The value of a set variable; ConfigError names the variable when raw is malformed."""
+        value = _PARSERS[self.type](self.name, raw)
+        if self.choices:
+            value = str(value).strip().lower()
+            if value not in self.choices:
+                raise ConfigError(f"environment variable {self.name} must be one of {', '.join(self.choices)};"
+                                  f" got {raw!r}")
+        return value
+
+    def default_text(self) -> str:
+        if self.required:
+            return ""
+        if isinstance(self.default, bool):
+            return "true" if self.default else "false"
+        if isinstance(self.default, tuple):
+            return ",".join(self.default)
+        return str(self.default)
+
+
+def env(name: str, description: str, default: object = dataclasses.MISSING, *, secret: bool = False,
+        choices: tuple[str, ...] = ()) -> Any:
+    """A group's field read from the environment variable `name` (no default: required)."""
+    return dataclasses.field(default=default, metadata={"env": (name, description, secret, choices)})
+
+
+def _integer(name: str, raw: str) -> int:
     try:
         return int(raw)
     except ValueError:
         raise ConfigError(f"environment variable {name} must be an integer, got {raw!r}") from None
 
 
-def _float(name: str, default: float) -> float:
-    raw = _env(name, str(default))
+def _number(name: str, raw: str) -> float:
     try:
         return float(raw)
     except ValueError:
         raise ConfigError(f"environment variable {name} must be a number, got {raw!r}") from None
 
 
-def _bool(name: str, default: bool) -> bool:
-    return _env(name, "true" if default else "false").strip().lower() in {"1", "true", "yes", "on"}
+def _boolean(name: str, raw: str) -> bool:
+    word = raw.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise ConfigError(f"environment variable {name} must be one of 1/0, true/false, yes/no, on/off; got {raw!r}")
 
 
-def _list(name: str, default: str = "") -> tuple[str, ...]:
-    return tuple(part.strip() for part in _env(name, default or " ").split(",") if part.strip())
+def _names(name: str, raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
-@dataclass(frozen=True)
-class Settings:
-    database_url: str
-    redis_url: str
-    kafka_bootstrap_servers: str
-    s3_endpoint_url: str
-    s3_access_key_id: str
-    s3_secret_access_key: str
-    jwt_secret: str
-    s3_bucket: str = "telemetry-raw"
-    s3_region: str = "us-east-1"
-    kafka_topic_raw: str = "telemetry.raw"
-    kafka_topic_dlq: str = "telemetry.dlq"
-    default_timezone: str = "America/Sao_Paulo"
-    jwt_issuer: str = "easysmart"
-    jwt_audience: str = "easysmart-api"
-    access_token_ttl_s: int = 15 * 60
-    user_refresh_ttl_s: int = 7 * DAY_SECONDS
-    device_refresh_ttl_s: int = 30 * DAY_SECONDS
-    login_max_failures: int = 5
-    login_lockout_s: int = 30 * 60
-    ingest_max_body_bytes: int = 10 * MiB
-    ingest_max_decompressed_bytes: int = 1024 * MiB
-    ingest_sync_window_bytes: int = 4 * MiB
-    backend_timeout_s: float = 5.0
-    ratelimit_device_per_minute: int = 120
-    ratelimit_address_per_minute: int = 1200
-    trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
-    process_parse_in_one_go_bytes: int = 64 * MiB
-    process_max_memory_bytes: int = 512 * MiB
-    process_chunk_readings: int = 20000
-    process_delete_blob_after_commit: bool = False
-    raw_retention_days: int = 30
-    blob_retention_days: int = 7
-    future_tolerance_s: int = DAY_SECONDS
-    db_mode: str = "auto"
-    db_pool_max: int = 16
-    aggregate_timezone: str = "America/Sao_Paulo"
-    retention_refresh_schedule: str = "*/5 * * * *"
-    retention_expire_schedule: str = "17 3 * * *"
-    retention_url: str = "http://127.0.0.1:8085/"
+# The types a field may have, by the name the table gives them, and how each is read.
+_TYPE_NAMES: dict[object, str] = {str: "string", int: "integer", float: "number", bool: "boolean",
+                                  tuple[str, ...]: "comma-separated list"}
+_PARSERS: dict[str, Callable[[str, str], object]] = {"string": lambda name, raw: raw, "integer": _integer,
+                                                    "number": _number, "boolean": _boolean,
+                                                    "comma-separated list": _names}
+
+G = TypeVar("G", bound="Group")
+
+
+class Group:
+    """Base of the settings groups: frozen dataclasses whose fields are `env(...)` declarations."""
+
+    GROUPS: ClassVar[list[type[Group]]] = []
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        Group.GROUPS.append(cls)
 
     @classmethod
-    def from_env(cls) -> "Settings":
-        return cls(
-            database_url=_env("DATABASE_URL"),
-            redis_url=_env("REDIS_URL"),
-            kafka_bootstrap_servers=_env("KAFKA_BOOTSTRAP_SERVERS"),
-            s3_endpoint_url=_env("S3_ENDPOINT_URL"),
-            s3_access_key_id=_env("S3_ACCESS_KEY_ID"),
-            s3_secret_access_key=_env("S3_SECRET_ACCESS_KEY"),
-            jwt_secret=_env("JWT_SECRET"),
-            s3_bucket=_env("S3_BUCKET", "telemetry-raw"),
-            s3_region=_env("S3_REGION", "us-east-1"),
-            kafka_topic_raw=_env("KAFKA_TOPIC_RAW", "telemetry.raw"),
-            kafka_topic_dlq=_env("KAFKA_TOPIC_DLQ", "telemetry.dlq"),
-            default_timezone=_env("DEFAULT_TIMEZONE", "America/Sao_Paulo"),
-            jwt_issuer=_env("JWT_ISSUER", "easysmart"),
-            jwt_audience=_env("JWT_AUDIENCE", "easysmart-api"),
-            access_token_ttl_s=_int("ACCESS_TOKEN_TTL_S", 15 * 60),
-            user_refresh_ttl_s=_int("USER_REFRESH_TTL_S", 7 * DAY_SECONDS),
-            device_refresh_ttl_s=_int("DEVICE_REFRESH_TTL_S", 30 * DAY_SECONDS),
-            login_max_failures=_int("LOGIN_MAX_FAILURES", 5),
-            login_lockout_s=_int("LOGIN_LOCKOUT_S", 30 * 60),
-            ingest_max_body_bytes=_int("INGEST_MAX_BODY_BYTES", 10 * MiB),
-            ingest_max_decompressed_bytes=_int("INGEST_MAX_DECOMPRESSED_BYTES", 1024 * MiB),
-            ingest_sync_window_bytes=_int("INGEST_SYNC_WINDOW_BYTES", 4 * MiB),
-            backend_timeout_s=_float("BACKEND_TIMEOUT_S", 5.0),
-            ratelimit_device_per_minute=_int("RATELIMIT_DEVICE_PER_MINUTE", 120),
-            ratelimit_address_per_minute=_int("RATELIMIT_ADDRESS_PER_MINUTE", 1200),
-            trusted_proxies=_list("TRUSTED_PROXIES", "127.0.0.1,::1"),
-            process_parse_in_one_go_bytes=_int("PROCESS_PARSE_IN_ONE_GO_BYTES", 64 * MiB),
-            process_max_memory_bytes=_int("PROCESS_MAX_MEMORY_BYTES", 512 * MiB),
-            process_chunk_readings=_int("PROCESS_CHUNK_READINGS", 20000),
-            process_delete_blob_after_commit=_bool("PROCESS_DELETE_BLOB_AFTER_COMMIT", False),
-            raw_retention_days=_int("RAW_RETENTION_DAYS", 30),
-            blob_retention_days=_int("BLOB_RETENTION_DAYS", 7),
-            future_tolerance_s=_int("FUTURE_TOLERANCE_S", DAY_SECONDS),
-            db_mode=_env("DB_MODE", "auto"),
-            db_pool_max=_int("DB_POOL_MAX", 16),
-            aggregate_timezone=_env("AGGREGATE_TIMEZONE", "America/Sao_Paulo"),
-            retention_refresh_schedule=_env("RETENTION_REFRESH_SCHEDULE", "*/5 * * * *"),
-            retention_expire_schedule=_env("RETENTION_EXPIRE_SCHEDULE", "17 3 * * *"),
-            retention_url=_env("RETENTION_URL", "http://127.0.0.1:8085/"),
-        )
+    def variables(cls) -> list[Variable]:
+        hints = typing.get_type_hints(cls)
+        out = []
+        for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+            name, description, secret, choices = field.metadata["env"]
+            out.append(Variable(name, cls.__name__, _TYPE_NAMES[hints[field.name]], field.default, description,
+                                secret, choices))
+        return out
+
+    @classmethod
+    def from_env(cls: type[G], environ: Mapping[str, str] | None = None) -> G:
+        """The group read from `environ` (the process environment by default); ConfigError names a bad variable."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for field, variable in zip(dataclasses.fields(cls), cls.variables()):  # type: ignore[arg-type]
+            raw = environ.get(variable.name, "")
+            if raw != "":
+                values[field.name] = variable.parse(raw)
+            elif variable.required:
+                raise ConfigError(f"environment variable {variable.name} is required")
+        return cls(**values)
 
 
-@lru_cache(maxsize=1)
-def settings() -> Settings:
-    """The process-wide settings, read once."""
-    return Settings.from_env()
+def settings_group(cls: type[G]) -> type[G]:
+    """A frozen, keyword-only dataclass registered in the table."""
+    return dataclass(frozen=True, kw_only=True)(cls)
+
+
+# --- Backing services ---------------------------------------------------------------------------
+
+@settings_group
+class DatabaseSettings(Group):
+    database_url: str = env("DATABASE_URL", "PostgreSQL (or TimescaleDB) connection URL", secret=True)
+    db_pool_max: int = env("DB_POOL_MAX", "most database connections a function process keeps", 16)
+
+
+@settings_group
+class MigrationSettings(Group):
+    db_mode: str = env("DB_MODE", "schema of `esm migrate`: auto (TimescaleDB when the extension is available),"
+                       " postgres or timescaledb", "auto", choices=("auto", "postgres", "timescaledb"))
+
+
+@settings_group
+class RedisSettings(Group):
+    redis_url: str = env("REDIS_URL", "Redis connection URL (rate-limit buckets)", secret=True)
+
+
+@settings_group
+class KafkaSettings(Group):
+    kafka_bootstrap_servers: str = env("KAFKA_BOOTSTRAP_SERVERS", "Kafka brokers, comma-separated")
+    kafka_topic_raw: str = env("KAFKA_TOPIC_RAW", "topic of the claim checks", "telemetry.raw")
+    kafka_topic_dlq: str = env("KAFKA_TOPIC_DLQ", "dead-letter topic of claim checks that failed for good",
+                               "telemetry.dlq")
+
+
+@settings_group
+class ObjectStoreSettings(Group):
+    s3_endpoint_url: str = env("S3_ENDPOINT_URL", "any S3-compatible object store")
+    s3_access_key_id: str = env("S3_ACCESS_KEY_ID", "object store access key", secret=True)
+    s3_secret_access_key: str = env("S3_SECRET_ACCESS_KEY", "object store secret key", secret=True)
+    s3_bucket: str = env("S3_BUCKET", "bucket of the raw uploads", "telemetry-raw")
+    s3_region: str = env("S3_REGION", "object store region", "us-east-1")
+
+
+@settings_group
+class BackendSettings(Group):
+    backend_timeout_s: float = env("BACKEND_TIMEOUT_S", "timeout of each object-store, Kafka and Redis call made"
+                                   " while answering a request (seconds)", 5.0)
+
+
+# --- Identity -------------------------------------------------------------------------------------
+
+@settings_group
+class TokenSettings(Group):
+    jwt_secret: str = env("JWT_SECRET", "HS256 key of access and refresh tokens (the local stack generates"
+                          " one into .local/secrets)", secret=True)
+    jwt_issuer: str = env("JWT_ISSUER", "issuer (iss claim) of the tokens", "easysmart")
+    jwt_audience: str = env("JWT_AUDIENCE", "audience (aud claim) of the tokens", "easysmart-api")
+    access_token_ttl_s: int = env("ACCESS_TOKEN_TTL_S", "lifetime of an access token (seconds)", 15 * 60)
+    user_refresh_ttl_s: int = env("USER_REFRESH_TTL_S", "lifetime of a user's refresh token (seconds)",
+                                  7 * DAY_SECONDS)
+    device_refresh_ttl_s: int = env("DEVICE_REFRESH_TTL_S", "lifetime of a device's refresh token (seconds)",
+                                    30 * DAY_SECONDS)
+
+
+@settings_group
+class LoginSettings(Group):
+    login_max_failures: int = env("LOGIN_MAX_FAILURES", "consecutive failed logins of one account from one client"
+                                  " address before that pair is locked", 5)
+    login_lockout_s: int = env("LOGIN_LOCKOUT_S", "how long such a lock lasts (seconds)", 30 * 60)
+
+
+@settings_group
+class ProxySettings(Group):
+    trusted_proxies: tuple[str, ...] = env("TRUSTED_PROXIES", "peers whose X-Real-IP / X-Forwarded-For is believed"
+                                           " (the front door)", ("127.0.0.1", "::1"))
+
+
+@settings_group
+class TenantSettings(Group):
+    default_timezone: str = env("DEFAULT_TIMEZONE", "IANA zone of new tenants unless given (`esm tenant create`);"
+                                " naive client times are read in the tenant's zone", "America/Sao_Paulo")
+
+
+# --- Uploads and their processing -----------------------------------------------------------------
+
+@settings_group
+class UploadLimits(Group):
+    ingest_max_body_bytes: int = env("INGEST_MAX_BODY_BYTES", "largest upload as sent (413 above)", 10 * MiB)
+    ingest_max_decompressed_bytes: int = env("INGEST_MAX_DECOMPRESSED_BYTES", "largest upload decompressed (413"
+                                             " above; uploads compress ~50:1)", 1024 * MiB)
+    ingest_sync_window_bytes: int = env("INGEST_SYNC_WINDOW_BYTES", "how much of the decompressed upload ingest"
+                                        " parses before answering", 4 * MiB)
+
+
+@settings_group
+class RateLimits(Group):
+    ratelimit_device_per_minute: int = env("RATELIMIT_DEVICE_PER_MINUTE", "uploads per minute per device account",
+                                           120)
+    ratelimit_address_per_minute: int = env("RATELIMIT_ADDRESS_PER_MINUTE", "uploads per minute per client address",
+                                            1200)
+
+
+@settings_group
+class ProcessSettings(Group):
+    process_parse_in_one_go_bytes: int = env("PROCESS_PARSE_IN_ONE_GO_BYTES", "uploads up to this size"
+                                             " (decompressed) are parsed in one go; larger ones stream", 64 * MiB)
+    process_max_memory_bytes: int = env("PROCESS_MAX_MEMORY_BYTES", "memory process may spend on uploads parsed in"
+                                        " one go (others stream)", 512 * MiB)
+    process_chunk_readings: int = env("PROCESS_CHUNK_READINGS", "readings per COPY chunk handed to the database"
+                                      " thread", 20000)
+    process_delete_blob_after_commit: bool = env("PROCESS_DELETE_BLOB_AFTER_COMMIT", "delete an upload's blob once"
+                                                 " its readings are stored", False)
+    future_tolerance_s: int = env("FUTURE_TOLERANCE_S", "readings further in the future are rejected (seconds)",
+                                  DAY_SECONDS)
+
+
+@settings_group
+class RetentionSettings(Group):
+    raw_retention_days: int = env("RAW_RETENTION_DAYS", "raw readings kept (days); older ones are rejected on"
+                                  " arrival and expired", 30)
+    blob_retention_days: int = env("BLOB_RETENTION_DAYS", "uploads kept in the object store (days); an identical"
+                                   " upload within it is not stored again", 7)
+
+
+@settings_group
+class AggregateSettings(Group):
+    aggregate_timezone: str = env("AGGREGATE_TIMEZONE", "daily buckets are days in this zone (hourly buckets are"
+                                  " UTC hours); changing it rebuilds the daily buckets whose raw data is still kept,"
+                                  " older ones stay as they were", "America/Sao_Paulo")
+
+
+# --- Bridges (the local stack's stand-ins for Knative's KafkaSource and PingSource) --------------
+
+@settings_group
+class KafkaBridgeSettings(Group):
+    sink_url: str = env("PROCESS_URL", "where the kafka-source bridge POSTs claim checks",
+                           "http://127.0.0.1:8083/")
+    group_id: str = env("BRIDGE_GROUP_ID", "consumer group of the kafka-source bridge", "process-bridge")
+    backoff_base_s: float = env("BRIDGE_BACKOFF_BASE_S", "first retry delay (seconds), doubled per attempt", 0.5)
+    backoff_max_s: float = env("BRIDGE_BACKOFF_MAX_S", "longest retry delay (seconds)", 30.0)
+    # A database outage of an hour must dead-letter nothing.
+    retry_max_elapsed_s: float = env("BRIDGE_RETRY_MAX_ELAPSED_S", "retries stop and the record is dead-lettered"
+                                     " after this long (seconds)", 5400.0)
+    request_timeout_s: float = env("BRIDGE_REQUEST_TIMEOUT_S", "read timeout of one delivery (seconds)", 900.0)
+
+
+@settings_group
+class PingSourceSettings(Group):
+    retention_url: str = env("RETENTION_URL", "where the ping-source bridge POSTs its events",
+                             "http://127.0.0.1:8085/")
+    retention_refresh_schedule: str = env("RETENTION_REFRESH_SCHEDULE", "five-field cron (UTC): refresh the"
+                                          " aggregates", "*/5 * * * *")
+    retention_expire_schedule: str = env("RETENTION_EXPIRE_SCHEDULE", "five-field cron (UTC): expire old data"
+                                         " (expiry refreshes first)", "17 3 * * *")
+
+
+# --- Logging and the command line -----------------------------------------------------------------
+
+@settings_group
+class LoggingSettings(Group):
+    log_level: str = env("LOG_LEVEL", "level of the JSON logs", "INFO",
+                         choices=("debug", "info", "warning", "error", "critical"))
+
+
+@settings_group
+class DemoSettings(Group):
+    esm_base_url: str = env("ESM_BASE_URL", "public URL `esm demo` uploads through", "http://127.0.0.1:8080")
+    demo_tenant: str = env("DEMO_TENANT", "tenant of `esm seed-demo`", "demo")
+    demo_device_user: str = env("DEMO_DEVICE_USER", "device account of the demo", "demo-device")
+    demo_device_password: str = env("DEMO_DEVICE_PASSWORD", "its password", "demo-device-pass", secret=True)
+    demo_admin_user: str = env("DEMO_ADMIN_USER", "user account of the demo", "demo-admin")
+    demo_admin_password: str = env("DEMO_ADMIN_PASSWORD", "its password", "demo-admin-pass", secret=True)
+
+
+@settings_group
+class AccountSettings(Group):
+    esm_password: str = env("ESM_PASSWORD", "password of `esm account create` when --password is not given"
+                            " (otherwise a prompt)", "", secret=True)
+
+
+# Read by the server every function runs in (functions-framework's gunicorn, prometheus_client),
+# not by a group: the manifests may set them on any function.
+SERVER_VARIABLES = (
+    Variable("WORKERS", "server", "integer", 1, "gunicorn worker processes (functions-framework)"),
+    Variable("THREADS", "server", "integer", 8, "threads per worker (functions-framework)"),
+    Variable("PROMETHEUS_MULTIPROC_DIR", "server", "string", "", "an empty directory where the workers keep their"
+             " metrics, summed by /metrics (prometheus_client); unset: each worker answers for itself. The images set"
+             " /tmp/esm-metrics, the local stack .local/run/metrics/<function>"),
+)
+
+
+def variables() -> list[Variable]:
+    """The whole table: every group's variables, then the server's."""
+    return [variable for group in Group.GROUPS for variable in group.variables()] + list(SERVER_VARIABLES)

@@ -12,7 +12,7 @@ from typing import Mapping
 import jwt
 
 from easysmart.clock import Clock, utc_now
-from easysmart.config import Settings
+from easysmart.config import ConfigError, TokenSettings
 from easysmart.errors import UnauthorizedError
 
 ACCOUNT_KINDS = ("device", "user")
@@ -36,12 +36,21 @@ class Principal:
     username: str | None = None
 
 
-class TokenService:
-    """Issues and verifies HS256 JWTs with the secret, issuer, audience and lifetimes of Settings, at `clock`'s time."""
+MIN_SECRET_BYTES = 32
+# Example values published with the repository: never accepted as a real secret.
+PUBLISHED_SECRETS = frozenset({"change-me-to-32-random-bytes", "change-me-to-at-least-32-random-bytes-please"})
 
-    def __init__(self, settings: Settings, clock: Clock = utc_now) -> None:
-        if not settings.jwt_secret:
-            raise ValueError("JWT_SECRET must not be empty")
+
+class TokenService:
+    """Issues and verifies HS256 JWTs with the secret, issuer, audience and lifetimes of TokenSettings, at `clock`'s
+    time. A short or published secret would let anyone mint tokens: the service refuses to start with one."""
+
+    def __init__(self, settings: TokenSettings, clock: Clock = utc_now) -> None:
+        secret = settings.jwt_secret.encode()
+        if len(secret) < MIN_SECRET_BYTES:
+            raise ConfigError(f"JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes (e.g. head -c 48 /dev/urandom | base64)")
+        if settings.jwt_secret in PUBLISHED_SECRETS:
+            raise ConfigError("JWT_SECRET is a published example value; generate one of your own")
         self.settings = settings
         self.clock = clock
 

@@ -20,7 +20,7 @@ import orjson
 
 from easysmart.identity import Principal
 from easysmart.compression import BoundedGunzip
-from easysmart.config import Settings
+from easysmart.config import RateLimits, RetentionSettings, UploadLimits
 from easysmart.db import Database
 from easysmart.errors import (BadRequestError, EasySmartError, ForbiddenError, NotFoundError, PayloadTooLargeError,
                               UnavailableError, UnprocessableError, UnsupportedMediaTypeError)
@@ -157,9 +157,12 @@ def inspect_window(data: bytes | bytearray, complete: bool) -> UploadShape:
 
 
 class IngestService:
-    def __init__(self, settings: Settings, db: Database, blobs: BlobStore, publisher: ClaimCheckPublisher,
-                 limiter: RateLimiter, ledger: BatchLedger | None = None) -> None:
+    def __init__(self, settings: UploadLimits, rate_limits: RateLimits, retention: RetentionSettings, db: Database,
+                 blobs: BlobStore, publisher: ClaimCheckPublisher, limiter: RateLimiter,
+                 ledger: BatchLedger | None = None) -> None:
         self.settings = settings
+        self.rate_limits = rate_limits
+        self.retention = retention
         self.blobs = blobs
         self.publisher = publisher
         self.limiter = limiter
@@ -167,8 +170,8 @@ class IngestService:
 
     def rate_limit(self, principal: Principal, client_addr: str) -> dict[str, str]:
         return self.limiter.check([
-            Limit("device", f"device:{principal.account_id}", self.settings.ratelimit_device_per_minute),
-            Limit("client address", f"addr:{client_addr}", self.settings.ratelimit_address_per_minute),
+            Limit("device", f"device:{principal.account_id}", self.rate_limits.ratelimit_device_per_minute),
+            Limit("client address", f"addr:{client_addr}", self.rate_limits.ratelimit_address_per_minute),
         ])
 
     def upload(self, request: UploadRequest) -> UploadResult:
@@ -271,7 +274,7 @@ class IngestService:
         return blob.hexdigest(), None, None
 
     def _earlier_identical(self, principal: Principal, digest: str, now: datetime) -> UploadResult | None:
-        since = now - timedelta(days=self.settings.blob_retention_days)
+        since = now - timedelta(days=self.retention.blob_retention_days)
         try:
             earlier = self.ledger.find_identical(principal.account_id, digest, since)
         except UnavailableError:

@@ -10,6 +10,8 @@ import time
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 
+from easysmart.config import LoggingSettings
+
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 batch_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("batch_id", default=None)
 tenant_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("tenant_id", default=None)
@@ -20,6 +22,7 @@ _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message
 # Each gunicorn worker counts on its own. With PROMETHEUS_MULTIPROC_DIR set, prometheus_client
 # keeps the counts in files there and /metrics sums every worker's, so a scrape sees the whole
 # function whichever worker answers it. The directory must start empty with the function.
+# prometheus_client reads the variable itself, so it is read here as the library does.
 METRICS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 if METRICS_DIR:
     os.makedirs(METRICS_DIR, exist_ok=True)
@@ -52,7 +55,7 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
-def configure_logging(service: str) -> None:
+def configure_logging(service: str, settings: LoggingSettings) -> None:
     """JSON lines on stderr; idempotent so every entry point may call it."""
     root = logging.getLogger()
     if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
@@ -60,7 +63,7 @@ def configure_logging(service: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root.handlers[:] = [handler]
-    root.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
+    root.setLevel(settings.log_level.upper())
     logging.getLogger("kafka").setLevel(logging.WARNING)
     logging.getLogger("botocore").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.WARNING)

@@ -20,7 +20,7 @@ import psycopg2.extensions
 
 from easysmart.batchbuilder import BatchBuilder
 from easysmart.compression import CorruptGzipError, gunzip_chunks
-from easysmart.config import Settings
+from easysmart.config import ProcessSettings, RetentionSettings, UploadLimits
 from easysmart.copywriter import CopyWriter, create_staging_table
 from easysmart.db import Database
 from easysmart.errors import (DatabaseTimeoutError, EasySmartError, PayloadTooLargeError, UnavailableError,
@@ -96,10 +96,12 @@ class MemoryBudget:
 
 
 class BatchProcessor:
-    def __init__(self, settings: Settings, db: Database, blobs: BlobStore, ledger: BatchLedger | None = None,
-                 writer_factory: WriterFactory = CopyWriter,
+    def __init__(self, settings: ProcessSettings, limits: UploadLimits, retention: RetentionSettings, db: Database,
+                 blobs: BlobStore, ledger: BatchLedger | None = None, writer_factory: WriterFactory = CopyWriter,
                  max_unexpected_failures: int = MAX_UNEXPECTED_FAILURES) -> None:
         self.settings = settings
+        self.limits = limits
+        self.retention = retention
         self.db = db
         self.blobs = blobs
         self.ledger = ledger or BatchLedger(db)
@@ -115,7 +117,7 @@ class BatchProcessor:
         zone, status = self._open(claim)
         if status == BatchStatus.DONE:
             return self._redelivered(claim.batch_id)
-        normaliser = ReadingNormaliser(zone, now, self.settings.raw_retention_days, self.settings.future_tolerance_s)
+        normaliser = ReadingNormaliser(zone, now, self.retention.raw_retention_days, self.settings.future_tolerance_s)
         try:
             self._ensure_partitions(*normaliser.time_window())
             result = self._load_with_retries(claim, normaliser)
@@ -193,7 +195,7 @@ class BatchProcessor:
 
     def _events(self, claim: ClaimCheck, digest) -> tuple[Iterator, Callable[[], None]]:
         """Upload events, parsed in one go when memory allows, else streamed; and a release()."""
-        limit = self.settings.ingest_max_decompressed_bytes
+        limit = self.limits.ingest_max_decompressed_bytes
         texts = gunzip_chunks(_hashed(self.blobs.iter_chunks(claim.key), digest), limit)
         # The size is known when ingest saw the whole upload; unknown sizes are streamed.
         one_go_size = claim.decompressed_bytes

@@ -16,7 +16,7 @@ import botocore.exceptions
 
 from easysmart import aggregates
 from easysmart.aggregates import AggregateBackend
-from easysmart.config import Settings
+from easysmart.config import AggregateSettings, RetentionSettings
 from easysmart.db import Database
 from easysmart.errors import BadRequestError, UnavailableError
 from easysmart.ledger import BatchLedger
@@ -98,9 +98,10 @@ class BlobExpiry:
 
 
 class RetentionService:
-    def __init__(self, settings: Settings, db: Database, blobs: BlobExpiry | None,
-                 backend: AggregateBackend | None = None) -> None:
+    def __init__(self, settings: RetentionSettings, aggregates: AggregateSettings, db: Database,
+                 blobs: BlobExpiry | None, backend: AggregateBackend | None = None) -> None:
         self.settings = settings
+        self.aggregates = aggregates
         self.db = db
         self.blobs = blobs
         self.backend = backend
@@ -116,7 +117,7 @@ class RetentionService:
                 cursor.execute("SELECT pg_advisory_lock(hashtext(%s))", (RUN_LOCK,))
             lock_conn.commit()
             try:
-                report["refresh"] = backend.refresh(self.db, self.settings.aggregate_timezone).body()
+                report["refresh"] = backend.refresh(self.db, self.aggregates.aggregate_timezone).body()
                 if job in ("expire", "all"):
                     report["expire"] = self.expire(backend, now or datetime.now(timezone.utc))
             finally:

@@ -9,7 +9,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from easysmart.config import Settings
+from easysmart.config import ObjectStoreSettings
 from easysmart.errors import EasySmartError, UnavailableError
 
 logger = logging.getLogger(__name__)
@@ -24,8 +24,8 @@ class BlobMissingError(EasySmartError):
     status, code = 422, "blob_missing"
 
 
-def make_s3_client(settings: Settings, timeout_s: float | None = None):
-    timeout = settings.backend_timeout_s if timeout_s is None else timeout_s
+def make_s3_client(settings: ObjectStoreSettings, timeout_s: float):
+    """A client of the object store whose every call (connect, each read) times out after timeout_s."""
     return boto3.client(
         "s3",
         endpoint_url=settings.s3_endpoint_url,
@@ -33,8 +33,8 @@ def make_s3_client(settings: Settings, timeout_s: float | None = None):
         aws_secret_access_key=settings.s3_secret_access_key,
         region_name=settings.s3_region,
         config=botocore.config.Config(
-            connect_timeout=timeout,
-            read_timeout=timeout,
+            connect_timeout=timeout_s,
+            read_timeout=timeout_s,
             retries={"max_attempts": 2, "mode": "standard"},
             s3={"addressing_style": "path"},
             # S3Proxy and older stores reject the newer default checksums on PutObject.

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import random
 import signal
 import threading
@@ -26,6 +25,7 @@ import requests
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from easysmart.clock import MonotonicClock
+from easysmart.config import KafkaBridgeSettings, KafkaSettings, LoggingSettings
 from easysmart.events import (DLQ_ERROR_HEADERS, DLQ_SOURCE_HEADER, ERROR_CODE_HEADER, ERROR_DATA_HEADER,
                               ERROR_DEST_HEADER, from_kafka, to_http)
 from easysmart.observability import configure_logging
@@ -41,35 +41,6 @@ RETRIABLE_STATUSES = {404, 408, 409, 429}
 # left unreturned, nothing is parked. Claim checks are small and a fetch is bounded by
 # max_partition_fetch_bytes, so this bounds memory as well.
 MAX_POLL_RECORDS = 1_000_000
-
-
-@dataclass(frozen=True)
-class BridgeSettings:
-    bootstrap_servers: str
-    topic: str
-    dlq_topic: str
-    sink_url: str
-    group_id: str
-    backoff_base_s: float
-    backoff_max_s: float
-    retry_max_elapsed_s: float
-    request_timeout_s: float
-
-    @classmethod
-    def from_env(cls) -> "BridgeSettings":
-        env = os.environ.get
-        return cls(
-            bootstrap_servers=env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:59092"),
-            topic=env("KAFKA_TOPIC_RAW", "telemetry.raw"),
-            dlq_topic=env("KAFKA_TOPIC_DLQ", "telemetry.dlq"),
-            sink_url=env("PROCESS_URL", "http://127.0.0.1:8083/"),
-            group_id=env("BRIDGE_GROUP_ID", "process-bridge"),
-            backoff_base_s=float(env("BRIDGE_BACKOFF_BASE_S", "0.5")),
-            backoff_max_s=float(env("BRIDGE_BACKOFF_MAX_S", "30")),
-            # A database outage of an hour must dead-letter nothing.
-            retry_max_elapsed_s=float(env("BRIDGE_RETRY_MAX_ELAPSED_S", "5400")),
-            request_timeout_s=float(env("BRIDGE_REQUEST_TIMEOUT_S", "900")),
-        )
 
 
 @dataclass(frozen=True)
@@ -92,8 +63,9 @@ def is_retriable(status: int | None) -> bool:
 class KafkaSourceBridge:
     """`monotonic` measures how long a record's retries have gone on."""
 
-    def __init__(self, settings: BridgeSettings, session: requests.Session | None = None,
-                 monotonic: MonotonicClock = time.monotonic) -> None:
+    def __init__(self, kafka_config: KafkaSettings, settings: KafkaBridgeSettings,
+                 session: requests.Session | None = None, monotonic: MonotonicClock = time.monotonic) -> None:
+        self.kafka_config = kafka_config
         self.settings = settings
         self.session = session or requests.Session()
         self.monotonic = monotonic
@@ -146,7 +118,7 @@ class KafkaSourceBridge:
 
         def send() -> None:
             try:
-                self._dlq_producer().send(self.settings.dlq_topic, key=record.key, value=record.value,
+                self._dlq_producer().send(self.kafka_config.kafka_topic_dlq, key=record.key, value=record.value,
                                           headers=headers).get(timeout=10)
             except kafka.errors.KafkaError:
                 self._producer = None  # made again for the next attempt
@@ -172,7 +144,7 @@ class KafkaSourceBridge:
 
     def _dlq_producer(self) -> kafka.KafkaProducer:
         if self._producer is None:
-            self._producer = kafka.KafkaProducer(bootstrap_servers=self.settings.bootstrap_servers.split(","),
+            self._producer = kafka.KafkaProducer(bootstrap_servers=self.kafka_config.kafka_bootstrap_servers.split(","),
                                                  acks="all", max_block_ms=10000, request_timeout_ms=10000)
         return self._producer
 
@@ -192,8 +164,8 @@ class KafkaSourceBridge:
         """The consumer, made once Kafka answers; None if the bridge is stopping first."""
         def connect() -> kafka.KafkaConsumer:
             return kafka.KafkaConsumer(
-                self.settings.topic,
-                bootstrap_servers=self.settings.bootstrap_servers.split(","),
+                self.kafka_config.kafka_topic_raw,
+                bootstrap_servers=self.kafka_config.kafka_bootstrap_servers.split(","),
                 group_id=self.settings.group_id,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
@@ -228,7 +200,7 @@ class KafkaSourceBridge:
         consumer = self._connect()
         if consumer is None:
             return
-        logger.info("kafka-source bridge started", extra={"topic": self.settings.topic, "sink": self.settings.sink_url})
+        logger.info("kafka-source bridge started", extra={"topic": self.kafka_config.kafka_topic_raw, "sink": self.settings.sink_url})
         in_flight: dict[TopicPartition, tuple[Future, list]] = {}
         try:
             with ThreadPoolExecutor(max_workers=8, thread_name_prefix="partition") as pool:
@@ -270,8 +242,8 @@ class KafkaSourceBridge:
 
 
 def main() -> None:
-    configure_logging("kafka-source-bridge")
-    bridge = KafkaSourceBridge(BridgeSettings.from_env())
+    configure_logging("kafka-source-bridge", LoggingSettings.from_env())
+    bridge = KafkaSourceBridge(KafkaSettings.from_env(), KafkaBridgeSettings.from_env())
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: bridge.stopping.set())
     bridge.run()

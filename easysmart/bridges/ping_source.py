@@ -21,7 +21,7 @@ import orjson
 import requests
 from croniter import CroniterError, croniter
 
-from easysmart.config import settings
+from easysmart.config import LoggingSettings, PingSourceSettings
 from easysmart.errors import EasySmartError
 from easysmart.observability import configure_logging
 
@@ -122,8 +122,8 @@ class PingSource:
 
 
 def main() -> None:
-    configure_logging("ping-bridge")
-    config = settings()
+    configure_logging("ping-bridge", LoggingSettings.from_env())
+    config = PingSourceSettings.from_env()
     source = PingSource(config.retention_url, {
         "retention-refresh": (CronSchedule.parse(config.retention_refresh_schedule), {"job": "refresh"}),
         "retention-expire": (CronSchedule.parse(config.retention_expire_schedule), {"job": "expire"}),

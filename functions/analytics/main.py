@@ -7,20 +7,20 @@ import flask
 import functions_framework
 
 from easysmart.analytics import AnalyticsService
+from easysmart.config import AggregateSettings, DatabaseSettings, LoggingSettings, TokenSettings
 from easysmart.identity import Principal, TokenService, bearer_principal
-from easysmart.config import settings
 from easysmart.db import Database
 from easysmart.observability import configure_logging, tenant_id_var
 from easysmart.web import Reply, Router
 
-configure_logging("analytics")
+configure_logging("analytics", LoggingSettings.from_env())
 
 
 @functools.cache
 def _clients() -> tuple[AnalyticsService, TokenService]:
-    config = settings()
-    db = Database(config.database_url, config.db_pool_max)
-    return AnalyticsService(db, config.aggregate_timezone), TokenService(config)
+    database = DatabaseSettings.from_env()
+    db = Database(database.database_url, database.db_pool_max)
+    return AnalyticsService(db, AggregateSettings.from_env()), TokenService(TokenSettings.from_env())
 
 
 def _principal(request: flask.Request) -> Principal:

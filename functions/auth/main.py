@@ -8,20 +8,26 @@ import functions_framework
 import orjson
 
 from easysmart.auth import AuthService, Credentials, refresh_token_from_body
+from easysmart.config import DatabaseSettings, LoggingSettings, LoginSettings, ProxySettings, TokenSettings
 from easysmart.identity import TokenService, bearer_principal
-from easysmart.config import settings
 from easysmart.db import Database
 from easysmart.errors import BadRequestError, PayloadTooLargeError
 from easysmart.observability import configure_logging
 from easysmart.web import Reply, Router, client_address
 
-configure_logging("auth")
+configure_logging("auth", LoggingSettings.from_env())
 
 
 @functools.cache
 def _service() -> AuthService:
-    config = settings()
-    return AuthService(Database(config.database_url, config.db_pool_max), TokenService(config), config)
+    database = DatabaseSettings.from_env()
+    return AuthService(Database(database.database_url, database.db_pool_max), TokenService(TokenSettings.from_env()),
+                       LoginSettings.from_env())
+
+
+@functools.cache
+def _trusted_proxies() -> tuple[str, ...]:
+    return ProxySettings.from_env().trusted_proxies
 
 
 _MAX_BODY_BYTES = 64 * 1024
@@ -44,7 +50,7 @@ def _json_body(request: flask.Request) -> object:
 def _login(request: flask.Request, kind: str) -> Reply:
     service = _service()
     credentials = Credentials.from_body(_json_body(request))
-    return Reply(200, service.login(credentials, kind, client_address(request, service.settings.trusted_proxies)))
+    return Reply(200, service.login(credentials, kind, client_address(request, _trusted_proxies())))
 
 
 def device_login(request: flask.Request) -> Reply:

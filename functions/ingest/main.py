@@ -7,8 +7,9 @@ import flask
 import functions_framework
 import redis
 
+from easysmart.config import (BackendSettings, DatabaseSettings, KafkaSettings, LoggingSettings, ObjectStoreSettings,
+                              ProxySettings, RateLimits, RedisSettings, RetentionSettings, TokenSettings, UploadLimits)
 from easysmart.identity import TokenService, bearer_principal
-from easysmart.config import settings
 from easysmart.db import Database
 from easysmart.health import HealthChecks
 from easysmart.ingest import IngestService, UploadRequest
@@ -18,28 +19,30 @@ from easysmart.ratelimit import RateLimiter
 from easysmart.storage import BlobStore, make_s3_client
 from easysmart.web import Reply, Router, client_address
 
-configure_logging("ingest")
+configure_logging("ingest", LoggingSettings.from_env())
 
 
 @functools.cache
 def _clients():
-    config = settings()
-    db = Database(config.database_url, config.db_pool_max)
-    redis_client = redis.Redis.from_url(config.redis_url, socket_timeout=config.backend_timeout_s,
-                                        socket_connect_timeout=config.backend_timeout_s)
-    blobs = BlobStore(make_s3_client(config), config.s3_bucket)
-    publisher = ClaimCheckPublisher(config.kafka_bootstrap_servers, config.kafka_topic_raw, config.backend_timeout_s)
-    service = IngestService(config, db, blobs, publisher, RateLimiter(redis_client))
-    probe = KafkaProbe(config.kafka_bootstrap_servers, config.kafka_topic_raw, config.backend_timeout_s)
+    database, kafka, store = DatabaseSettings.from_env(), KafkaSettings.from_env(), ObjectStoreSettings.from_env()
+    timeout_s = BackendSettings.from_env().backend_timeout_s
+    db = Database(database.database_url, database.db_pool_max)
+    redis_client = redis.Redis.from_url(RedisSettings.from_env().redis_url, socket_timeout=timeout_s,
+                                        socket_connect_timeout=timeout_s)
+    blobs = BlobStore(make_s3_client(store, timeout_s), store.s3_bucket)
+    publisher = ClaimCheckPublisher(kafka.kafka_bootstrap_servers, kafka.kafka_topic_raw, timeout_s)
+    service = IngestService(UploadLimits.from_env(), RateLimits.from_env(), RetentionSettings.from_env(), db, blobs,
+                            publisher, RateLimiter(redis_client))
+    probe = KafkaProbe(kafka.kafka_bootstrap_servers, kafka.kafka_topic_raw, timeout_s)
     health = HealthChecks.of_backends(db=db, redis_client=redis_client, blobs=blobs, kafka=probe)
-    return config, service, TokenService(config), health
+    return ProxySettings.from_env().trusted_proxies, service, TokenService(TokenSettings.from_env()), health
 
 
 def upload(request: flask.Request) -> Reply:
-    config, service, tokens, _ = _clients()
+    trusted_proxies, service, tokens, _ = _clients()
     principal = bearer_principal(request.headers, tokens)
     tenant_id_var.set(principal.tenant_id)
-    address = client_address(request, config.trusted_proxies)
+    address = client_address(request, trusted_proxies)
     rate_headers = service.rate_limit(principal, address)
     result = service.upload(UploadRequest(
         principal=principal, request_id=request_id_var.get() or "",

@@ -6,7 +6,8 @@ import functools
 import flask
 import functions_framework
 
-from easysmart.config import settings
+from easysmart.config import (BackendSettings, DatabaseSettings, LoggingSettings, ObjectStoreSettings, ProcessSettings,
+                              RetentionSettings, UploadLimits)
 from easysmart.db import Database
 from easysmart.events import from_cloudevent, from_http_request
 from easysmart.observability import configure_logging
@@ -14,15 +15,16 @@ from easysmart.process import BatchProcessor
 from easysmart.storage import BlobStore, make_s3_client
 from easysmart.web import Reply, Router
 
-configure_logging("process")
+configure_logging("process", LoggingSettings.from_env())
 
 
 @functools.cache
 def _processor() -> BatchProcessor:
-    config = settings()
+    database, store = DatabaseSettings.from_env(), ObjectStoreSettings.from_env()
     # Large blobs stream for a while: the read timeout is per socket read, not per download.
-    blobs = BlobStore(make_s3_client(config, timeout_s=max(config.backend_timeout_s, 30.0)), config.s3_bucket)
-    return BatchProcessor(config, Database(config.database_url, config.db_pool_max), blobs)
+    blobs = BlobStore(make_s3_client(store, max(BackendSettings.from_env().backend_timeout_s, 30.0)), store.s3_bucket)
+    return BatchProcessor(ProcessSettings.from_env(), UploadLimits.from_env(), RetentionSettings.from_env(),
+                          Database(database.database_url, database.db_pool_max), blobs)
 
 
 def receive(request: flask.Request) -> Reply:

@@ -11,7 +11,8 @@ import flask
 import functions_framework
 import orjson
 
-from easysmart.config import settings
+from easysmart.config import (AggregateSettings, BackendSettings, DatabaseSettings, LoggingSettings,
+                              ObjectStoreSettings, RetentionSettings)
 from easysmart.db import Database
 from easysmart.errors import BadRequestError
 from easysmart.events import cloudevent_from_http
@@ -20,14 +21,16 @@ from easysmart.retention import BlobExpiry, RetentionService, parse_job
 from easysmart.storage import make_s3_client
 from easysmart.web import Reply, Router
 
-configure_logging("retention")
+configure_logging("retention", LoggingSettings.from_env())
 
 
 @functools.cache
 def _service() -> RetentionService:
-    config = settings()
-    db = Database(config.database_url, max_connections=4)
-    return RetentionService(config, db, BlobExpiry(make_s3_client(config), config.s3_bucket))
+    database, store = DatabaseSettings.from_env(), ObjectStoreSettings.from_env()
+    # One run at a time (containerConcurrency 1): a few connections are plenty.
+    db = Database(database.database_url, max_connections=min(database.db_pool_max, 4))
+    blobs = BlobExpiry(make_s3_client(store, BackendSettings.from_env().backend_timeout_s), store.s3_bucket)
+    return RetentionService(RetentionSettings.from_env(), AggregateSettings.from_env(), db, blobs)
 
 
 def _job(request: flask.Request) -> str:

@@ -309,13 +309,13 @@ def test_expired_raw_readings_are_gone_while_their_aggregates_remain(world):
 
 
 def test_blobs_past_their_retention_are_gone():
-    from easysmart.config import Settings
+    from easysmart.config import ObjectStoreSettings, RetentionSettings
     from easysmart.storage import make_s3_client
 
-    config = Settings.from_env()
-    s3 = make_s3_client(config)
+    config = ObjectStoreSettings.from_env()
+    s3 = make_s3_client(config, timeout_s=5)
     today = datetime.now(UTC)
-    old_key = f"raw/{today - timedelta(days=config.blob_retention_days + 3):%Y/%m/%d}/e2e/{uuid.uuid4()}.json.gz"
+    old_key = f"raw/{today - timedelta(days=RetentionSettings.from_env().blob_retention_days + 3):%Y/%m/%d}/e2e/{uuid.uuid4()}.json.gz"
     new_key = f"raw/{today:%Y/%m/%d}/e2e/{uuid.uuid4()}.json.gz"
     for key in (old_key, new_key):
         s3.put_object(Bucket=config.s3_bucket, Key=key, Body=b"x")

@@ -12,7 +12,8 @@ import psycopg2
 import pytest
 
 from easysmart import accounts
-from easysmart.config import ConfigError, Settings
+from easysmart.config import (ConfigError, G, KafkaSettings, LoginSettings, ObjectStoreSettings, RedisSettings,
+                              TokenSettings)
 from easysmart.db import Database, migrate
 
 TEST_JWT_SECRET = "integration-test-secret-" + "k" * 40
@@ -27,21 +28,28 @@ def database_url() -> str:
     return url
 
 
-@pytest.fixture(scope="session")
-def settings(database_url: str) -> Settings:
-    """The full configuration of the local stack (Kafka, S3, Redis too)."""
+def local_stack(group: type[G]) -> G:
+    """A settings group of the local stack, read from the environment (skips when it is incomplete)."""
     try:
-        return Settings.from_env()
+        return group.from_env()
     except ConfigError as error:
         pytest.skip(f"the local stack's configuration is incomplete ({error}); run through make test")
 
 
 @pytest.fixture(scope="session")
-def auth_settings(database_url: str) -> Settings:
-    """What the auth service needs and nothing more: the database and a test signing key."""
-    return Settings(database_url=database_url, redis_url="redis://unused", kafka_bootstrap_servers="unused:9092",
-                    s3_endpoint_url="http://unused", s3_access_key_id="unused", s3_secret_access_key="unused",
-                    jwt_secret=TEST_JWT_SECRET)
+def kafka_settings() -> KafkaSettings:
+    return local_stack(KafkaSettings)
+
+
+@pytest.fixture(scope="session")
+def token_settings() -> TokenSettings:
+    """A test signing key; the other token settings are the defaults."""
+    return TokenSettings(jwt_secret=TEST_JWT_SECRET)
+
+
+@pytest.fixture(scope="session")
+def login_settings() -> LoginSettings:
+    return LoginSettings()
 
 
 @pytest.fixture(scope="session")
@@ -52,17 +60,18 @@ def database(database_url: str):
 
 
 @pytest.fixture(scope="session")
-def blobs(settings: Settings):
+def blobs(database_url: str):
     from easysmart.storage import BlobStore, make_s3_client
 
-    return BlobStore(make_s3_client(settings), settings.s3_bucket)
+    store = local_stack(ObjectStoreSettings)
+    return BlobStore(make_s3_client(store, timeout_s=5), store.s3_bucket)
 
 
 @pytest.fixture(scope="session")
-def redis_client(settings: Settings):
+def redis_client(database_url: str):
     import redis
 
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    client = redis.Redis.from_url(local_stack(RedisSettings).redis_url, socket_timeout=5, socket_connect_timeout=5)
     yield client
     client.close()
 
@@ -104,11 +113,11 @@ def make_account(database: Database):
 
 
 @pytest.fixture
-def new_topic(settings: Settings):
+def new_topic(kafka_settings: KafkaSettings):
     """new_topic(prefix, partitions=1) -> the name of a fresh Kafka topic, deleted afterwards."""
     from kafka.admin import KafkaAdminClient, NewTopic
 
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers.split(","))
+    admin = KafkaAdminClient(bootstrap_servers=kafka_settings.kafka_bootstrap_servers.split(","))
     topics: list[str] = []
 
     def make(prefix: str, partitions: int = 1) -> str:

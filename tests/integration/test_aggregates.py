@@ -13,6 +13,7 @@ import pytest
 
 from easysmart import aggregates
 from easysmart.aggregates import PlainAggregates
+from easysmart.config import AggregateSettings, RetentionSettings
 from easysmart.retention import RetentionService
 from support.reference import percentile_cont
 
@@ -137,9 +138,10 @@ def test_refresh_twice_changes_nothing(database, sensor):
     assert (buckets(database, "telemetry_hourly", sensor[1]), buckets(database, "telemetry_daily", sensor[1])) == first
 
 
-def test_expiry_never_drops_a_partition_before_it_is_materialised(database, settings, sensor):
+def test_expiry_never_drops_a_partition_before_it_is_materialised(database, sensor):
+    retention = RetentionSettings()
     # Noon UTC: its day in São Paulo starts after the UTC day does, so its daily bucket is whole.
-    old = hour_of(datetime.now(timezone.utc)).replace(hour=12) - timedelta(days=settings.raw_retention_days + 10)
+    old = hour_of(datetime.now(timezone.utc)).replace(hour=12) - timedelta(days=retention.raw_retention_days + 10)
     partition = f"telemetry_data_p{old:%Y%m%d}"
     with database.transaction() as cursor:
         # Process never stores readings this old; an earlier expiry may have moved the raw
@@ -147,7 +149,7 @@ def test_expiry_never_drops_a_partition_before_it_is_materialised(database, sett
         cursor.execute("UPDATE aggregate_settings SET value = least(value::timestamptz, %s)::text"
                        " WHERE key = 'raw_horizon'", (old.replace(hour=0),))
     store(database, sensor, [(old + timedelta(minutes=5), 3.0), (old + timedelta(minutes=6), 5.0)])
-    service = RetentionService(settings, database, blobs=None, backend=PlainAggregates())
+    service = RetentionService(retention, AggregateSettings(), database, blobs=None, backend=PlainAggregates())
 
     report = service._expire_raw(PlainAggregates(), datetime.now(timezone.utc))  # no refresh first
 

@@ -2,7 +2,6 @@
 through the service layer and through the HTTP function as functions-framework serves it."""
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 
@@ -11,7 +10,6 @@ from functions_framework import create_app
 
 from easysmart import accounts, auth as auth_module, cli
 from easysmart.auth import AuthService, Credentials
-from easysmart.config import settings as process_settings
 from easysmart.errors import ForbiddenError, LockedError, UnauthorizedError
 from easysmart.identity import Principal, TokenService
 from support.clock import SetClock
@@ -25,8 +23,8 @@ def clock() -> SetClock:
 
 
 @pytest.fixture
-def auth(database, auth_settings, clock) -> AuthService:
-    return AuthService(database, TokenService(auth_settings, clock), auth_settings)
+def auth(database, token_settings, login_settings, clock) -> AuthService:
+    return AuthService(database, TokenService(token_settings, clock), login_settings)
 
 
 def login(auth: AuthService, account, address: str = "10.0.0.1", password: str | None = None, kind: str | None = None):
@@ -86,48 +84,48 @@ def test_an_unknown_username_answers_like_a_wrong_password_and_still_runs_the_kd
 
 # --- lockout ---------------------------------------------------------------------------------------
 
-def test_five_failures_lock_the_account_from_that_address_only(auth, make_account, auth_settings):
+def test_five_failures_lock_the_account_from_that_address_only(auth, make_account, login_settings):
     account = make_account("device")
-    fail(auth, account, "10.0.0.2", auth_settings.login_max_failures)
+    fail(auth, account, "10.0.0.2", login_settings.login_max_failures)
 
     with pytest.raises(LockedError) as locked:
         login(auth, account, "10.0.0.2")  # even the right password
 
     assert locked.value.status == 423
-    assert locked.value.retry_after_s == auth_settings.login_lockout_s + 1
+    assert locked.value.retry_after_s == login_settings.login_lockout_s + 1
     assert login(auth, account, "10.0.0.3")["access_token"]
 
 
-def test_four_failures_do_not_lock(auth, make_account, auth_settings):
+def test_four_failures_do_not_lock(auth, make_account, login_settings):
     account = make_account("device")
-    fail(auth, account, "10.0.0.4", auth_settings.login_max_failures - 1)
+    fail(auth, account, "10.0.0.4", login_settings.login_max_failures - 1)
 
     assert login(auth, account, "10.0.0.4")["access_token"]
 
 
-def test_a_success_resets_the_failure_count(auth, make_account, auth_settings):
+def test_a_success_resets_the_failure_count(auth, make_account, login_settings):
     account = make_account("device")
-    fail(auth, account, "10.0.0.5", auth_settings.login_max_failures - 1)
+    fail(auth, account, "10.0.0.5", login_settings.login_max_failures - 1)
     login(auth, account, "10.0.0.5")
 
-    fail(auth, account, "10.0.0.5", auth_settings.login_max_failures - 1)
+    fail(auth, account, "10.0.0.5", login_settings.login_max_failures - 1)
 
     assert login(auth, account, "10.0.0.5")["access_token"]
 
 
-def test_failures_from_other_addresses_do_not_add_up(auth, make_account, auth_settings):
+def test_failures_from_other_addresses_do_not_add_up(auth, make_account, login_settings):
     account = make_account("user")
-    for number in range(auth_settings.login_max_failures * 2):
+    for number in range(login_settings.login_max_failures * 2):
         fail(auth, account, f"10.1.0.{number}", 1)
 
     assert login(auth, account, "10.1.0.0")["access_token"]
 
 
-def test_a_lock_holds_until_it_runs_out_then_lets_the_account_in_again(auth, make_account, auth_settings, clock):
+def test_a_lock_holds_until_it_runs_out_then_lets_the_account_in_again(auth, make_account, login_settings, clock):
     account = make_account("device")
-    fail(auth, account, "10.0.0.6", auth_settings.login_max_failures)
+    fail(auth, account, "10.0.0.6", login_settings.login_max_failures)
 
-    clock.advance(auth_settings.login_lockout_s - 1)
+    clock.advance(login_settings.login_lockout_s - 1)
     with pytest.raises(LockedError) as locked:
         login(auth, account, "10.0.0.6")
     assert locked.value.retry_after_s == 2
@@ -135,10 +133,10 @@ def test_a_lock_holds_until_it_runs_out_then_lets_the_account_in_again(auth, mak
     assert login(auth, account, "10.0.0.6")["access_token"]
 
 
-def test_after_a_lock_runs_out_one_failure_does_not_lock_again(auth, make_account, auth_settings, clock):
+def test_after_a_lock_runs_out_one_failure_does_not_lock_again(auth, make_account, login_settings, clock):
     account = make_account("device")
-    fail(auth, account, "10.0.0.7", auth_settings.login_max_failures)
-    clock.advance(auth_settings.login_lockout_s)
+    fail(auth, account, "10.0.0.7", login_settings.login_max_failures)
+    clock.advance(login_settings.login_lockout_s)
 
     fail(auth, account, "10.0.0.7", 1)
 
@@ -231,15 +229,13 @@ def test_me_describes_the_account_and_its_tenant(auth, make_account):
 # --- the HTTP function -----------------------------------------------------------------------------
 
 @pytest.fixture
-def client(auth_settings, monkeypatch):
-    monkeypatch.setenv("DATABASE_URL", auth_settings.database_url)
-    monkeypatch.setenv("JWT_SECRET", auth_settings.jwt_secret)
-    for name, value in (("REDIS_URL", "redis://unused"), ("KAFKA_BOOTSTRAP_SERVERS", "unused:9092"),
-                        ("S3_ENDPOINT_URL", "http://unused"), ("S3_ACCESS_KEY_ID", "unused"), ("S3_SECRET_ACCESS_KEY", "unused")):
-        monkeypatch.setenv(name, os.environ.get(name) or value)
-    process_settings.cache_clear()
-    yield create_app(target="handle", source=str(MAIN)).test_client()
-    process_settings.cache_clear()
+def client(database_url, token_settings, monkeypatch):
+    # The auth function reads the database and the tokens' key, and nothing else it has to be given.
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("JWT_SECRET", token_settings.jwt_secret)
+    for name in ("REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS", "S3_ENDPOINT_URL", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    return create_app(target="handle", source=str(MAIN)).test_client()
 
 
 def post(client, path: str, body=None, address: str = "10.2.0.1", **kwargs):
@@ -279,19 +275,19 @@ def test_http_a_user_at_the_device_route_is_401(client, make_account):
     assert response.get_json() == {"error": "unauthorized", "message": "invalid username or password"}
 
 
-def test_http_lockout_is_423_with_retry_after_for_that_address_only(client, make_account, auth_settings):
+def test_http_lockout_is_423_with_retry_after_for_that_address_only(client, make_account, login_settings):
     account = make_account("device")
     wrong = {"username": account.username, "password": "wrong"}
     right = {"username": account.username, "password": account.password}
     statuses = [post(client, "/api/v1/auth/device/login", wrong, "10.3.0.1").status_code
-                for _ in range(auth_settings.login_max_failures)]
+                for _ in range(login_settings.login_max_failures)]
 
     locked = post(client, "/api/v1/auth/device/login", right, "10.3.0.1")
     elsewhere = post(client, "/api/v1/auth/device/login", right, "10.3.0.2")
 
-    assert statuses == [401] * auth_settings.login_max_failures
+    assert statuses == [401] * login_settings.login_max_failures
     assert locked.status_code == 423 and locked.get_json()["error"] == "locked"
-    assert 0 < int(locked.headers["Retry-After"]) <= auth_settings.login_lockout_s + 1
+    assert 0 < int(locked.headers["Retry-After"]) <= login_settings.login_lockout_s + 1
     assert elsewhere.status_code == 200
 
 

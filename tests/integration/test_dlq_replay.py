@@ -4,8 +4,8 @@ import kafka
 from easysmart.dlq import replay
 
 
-def test_replay_moves_records_back_without_error_headers_and_commits(settings, new_topic):
-    servers = settings.kafka_bootstrap_servers.split(",")
+def test_replay_moves_records_back_without_error_headers_and_commits(kafka_settings, new_topic):
+    servers = kafka_settings.kafka_bootstrap_servers.split(",")
     dlq, raw = new_topic("test.dlq"), new_topic("test.raw")
     producer = kafka.KafkaProducer(bootstrap_servers=servers, acks="all")
     for n in range(3):
@@ -13,9 +13,9 @@ def test_replay_moves_records_back_without_error_headers_and_commits(settings, n
             ("ce_id", f"id-{n}".encode()), ("ce_knativeerrorcode", b"422"), ("ce_knativeerrordata", b"eA=="),
             ("ce_knativeerrordest", b"http://process/"), ("dlq_source", b"telemetry.raw/0/7")]).get(timeout=10)
     producer.close()
-    report = replay(settings.kafka_bootstrap_servers, dlq, raw, say=lambda *_: None, idle_timeout_ms=3000)
+    report = replay(kafka_settings.kafka_bootstrap_servers, dlq, raw, say=lambda *_: None, idle_timeout_ms=3000)
     assert report.replayed == 3
-    again = replay(settings.kafka_bootstrap_servers, dlq, raw, say=lambda *_: None, idle_timeout_ms=2000)
+    again = replay(kafka_settings.kafka_bootstrap_servers, dlq, raw, say=lambda *_: None, idle_timeout_ms=2000)
     assert again.replayed == 0  # offsets were committed
     consumer = kafka.KafkaConsumer(raw, bootstrap_servers=servers, auto_offset_reset="earliest", consumer_timeout_ms=3000)
     records = list(consumer)

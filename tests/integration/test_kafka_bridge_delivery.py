@@ -8,7 +8,8 @@ from collections import Counter
 import kafka
 import requests
 
-from easysmart.bridges.kafka_source import BridgeSettings, KafkaSourceBridge
+from easysmart.bridges.kafka_source import KafkaSourceBridge
+from easysmart.config import KafkaBridgeSettings, KafkaSettings
 from easysmart.events import to_kafka
 from support.claims import CLAIM
 
@@ -32,8 +33,8 @@ class SlowSink:
         return response
 
 
-def test_every_partition_is_delivered_in_full_while_others_are_in_flight(settings, new_topic):
-    servers = settings.kafka_bootstrap_servers.split(",")
+def test_every_partition_is_delivered_in_full_while_others_are_in_flight(kafka_settings, new_topic):
+    servers = kafka_settings.kafka_bootstrap_servers.split(",")
     topic = new_topic("test.bridge", partitions=2)
     # Both partitions' records are on the broker before the bridge starts, so its first
     # fetch returns both.
@@ -50,9 +51,12 @@ def test_every_partition_is_delivered_in_full_while_others_are_in_flight(setting
     producer.close()
 
     sink = SlowSink()
-    bridge = KafkaSourceBridge(BridgeSettings(
-        settings.kafka_bootstrap_servers, topic, f"{topic}.dlq", "http://process/", f"test-{uuid.uuid4().hex}",
-        0.01, 0.02, 5, 5), session=sink)
+    bridge = KafkaSourceBridge(
+        KafkaSettings(kafka_bootstrap_servers=kafka_settings.kafka_bootstrap_servers, kafka_topic_raw=topic,
+                      kafka_topic_dlq=f"{topic}.dlq"),
+        KafkaBridgeSettings(sink_url="http://process/", group_id=f"test-{uuid.uuid4().hex}", backoff_base_s=0.01,
+                            backoff_max_s=0.02, retry_max_elapsed_s=5, request_timeout_s=5),
+        session=sink)
     runner = threading.Thread(target=bridge.run)
     runner.start()
     try:

@@ -10,7 +10,9 @@ from typing import Callable
 import orjson
 import pytest
 
+from easysmart.config import ProcessSettings, RetentionSettings, UploadLimits
 from easysmart.copywriter import CopyWriter
+from easysmart.db import Database
 from easysmart.errors import DatabaseTimeoutError, UnavailableError
 from easysmart.events import ClaimCheck
 from easysmart.process import BatchFailedError, BatchProcessor
@@ -36,14 +38,15 @@ def rows(database, tenant_id: str) -> list[tuple]:
 
 
 @pytest.fixture
-def processor(settings, database, blobs):
-    return BatchProcessor(settings, database, blobs)
+def processor(database, blobs):
+    return BatchProcessor(ProcessSettings(), UploadLimits(), RetentionSettings(), database, blobs)
 
 
 @pytest.fixture
-def streaming_processor(settings, database, blobs):
+def streaming_processor(database, blobs):
     # Nothing is parsed in one go, and chunks are tiny, so the streaming path and its chunk flushes run.
-    return BatchProcessor(dataclasses.replace(settings, process_parse_in_one_go_bytes=0, process_chunk_readings=7), database, blobs)
+    return BatchProcessor(ProcessSettings(process_parse_in_one_go_bytes=0, process_chunk_readings=7), UploadLimits(),
+                          RetentionSettings(), database, blobs)
 
 
 def test_streamed_and_one_go_parsing_store_the_same_rows(processor, streaming_processor, blobs, database, make_account):
@@ -155,9 +158,9 @@ class _FaultyWriter(CopyWriter):
         super().write(rows)
 
 
-def faulty_processor(settings, database, blobs, fault) -> BatchProcessor:
+def faulty_processor(database, blobs, fault) -> BatchProcessor:
     writer = type("Writer", (_FaultyWriter,), {"fault": staticmethod(fault)})
-    return BatchProcessor(settings, database, blobs, writer_factory=writer)
+    return BatchProcessor(ProcessSettings(), UploadLimits(), RetentionSettings(), database, blobs, writer_factory=writer)
 
 
 def status_of(database, batch_id: str) -> tuple[str, int, str]:
@@ -171,8 +174,8 @@ def bug(writer):
     raise RuntimeError("an injected bug")
 
 
-def test_an_unexpected_error_fails_the_batch_at_the_fifth_time_and_not_before(settings, database, blobs, make_account):
-    processor = faulty_processor(settings, database, blobs, bug)
+def test_an_unexpected_error_fails_the_batch_at_the_fifth_time_and_not_before(database, blobs, make_account):
+    processor = faulty_processor(database, blobs, bug)
     claim = stage(blobs, make_account(), recent_sample("ha-bulk-small.json"))
     for attempt in range(1, 5):
         with pytest.raises(RuntimeError):
@@ -185,36 +188,36 @@ def test_an_unexpected_error_fails_the_batch_at_the_fifth_time_and_not_before(se
     assert (status, failures) == ("failed", 5) and "unexpected error (RuntimeError)" in reason
 
 
-def test_an_outage_is_retried_without_counting_toward_the_cap(settings, database, blobs, make_account):
+def test_an_outage_is_retried_without_counting_toward_the_cap(database, blobs, make_account):
     def outage(writer):
         raise UnavailableError("the database is unavailable")
 
     claim = stage(blobs, make_account(), recent_sample("ha-bulk-small.json"))
     for _ in range(6):
         with pytest.raises(UnavailableError):
-            faulty_processor(settings, database, blobs, outage).process(claim)
+            faulty_processor(database, blobs, outage).process(claim)
     assert status_of(database, claim.batch_id)[:2] == ("processing", 0)
-    assert BatchProcessor(settings, database, blobs).process(claim).stored == 40
+    assert BatchProcessor(ProcessSettings(), UploadLimits(), RetentionSettings(), database, blobs).process(claim).stored == 40
 
 
-def test_a_data_exception_fails_the_batch_at_once(settings, database, blobs, make_account):
+def test_a_data_exception_fails_the_batch_at_once(database, blobs, make_account):
     def division_by_zero(writer):
         writer.cursor.execute("SELECT 1 / 0")
 
     claim = stage(blobs, make_account(), recent_sample("ha-bulk-small.json"))
     with pytest.raises(BatchFailedError):
-        faulty_processor(settings, database, blobs, division_by_zero).process(claim)
+        faulty_processor(database, blobs, division_by_zero).process(claim)
     status, failures, reason = status_of(database, claim.batch_id)
     assert (status, failures) == ("failed", 0) and "data exception, SQLSTATE 22012" in reason
 
 
-def test_a_statement_timeout_counts_toward_the_cap_and_is_not_an_outage(settings, database, blobs, make_account):
+def test_a_statement_timeout_counts_toward_the_cap_and_is_not_an_outage(database, blobs, make_account):
     def slow(writer):
         writer.cursor.execute("SET LOCAL statement_timeout = 10")
         writer.cursor.execute("SELECT pg_sleep(1)")
 
     claim = stage(blobs, make_account(), recent_sample("ha-bulk-small.json"))
     with pytest.raises(DatabaseTimeoutError) as timed_out:
-        faulty_processor(settings, database, blobs, slow).process(claim)
+        faulty_processor(database, blobs, slow).process(claim)
     assert timed_out.value.status == 503
     assert status_of(database, claim.batch_id)[:2] == ("processing", 1)

@@ -7,21 +7,12 @@ steps across them (blob stored, claim check published, ledger row written, commi
 from __future__ import annotations
 
 import contextlib
-from dataclasses import replace
 from datetime import datetime
 from typing import BinaryIO, Iterator
 
-from easysmart.config import Settings
 from easysmart.events import ClaimCheck
 from easysmart.ledger import BatchCounts, BatchRecord, BatchStatus
 from easysmart.storage import BlobMissingError
-
-
-def unit_settings(**overrides: object) -> Settings:
-    """Settings whose backends are never reached (the fakes stand in for them)."""
-    return replace(Settings(database_url="unused", redis_url="unused", kafka_bootstrap_servers="unused",
-                            s3_endpoint_url="unused", s3_access_key_id="unused", s3_secret_access_key="unused",
-                            jwt_secret="unused"), **overrides)
 
 
 class FakeBlobStore:

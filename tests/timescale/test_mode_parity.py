@@ -19,8 +19,8 @@ import pytest
 
 from easysmart.aggregates import PlainAggregates, TimescaleAggregates
 from easysmart.analytics import AnalyticsService
+from easysmart.config import AggregateSettings, RetentionSettings
 from easysmart.identity import Principal
-from easysmart.config import Settings
 from easysmart.db import Database, migrations_for
 from easysmart.retention import RetentionService
 
@@ -162,7 +162,7 @@ def test_analytics_queries_answer_alike_on_both_modes(loaded):
     args = {"start_date": start.isoformat(), "end_date": end.isoformat()}
     answers = {}
     for mode, db in modes.items():
-        service = AnalyticsService(db, ZONE)
+        service = AnalyticsService(db, AggregateSettings(aggregate_timezone=ZONE))
         answers[mode] = [
             service.equipment_history(user, "parity-equipment", {**args, "period": period}, now=end)
             for period in ("hour", "day")
@@ -189,14 +189,12 @@ def test_analytics_queries_answer_alike_on_both_modes(loaded):
 
 def test_expiry_drops_old_raw_data_in_both_modes_and_the_aggregates_stay_alike(loaded):
     modes, start, end = loaded
-    settings = Settings(database_url="unused", redis_url="unused", kafka_bootstrap_servers="unused",
-                        s3_endpoint_url="unused", s3_access_key_id="unused", s3_secret_access_key="unused",
-                        jwt_secret="unused", raw_retention_days=3)
+    retention = RetentionSettings(raw_retention_days=3)
     backends = {"postgres": PlainAggregates(), "timescaledb": TimescaleAggregates()}
     before = {mode: buckets(db, "telemetry_hourly", start, end) for mode, db in modes.items()}
 
     for mode, db in modes.items():
-        RetentionService(settings, db, blobs=None, backend=backends[mode]).expire(backends[mode], datetime.now(timezone.utc))
+        RetentionService(retention, AggregateSettings(), db, blobs=None, backend=backends[mode]).expire(backends[mode], datetime.now(timezone.utc))
 
     for mode, db in modes.items():
         with db.transaction() as cursor:

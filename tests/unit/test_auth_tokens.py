@@ -9,14 +9,13 @@ import jwt
 import pytest
 
 from easysmart.auth import Credentials, refresh_token_from_body
-from easysmart.config import Settings
+from easysmart.config import TokenSettings
 from easysmart.errors import BadRequestError, UnauthorizedError
 from easysmart.identity import Principal, TokenService, bearer_principal
 from support.clock import SetClock
 
 SECRET = "unit-test-secret-" + "x" * 48
-SETTINGS = Settings(database_url="", redis_url="", kafka_bootstrap_servers="", s3_endpoint_url="", s3_access_key_id="",
-                    s3_secret_access_key="", jwt_secret=SECRET)
+SETTINGS = TokenSettings(jwt_secret=SECRET)
 DEVICE = Principal(str(uuid.uuid4()), str(uuid.uuid4()), "device", "dev-1")
 USER = Principal(str(uuid.uuid4()), str(uuid.uuid4()), "user", "admin-1")
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)

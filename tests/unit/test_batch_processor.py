@@ -14,7 +14,8 @@ from easysmart.events import ClaimCheck
 from easysmart.ingest import IngestService, UploadRequest
 from easysmart.ledger import BatchStatus
 from easysmart.process import BatchFailedError, BatchProcessor
-from support.fakes import FakeBlobStore, FakeCopyWriter, FakeDatabase, FakeLedger, FakePublisher, unit_settings
+from easysmart.config import ProcessSettings, RateLimits, RetentionSettings, UploadLimits
+from support.fakes import FakeBlobStore, FakeCopyWriter, FakeDatabase, FakeLedger, FakePublisher
 from support.claims import CLAIM
 from support.samples import FIXTURES
 
@@ -33,9 +34,10 @@ class Stack:
         self.ledger = FakeLedger(self.journal)
         self.db = FakeDatabase(self.journal, {DEVICE.tenant_id: "America/Sao_Paulo"})
         self.writers: list[FakeCopyWriter] = []
-        self.ingest = IngestService(unit_settings(), None, self.blobs, self.publisher, limiter=None, ledger=self.ledger)
-        self.processor = BatchProcessor(unit_settings(**settings), self.db, self.blobs, ledger=self.ledger,
-                                        writer_factory=self._new_writer)
+        self.ingest = IngestService(UploadLimits(), RateLimits(), RetentionSettings(), None, self.blobs, self.publisher,
+                                    limiter=None, ledger=self.ledger)
+        self.processor = BatchProcessor(ProcessSettings(**settings), UploadLimits(), RetentionSettings(), self.db,
+                                        self.blobs, ledger=self.ledger, writer_factory=self._new_writer)
 
     def _new_writer(self, cursor, tenant_id: str) -> FakeCopyWriter:
         self.writers.append(FakeCopyWriter(cursor, tenant_id))

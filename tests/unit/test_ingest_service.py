@@ -9,7 +9,8 @@ from easysmart.messaging import PublishOutcomeUnknownError
 from easysmart.errors import NotFoundError, UnavailableError
 from easysmart.ingest import IngestService, UploadRequest, UploadResult
 from easysmart.ledger import BatchStatus
-from support.fakes import FakeBlobStore, FakeLedger, FakePublisher, unit_settings
+from easysmart.config import RateLimits, RetentionSettings, UploadLimits
+from support.fakes import FakeBlobStore, FakeLedger, FakePublisher
 from support.samples import FIXTURES
 
 DEVICE = Principal(account_id="a-1", tenant_id="t-1", kind="device", username="freezer-hub")
@@ -41,7 +42,8 @@ def ledger(journal):
 
 def make_service(blobs, publisher, ledger) -> IngestService:
     # The ledger is the only use ingest has for the database.
-    return IngestService(unit_settings(), None, blobs, publisher, limiter=None, ledger=ledger)
+    return IngestService(UploadLimits(), RateLimits(), RetentionSettings(), None, blobs, publisher, limiter=None,
+                         ledger=ledger)
 
 
 def upload(service: IngestService, text: bytes = UPLOAD, gzip_mtime: int = 0) -> UploadResult:

@@ -3,7 +3,8 @@ from collections import namedtuple
 import pytest
 import requests
 
-from easysmart.bridges.kafka_source import BridgeSettings, KafkaSourceBridge, backoff_delay, is_retriable
+from easysmart.bridges.kafka_source import KafkaSourceBridge, backoff_delay, is_retriable
+from easysmart.config import KafkaBridgeSettings, KafkaSettings
 from easysmart.events import to_kafka
 from support.claims import CLAIM
 from support.clock import SetClock
@@ -34,9 +35,11 @@ class FakeSession:
 
 
 def bridge(statuses, max_elapsed=5.0, post_takes_s=0.0) -> KafkaSourceBridge:
-    settings = BridgeSettings("k:1", "telemetry.raw", "telemetry.dlq", "http://process/", "g", 0.001, 0.002, max_elapsed, 1)
+    settings = KafkaBridgeSettings(sink_url="http://process/", group_id="g", backoff_base_s=0.001, backoff_max_s=0.002,
+                                   retry_max_elapsed_s=max_elapsed, request_timeout_s=1)
     clock = SetClock()
-    return KafkaSourceBridge(settings, FakeSession(statuses, clock, post_takes_s), monotonic=clock.monotonic)
+    return KafkaSourceBridge(KafkaSettings(kafka_bootstrap_servers="k:1"), settings, FakeSession(statuses, clock, post_takes_s),
+                             monotonic=clock.monotonic)
 
 
 def record(offset=0) -> Record:

@@ -170,20 +170,6 @@ func checkKey(rd *Rendered, kind, ns, name, key, where string, r *Report) {
 	}
 }
 
-func requireEnv(repo *Repo, env map[string]string, where string, r *Report) {
-	var missing []string
-	for _, v := range repo.Required {
-		if val, ok := env[v]; !ok || val == "" {
-			missing = append(missing, v)
-		}
-	}
-	if len(missing) > 0 {
-		r.Errorf(where, "environment variables read without a default are not set: %s", strings.Join(missing, ", "))
-		return
-	}
-	r.Pass("env: every variable without a default is set")
-}
-
 // CheckKnative runs the cross checks of one Knative overlay.
 func CheckKnative(repo *Repo, rd *Rendered, kindConfig map[string]any, r *Report) {
 	// Every function folder has a Knative Service, with the visibility the design gives it.
@@ -226,8 +212,49 @@ func CheckKnative(repo *Repo, rd *Rendered, kindConfig map[string]any, r *Report
 			r.Errorf(o.ID(), "the migration Job needs DATABASE_URL")
 		}
 	}
+	checkConfigKeysUsed(rd, r)
 	checkEventing(repo, rd, r)
 	checkFrontProxy(repo, rd, kindConfig, r)
+}
+
+// checkConfigKeysUsed: every key of easysmart-config is given to some container, so a value no
+// program reads any more does not linger there looking like a setting.
+func checkConfigKeysUsed(rd *Rendered, r *Report) {
+	cm := rd.find("v1", "ConfigMap", "easysmart", "easysmart-config")
+	if cm == nil {
+		return
+	}
+	used := map[string]bool{}
+	for _, o := range rd.Objects {
+		for _, ps := range podSpecs(o) {
+			for _, c := range containers(ps) {
+				for _, e := range list(c, "env") {
+					if ref := mapAt(e, "valueFrom", "configMapKeyRef"); ref != nil && str(ref, "name") == cm.Name {
+						used[str(ref, "key")] = true
+					}
+				}
+				for _, ef := range list(c, "envFrom") {
+					if str(ef, "configMapRef", "name") == cm.Name {
+						for k := range mapAt(cm.Map, "data") {
+							used[k] = true
+						}
+					}
+				}
+			}
+		}
+	}
+	var unused []string
+	for k := range mapAt(cm.Map, "data") {
+		if !used[k] {
+			unused = append(unused, k)
+		}
+	}
+	sort.Strings(unused)
+	if len(unused) > 0 {
+		r.Errorf(cm.ID(), "keys given to no container: %s", strings.Join(unused, ", "))
+		return
+	}
+	r.Pass("env: every easysmart-config key is used")
 }
 
 func checkKnativeService(repo *Repo, rd *Rendered, o *Object, r *Report) {
@@ -271,7 +298,7 @@ func checkKnativeService(repo *Repo, rd *Rendered, o *Object, r *Report) {
 		}
 	}
 	env := envOf(rd, o.Namespace, c, where, r)
-	requireEnv(repo, env, where, r)
+	checkEnvAgainstCode(repo, o.Name, env, where, r)
 	workers, errW := strconv.Atoi(env["WORKERS"])
 	threads, errT := strconv.Atoi(env["THREADS"])
 	if errW != nil || errT != nil || workers < 1 || threads < 1 {
@@ -483,7 +510,7 @@ func CheckOpenFaaS(repo *Repo, stack map[string]*StackFunction, bridge *Rendered
 	for name, fn := range stack {
 		where := "stack.yml function " + name
 		CheckImage(repo, where, fn.Image, r)
-		requireEnv(repo, fn.Environment, where, r)
+		checkEnvAgainstCode(repo, name, fn.Environment, where, r)
 		if fn.Environment["WORKERS"] == "" || fn.Environment["THREADS"] == "" {
 			r.Errorf(where, "WORKERS and THREADS must be set explicitly")
 		}
@@ -519,6 +546,7 @@ func CheckOpenFaaS(repo *Repo, stack map[string]*StackFunction, bridge *Rendered
 				r.Errorf(d.ID(), "must run python -m easysmart.bridges.kafka_source, runs %s", cmd)
 			}
 			env := envOf(bridge, d.Namespace, c, d.ID(), r)
+			checkEnvAgainstCode(repo, d.Name, env, d.ID(), r)
 			url := env["PROCESS_URL"]
 			if !strings.HasSuffix(strings.TrimSuffix(url, "/"), "/function/process") || stack["process"] == nil {
 				r.Errorf(d.ID(), "PROCESS_URL %q must be the gateway's /function/process, a stack.yml function", url)

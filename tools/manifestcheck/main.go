@@ -14,6 +14,7 @@ import (
 type Options struct {
 	Repo        string
 	StrimziCRDs string // folder of the Strimzi CRDs generated from io.strimzi:api (strimzi-crds.sh)
+	Python      string // interpreter with the project's dependencies (esm config vars); default <Repo>/.venv/bin/python
 }
 
 // Overlays rendered and validated; the OpenFaaS companions are rendered too.
@@ -57,7 +58,11 @@ func LoadSchemas(opts Options) (*Schemas, error) {
 // Run performs every check on the repository at opts.Repo.
 func Run(opts Options, s *Schemas) *Report {
 	r := NewReport()
-	repo := LoadRepo(opts.Repo, r)
+	python := opts.Python
+	if python == "" {
+		python = filepath.Join(opts.Repo, ".venv", "bin", "python")
+	}
+	repo := LoadRepo(opts.Repo, python, r)
 	CheckDockerfile(repo, r)
 	kindConfig := loadKindConfig(opts.Repo, r)
 
@@ -98,6 +103,7 @@ func main() {
 	var opts Options
 	flag.StringVar(&opts.Repo, "repo", ".", "repository root")
 	flag.StringVar(&opts.StrimziCRDs, "strimzi-crds", "", "folder of the generated Strimzi CRDs")
+	flag.StringVar(&opts.Python, "python", "", "Python with the project's dependencies (default: <repo>/.venv/bin/python)")
 	flag.Parse()
 	start := time.Now()
 	s, err := LoadSchemas(opts)

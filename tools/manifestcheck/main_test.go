@@ -2,7 +2,8 @@ package main
 
 // Negative tests: each check must be able to fail. Every case copies the files the checker
 // reads into a temporary tree, breaks one thing, and expects that exact thing to be reported.
-// The schemas are loaded once; STRIMZI_CRDS names the generated Strimzi CRDs (make check-manifests).
+// The schemas are loaded once; STRIMZI_CRDS names the generated Strimzi CRDs and PYTHON the
+// interpreter that answers `esm config vars` (make check-manifests sets both).
 
 import (
 	"io/fs"
@@ -21,6 +22,17 @@ func repoRoot() string {
 	return "../.."
 }
 
+func python() string {
+	if p := os.Getenv("PYTHON"); p != "" {
+		return p
+	}
+	return filepath.Join(repoRoot(), ".venv", "bin", "python")
+}
+
+func run(root string) *Report {
+	return Run(Options{Repo: root, Python: python()}, schemas)
+}
+
 func TestMain(m *testing.M) {
 	dir := os.Getenv("STRIMZI_CRDS")
 	if dir == "" {
@@ -35,8 +47,8 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// copyTree copies what the checker reads: infra/, stack.yml, Dockerfile, pyproject.toml,
-// easysmart/config.py and the functions' main.py files.
+// copyTree copies what the checker reads: infra/, stack.yml, Dockerfile, pyproject.toml, the
+// package's Python files and the functions' main.py files.
 func copyTree(t *testing.T) string {
 	t.Helper()
 	src, dst := repoRoot(), t.TempDir()
@@ -52,8 +64,14 @@ func copyTree(t *testing.T) string {
 			t.Fatal(err)
 		}
 	}
-	for _, f := range []string{"stack.yml", "Dockerfile", "pyproject.toml", "easysmart/config.py", "easysmart/retention.py"} {
+	for _, f := range []string{"stack.yml", "Dockerfile", "pyproject.toml"} {
 		copyFile(f)
+	}
+	packageFiles, _ := filepath.Glob(filepath.Join(src, "easysmart", "*.py"))
+	bridgeFiles, _ := filepath.Glob(filepath.Join(src, "easysmart", "bridges", "*.py"))
+	for _, p := range append(packageFiles, bridgeFiles...) {
+		rel, _ := filepath.Rel(src, p)
+		copyFile(rel)
 	}
 	mains, _ := filepath.Glob(filepath.Join(src, "functions", "*", "main.py"))
 	for _, m := range mains {
@@ -93,7 +111,7 @@ func mutate(t *testing.T, root, rel, old, new string) {
 }
 
 func TestRepositoryPasses(t *testing.T) {
-	r := Run(Options{Repo: repoRoot()}, schemas)
+	r := run(repoRoot())
 	if len(r.Errors) > 0 {
 		t.Fatalf("the repository's manifests fail:\n%s", r)
 	}
@@ -112,6 +130,9 @@ const (
 	bridge   = "infra/k8s/openfaas/kafka-source-bridge.yaml"
 	stackYML = "stack.yml"
 )
+
+// analytics's main.py made to read RedisSettings too.
+var readsRedis = [2]string{"    return AnalyticsService(", "    from easysmart.config import RedisSettings\n    RedisSettings.from_env()\n    return AnalyticsService("}
 
 func TestEachCheckCanFail(t *testing.T) {
 	cases := []struct {
@@ -169,10 +190,20 @@ func TestEachCheckCanFail(t *testing.T) {
 		{"stack missing secret env", stackYML, "      JWT_SECRET: ${JWT_SECRET}\n", "", []string{"stack.yml function auth", "JWT_SECRET"}},
 		{"stack bad cron schedule", stackYML, `schedule: "*/15 * * * *"`, `schedule: "every 15 minutes"`, []string{"cron-connector schedule"}},
 		{"stack bad quantity", stackYML, "memory: 192Mi", "memory: 192 MB", []string{"stack.yml function auth", "memory"}},
-		{"stack env file disagrees", "infra/k8s/openfaas/functions-env.yml", "KAFKA_TOPIC_RAW: telemetry.raw", "KAFKA_TOPIC_RAW: telemetry.raw2", []string{"KAFKA_TOPIC_RAW", "differs from the Knative ConfigMap"}},
+		{"stack env file disagrees", "infra/k8s/openfaas/env/kafka.yml", "KAFKA_TOPIC_RAW: telemetry.raw", "KAFKA_TOPIC_RAW: telemetry.raw2", []string{"KAFKA_TOPIC_RAW", "differs from the Knative ConfigMap"}},
 		{"bridge posts elsewhere", "infra/k8s/openfaas/kustomization.yaml", "/function/process", "/function/processor", []string{"PROCESS_URL"}},
+		// Each program's environment is exactly what its code reads (esm config vars).
+		{"new required variable", "easysmart/config.py", "class DatabaseSettings(Group):\n", "class DatabaseSettings(Group):\n    new_thing: str = env(\"NEW_REQUIRED_VAR\", \"a new required variable\")\n", []string{"Service easysmart/auth", "not set: NEW_REQUIRED_VAR"}},
+		{"function reads a new group", "functions/analytics/main.py", readsRedis[0], readsRedis[1], []string{"Service easysmart/analytics", "not set: REDIS_URL"}},
+		{"stack function reads a new group", "functions/analytics/main.py", readsRedis[0], readsRedis[1], []string{"stack.yml function analytics", "not set: REDIS_URL"}},
+		{"secret mounted where unused", process, "            - name: DATABASE_URL\n", "            - name: JWT_SECRET\n              valueFrom:\n                secretKeyRef:\n                  name: easysmart-secrets\n                  key: JWT_SECRET\n            - name: DATABASE_URL\n", []string{"Service easysmart/process", "carries JWT_SECRET, which process does not read"}},
+		{"config key given where unread", "infra/k8s/base/functions/auth.yaml", "                  key: TRUSTED_PROXIES\n", "                  key: TRUSTED_PROXIES\n            - name: S3_BUCKET\n              valueFrom:\n                configMapKeyRef:\n                  name: easysmart-config\n                  key: S3_BUCKET\n", []string{"Service easysmart/auth", "carries S3_BUCKET, which auth does not read"}},
+		{"code stops reading a group", "functions/auth/main.py", "    return ProxySettings.from_env().trusted_proxies", "    return ()", []string{"Service easysmart/auth", "carries TRUSTED_PROXIES"}},
+		{"stack secret given where unread", stackYML, "      THREADS: \"2\"\n", "      THREADS: \"2\"\n      REDIS_URL: ${REDIS_URL}\n", []string{"stack.yml function process", "carries REDIS_URL, which process does not read"}},
+		{"stack env file given where unread", stackYML, "      - infra/k8s/openfaas/env/proxies.yml\n", "      - infra/k8s/openfaas/env/proxies.yml\n      - infra/k8s/openfaas/env/aggregates.yml\n", []string{"stack.yml function auth", "carries AGGREGATE_TIMEZONE"}},
+		{"config key nobody takes", "infra/k8s/base/config.yaml", "  LOG_LEVEL: INFO\n", "  LOG_LEVEL: INFO\n  DEFAULT_TIMEZONE: America/Sao_Paulo\n", []string{"ConfigMap easysmart/easysmart-config", "keys given to no container: DEFAULT_TIMEZONE"}},
+		{"bridge given a variable it does not read", "infra/k8s/openfaas/kustomization.yaml", "      - LOG_LEVEL=INFO\n", "      - LOG_LEVEL=INFO\n      - DB_POOL_MAX=4\n", []string{"Deployment openfaas-fn/kafka-source-bridge", "carries DB_POOL_MAX, which kafka-source-bridge does not read"}},
 		// Code and image conventions.
-		{"new required variable", "easysmart/config.py", `jwt_secret=_env("JWT_SECRET"),`, `jwt_secret=_env("JWT_SECRET"), new_thing=_env("NEW_REQUIRED_VAR"),`, []string{"not set: NEW_REQUIRED_VAR"}},
 		{"version bump without new tags", "pyproject.toml", `version = "`, `version = "9`, []string{"the Dockerfile builds"}},
 		{"root Dockerfile", "Dockerfile", "USER 10001:10001", "USER root", []string{"Dockerfile", "non-root"}},
 	}
@@ -180,7 +211,7 @@ func TestEachCheckCanFail(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			root := copyTree(t)
 			mutate(t, root, c.file, c.old, c.new)
-			r := Run(Options{Repo: root}, schemas)
+			r := run(root)
 			if !r.HasError(c.fragments...) {
 				t.Fatalf("expected an error with %q; got:\n%s", c.fragments, r)
 			}
@@ -196,7 +227,7 @@ func TestNewFunctionNeedsManifests(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(root, "functions", "export", "main.py"), []byte("def handle(request): ...\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	r := Run(Options{Repo: root}, schemas)
+	r := run(root)
 	for _, want := range [][]string{
 		{"infra/k8s/overlays/kind", "functions/export/ has no Knative Service"},
 		{"infra/k8s/overlays/production", "functions/export/ has no Knative Service"},

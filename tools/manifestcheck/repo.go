@@ -11,26 +11,25 @@ import (
 // Repo is what the cross checks read from the rest of the repository.
 type Repo struct {
 	Root      string
-	Functions []string        // functions/<name>/ folders that have a main.py
-	Planned   map[string]bool // functions the manifests already carry before their code exists
-	Version   string          // [project] version in pyproject.toml: the image tag
-	Required  []string        // environment variables read without a default
-	Routes    []string        // the local front door's public routes
-	Jobs      []string        // the retention jobs the code accepts (easysmart/retention.py JOBS)
+	Functions []string            // functions/<name>/ folders that have a main.py
+	Planned   map[string]bool     // functions the manifests already carry before their code exists
+	Version   string              // [project] version in pyproject.toml: the image tag
+	EnvVars   map[string][]EnvVar // what each function and bridge reads (esm config vars)
+	Routes    []string            // the local front door's public routes
+	Jobs      []string            // the retention jobs the code accepts (easysmart/retention.py JOBS)
 }
 
 // Functions the manifests carry ahead of their code (docs/architecture.md §3 lists them; issue 4 asks for them).
 var plannedFunctions = []string{"analytics", "retention"}
 
 var (
-	versionRe  = regexp.MustCompile(`(?m)^version\s*=\s*"([^"]+)"`)
-	requiredRe = regexp.MustCompile(`_env\(\s*"([A-Z][A-Z0-9_]*)"\s*\)`)
-	routeRe    = regexp.MustCompile(`location\s+(=\s*)?(/api/\S*)\s*\{`)
-	jobsRe     = regexp.MustCompile(`(?m)^JOBS\s*=\s*\(([^)]*)\)`)
-	quotedRe   = regexp.MustCompile(`"([a-z_]+)"`)
+	versionRe = regexp.MustCompile(`(?m)^version\s*=\s*"([^"]+)"`)
+	routeRe   = regexp.MustCompile(`location\s+(=\s*)?(/api/\S*)\s*\{`)
+	jobsRe    = regexp.MustCompile(`(?m)^JOBS\s*=\s*\(([^)]*)\)`)
+	quotedRe  = regexp.MustCompile(`"([a-z_]+)"`)
 )
 
-func LoadRepo(root string, r *Report) *Repo {
+func LoadRepo(root, python string, r *Report) *Repo {
 	repo := &Repo{Root: root, Planned: map[string]bool{}}
 	for _, p := range plannedFunctions {
 		repo.Planned[p] = true
@@ -50,21 +49,10 @@ func LoadRepo(root string, r *Report) *Repo {
 	} else {
 		repo.Version = string(m[1])
 	}
-	// Every variable the shared configuration reads with _env("NAME") and no default.
-	if data, err := os.ReadFile(filepath.Join(root, "easysmart", "config.py")); err != nil {
+	if vars, err := LoadEnvVars(root, python, repo.Functions); err != nil {
 		r.Errorf("easysmart/config.py", "%v", err)
 	} else {
-		seen := map[string]bool{}
-		for _, m := range requiredRe.FindAllSubmatch(data, -1) {
-			if !seen[string(m[1])] {
-				seen[string(m[1])] = true
-				repo.Required = append(repo.Required, string(m[1]))
-			}
-		}
-		sort.Strings(repo.Required)
-		if len(repo.Required) == 0 {
-			r.Errorf("easysmart/config.py", "found no environment variable read without a default (_env(\"NAME\")): has the reader changed?")
-		}
+		repo.EnvVars = vars
 	}
 	if data, err := os.ReadFile(filepath.Join(root, "infra", "local", "nginx.conf.template")); err == nil {
 		for _, m := range routeRe.FindAllSubmatch(data, -1) {
