@@ -12,10 +12,10 @@ ENV := set -a; source infra/local/local.env; set +a; \
 PY := .venv/bin/python
 ESM := .venv/bin/esm
 
-.PHONY: help install stack up down status test test-unit bench migrate demo dlq-replay
+.PHONY: help install stack up down status test test-unit lint bench migrate demo dlq-replay
 
 help:
-	@echo "make up | down | status | test | test-unit | bench | migrate | demo | dlq-replay | check-manifests | kind-up | kind-down | openfaas-deploy"
+	@echo "make up | down | status | test | test-unit | lint | bench | migrate | demo | dlq-replay | check-manifests | kind-up | kind-down | openfaas-deploy"
 
 install:
 	@bash infra/local/install.sh
@@ -48,9 +48,15 @@ dlq-replay:
 test-unit: install
 	@$(PY) -m pytest -q tests/unit
 
+# Lint, format check and types (configured in pyproject.toml); make test runs it first.
+lint: install
+	@.venv/bin/ruff check easysmart functions tests bench
+	@.venv/bin/ruff format --check easysmart functions tests bench
+	@.venv/bin/mypy easysmart
+
 # The TimescaleDB conformance suite runs against TimescaleDB compiled to WebAssembly (infra/timescale);
 # check-manifests (mk/deploy.mk) validates the Knative and OpenFaaS manifests offline.
-test: stack check-manifests
+test: lint stack check-manifests
 	@bash infra/timescale/start.sh
 	@$(ENV) TIMESCALE_REQUIRED=1 $(PY) -m pytest -q -p no:cacheprovider --timeout=900 \
 		tests/unit tests/integration tests/timescale tests/e2e
