@@ -9,6 +9,7 @@ one JSON line per figure:
   * the time a refresh takes after one hour of new data from all equipments.
 The tenant and its rows are removed afterwards (--keep leaves them).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,8 @@ from easysmart import accounts, aggregates
 from easysmart.aggregates import PlainAggregates
 from easysmart.analytics import AnalyticsService
 from easysmart.config import AggregateSettings
-from easysmart.identity import Principal
 from easysmart.db import Database
+from easysmart.identity import Principal
 
 BASE_URL = os.environ.get("ESM_BASE_URL", "http://127.0.0.1:8080")
 ZONE = AggregateSettings.from_env().aggregate_timezone
@@ -44,8 +45,11 @@ GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2 LIMIT 10001
 
 def percentiles(samples: list[float]) -> dict:
     ordered = sorted(samples)
-    return {"p50_ms": round(statistics.median(ordered) * 1000, 2),
-            "p95_ms": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))] * 1000, 2), "runs": len(ordered)}
+    return {
+        "p50_ms": round(statistics.median(ordered) * 1000, 2),
+        "p95_ms": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))] * 1000, 2),
+        "runs": len(ordered),
+    }
 
 
 def timed(call, runs: int) -> list[float]:
@@ -63,15 +67,23 @@ def load(db: Database, tenant_id: str, equipments: int, sensors: int, start: dat
     with db.transaction() as cursor:
         for number in range(equipments):
             equipment_uuid = str(uuid.uuid4())
-            cursor.execute("INSERT INTO equipment (tenant_id, uuid, name, location) VALUES (%s, %s, %s, 'bench')"
-                           " RETURNING id", (tenant_id, equipment_uuid, f"bench {number}"))
+            cursor.execute(
+                "INSERT INTO equipment (tenant_id, uuid, name, location) VALUES (%s, %s, %s, 'bench') RETURNING id",
+                (tenant_id, equipment_uuid, f"bench {number}"),
+            )
             equipment_id = cursor.fetchone()[0]
             for kind in ("temperature", "humidity", "door", "power")[:sensors]:
-                cursor.execute("INSERT INTO sensors (tenant_id, equipment_id, uuid, name, kind, unit)"
-                               " VALUES (%s, %s, %s, %s, %s, '')", (tenant_id, equipment_id, str(uuid.uuid4()), kind, kind))
+                cursor.execute(
+                    "INSERT INTO sensors (tenant_id, equipment_id, uuid, name, kind, unit)"
+                    " VALUES (%s, %s, %s, %s, %s, '')",
+                    (tenant_id, equipment_id, str(uuid.uuid4()), kind, kind),
+                )
             uuids.append(equipment_uuid)
-        cursor.execute("SELECT esm_ensure_telemetry_partition(d::date) FROM generate_series(%s::date, %s::date,"
-                       " interval '1 day') d", (start, end))
+        cursor.execute(
+            "SELECT esm_ensure_telemetry_partition(d::date) FROM generate_series(%s::date, %s::date,"
+            " interval '1 day') d",
+            (start, end),
+        )
     day = start
     while day < end:
         until = min(day + timedelta(days=1), end)
@@ -88,7 +100,8 @@ def insert_minutes(db: Database, tenant_id: str, start: datetime, end: datetime)
             " SELECT s.id, s.equipment_id, t, CASE WHEN s.kind = 'door' THEN (random() < 0.1)::int"
             "  ELSE 20 + 5 * sin(extract(epoch FROM t) / 3600 + s.id) + random() END,"
             "  CASE WHEN s.kind = 'door' THEN 'off' END"
-            " FROM sensors s, generate_series(%s::timestamptz, %s::timestamptz - interval '1 minute', interval '1 minute') t"
+            " FROM sensors s, generate_series(%s::timestamptz, %s::timestamptz - interval '1 minute',"
+            " interval '1 minute') t"
             " WHERE s.tenant_id = %s",
             (start, end, tenant_id),
         )
@@ -128,16 +141,22 @@ def main() -> None:
         started = time.perf_counter()
         uuids = load(db, str(tenant_id), args.equipments, args.sensors, start, end)
         readings = args.equipments * args.sensors * args.days * 24 * 60
-        print(json.dumps({"figure": "load", "readings": readings, "seconds": round(time.perf_counter() - started, 1)}),
-              flush=True)
+        print(
+            json.dumps({"figure": "load", "readings": readings, "seconds": round(time.perf_counter() - started, 1)}),
+            flush=True,
+        )
         started = time.perf_counter()
         aggregates.refresh(db, ZONE, PlainAggregates())
         print(json.dumps({"figure": "initial refresh", "seconds": round(time.perf_counter() - started, 1)}), flush=True)
 
         service = AnalyticsService(db, AggregateSettings(aggregate_timezone=ZONE))
         user = Principal(account_id=str(uuid.uuid4()), tenant_id=tenant_id, kind="user")
-        window = {"period": "hour", "start_date": (now - timedelta(days=30)).isoformat(), "end_date": now.isoformat(),
-                  "limit": "10000"}
+        window = {
+            "period": "hour",
+            "start_date": (now - timedelta(days=30)).isoformat(),
+            "end_date": now.isoformat(),
+            "limit": "10000",
+        }
         equipment = uuids[len(uuids) // 2]
         answer = service.equipment_history(user, equipment, window, now=now)
         through = percentiles(timed(lambda: service.equipment_history(user, equipment, window, now=now), args.runs))
@@ -152,29 +171,55 @@ def main() -> None:
             assert len(rows) == len(answer["data"])
 
         from_raw = percentiles(timed(raw, max(5, args.runs // 5)))
-        print(json.dumps({"figure": "30-day hourly history of one equipment", "rows": len(answer["data"]),
-                          "through_aggregates": through, "from_raw_rows": from_raw,
-                          "speedup_p50": round(from_raw["p50_ms"] / max(through["p50_ms"], 1e-6), 1)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "figure": "30-day hourly history of one equipment",
+                    "rows": len(answer["data"]),
+                    "through_aggregates": through,
+                    "from_raw_rows": from_raw,
+                    "speedup_p50": round(from_raw["p50_ms"] / max(through["p50_ms"], 1e-6), 1),
+                }
+            ),
+            flush=True,
+        )
 
         session = requests.Session()
-        token = session.post(f"{BASE_URL}/api/v1/auth/login", json={"username": f"bench-user-{suffix}",
-                             "password": f"pw-{suffix}-bench"}, timeout=10).json()["access_token"]
+        token = session.post(
+            f"{BASE_URL}/api/v1/auth/login",
+            json={"username": f"bench-user-{suffix}", "password": f"pw-{suffix}-bench"},
+            timeout=10,
+        ).json()["access_token"]
         url = f"{BASE_URL}/api/v1/analytics/equipment/{equipment}/history"
 
         def http() -> None:
             response = session.get(url, params=window, headers={"Authorization": f"Bearer {token}"}, timeout=30)
             assert response.status_code == 200, response.text
 
-        print(json.dumps({"figure": "GET .../equipment/{uuid}/history?period=hour (30 days) via :8080",
-                          **percentiles(timed(http, args.runs))}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "figure": "GET .../equipment/{uuid}/history?period=hour (30 days) via :8080",
+                    **percentiles(timed(http, args.runs)),
+                }
+            ),
+            flush=True,
+        )
 
         insert_minutes(db, str(tenant_id), end, end + timedelta(hours=1))
         started = time.perf_counter()
         report = aggregates.refresh(db, ZONE, PlainAggregates())
-        print(json.dumps({"figure": "refresh after one hour of new data from all equipments",
-                          "readings": args.equipments * args.sensors * 60,
-                          "seconds": round(time.perf_counter() - started, 2), "buckets_written": report.buckets_written}),
-              flush=True)
+        print(
+            json.dumps(
+                {
+                    "figure": "refresh after one hour of new data from all equipments",
+                    "readings": args.equipments * args.sensors * 60,
+                    "seconds": round(time.perf_counter() - started, 2),
+                    "buckets_written": report.buckets_written,
+                }
+            ),
+            flush=True,
+        )
     finally:
         if not args.keep:
             cleanup(db, str(tenant_id))

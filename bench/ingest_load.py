@@ -4,6 +4,7 @@ Runs against the local stack with ingest restarted for the run: rate limits rais
 checks sent to a topic nobody consumes (so process does not compete for the two cores).
 Prints JSON lines.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,9 +21,9 @@ import psycopg2
 import requests
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
+from uploads import sized_for_gzip, unique_variant
 
 from easysmart import accounts
-from uploads import sized_for_gzip, unique_variant
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = os.environ.get("ESM_BASE_URL", "http://127.0.0.1:8080")
@@ -31,8 +32,12 @@ KiB, MiB = 1024, 1024 * 1024
 
 
 def stack(*args: str, env: dict | None = None) -> None:
-    subprocess.run(["bash", str(ROOT / "infra/local/stack.sh"), *args], check=True, stdout=subprocess.DEVNULL,
-                   env={**os.environ, **(env or {})})
+    subprocess.run(
+        ["bash", str(ROOT / "infra/local/stack.sh"), *args],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def device_token() -> str:
@@ -42,16 +47,23 @@ def device_token() -> str:
         accounts.create_tenant(cursor, f"bench-ingest-{suffix}", "America/Sao_Paulo")
         accounts.create_account(cursor, f"bench-ingest-{suffix}", "device", f"bench-ingest-{suffix}", "bench-pass")
     conn.close()
-    answer = requests.post(f"{BASE}/api/v1/auth/device/login", json={"username": f"bench-ingest-{suffix}", "password": "bench-pass"},
-                           timeout=10)
+    answer = requests.post(
+        f"{BASE}/api/v1/auth/device/login",
+        json={"username": f"bench-ingest-{suffix}", "password": "bench-pass"},
+        timeout=10,
+    )
     answer.raise_for_status()
     return answer.json()["access_token"]
 
 
 def post(session: requests.Session, token: str, body: bytes) -> float:
     started = time.perf_counter()
-    response = session.post(f"{BASE}/api/v1/telemetry/bulk", data=body, timeout=60, headers={
-        "Authorization": f"Bearer {token}", "Content-Encoding": "gzip", "Content-Type": "application/json"})
+    response = session.post(
+        f"{BASE}/api/v1/telemetry/bulk",
+        data=body,
+        timeout=60,
+        headers={"Authorization": f"Bearer {token}", "Content-Encoding": "gzip", "Content-Type": "application/json"},
+    )
     elapsed = time.perf_counter() - started
     if response.status_code != 201:
         raise RuntimeError(f"upload answered {response.status_code}: {response.text[:200]}")
@@ -72,9 +84,12 @@ def load(token: str, body: bytes, concurrency: int, requests_total: int, tag_bas
         latencies = list(pool.map(one, range(concurrency, concurrency + requests_total)))
         wall = time.perf_counter() - started
     latencies.sort()
-    return {"p50_ms": round(statistics.median(latencies) * 1000, 1),
-            "p95_ms": round(latencies[int(0.95 * (len(latencies) - 1))] * 1000, 1),
-            "requests_per_s": round(requests_total / wall, 1), "requests": requests_total}
+    return {
+        "p50_ms": round(statistics.median(latencies) * 1000, 1),
+        "p95_ms": round(latencies[int(0.95 * (len(latencies) - 1))] * 1000, 1),
+        "requests_per_s": round(requests_total / wall, 1),
+        "requests": requests_total,
+    }
 
 
 def ingest_pids() -> list[int]:
@@ -117,8 +132,11 @@ def memory_during_upload(token: str, body: bytes, small_body: bytes) -> dict:
     done.set()
     sampler.join()
     growth = max(peak[pid] - baseline[pid] for pid in pids)
-    return {"upload_bytes": len(body), "rss_growth_mib": round(growth / MiB, 1),
-            "baseline_rss_mib": round(max(baseline.values()) / MiB, 1)}
+    return {
+        "upload_bytes": len(body),
+        "rss_growth_mib": round(growth / MiB, 1),
+        "baseline_rss_mib": round(max(baseline.values()) / MiB, 1),
+    }
 
 
 def main() -> None:
@@ -128,8 +146,11 @@ def main() -> None:
     except TopicAlreadyExistsError:
         pass
     admin.close()
-    bench_env = {"RATELIMIT_DEVICE_PER_MINUTE": "100000000", "RATELIMIT_ADDRESS_PER_MINUTE": "100000000",
-                 "KAFKA_TOPIC_RAW": BENCH_TOPIC}
+    bench_env = {
+        "RATELIMIT_DEVICE_PER_MINUTE": "100000000",
+        "RATELIMIT_ADDRESS_PER_MINUTE": "100000000",
+        "KAFKA_TOPIC_RAW": BENCH_TOPIC,
+    }
     stack("restart", "ingest", env=bench_env)
     try:
         token = device_token()
@@ -137,8 +158,18 @@ def main() -> None:
             _, text, body = sized_for_gzip(size)
             for concurrency in (8, 32):
                 result = load(token, body, concurrency, total, tag_base=size + concurrency * 10_000)
-                print(json.dumps({"bench": "ingest", "gzip_bytes": len(body), "json_bytes": len(text),
-                                  "concurrency": concurrency, **result}), flush=True)
+                print(
+                    json.dumps(
+                        {
+                            "bench": "ingest",
+                            "gzip_bytes": len(body),
+                            "json_bytes": len(text),
+                            "concurrency": concurrency,
+                            **result,
+                        }
+                    ),
+                    flush=True,
+                )
         small = sized_for_gzip(64 * KiB)[2]
         _, text, body = sized_for_gzip(10 * MiB - 64 * KiB)
         stack("restart", "ingest", env=bench_env)  # a fresh process: its peak is this upload's

@@ -6,6 +6,7 @@ same rows straight into telemetry_data, for the ratio. Prints one JSON line.
 
     python bench/process_batch.py --readings 200000 [--bare-copy] [--max-gzip-bytes N]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,6 +22,7 @@ import uuid
 from datetime import datetime, timezone
 
 import orjson
+from uploads import client_upload, sized_for_gzip
 
 from easysmart import accounts
 from easysmart.config import DatabaseSettings, ObjectStoreSettings, ProcessSettings, RetentionSettings, UploadLimits
@@ -28,8 +30,6 @@ from easysmart.db import Database
 from easysmart.events import ClaimCheck
 from easysmart.process import BatchProcessor
 from easysmart.storage import BlobStore, make_s3_client
-
-from uploads import client_upload, sized_for_gzip
 
 
 def main() -> None:
@@ -62,25 +62,49 @@ def main() -> None:
     batch_id = str(uuid.uuid4())
     key = f"raw/bench/{tenant_id}/{batch_id}.json.gz"
     blobs.put(key, io.BytesIO(body), {"tenant-id": tenant_id})
-    claim = ClaimCheck(batch_id, tenant_id, account_id, "bench", blobs.bucket, key, len(body),
-                       len(text) if len(text) <= UploadLimits.from_env().ingest_sync_window_bytes else None,
-                       hashlib.sha256(body).hexdigest(), "gzip", None, None, "bench", datetime.now(timezone.utc).isoformat())
+    claim = ClaimCheck(
+        batch_id,
+        tenant_id,
+        account_id,
+        "bench",
+        blobs.bucket,
+        key,
+        len(body),
+        len(text) if len(text) <= UploadLimits.from_env().ingest_sync_window_bytes else None,
+        hashlib.sha256(body).hexdigest(),
+        "gzip",
+        None,
+        None,
+        "bench",
+        datetime.now(timezone.utc).isoformat(),
+    )
     decompressed = len(text)
     del text, body
     # Processed in a child interpreter, so the peak memory is process's, not the generator's.
-    child = subprocess.run([sys.executable, __file__, "--process-claim", json.dumps(dataclasses.asdict(claim))],
-                           check=True, capture_output=True, text=True)
+    child = subprocess.run(
+        [sys.executable, __file__, "--process-claim", json.dumps(dataclasses.asdict(claim))],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     measured = json.loads(child.stdout.strip().splitlines()[-1])
     process_s = measured["process_s"]
     report = {"readings": readings, "gzip_bytes": claim.size_bytes, "decompressed_bytes": decompressed, **measured}
 
     if args.bare_copy:
         with db.connection() as conn, conn.cursor() as cursor:
-            columns = "sensor_id, equipment_id, ts, value, state, battery_pct, lqi, rssi, battery_voltage, voltage, current, power"
+            columns = "sensor_id, equipment_id, ts, value, state, battery_pct, lqi, rssi,"
+            " battery_voltage, voltage, current, power"
             rows = io.BytesIO()
-            cursor.copy_expert(f"COPY (SELECT {columns} FROM telemetry_data t WHERE t.sensor_id IN"
-                               f" (SELECT id FROM sensors WHERE tenant_id = '{tenant_id}')) TO STDOUT", rows)
-            cursor.execute("DELETE FROM telemetry_data WHERE sensor_id IN (SELECT id FROM sensors WHERE tenant_id = %s)", (tenant_id,))
+            cursor.copy_expert(
+                f"COPY (SELECT {columns} FROM telemetry_data t WHERE t.sensor_id IN"
+                f" (SELECT id FROM sensors WHERE tenant_id = '{tenant_id}')) TO STDOUT",
+                rows,
+            )
+            cursor.execute(
+                "DELETE FROM telemetry_data WHERE sensor_id IN (SELECT id FROM sensors WHERE tenant_id = %s)",
+                (tenant_id,),
+            )
             conn.commit()
             # The COPY then meets a table as clean as process met it.
             conn.autocommit = True
@@ -91,24 +115,41 @@ def main() -> None:
             cursor.copy_expert(f"COPY telemetry_data ({columns}) FROM STDIN", rows)
             conn.commit()
             copy_s = time.perf_counter() - started
-        report.update({"bare_copy_s": round(copy_s, 3), "bare_copy_readings_per_s": round(measured["stored"] / copy_s),
-                       "ratio": round(copy_s / process_s, 3)})
+        report.update(
+            {
+                "bare_copy_s": round(copy_s, 3),
+                "bare_copy_readings_per_s": round(measured["stored"] / copy_s),
+                "ratio": round(copy_s / process_s, 3),
+            }
+        )
     print(json.dumps(report))
     sys.stdout.flush()
 
 
 def process_only(claim: ClaimCheck) -> None:
     store = ObjectStoreSettings.from_env()
-    processor = BatchProcessor(ProcessSettings.from_env(), UploadLimits.from_env(), RetentionSettings.from_env(),
-                               Database(DatabaseSettings.from_env().database_url, 4),
-                               BlobStore(make_s3_client(store, timeout_s=60), store.s3_bucket))
+    processor = BatchProcessor(
+        ProcessSettings.from_env(),
+        UploadLimits.from_env(),
+        RetentionSettings.from_env(),
+        Database(DatabaseSettings.from_env().database_url, 4),
+        BlobStore(make_s3_client(store, timeout_s=60), store.s3_bucket),
+    )
     started = time.perf_counter()
     result = processor.process(claim)
     process_s = time.perf_counter() - started
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork and exec from the (large) parent.
     peak = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-    print(json.dumps({"stored": result.stored, "process_s": round(process_s, 3),
-                      "process_readings_per_s": round(result.stored / process_s), "process_peak_rss_mib": round(peak / 2**20, 1)}))
+    print(
+        json.dumps(
+            {
+                "stored": result.stored,
+                "process_s": round(process_s, 3),
+                "process_readings_per_s": round(result.stored / process_s),
+                "process_peak_rss_mib": round(peak / 2**20, 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

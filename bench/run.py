@@ -2,6 +2,7 @@
 
 Every figure is printed with the command that produced it. Needs the local stack (make bench starts it).
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,14 @@ PYTHON = sys.executable
 def run(args: list[str]) -> list[dict]:
     command = " ".join(["python", *[str(Path(a).relative_to(HERE.parent)) if a.endswith(".py") else a for a in args]])
     print(f"$ {command}", flush=True)
-    output = subprocess.run([PYTHON, *args], check=True, capture_output=True, text=True, cwd=HERE,
-                            env={**os.environ, "PYTHONPATH": str(HERE)}).stdout
+    output = subprocess.run(
+        [PYTHON, *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=HERE,
+        env={**os.environ, "PYTHONPATH": str(HERE)},
+    ).stdout
     results = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     for result in results:
         print("  " + json.dumps(result), flush=True)
@@ -27,19 +34,33 @@ def run(args: list[str]) -> list[dict]:
 
 
 def main() -> None:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    print(f"machine: {os.cpu_count()} cores ({cpu}), {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB,"
-          f" Python {platform.python_version()}")
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    print(
+        f"machine: {os.cpu_count()} cores ({cpu}),"
+        f" {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB,"
+        f" Python {platform.python_version()}"
+    )
     print("\n== process: a large upload in the client's format vs a bare COPY of the same rows (target ratio >= 0.5)")
     run([str(HERE / "process_batch.py"), "--readings", "200000", "--bare-copy"])
     print("\n== process: the largest upload the limits allow (10 MiB gzip body)")
     run([str(HERE / "process_batch.py"), "--max-gzip-bytes", str(10 * 1024 * 1024)])
-    print("\n== ingest through http://127.0.0.1:8080 (targets at concurrency 8: p95 <= 25 ms for 64 KiB, <= 150 ms for 1 MiB),"
-          " then ingest's memory growth during a 10 MiB upload (target <= 64 MiB)")
+    print(
+        "\n== ingest through http://127.0.0.1:8080"
+        " (targets at concurrency 8: p95 <= 25 ms for 64 KiB, <= 150 ms for 1 MiB),"
+        " then ingest's memory growth during a 10 MiB upload (target <= 64 MiB)"
+    )
     run([str(HERE / "ingest_load.py")])
-    print("\n== analytics: 30-day hourly history of one equipment over 10.4 million readings, through the aggregates vs"
-          " from raw rows (target >= 100x), the HTTP endpoint via :8080 (target p95 <= 20 ms), a refresh after one hour")
+    print(
+        "\n== analytics: 30-day hourly history of one equipment over 10.4 million readings, through the aggregates vs"
+        " from raw rows (target >= 100x), the HTTP endpoint via :8080 (target p95 <= 20 ms), a refresh after one hour"
+    )
     run([str(HERE / "analytics_query.py")])
 
 

@@ -1,4 +1,5 @@
 """Uploads in the real client's format for benchmarks, sized by readings or by gzip bytes."""
+
 from __future__ import annotations
 
 import gzip
@@ -10,7 +11,12 @@ from datetime import datetime, timedelta
 
 import orjson
 
-KINDS = (("Temperatura", "temperature", "°C"), ("Porta", "door", ""), ("Umidade", "umidade", "%"), ("Energia", "power", "W"))
+KINDS = (
+    ("Temperatura", "temperature", "°C"),
+    ("Porta", "door", ""),
+    ("Umidade", "umidade", "%"),
+    ("Energia", "power", "W"),
+)
 NAMESPACE = uuid.UUID("0b5c6d7e-8f90-4a1b-9c2d-3e4f5a6b7c8d")
 
 
@@ -24,29 +30,58 @@ def client_upload(readings: int, seed: int = 0, equipments: int = 6, end: dateti
     items = []
     for number in range(equipments):
         name = f"Freezer {number + 1}"
-        sensors = [(str(uuid.uuid5(NAMESPACE, f"{seed}/{name}/{label}")), f"{name} {label}", kind, unit)
-                   for label, kind, unit in KINDS]
+        sensors = [
+            (str(uuid.uuid5(NAMESPACE, f"{seed}/{name}/{label}")), f"{name} {label}", kind, unit)
+            for label, kind, unit in KINDS
+        ]
         temperature = -18.0 + rng.random()
         sensor_list = []
         for step in range(per_sensor):
             taken = end - timedelta(seconds=10 * (per_sensor - step) + rng.random())
             stamp = taken.isoformat(timespec="microseconds")
             temperature += rng.uniform(-0.05, 0.05)
-            values = (f"{temperature:.2f}", "on" if rng.random() < 0.02 else "off", f"{rng.uniform(40, 90):.1f}",
-                      f"{rng.uniform(80, 160):.1f}")
+            values = (
+                f"{temperature:.2f}",
+                "on" if rng.random() < 0.02 else "off",
+                f"{rng.uniform(40, 90):.1f}",
+                f"{rng.uniform(80, 160):.1f}",
+            )
             for (sensor_uuid, sensor_name, kind, unit), value in zip(sensors, values):
-                sensor_list.append({
-                    "sensor_uuid": sensor_uuid, "sensor_nome": sensor_name, "sensor_status": "ATIVO", "sensor_tipo": kind,
-                    "sensor_unidade": unit, "sensor_telemetria": value, "sensor_datahora_coleta": stamp,
-                    "sensor_bateria_pct": float(rng.randint(60, 100)), "sensor_sinal_lqi": float(rng.randint(90, 160)),
-                    "sensor_sinal_rssi": float(rng.randint(-80, -40)), "sensor_voltagem_bateria": round(rng.uniform(2.8, 3.1), 2),
-                    "sensor_voltagem": None, "sensor_corrente": None, "sensor_potencia": None, "sensor_fabricante": "Aqara",
-                    "sensor_modelo": "WSDCGQ11LM", "sensor_firmware": "N/A", "sensor_id_hardware": f"0x00158d0000{number:06x}",
-                    "sensor_via_hub": True,
-                })
-        items.append({"equip_uuid": str(uuid.uuid5(NAMESPACE, f"{seed}/{name}")), "equip_nome": name, "equip_local": "Loja",
-                      "equip_status": "ATIVO", "equip_intervalo_coleta": 10, "equip_sirene_ativa": "NÃO",
-                      "equip_sirete_tempo": 120, "sensor": sensor_list})
+                sensor_list.append(
+                    {
+                        "sensor_uuid": sensor_uuid,
+                        "sensor_nome": sensor_name,
+                        "sensor_status": "ATIVO",
+                        "sensor_tipo": kind,
+                        "sensor_unidade": unit,
+                        "sensor_telemetria": value,
+                        "sensor_datahora_coleta": stamp,
+                        "sensor_bateria_pct": float(rng.randint(60, 100)),
+                        "sensor_sinal_lqi": float(rng.randint(90, 160)),
+                        "sensor_sinal_rssi": float(rng.randint(-80, -40)),
+                        "sensor_voltagem_bateria": round(rng.uniform(2.8, 3.1), 2),
+                        "sensor_voltagem": None,
+                        "sensor_corrente": None,
+                        "sensor_potencia": None,
+                        "sensor_fabricante": "Aqara",
+                        "sensor_modelo": "WSDCGQ11LM",
+                        "sensor_firmware": "N/A",
+                        "sensor_id_hardware": f"0x00158d0000{number:06x}",
+                        "sensor_via_hub": True,
+                    }
+                )
+        items.append(
+            {
+                "equip_uuid": str(uuid.uuid5(NAMESPACE, f"{seed}/{name}")),
+                "equip_nome": name,
+                "equip_local": "Loja",
+                "equip_status": "ATIVO",
+                "equip_intervalo_coleta": 10,
+                "equip_sirene_ativa": "NÃO",
+                "equip_sirete_tempo": 120,
+                "sensor": sensor_list,
+            }
+        )
     return items
 
 

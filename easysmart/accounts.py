@@ -1,4 +1,5 @@
 """Tenants and accounts: what the `esm` command line manages."""
+
 from __future__ import annotations
 
 import re
@@ -48,8 +49,9 @@ def create_tenant(cursor: psycopg2.extensions.cursor, name: str, timezone: str, 
     return str(tenant_id)
 
 
-def create_account(cursor: psycopg2.extensions.cursor, tenant: str, kind: str, username: str, password: str,
-                   if_missing: bool = False) -> str:
+def create_account(
+    cursor: psycopg2.extensions.cursor, tenant: str, kind: str, username: str, password: str, if_missing: bool = False
+) -> str:
     if kind not in ACCOUNT_KINDS:
         raise AccountError(f"kind must be one of {', '.join(ACCOUNT_KINDS)}")
     if not _USERNAME.match(username):
@@ -75,8 +77,10 @@ def create_account(cursor: psycopg2.extensions.cursor, tenant: str, kind: str, u
 
 def existing_account(cursor: psycopg2.extensions.cursor, tenant: str, kind: str, username: str) -> str | None:
     """The id of `username` if it exists as asked; an error if it exists in another tenant or as another kind."""
-    cursor.execute("SELECT a.id, t.name, a.kind FROM accounts a JOIN tenants t ON t.id = a.tenant_id WHERE a.username = %s",
-                   (username,))
+    cursor.execute(
+        "SELECT a.id, t.name, a.kind FROM accounts a JOIN tenants t ON t.id = a.tenant_id WHERE a.username = %s",
+        (username,),
+    )
     row = cursor.fetchone()
     if row is None:
         return None
@@ -92,8 +96,10 @@ def set_blocked(cursor: psycopg2.extensions.cursor, username: str, blocked: bool
         raise AccountError(f"account {username!r} does not exist")
     if blocked:
         # Outstanding refresh tokens die with the block; access tokens expire within minutes.
-        cursor.execute("UPDATE refresh_tokens SET revoked = true WHERE account_id = (SELECT id FROM accounts WHERE username = %s)",
-                       (username,))
+        cursor.execute(
+            "UPDATE refresh_tokens SET revoked = true WHERE account_id = (SELECT id FROM accounts WHERE username = %s)",
+            (username,),
+        )
 
 
 def list_tenants(cursor: psycopg2.extensions.cursor) -> list[tuple]:

@@ -11,6 +11,7 @@ Hourly buckets are UTC hours; daily buckets are days in AGGREGATE_TIMEZONE, reco
 aggregate_settings so that the live part of the view uses the zone the buckets were made in.
 Both modes, and why raw data never goes before it is materialised: docs/architecture.md §5.5, §6.6.
 """
+
 from __future__ import annotations
 
 import logging
@@ -37,8 +38,10 @@ _STATISTICS = (
     " percentile_cont(0.5) WITHIN GROUP (ORDER BY value), percentile_cont(0.95) WITHIN GROUP (ORDER BY value),"
     " percentile_cont(0.99) WITHIN GROUP (ORDER BY value), count(value), sum(value)"
 )
-_COLUMNS = ("bucket, equipment_id, sensor_id, avg_value, min_value, max_value, sample_count, stddev_value,"
-            " median_value, p95_value, p99_value, value_count, value_sum")
+_COLUMNS = (
+    "bucket, equipment_id, sensor_id, avg_value, min_value, max_value, sample_count, stddev_value,"
+    " median_value, p95_value, p99_value, value_count, value_sum"
+)
 
 
 @dataclass
@@ -49,8 +52,12 @@ class RefreshReport:
     watermarks: dict[str, str] = field(default_factory=dict)
 
     def body(self) -> dict:
-        return {"mode": self.mode, "late_ranges": self.late_ranges, "buckets_written": self.buckets_written,
-                "watermarks": self.watermarks}
+        return {
+            "mode": self.mode,
+            "late_ranges": self.late_ranges,
+            "buckets_written": self.buckets_written,
+            "watermarks": self.watermarks,
+        }
 
 
 class AggregateBackend:
@@ -88,8 +95,10 @@ class PlainAggregates(AggregateBackend):
             for name, table, bucket, width in _AGGREGATES:
                 report.buckets_written[name] = self._refresh_one(cursor, name, table, bucket, width, max_id or 0)
             cursor.execute("DELETE FROM aggregate_touched WHERE id <= %s", (max_id or 0,))
-            cursor.execute("SELECT name, CASE WHEN isfinite(watermark) THEN to_char(watermark AT TIME ZONE 'UTC',"
-                           " 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') END FROM aggregate_watermarks ORDER BY name")
+            cursor.execute(
+                "SELECT name, CASE WHEN isfinite(watermark) THEN to_char(watermark AT TIME ZONE 'UTC',"
+                ' \'YYYY-MM-DD"T"HH24:MI:SS"Z"\') END FROM aggregate_watermarks ORDER BY name'
+            )
             report.watermarks = dict(cursor.fetchall())
         logger.info("aggregates refreshed", extra=report.body())
         return report
@@ -111,8 +120,10 @@ class PlainAggregates(AggregateBackend):
     def _floor_sql(bucket: str, width: str) -> str:
         """The first bucket whose raw data is complete (starts at or after the raw horizon)."""
         at = bucket.format(ts="h")
-        return (f"SELECT CASE WHEN h = '-infinity' THEN h WHEN {at} < h THEN {at} + interval '{width}' ELSE {at} END"
-                " FROM (SELECT value::timestamptz AS h FROM aggregate_settings WHERE key = 'raw_horizon') s")
+        return (
+            f"SELECT CASE WHEN h = '-infinity' THEN h WHEN {at} < h THEN {at} + interval '{width}' ELSE {at} END"
+            " FROM (SELECT value::timestamptz AS h FROM aggregate_settings WHERE key = 'raw_horizon') s"
+        )
 
     def _refresh_one(self, cursor, name: str, table: str, bucket: str, width: str, max_id: int) -> int:
         written = 0
@@ -122,7 +133,8 @@ class PlainAggregates(AggregateBackend):
             f"WITH bounds AS (SELECT greatest({bucket.format(ts='lo')}, ({self._floor_sql(bucket, width)})) AS a,"
             f" least({bucket.format(ts='hi')} + interval '{width}', {old}) AS e"
             " FROM aggregate_touched WHERE id <= %(max_id)s)"
-            " SELECT lower(r), upper(r) FROM (SELECT unnest(range_agg(tstzrange(a, e))) AS r FROM bounds WHERE a < e) x",
+            " SELECT lower(r), upper(r) FROM (SELECT unnest(range_agg(tstzrange(a, e))) AS r"
+            " FROM bounds WHERE a < e) x",
             {"name": name, "max_id": max_id},
         )
         ranges = cursor.fetchall()
@@ -133,8 +145,10 @@ class PlainAggregates(AggregateBackend):
         cursor.execute(f"SELECT {old} < {new}", {"name": name})
         if cursor.fetchone()[0]:
             written += self._materialise(cursor, table, bucket, old, new, {"name": name})
-            cursor.execute(f"UPDATE aggregate_watermarks SET watermark = {new}, refreshed_at = now() WHERE name = %(name)s",
-                           {"name": name})
+            cursor.execute(
+                f"UPDATE aggregate_watermarks SET watermark = {new}, refreshed_at = now() WHERE name = %(name)s",
+                {"name": name},
+            )
         else:
             cursor.execute("UPDATE aggregate_watermarks SET refreshed_at = now() WHERE name = %(name)s", {"name": name})
         return written
@@ -155,10 +169,15 @@ class PlainAggregates(AggregateBackend):
 
     def drop_raw_before(self, cursor, cutoff: datetime) -> dict:
         """Drops whole daily partitions, oldest first, and stops at the first one not yet materialised."""
-        cursor.execute("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-                       " WHERE i.inhparent = 'telemetry_data'::regclass")
-        days = sorted(date(int(m[1][:4]), int(m[1][4:6]), int(m[1][6:])) for (name,) in cursor.fetchall()
-                      if (m := _PARTITION.match(name)))
+        cursor.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = 'telemetry_data'::regclass"
+        )
+        days = sorted(
+            date(int(m[1][:4]), int(m[1][4:6]), int(m[1][6:]))
+            for (name,) in cursor.fetchall()
+            if (m := _PARTITION.match(name))
+        )
         dropped, kept_unmaterialised = [], []
         for day in days:
             end = datetime(day.year, day.month, day.day, tzinfo=timezone.utc) + timedelta(days=1)
@@ -173,12 +192,16 @@ class PlainAggregates(AggregateBackend):
                 kept_unmaterialised.append(day.isoformat())
                 break
             cursor.execute(f"DROP TABLE telemetry_data_p{day:%Y%m%d}")
-            cursor.execute("UPDATE aggregate_settings SET value = greatest(value::timestamptz, %s)::text"
-                           " WHERE key = 'raw_horizon'", (end,))
+            cursor.execute(
+                "UPDATE aggregate_settings SET value = greatest(value::timestamptz, %s)::text"
+                " WHERE key = 'raw_horizon'",
+                (end,),
+            )
             dropped.append(day.isoformat())
         if kept_unmaterialised:
-            logger.warning("raw partitions past retention kept: not yet materialised",
-                           extra={"days": kept_unmaterialised})
+            logger.warning(
+                "raw partitions past retention kept: not yet materialised", extra={"days": kept_unmaterialised}
+            )
         return {"raw_partitions_dropped": dropped, "raw_partitions_kept_unmaterialised": kept_unmaterialised}
 
 
@@ -199,8 +222,10 @@ class TimescaleAggregates(AggregateBackend):
             try:
                 with conn.cursor() as cursor:
                     for name, _, _, _ in _AGGREGATES:
-                        cursor.execute("CALL refresh_continuous_aggregate(%s, now() - make_interval(days => %s), now())",
-                                       (name, self.window_days + 1))
+                        cursor.execute(
+                            "CALL refresh_continuous_aggregate(%s, now() - make_interval(days => %s), now())",
+                            (name, self.window_days + 1),
+                        )
                         report.buckets_written[name] = -1
                     cursor.execute("DELETE FROM aggregate_touched")
             finally:
@@ -209,15 +234,20 @@ class TimescaleAggregates(AggregateBackend):
 
     def materialised_before_sql(self) -> str:
         # Continuous aggregates with real-time aggregation: refreshed windows are materialised.
-        return ("(SELECT coalesce(min(_timescaledb_functions.to_timestamp("
-                "_timescaledb_functions.cagg_watermark_materialized(mat_hypertable_id))), '-infinity'::timestamptz)"
-                " FROM _timescaledb_catalog.continuous_agg WHERE user_view_schema = current_schema()"
-                " AND user_view_name IN ('telemetry_hourly', 'telemetry_daily'))")
+        return (
+            "(SELECT coalesce(min(_timescaledb_functions.to_timestamp("
+            "_timescaledb_functions.cagg_watermark_materialized(mat_hypertable_id))), '-infinity'::timestamptz)"
+            " FROM _timescaledb_catalog.continuous_agg WHERE user_view_schema = current_schema()"
+            " AND user_view_name IN ('telemetry_hourly', 'telemetry_daily'))"
+        )
 
     def drop_raw_before(self, cursor, cutoff: datetime) -> dict:
         """Drops hypertable chunks older than both the cutoff and the continuous aggregates' watermark."""
-        cursor.execute(f"SELECT count(*) FROM drop_chunks('telemetry_data', older_than => least(%s,"
-                       f" {self.materialised_before_sql()}))", (cutoff,))
+        cursor.execute(
+            f"SELECT count(*) FROM drop_chunks('telemetry_data', older_than => least(%s,"
+            f" {self.materialised_before_sql()}))",
+            (cutoff,),
+        )
         return {"raw_chunks_dropped": cursor.fetchone()[0]}
 
 

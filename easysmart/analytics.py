@@ -5,6 +5,7 @@ Response shapes are those of the product's earlier API, which dashboard clients 
 are ISO-8601 in UTC; statistics are JSON numbers or null. Every list is paged by keyset
 (`limit`, opaque `cursor` / `next_cursor`).
 """
+
 from __future__ import annotations
 
 import base64
@@ -16,9 +17,9 @@ from typing import Mapping
 import orjson
 
 from easysmart.config import AggregateSettings
-from easysmart.identity import Principal
 from easysmart.db import Database
 from easysmart.errors import BadRequestError, ForbiddenError, NotFoundError
+from easysmart.identity import Principal
 from easysmart.payload import canonical_kind
 
 DEFAULT_LIMIT = 1000
@@ -27,8 +28,12 @@ DEFAULT_WINDOW = timedelta(hours=24)
 RAW_UP_TO = timedelta(days=2)
 HOURLY_UP_TO = timedelta(days=60)
 PERIODS = ("raw", "hour", "day", "auto")
-STATS_PERIODS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30),
-                 "1y": timedelta(days=365)}
+STATS_PERIODS = {
+    "24h": timedelta(hours=24),
+    "7d": timedelta(days=7),
+    "30d": timedelta(days=30),
+    "1y": timedelta(days=365),
+}
 _RELATIONS = {"hour": "telemetry_hourly", "day": "telemetry_daily"}
 # Times a request may name: far enough either side of any stored reading, and far enough from
 # datetime's limits that a window derived from them never overflows.
@@ -46,10 +51,13 @@ class PeriodSpans:
 
     def of(self, period: str) -> timedelta:
         return {"raw": self.raw, "hour": self.hour, "day": self.day}[period]
+
+
 _METADATA = ("battery_pct", "lqi", "rssi", "battery_voltage", "voltage", "current", "power")
 
 
 # Parameters (pure functions: unit-tested without a database)
+
 
 def _bad(parameter: str, message: str) -> BadRequestError:
     return BadRequestError(f"{parameter}: {message}", parameter=parameter)
@@ -91,8 +99,11 @@ def parse_period(raw: str | None, start: datetime, end: datetime, spans: PeriodS
         period = "raw" if span <= RAW_UP_TO else "hour" if span <= HOURLY_UP_TO else "day"
     longest = spans.of(period)
     if span > longest:
-        raise _bad("period", f"{period} covers at most {longest.days} days; ask for a shorter window"
-                             f" between start_date and end_date or a coarser period")
+        raise _bad(
+            "period",
+            f"{period} covers at most {longest.days} days; ask for a shorter window"
+            f" between start_date and end_date or a coarser period",
+        )
     return period
 
 
@@ -133,8 +144,12 @@ def decode_cursor(raw: str | None, tag: str, types: tuple[type, ...]) -> tuple |
         decoded = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
     except (binascii.Error, ValueError, orjson.JSONDecodeError):
         raise _bad("cursor", "not a cursor issued by this endpoint") from None
-    if (not isinstance(decoded, list) or len(decoded) != len(types) + 1 or decoded[0] != tag
-            or not all(isinstance(v, t) and not isinstance(v, bool) for v, t in zip(decoded[1:], types))):
+    if (
+        not isinstance(decoded, list)
+        or len(decoded) != len(types) + 1
+        or decoded[0] != tag
+        or not all(isinstance(v, t) and not isinstance(v, bool) for v, t in zip(decoded[1:], types))
+    ):
         raise _bad("cursor", "not a cursor issued by this endpoint")
     values = tuple(decoded[1:])
     if types and types[0] is str:
@@ -171,7 +186,7 @@ class _Page:
 
     def split(self, rows: list) -> tuple[list, bool]:
         """The page's rows out of a query asked for limit + 1, and whether more follow."""
-        return rows[:self.limit], len(rows) > self.limit
+        return rows[: self.limit], len(rows) > self.limit
 
 
 class AnalyticsService:
@@ -201,38 +216,57 @@ class AnalyticsService:
             )
             sensors: dict[int, list[dict]] = {}
             for equipment_id, uuid, name, kind, unit, status, ts, value, state in cursor.fetchall():
-                sensors.setdefault(equipment_id, []).append({
-                    "sensor_uuid": uuid, "name": name, "sensor_type": kind, "unit": unit, "last_time": iso(ts),
-                    "last_value": value, "last_status": state if ts is not None else status,
-                })
+                sensors.setdefault(equipment_id, []).append(
+                    {
+                        "sensor_uuid": uuid,
+                        "name": name,
+                        "sensor_type": kind,
+                        "unit": unit,
+                        "last_time": iso(ts),
+                        "last_value": value,
+                        "last_status": state if ts is not None else status,
+                    }
+                )
         return {
-            "equipments": [{"equipment_uuid": uuid, "name": name, "location": location, "status": status,
-                            "sensors": sensors.get(equipment_id, [])}
-                           for equipment_id, uuid, name, location, status in rows],
+            "equipments": [
+                {
+                    "equipment_uuid": uuid,
+                    "name": name,
+                    "location": location,
+                    "status": status,
+                    "sensors": sensors.get(equipment_id, []),
+                }
+                for equipment_id, uuid, name, location, status in rows
+            ],
             "next_cursor": encode_cursor("e", rows[-1][0]) if more else None,
         }
 
-    def equipment_history(self, principal: Principal, equipment_uuid: str, args: Mapping[str, str],
-                          now: datetime | None = None) -> dict:
+    def equipment_history(
+        self, principal: Principal, equipment_uuid: str, args: Mapping[str, str], now: datetime | None = None
+    ) -> dict:
         _require_user(principal)
         with self.db.transaction() as cursor:
             equipment_id = self._equipment_id(cursor, principal, equipment_uuid)
             body = self._history(cursor, args, now, "equipment_id", equipment_id)
         return {"equipment_uuid": equipment_uuid, **body}
 
-    def sensor_history(self, principal: Principal, sensor_uuid: str, args: Mapping[str, str],
-                       now: datetime | None = None) -> dict:
+    def sensor_history(
+        self, principal: Principal, sensor_uuid: str, args: Mapping[str, str], now: datetime | None = None
+    ) -> dict:
         _require_user(principal)
         with self.db.transaction() as cursor:
-            cursor.execute("SELECT id FROM sensors WHERE tenant_id = %s AND uuid = %s", (principal.tenant_id, sensor_uuid))
+            cursor.execute(
+                "SELECT id FROM sensors WHERE tenant_id = %s AND uuid = %s", (principal.tenant_id, sensor_uuid)
+            )
             row = cursor.fetchone()
             if row is None:
                 raise NotFoundError(f"sensor {sensor_uuid} not found")
             body = self._history(cursor, args, now, "sensor_id", row[0])
         return {"sensor_uuid": sensor_uuid, **body}
 
-    def equipment_stats(self, principal: Principal, equipment_uuid: str, args: Mapping[str, str],
-                        now: datetime | None = None) -> dict:
+    def equipment_stats(
+        self, principal: Principal, equipment_uuid: str, args: Mapping[str, str], now: datetime | None = None
+    ) -> dict:
         _require_user(principal)
         raw_period = args.get("period") or "24h"
         if raw_period not in STATS_PERIODS:
@@ -248,35 +282,66 @@ class AnalyticsService:
                 f" FROM sensors s LEFT JOIN (SELECT sensor_id, (sum(value_sum) / nullif(sum(value_count), 0))::float8"
                 f"  AS overall_avg, min(min_value) AS overall_min, max(max_value) AS overall_max,"
                 f"  sum(sample_count)::bigint AS total_samples FROM {relation}"
-                f"  WHERE equipment_id = %(equipment)s AND bucket >= {self._bucket_floor(relation)} AND bucket < %(end)s"
+                f"  WHERE equipment_id = %(equipment)s AND bucket >= {self._bucket_floor(relation)}"
+                f" AND bucket < %(end)s"
                 f"  GROUP BY sensor_id) a ON a.sensor_id = s.id"
                 f" WHERE s.equipment_id = %(equipment)s ORDER BY s.id LIMIT %(limit)s",
                 {"equipment": equipment_id, "start": start, "end": end, "zone": self.zone, "limit": MAX_LIMIT},
             )
-            sensors = [{"sensor_uuid": uuid, "sensor_name": name, "sensor_type": kind, "sensor_unit": unit,
-                        "overall_avg": avg, "overall_min": low, "overall_max": high, "total_samples": samples}
-                       for uuid, name, kind, unit, avg, low, high, samples in cursor.fetchall()]
-        return {"equipment_uuid": equipment_uuid, "period": raw_period, "start_date": iso(start), "end_date": iso(end),
-                "sensors": sensors}
+            sensors = [
+                {
+                    "sensor_uuid": uuid,
+                    "sensor_name": name,
+                    "sensor_type": kind,
+                    "sensor_unit": unit,
+                    "overall_avg": avg,
+                    "overall_min": low,
+                    "overall_max": high,
+                    "total_samples": samples,
+                }
+                for uuid, name, kind, unit, avg, low, high, samples in cursor.fetchall()
+            ]
+        return {
+            "equipment_uuid": equipment_uuid,
+            "period": raw_period,
+            "start_date": iso(start),
+            "end_date": iso(end),
+            "sensors": sensors,
+        }
 
-    def home_assistant(self, principal: Principal, equipment_uuid: str, args: Mapping[str, str],
-                       now: datetime | None = None) -> dict:
+    def home_assistant(
+        self, principal: Principal, equipment_uuid: str, args: Mapping[str, str], now: datetime | None = None
+    ) -> dict:
         hours = parse_int("hours", args.get("hours"), 24, 1, 168)
         page = _Page.from_args(args, "ha", (str, int))
         start = hour_floor((now or datetime.now(timezone.utc)) - timedelta(hours=hours))
         with self.db.transaction() as cursor:
             equipment_id = self._equipment_id(cursor, principal, equipment_uuid)
-            rows, next_cursor = self._aggregate_rows(cursor, "telemetry_hourly", "equipment_id", equipment_id,
-                                                     start, None, None, page, "ha")
-        data = [{"time": row["time"], "sensor_uuid": row["sensor_uuid"], "sensor_name": row["sensor_name"],
-                 "sensor_type": row["sensor_type"], "unit": row["sensor_unit"], "value": row["avg_value"],
-                 "max": row["max_value"], "min": row["min_value"], "samples": row["sample_count"]} for row in rows]
+            rows, next_cursor = self._aggregate_rows(
+                cursor, "telemetry_hourly", "equipment_id", equipment_id, start, None, None, page, "ha"
+            )
+        data = [
+            {
+                "time": row["time"],
+                "sensor_uuid": row["sensor_uuid"],
+                "sensor_name": row["sensor_name"],
+                "sensor_type": row["sensor_type"],
+                "unit": row["sensor_unit"],
+                "value": row["avg_value"],
+                "max": row["max_value"],
+                "min": row["min_value"],
+                "samples": row["sample_count"],
+            }
+            for row in rows
+        ]
         return {"equipment_uuid": equipment_uuid, "period_hours": hours, "data": data, "next_cursor": next_cursor}
 
     # Queries
 
     def _equipment_id(self, cursor, principal: Principal, equipment_uuid: str) -> int:
-        cursor.execute("SELECT id FROM equipment WHERE tenant_id = %s AND uuid = %s", (principal.tenant_id, equipment_uuid))
+        cursor.execute(
+            "SELECT id FROM equipment WHERE tenant_id = %s AND uuid = %s", (principal.tenant_id, equipment_uuid)
+        )
         row = cursor.fetchone()
         if row is None:
             raise NotFoundError(f"equipment {equipment_uuid} not found")
@@ -291,8 +356,16 @@ class AnalyticsService:
         if period == "raw":
             data, next_cursor = self._raw_rows(cursor, column, key, start, end, kind, page)
         else:
-            data, next_cursor = self._aggregate_rows(cursor, _RELATIONS[period], column, key, start, end, kind, page, tag)
-        return {"period": period, "start_date": iso(start), "end_date": iso(end), "data": data, "next_cursor": next_cursor}
+            data, next_cursor = self._aggregate_rows(
+                cursor, _RELATIONS[period], column, key, start, end, kind, page, tag
+            )
+        return {
+            "period": period,
+            "start_date": iso(start),
+            "end_date": iso(end),
+            "data": data,
+            "next_cursor": next_cursor,
+        }
 
     def _bucket_floor(self, relation: str) -> str:
         """SQL: the start of the bucket holding %(start)s."""
@@ -300,8 +373,18 @@ class AnalyticsService:
             return "date_bin('1 hour', %(start)s::timestamptz, timestamptz '2000-01-01 00:00:00+00')"
         return "date_trunc('day', %(start)s::timestamptz, %(zone)s)"
 
-    def _aggregate_rows(self, cursor, relation: str, column: str, key: int, start: datetime, end: datetime | None,
-                        kind: str | None, page: _Page, tag: str) -> tuple[list[dict], str | None]:
+    def _aggregate_rows(
+        self,
+        cursor,
+        relation: str,
+        column: str,
+        key: int,
+        start: datetime,
+        end: datetime | None,
+        kind: str | None,
+        page: _Page,
+        tag: str,
+    ) -> tuple[list[dict], str | None]:
         params = {"key": key, "start": start, "end": end, "zone": self.zone, "kind": kind, "limit": page.limit + 1}
         where = [f"a.{column} = %(key)s", f"a.bucket >= {self._bucket_floor(relation)}"]
         if end is not None:
@@ -320,16 +403,30 @@ class AnalyticsService:
         )
         rows, more = page.split(cursor.fetchall())
         sensors = _sensors(cursor, {row[1] for row in rows})
-        data = [{"time": bucket, "sensor_uuid": sensors[sensor_id][0], "sensor_name": sensors[sensor_id][1],
-                 "sensor_type": sensors[sensor_id][2], "sensor_unit": sensors[sensor_id][3],
-                 "avg_value": avg, "min_value": low, "max_value": high, "sample_count": count, "stddev_value": stddev,
-                 "median_value": median, "p95_value": p95, "p99_value": p99}
-                for bucket, sensor_id, avg, low, high, count, stddev, median, p95, p99 in rows]
+        data = [
+            {
+                "time": bucket,
+                "sensor_uuid": sensors[sensor_id][0],
+                "sensor_name": sensors[sensor_id][1],
+                "sensor_type": sensors[sensor_id][2],
+                "sensor_unit": sensors[sensor_id][3],
+                "avg_value": avg,
+                "min_value": low,
+                "max_value": high,
+                "sample_count": count,
+                "stddev_value": stddev,
+                "median_value": median,
+                "p95_value": p95,
+                "p99_value": p99,
+            }
+            for bucket, sensor_id, avg, low, high, count, stddev, median, p95, p99 in rows
+        ]
         next_cursor = encode_cursor(tag, rows[-1][0], rows[-1][1]) if more else None
         return data, next_cursor
 
-    def _raw_rows(self, cursor, column: str, key: int, start: datetime, end: datetime, kind: str | None,
-                  page: _Page) -> tuple[list[dict], str | None]:
+    def _raw_rows(
+        self, cursor, column: str, key: int, start: datetime, end: datetime, kind: str | None, page: _Page
+    ) -> tuple[list[dict], str | None]:
         params = {"key": key, "start": start, "end": end, "kind": kind, "limit": page.limit + 1}
         where = [f"t.{column} = %(key)s", "t.ts >= %(start)s", "t.ts < %(end)s"]
         if kind is not None:
@@ -343,10 +440,19 @@ class AnalyticsService:
             params,
         )
         rows, more = page.split(cursor.fetchall())
-        data = [{"time": iso(row[0]), "sensor_uuid": row[2], "sensor_name": row[3], "sensor_type": row[4],
-                 "sensor_unit": row[5], "value": row[6], "status": row[7],
-                 "metadata": {name: value for name, value in zip(_METADATA, row[8:]) if value is not None}}
-                for row in rows]
+        data = [
+            {
+                "time": iso(row[0]),
+                "sensor_uuid": row[2],
+                "sensor_name": row[3],
+                "sensor_type": row[4],
+                "sensor_unit": row[5],
+                "value": row[6],
+                "status": row[7],
+                "metadata": {name: value for name, value in zip(_METADATA, row[8:]) if value is not None},
+            }
+            for row in rows
+        ]
         next_cursor = encode_cursor("r", iso(rows[-1][0]), rows[-1][1]) if more else None
         return data, next_cursor
 

@@ -7,6 +7,7 @@ Answers (docs/architecture.md §8):
 - a blocked or inactive account presenting the right password or a valid refresh token: 403;
 - a refresh token used twice: 401, and every token of its family is revoked.
 """
+
 from __future__ import annotations
 
 import base64
@@ -40,9 +41,12 @@ _SCRYPT_MAXMEM = 64 * 1024 * 1024
 def hash_password(password: str) -> str:
     """`scrypt$N$r$p$salt$key` (salt and key base64): self-describing, so parameters can change later."""
     salt = os.urandom(16)
-    key = hashlib.scrypt(password.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P,
-                         maxmem=_SCRYPT_MAXMEM, dklen=_SCRYPT_DKLEN)
-    return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${base64.b64encode(salt).decode()}${base64.b64encode(key).decode()}"
+    key = hashlib.scrypt(
+        password.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, maxmem=_SCRYPT_MAXMEM, dklen=_SCRYPT_DKLEN
+    )
+    return (
+        f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${base64.b64encode(salt).decode()}${base64.b64encode(key).decode()}"
+    )
 
 
 def verify_password(password: str, stored: str) -> bool:
@@ -52,8 +56,15 @@ def verify_password(password: str, stored: str) -> bool:
         if scheme != "scrypt":
             return False
         expected = base64.b64decode(key, validate=True)
-        actual = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt, validate=True), n=int(n), r=int(r),
-                                p=int(p), maxmem=_SCRYPT_MAXMEM, dklen=len(expected))
+        actual = hashlib.scrypt(
+            password.encode(),
+            salt=base64.b64decode(salt, validate=True),
+            n=int(n),
+            r=int(r),
+            p=int(p),
+            maxmem=_SCRYPT_MAXMEM,
+            dklen=len(expected),
+        )
     except (ValueError, TypeError, binascii.Error):
         return False
     return hmac.compare_digest(actual, expected)
@@ -134,8 +145,9 @@ class AuthService:
         if refusal is not None:
             raise refusal
 
-    def _attempt(self, cursor: psycopg2.extensions.cursor, credentials: Credentials, kind: str,
-                 client_addr: str) -> dict:
+    def _attempt(
+        self, cursor: psycopg2.extensions.cursor, credentials: Credentials, kind: str, client_addr: str
+    ) -> dict:
         cursor.execute(
             "SELECT id, tenant_id, kind, password_hash, active, blocked FROM accounts WHERE username = %s",
             (credentials.username,),
@@ -158,33 +170,51 @@ class AuthService:
         now = self.tokens.clock()
         if locked_until is not None and locked_until > now:
             retry_after = int((locked_until - now).total_seconds()) + 1
-            raise LockedError(f"too many failed logins for this account from this address; try again in {retry_after} s",
-                               retry_after_s=retry_after)
+            raise LockedError(
+                f"too many failed logins for this account from this address; try again in {retry_after} s",
+                retry_after_s=retry_after,
+            )
         if not verify_password(credentials.password, password_hash) or account_kind != kind:
             self._count_failure(cursor, account_id, client_addr, failures, locked_until, now)
             raise UnauthorizedError(_BAD_CREDENTIALS)
         # Reset rather than delete: an attempt waiting on this row's lock must still find it.
-        cursor.execute("UPDATE login_failures SET failures = 0, locked_until = NULL, updated_at = %s"
-                       " WHERE account_id = %s AND client_addr = %s", (now, account_id, client_addr))
+        cursor.execute(
+            "UPDATE login_failures SET failures = 0, locked_until = NULL, updated_at = %s"
+            " WHERE account_id = %s AND client_addr = %s",
+            (now, account_id, client_addr),
+        )
         if blocked or not active:
             raise _refused(blocked)
         principal = Principal(str(account_id), str(tenant_id), account_kind, credentials.username)
         logger.info("login", extra={"account_id": principal.account_id, "kind": kind, "client_addr": client_addr})
         return self._issue(cursor, principal, family_id=uuid.uuid4())
 
-    def _count_failure(self, cursor: psycopg2.extensions.cursor, account_id: uuid.UUID, client_addr: str,
-                       failures: int, locked_until: datetime | None, now: datetime) -> None:
+    def _count_failure(
+        self,
+        cursor: psycopg2.extensions.cursor,
+        account_id: uuid.UUID,
+        client_addr: str,
+        failures: int,
+        locked_until: datetime | None,
+        now: datetime,
+    ) -> None:
         # A lock that has run out starts a fresh count.
         failures = 1 if locked_until is not None else failures + 1
-        lock = now + timedelta(seconds=self.settings.login_lockout_s) if failures >= self.settings.login_max_failures else None
+        lock = (
+            now + timedelta(seconds=self.settings.login_lockout_s)
+            if failures >= self.settings.login_max_failures
+            else None
+        )
         cursor.execute(
             "UPDATE login_failures SET failures = %s, locked_until = %s, updated_at = %s"
             " WHERE account_id = %s AND client_addr = %s",
             (failures, lock, now, account_id, client_addr),
         )
         if lock is not None:
-            logger.warning("login locked", extra={"account_id": str(account_id), "client_addr": client_addr,
-                                                  "locked_until": lock.isoformat()})
+            logger.warning(
+                "login locked",
+                extra={"account_id": str(account_id), "client_addr": client_addr, "locked_until": lock.isoformat()},
+            )
 
     def _issue(self, cursor: psycopg2.extensions.cursor, principal: Principal, family_id: uuid.UUID) -> dict:
         jti = uuid.uuid4()
@@ -234,8 +264,16 @@ class AuthService:
         if row is None:
             raise UnauthorizedError("the token's account no longer exists")
         username, kind, active, blocked, tenant_id, tenant_name, zone = row
-        return {"account_id": principal.account_id, "username": username, "kind": kind, "active": active,
-                "blocked": blocked, "tenant_id": str(tenant_id), "tenant_name": tenant_name, "timezone": zone}
+        return {
+            "account_id": principal.account_id,
+            "username": username,
+            "kind": kind,
+            "active": active,
+            "blocked": blocked,
+            "tenant_id": str(tenant_id),
+            "tenant_name": tenant_name,
+            "timezone": zone,
+        }
 
 
 def _refused(blocked: bool) -> ForbiddenError:

@@ -1,4 +1,5 @@
 """Turns the events of an upload into COPY text for the writer, chunk by chunk, and tallies the readings."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -6,8 +7,15 @@ from typing import Any, Callable, Iterable, cast
 
 from easysmart.copywriter import CopyWriter, copy_number, copy_text
 from easysmart.jsonstream import FIELD, ITEM_END, ITEM_START, NOT_AN_OBJECT, READING
-from easysmart.payload import (ReadingNormaliser, ReadingRejected, Tally, equipment_info, identity_problem,
-                               sensor_info, structure_violations)
+from easysmart.payload import (
+    ReadingNormaliser,
+    ReadingRejected,
+    Tally,
+    equipment_info,
+    identity_problem,
+    sensor_info,
+    structure_violations,
+)
 from easysmart.upload import ItemTracker
 
 
@@ -84,8 +92,12 @@ class BatchBuilder:
             extras = "\t".join(["\\N" if v is None else repr(v) for v in reading.extras])
             if len(self._extras_text) < 50_000:
                 self._extras_text[reading.extras] = extras
-        self._rows.append((reading.sensor_uuid,
-                           f"{reading.ts_text}\t{copy_number(reading.value)}\t{copy_text(reading.state)}\t{extras}\n"))
+        self._rows.append(
+            (
+                reading.sensor_uuid,
+                f"{reading.ts_text}\t{copy_number(reading.value)}\t{copy_text(reading.state)}\t{extras}\n",
+            )
+        )
         if len(self._rows) >= self.chunk_readings:
             self._flush(final=False)
 
@@ -111,6 +123,7 @@ class BatchBuilder:
             if (path, reason) not in self._cuts_noted and len(self._cuts_noted) < 10_000:
                 self._cuts_noted.add((path, reason))
                 self.tally.cut(path, reason)
+
         return note
 
     def _item_end(self) -> None:
@@ -136,8 +149,10 @@ class BatchBuilder:
         if (item_complete or not final) and self._equipment_known():
             index, limits = self.item.index, self.normaliser.limits
             equipment = equipment_info(self.item.fields, limits, self._cut_noter(f"[{index}]"))
-            sensors = [sensor_info(raw, uuid, limits, self._cut_noter(f"[{index}].sensor[{position}]"))
-                       for uuid, (position, raw) in self._sensors.items()]
+            sensors = [
+                sensor_info(raw, uuid, limits, self._cut_noter(f"[{index}].sensor[{position}]"))
+                for uuid, (position, raw) in self._sensors.items()
+            ]
             self._sensors = {}
             self.writer.submit(lambda: self.writer.upsert(equipment, sensors))
             if self._staged_unmoved:

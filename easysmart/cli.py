@@ -1,4 +1,5 @@
 """`esm`: the project's command line (migrations, tenants, accounts, the demo, DLQ replay, configuration)."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,9 +12,22 @@ from pathlib import Path
 import psycopg2
 
 from easysmart import accounts
-from easysmart.config import (SERVER_VARIABLES, AccountSettings, ConfigError, DatabaseSettings, DemoSettings, G, Group,
-                              KafkaSettings, MigrationSettings, TenantSettings, Variable, variables)
+from easysmart.config import (
+    SERVER_VARIABLES,
+    AccountSettings,
+    ConfigError,
+    DatabaseSettings,
+    DemoSettings,
+    G,
+    Group,
+    KafkaSettings,
+    MigrationSettings,
+    TenantSettings,
+    Variable,
+    variables,
+)
 from easysmart.db import migrate
+
 
 def _read(group: type[G]) -> G:
     try:
@@ -55,6 +69,7 @@ def cmd_tenant_create(args) -> None:
         accounts.check_timezone(args.timezone)
     except accounts.AccountError as error:
         sys.exit(f"error: {error}")
+
     def create(cursor):
         accounts.create_tenant(cursor, args.name, args.timezone, args.if_missing)
         return accounts.tenant_by_name(cursor, args.name)
@@ -79,7 +94,9 @@ def cmd_account_create(args) -> None:
             print(f"account {args.username} ({existing}) already exists; nothing to do")
             return
     password = _password(args)
-    account_id = _in_transaction(lambda c: accounts.create_account(c, args.tenant, args.kind, args.username, password, args.if_missing))
+    account_id = _in_transaction(
+        lambda c: accounts.create_account(c, args.tenant, args.kind, args.username, password, args.if_missing)
+    )
     print(f"{args.kind} account {args.username} ({account_id}) in tenant {args.tenant}")
 
 
@@ -99,14 +116,18 @@ def cmd_seed_demo(args) -> None:
 
     def seed(cursor):
         accounts.create_tenant(cursor, demo.demo_tenant, zone, if_missing=True)
-        accounts.create_account(cursor, demo.demo_tenant, "device", demo.demo_device_user, demo.demo_device_password,
-                                if_missing=True)
-        accounts.create_account(cursor, demo.demo_tenant, "user", demo.demo_admin_user, demo.demo_admin_password,
-                                if_missing=True)
+        accounts.create_account(
+            cursor, demo.demo_tenant, "device", demo.demo_device_user, demo.demo_device_password, if_missing=True
+        )
+        accounts.create_account(
+            cursor, demo.demo_tenant, "user", demo.demo_admin_user, demo.demo_admin_password, if_missing=True
+        )
 
     _in_transaction(seed)
-    print(f"==> demo tenant {demo.demo_tenant!r}: device {demo.demo_device_user!r}, user {demo.demo_admin_user!r}"
-          " (created if missing)")
+    print(
+        f"==> demo tenant {demo.demo_tenant!r}: device {demo.demo_device_user!r}, user {demo.demo_admin_user!r}"
+        " (created if missing)"
+    )
 
 
 def cmd_demo(args) -> None:
@@ -125,8 +146,13 @@ def cmd_dlq_replay(args) -> None:
     from easysmart.dlq import replay
 
     kafka = _read(KafkaSettings)
-    report = replay(kafka.kafka_bootstrap_servers, kafka.kafka_topic_dlq, kafka.kafka_topic_raw, limit=args.limit,
-                    dry_run=args.dry_run)
+    report = replay(
+        kafka.kafka_bootstrap_servers,
+        kafka.kafka_topic_dlq,
+        kafka.kafka_topic_raw,
+        limit=args.limit,
+        dry_run=args.dry_run,
+    )
     verb = "listed" if args.dry_run else "replayed"
     print(f"==> {report.replayed if not args.dry_run else report.listed} dead-lettered claim check(s) {verb}")
 
@@ -156,9 +182,23 @@ def cmd_config_vars(args) -> None:
     else:
         listed = variables()
     if args.json:
-        print(json.dumps([{"name": v.name, "group": v.group, "type": v.type, "required": v.required,
-                           "secret": v.secret, "default": None if v.required else v.default_text(),
-                           "description": v.description} for v in listed], indent=1))
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": v.name,
+                        "group": v.group,
+                        "type": v.type,
+                        "required": v.required,
+                        "secret": v.secret,
+                        "default": None if v.required else v.default_text(),
+                        "description": v.description,
+                    }
+                    for v in listed
+                ],
+                indent=1,
+            )
+        )
         return
     for v in listed:
         status = "required" if v.required else f"optional, default {v.default_text()!r}"
@@ -174,14 +214,19 @@ def build_parser() -> argparse.ArgumentParser:
     tenant = commands.add_parser("tenant", help="manage tenants").add_subparsers(dest="action", required=True)
     create = tenant.add_parser("create", help="create a tenant")
     create.add_argument("name")
-    create.add_argument("--timezone", help="IANA zone in which the tenant's naive times are read (default:"
-                        " $DEFAULT_TIMEZONE)")
+    create.add_argument(
+        "--timezone", help="IANA zone in which the tenant's naive times are read (default: $DEFAULT_TIMEZONE)"
+    )
     create.add_argument("--if-missing", action="store_true", help="do nothing if it exists")
     create.set_defaults(run=cmd_tenant_create)
     tenant.add_parser("list", help="list tenants").set_defaults(run=cmd_tenant_list)
 
-    account = commands.add_parser("account", help="manage device and user accounts").add_subparsers(dest="action", required=True)
-    create = account.add_parser("create", help="create an account (password from --password, $ESM_PASSWORD or a prompt)")
+    account = commands.add_parser("account", help="manage device and user accounts").add_subparsers(
+        dest="action", required=True
+    )
+    create = account.add_parser(
+        "create", help="create an account (password from --password, $ESM_PASSWORD or a prompt)"
+    )
     create.add_argument("username")
     create.add_argument("--tenant", required=True)
     create.add_argument("--kind", choices=["device", "user"], required=True)
@@ -196,8 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--tenant")
     listing.set_defaults(run=cmd_account_list)
 
-    commands.add_parser("seed-demo", help="create the demo tenant and accounts if missing").set_defaults(run=cmd_seed_demo)
-    commands.add_parser("demo", help="send a demo upload through the public API and show what was stored").set_defaults(run=cmd_demo)
+    commands.add_parser("seed-demo", help="create the demo tenant and accounts if missing").set_defaults(
+        run=cmd_seed_demo
+    )
+    commands.add_parser("demo", help="send a demo upload through the public API and show what was stored").set_defaults(
+        run=cmd_demo
+    )
 
     dlq = commands.add_parser("dlq", help="dead-letter queue").add_subparsers(dest="action", required=True)
     replay = dlq.add_parser("replay", help="move dead-lettered claim checks back to telemetry.raw")

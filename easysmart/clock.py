@@ -1,5 +1,6 @@
 """Injected time: where the time decides what happens, a service takes a clock, so tests set the time instead of
 sleeping. The defaults read the real clock."""
+
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -13,4 +14,3 @@ MonotonicClock = Callable[[], float]
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
-

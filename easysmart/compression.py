@@ -1,4 +1,5 @@
 """Bounded gzip decompression for streams: no input can make it hold or emit more than a limit."""
+
 from __future__ import annotations
 
 import zlib
@@ -30,7 +31,9 @@ class BoundedGunzip:
                 if out:
                     self.total += len(out)
                     if self.total > self.limit:
-                        raise PayloadTooLargeError(f"the upload decompresses to more than {self.limit} bytes", limit=self.limit)
+                        raise PayloadTooLargeError(
+                            f"the upload decompresses to more than {self.limit} bytes", limit=self.limit
+                        )
                     yield out
                 data = self._inflater.unconsumed_tail
                 if self._inflater.eof:

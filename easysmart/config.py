@@ -5,6 +5,7 @@ and description. A function reads only the groups it uses (`SomeSettings.from_en
 functions/<name>/main.py), so its manifest carries only their variables: `esm config vars
 --function <name>` lists them from this table and `make check-manifests` holds the manifests to it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -50,8 +51,9 @@ class Variable:
         if self.choices:
             value = str(value).strip().lower()
             if value not in self.choices:
-                raise ConfigError(f"environment variable {self.name} must be one of {', '.join(self.choices)};"
-                                  f" got {raw!r}")
+                raise ConfigError(
+                    f"environment variable {self.name} must be one of {', '.join(self.choices)}; got {raw!r}"
+                )
         return value
 
     def default_text(self) -> str:
@@ -64,8 +66,14 @@ class Variable:
         return str(self.default)
 
 
-def env(name: str, description: str, default: object = dataclasses.MISSING, *, secret: bool = False,
-        choices: tuple[str, ...] = ()) -> Any:
+def env(
+    name: str,
+    description: str,
+    default: object = dataclasses.MISSING,
+    *,
+    secret: bool = False,
+    choices: tuple[str, ...] = (),
+) -> Any:
     """A group's field read from the environment variable `name` (no default: required)."""
     return dataclasses.field(default=default, metadata={"env": (name, description, secret, choices)})
 
@@ -98,11 +106,20 @@ def _names(name: str, raw: str) -> tuple[str, ...]:
 
 
 # The types a field may have, by the name the table gives them, and how each is read.
-_TYPE_NAMES: dict[object, str] = {str: "string", int: "integer", float: "number", bool: "boolean",
-                                  tuple[str, ...]: "comma-separated list"}
-_PARSERS: dict[str, Callable[[str, str], object]] = {"string": lambda name, raw: raw, "integer": _integer,
-                                                    "number": _number, "boolean": _boolean,
-                                                    "comma-separated list": _names}
+_TYPE_NAMES: dict[object, str] = {
+    str: "string",
+    int: "integer",
+    float: "number",
+    bool: "boolean",
+    tuple[str, ...]: "comma-separated list",
+}
+_PARSERS: dict[str, Callable[[str, str], object]] = {
+    "string": lambda name, raw: raw,
+    "integer": _integer,
+    "number": _number,
+    "boolean": _boolean,
+    "comma-separated list": _names,
+}
 
 G = TypeVar("G", bound="Group")
 
@@ -122,8 +139,11 @@ class Group:
         out = []
         for field in dataclasses.fields(cls):  # type: ignore[arg-type]
             name, description, secret, choices = field.metadata["env"]
-            out.append(Variable(name, cls.__name__, _TYPE_NAMES[hints[field.name]], field.default, description,
-                                secret, choices))
+            out.append(
+                Variable(
+                    name, cls.__name__, _TYPE_NAMES[hints[field.name]], field.default, description, secret, choices
+                )
+            )
         return out
 
     @classmethod
@@ -147,6 +167,7 @@ def settings_group(cls: type[G]) -> type[G]:
 
 # --- Backing services ---------------------------------------------------------------------------
 
+
 @settings_group
 class DatabaseSettings(Group):
     database_url: str = env("DATABASE_URL", "PostgreSQL (or TimescaleDB) connection URL", secret=True)
@@ -155,8 +176,12 @@ class DatabaseSettings(Group):
 
 @settings_group
 class MigrationSettings(Group):
-    db_mode: str = env("DB_MODE", "schema of `esm migrate`: auto (TimescaleDB when the extension is available),"
-                       " postgres or timescaledb", "auto", choices=("auto", "postgres", "timescaledb"))
+    db_mode: str = env(
+        "DB_MODE",
+        "schema of `esm migrate`: auto (TimescaleDB when the extension is available), postgres or timescaledb",
+        "auto",
+        choices=("auto", "postgres", "timescaledb"),
+    )
 
 
 @settings_group
@@ -168,8 +193,9 @@ class RedisSettings(Group):
 class KafkaSettings(Group):
     kafka_bootstrap_servers: str = env("KAFKA_BOOTSTRAP_SERVERS", "Kafka brokers, comma-separated")
     kafka_topic_raw: str = env("KAFKA_TOPIC_RAW", "topic of the claim checks", "telemetry.raw")
-    kafka_topic_dlq: str = env("KAFKA_TOPIC_DLQ", "dead-letter topic of claim checks that failed for good",
-                               "telemetry.dlq")
+    kafka_topic_dlq: str = env(
+        "KAFKA_TOPIC_DLQ", "dead-letter topic of claim checks that failed for good", "telemetry.dlq"
+    )
 
 
 @settings_group
@@ -183,123 +209,159 @@ class ObjectStoreSettings(Group):
 
 @settings_group
 class BackendSettings(Group):
-    backend_timeout_s: float = env("BACKEND_TIMEOUT_S", "timeout of each object-store, Kafka and Redis call made"
-                                   " while answering a request (seconds)", 5.0)
+    backend_timeout_s: float = env(
+        "BACKEND_TIMEOUT_S",
+        "timeout of each object-store, Kafka and Redis call made while answering a request (seconds)",
+        5.0,
+    )
 
 
 # --- Identity -------------------------------------------------------------------------------------
 
+
 @settings_group
 class TokenSettings(Group):
-    jwt_secret: str = env("JWT_SECRET", "HS256 key of access and refresh tokens (the local stack generates"
-                          " one into .local/secrets)", secret=True)
+    jwt_secret: str = env(
+        "JWT_SECRET",
+        "HS256 key of access and refresh tokens (the local stack generates one into .local/secrets)",
+        secret=True,
+    )
     jwt_issuer: str = env("JWT_ISSUER", "issuer (iss claim) of the tokens", "easysmart")
     jwt_audience: str = env("JWT_AUDIENCE", "audience (aud claim) of the tokens", "easysmart-api")
     access_token_ttl_s: int = env("ACCESS_TOKEN_TTL_S", "lifetime of an access token (seconds)", 15 * 60)
-    user_refresh_ttl_s: int = env("USER_REFRESH_TTL_S", "lifetime of a user's refresh token (seconds)",
-                                  7 * DAY_SECONDS)
-    device_refresh_ttl_s: int = env("DEVICE_REFRESH_TTL_S", "lifetime of a device's refresh token (seconds)",
-                                    30 * DAY_SECONDS)
+    user_refresh_ttl_s: int = env("USER_REFRESH_TTL_S", "lifetime of a user's refresh token (seconds)", 7 * DAY_SECONDS)
+    device_refresh_ttl_s: int = env(
+        "DEVICE_REFRESH_TTL_S", "lifetime of a device's refresh token (seconds)", 30 * DAY_SECONDS
+    )
 
 
 @settings_group
 class LoginSettings(Group):
-    login_max_failures: int = env("LOGIN_MAX_FAILURES", "consecutive failed logins of one account from one client"
-                                  " address before that pair is locked", 5)
+    login_max_failures: int = env(
+        "LOGIN_MAX_FAILURES",
+        "consecutive failed logins of one account from one client address before that pair is locked",
+        5,
+    )
     login_lockout_s: int = env("LOGIN_LOCKOUT_S", "how long such a lock lasts (seconds)", 30 * 60)
 
 
 @settings_group
 class ProxySettings(Group):
-    trusted_proxies: tuple[str, ...] = env("TRUSTED_PROXIES", "peers whose X-Real-IP / X-Forwarded-For is believed"
-                                           " (the front door)", ("127.0.0.1", "::1"))
+    trusted_proxies: tuple[str, ...] = env(
+        "TRUSTED_PROXIES", "peers whose X-Real-IP / X-Forwarded-For is believed (the front door)", ("127.0.0.1", "::1")
+    )
 
 
 @settings_group
 class TenantSettings(Group):
-    default_timezone: str = env("DEFAULT_TIMEZONE", "IANA zone of new tenants unless given (`esm tenant create`);"
-                                " naive client times are read in the tenant's zone", "America/Sao_Paulo")
+    default_timezone: str = env(
+        "DEFAULT_TIMEZONE",
+        "IANA zone of new tenants unless given (`esm tenant create`); naive client times are read in the tenant's zone",
+        "America/Sao_Paulo",
+    )
 
 
 # --- Uploads and their processing -----------------------------------------------------------------
 
+
 @settings_group
 class UploadLimits(Group):
     ingest_max_body_bytes: int = env("INGEST_MAX_BODY_BYTES", "largest upload as sent (413 above)", 10 * MiB)
-    ingest_max_decompressed_bytes: int = env("INGEST_MAX_DECOMPRESSED_BYTES", "largest upload decompressed (413"
-                                             " above; uploads compress ~50:1)", 1024 * MiB)
-    ingest_sync_window_bytes: int = env("INGEST_SYNC_WINDOW_BYTES", "how much of the decompressed upload ingest"
-                                        " parses before answering", 4 * MiB)
+    ingest_max_decompressed_bytes: int = env(
+        "INGEST_MAX_DECOMPRESSED_BYTES", "largest upload decompressed (413 above; uploads compress ~50:1)", 1024 * MiB
+    )
+    ingest_sync_window_bytes: int = env(
+        "INGEST_SYNC_WINDOW_BYTES", "how much of the decompressed upload ingest parses before answering", 4 * MiB
+    )
 
 
 @settings_group
 class RateLimits(Group):
-    ratelimit_device_per_minute: int = env("RATELIMIT_DEVICE_PER_MINUTE", "uploads per minute per device account",
-                                           120)
-    ratelimit_address_per_minute: int = env("RATELIMIT_ADDRESS_PER_MINUTE", "uploads per minute per client address",
-                                            1200)
+    ratelimit_device_per_minute: int = env("RATELIMIT_DEVICE_PER_MINUTE", "uploads per minute per device account", 120)
+    ratelimit_address_per_minute: int = env(
+        "RATELIMIT_ADDRESS_PER_MINUTE", "uploads per minute per client address", 1200
+    )
 
 
 @settings_group
 class ProcessSettings(Group):
-    process_parse_in_one_go_bytes: int = env("PROCESS_PARSE_IN_ONE_GO_BYTES", "uploads up to this size"
-                                             " (decompressed) are parsed in one go; larger ones stream", 64 * MiB)
-    process_max_memory_bytes: int = env("PROCESS_MAX_MEMORY_BYTES", "memory process may spend on uploads parsed in"
-                                        " one go (others stream)", 512 * MiB)
-    process_chunk_readings: int = env("PROCESS_CHUNK_READINGS", "readings per COPY chunk handed to the database"
-                                      " thread", 20000)
-    process_delete_blob_after_commit: bool = env("PROCESS_DELETE_BLOB_AFTER_COMMIT", "delete an upload's blob once"
-                                                 " its readings are stored", False)
-    future_tolerance_s: int = env("FUTURE_TOLERANCE_S", "readings further in the future are rejected (seconds)",
-                                  DAY_SECONDS)
+    process_parse_in_one_go_bytes: int = env(
+        "PROCESS_PARSE_IN_ONE_GO_BYTES",
+        "uploads up to this size (decompressed) are parsed in one go; larger ones stream",
+        64 * MiB,
+    )
+    process_max_memory_bytes: int = env(
+        "PROCESS_MAX_MEMORY_BYTES", "memory process may spend on uploads parsed in one go (others stream)", 512 * MiB
+    )
+    process_chunk_readings: int = env(
+        "PROCESS_CHUNK_READINGS", "readings per COPY chunk handed to the database thread", 20000
+    )
+    process_delete_blob_after_commit: bool = env(
+        "PROCESS_DELETE_BLOB_AFTER_COMMIT", "delete an upload's blob once its readings are stored", False
+    )
+    future_tolerance_s: int = env(
+        "FUTURE_TOLERANCE_S", "readings further in the future are rejected (seconds)", DAY_SECONDS
+    )
 
 
 @settings_group
 class RetentionSettings(Group):
-    raw_retention_days: int = env("RAW_RETENTION_DAYS", "raw readings kept (days); older ones are rejected on"
-                                  " arrival and expired", 30)
-    blob_retention_days: int = env("BLOB_RETENTION_DAYS", "uploads kept in the object store (days); an identical"
-                                   " upload within it is not stored again", 7)
+    raw_retention_days: int = env(
+        "RAW_RETENTION_DAYS", "raw readings kept (days); older ones are rejected on arrival and expired", 30
+    )
+    blob_retention_days: int = env(
+        "BLOB_RETENTION_DAYS",
+        "uploads kept in the object store (days); an identical upload within it is not stored again",
+        7,
+    )
 
 
 @settings_group
 class AggregateSettings(Group):
-    aggregate_timezone: str = env("AGGREGATE_TIMEZONE", "daily buckets are days in this zone (hourly buckets are"
-                                  " UTC hours); changing it rebuilds the daily buckets whose raw data is still kept,"
-                                  " older ones stay as they were", "America/Sao_Paulo")
+    aggregate_timezone: str = env(
+        "AGGREGATE_TIMEZONE",
+        "daily buckets are days in this zone (hourly buckets are"
+        " UTC hours); changing it rebuilds the daily buckets whose raw data is still kept,"
+        " older ones stay as they were",
+        "America/Sao_Paulo",
+    )
 
 
 # --- Bridges (the local stack's stand-ins for Knative's KafkaSource and PingSource) --------------
 
+
 @settings_group
 class KafkaBridgeSettings(Group):
-    sink_url: str = env("PROCESS_URL", "where the kafka-source bridge POSTs claim checks",
-                           "http://127.0.0.1:8083/")
+    sink_url: str = env("PROCESS_URL", "where the kafka-source bridge POSTs claim checks", "http://127.0.0.1:8083/")
     group_id: str = env("BRIDGE_GROUP_ID", "consumer group of the kafka-source bridge", "process-bridge")
     backoff_base_s: float = env("BRIDGE_BACKOFF_BASE_S", "first retry delay (seconds), doubled per attempt", 0.5)
     backoff_max_s: float = env("BRIDGE_BACKOFF_MAX_S", "longest retry delay (seconds)", 30.0)
     # A database outage of an hour must dead-letter nothing.
-    retry_max_elapsed_s: float = env("BRIDGE_RETRY_MAX_ELAPSED_S", "retries stop and the record is dead-lettered"
-                                     " after this long (seconds)", 5400.0)
+    retry_max_elapsed_s: float = env(
+        "BRIDGE_RETRY_MAX_ELAPSED_S", "retries stop and the record is dead-lettered after this long (seconds)", 5400.0
+    )
     request_timeout_s: float = env("BRIDGE_REQUEST_TIMEOUT_S", "read timeout of one delivery (seconds)", 900.0)
 
 
 @settings_group
 class PingSourceSettings(Group):
-    retention_url: str = env("RETENTION_URL", "where the ping-source bridge POSTs its events",
-                             "http://127.0.0.1:8085/")
-    retention_refresh_schedule: str = env("RETENTION_REFRESH_SCHEDULE", "five-field cron (UTC): refresh the"
-                                          " aggregates", "*/5 * * * *")
-    retention_expire_schedule: str = env("RETENTION_EXPIRE_SCHEDULE", "five-field cron (UTC): expire old data"
-                                         " (expiry refreshes first)", "17 3 * * *")
+    retention_url: str = env("RETENTION_URL", "where the ping-source bridge POSTs its events", "http://127.0.0.1:8085/")
+    retention_refresh_schedule: str = env(
+        "RETENTION_REFRESH_SCHEDULE", "five-field cron (UTC): refresh the aggregates", "*/5 * * * *"
+    )
+    retention_expire_schedule: str = env(
+        "RETENTION_EXPIRE_SCHEDULE", "five-field cron (UTC): expire old data (expiry refreshes first)", "17 3 * * *"
+    )
 
 
 # --- Logging and the command line -----------------------------------------------------------------
 
+
 @settings_group
 class LoggingSettings(Group):
-    log_level: str = env("LOG_LEVEL", "level of the JSON logs", "INFO",
-                         choices=("debug", "info", "warning", "error", "critical"))
+    log_level: str = env(
+        "LOG_LEVEL", "level of the JSON logs", "INFO", choices=("debug", "info", "warning", "error", "critical")
+    )
 
 
 @settings_group
@@ -314,8 +376,12 @@ class DemoSettings(Group):
 
 @settings_group
 class AccountSettings(Group):
-    esm_password: str = env("ESM_PASSWORD", "password of `esm account create` when --password is not given"
-                            " (otherwise a prompt)", "", secret=True)
+    esm_password: str = env(
+        "ESM_PASSWORD",
+        "password of `esm account create` when --password is not given (otherwise a prompt)",
+        "",
+        secret=True,
+    )
 
 
 # Read by the server every function runs in (functions-framework's gunicorn, prometheus_client),
@@ -323,9 +389,15 @@ class AccountSettings(Group):
 SERVER_VARIABLES = (
     Variable("WORKERS", "server", "integer", 1, "gunicorn worker processes (functions-framework)"),
     Variable("THREADS", "server", "integer", 8, "threads per worker (functions-framework)"),
-    Variable("PROMETHEUS_MULTIPROC_DIR", "server", "string", "", "an empty directory where the workers keep their"
-             " metrics, summed by /metrics (prometheus_client); unset: each worker answers for itself. The images set"
-             " /tmp/esm-metrics, the local stack .local/run/metrics/<function>"),
+    Variable(
+        "PROMETHEUS_MULTIPROC_DIR",
+        "server",
+        "string",
+        "",
+        "an empty directory where the workers keep their"
+        " metrics, summed by /metrics (prometheus_client); unset: each worker answers for itself. The images set"
+        " /tmp/esm-metrics, the local stack .local/run/metrics/<function>",
+    ),
 )
 
 

@@ -3,6 +3,7 @@
 Readings arrive as COPY text lines. Those of known sensors are COPYed straight into telemetry_data;
 the others wait in a temporary staging table keyed by sensor uuid until their sensors exist.
 """
+
 from __future__ import annotations
 
 import queue
@@ -86,37 +87,66 @@ class CopyWriter:
 
     def upsert(self, equipment: EquipmentInfo, sensors: list[SensorInfo]) -> None:
         self.cursor.execute(
-            "INSERT INTO equipment (tenant_id, uuid, name, location, status, collect_interval_s, siren_active, siren_time_s)"
+            "INSERT INTO equipment (tenant_id, uuid, name, location, status,"
+            " collect_interval_s, siren_active, siren_time_s)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (tenant_id, uuid) DO UPDATE SET"
-            " name = COALESCE(EXCLUDED.name, equipment.name), location = COALESCE(EXCLUDED.location, equipment.location),"
+            " name = COALESCE(EXCLUDED.name, equipment.name),"
+            " location = COALESCE(EXCLUDED.location, equipment.location),"
             " status = COALESCE(EXCLUDED.status, equipment.status),"
             " collect_interval_s = COALESCE(EXCLUDED.collect_interval_s, equipment.collect_interval_s),"
             " siren_active = COALESCE(EXCLUDED.siren_active, equipment.siren_active),"
             " siren_time_s = COALESCE(EXCLUDED.siren_time_s, equipment.siren_time_s), updated_at = now()"
             " RETURNING id",
-            (self.tenant_id, equipment.uuid, equipment.name, equipment.location, equipment.status,
-             equipment.collect_interval_s, equipment.siren_active, equipment.siren_time_s),
+            (
+                self.tenant_id,
+                equipment.uuid,
+                equipment.name,
+                equipment.location,
+                equipment.status,
+                equipment.collect_interval_s,
+                equipment.siren_active,
+                equipment.siren_time_s,
+            ),
         )
         equipment_id = one_row(self.cursor)[0]
         if not sensors:
             return
         # Sorted so concurrent batches lock sensor rows in one order (no deadlocks).
-        rows = [(self.tenant_id, equipment_id, s.uuid, s.name, s.kind, s.unit, s.status, s.manufacturer, s.model,
-                 s.firmware, s.hardware_id, s.via_hub) for s in sorted(sensors, key=lambda s: s.uuid)]
+        rows = [
+            (
+                self.tenant_id,
+                equipment_id,
+                s.uuid,
+                s.name,
+                s.kind,
+                s.unit,
+                s.status,
+                s.manufacturer,
+                s.model,
+                s.firmware,
+                s.hardware_id,
+                s.via_hub,
+            )
+            for s in sorted(sensors, key=lambda s: s.uuid)
+        ]
         returned = psycopg2.extras.execute_values(
             self.cursor,
-            "INSERT INTO sensors (tenant_id, equipment_id, uuid, name, kind, unit, status, manufacturer, model, firmware,"
+            "INSERT INTO sensors (tenant_id, equipment_id, uuid, name, kind, unit, status,"
+            " manufacturer, model, firmware,"
             " hardware_id, via_hub) VALUES %s ON CONFLICT (tenant_id, uuid) DO UPDATE SET"
             " equipment_id = EXCLUDED.equipment_id, name = COALESCE(EXCLUDED.name, sensors.name),"
             " kind = COALESCE(EXCLUDED.kind, sensors.kind), unit = COALESCE(EXCLUDED.unit, sensors.unit),"
             " status = COALESCE(EXCLUDED.status, sensors.status),"
             " manufacturer = COALESCE(EXCLUDED.manufacturer, sensors.manufacturer),"
-            " model = COALESCE(EXCLUDED.model, sensors.model), firmware = COALESCE(EXCLUDED.firmware, sensors.firmware),"
+            " model = COALESCE(EXCLUDED.model, sensors.model),"
+            " firmware = COALESCE(EXCLUDED.firmware, sensors.firmware),"
             " hardware_id = COALESCE(EXCLUDED.hardware_id, sensors.hardware_id),"
             " via_hub = COALESCE(EXCLUDED.via_hub, sensors.via_hub), updated_at = now()"
             " RETURNING uuid, id, equipment_id",
-            rows, page_size=1000, fetch=True,
+            rows,
+            page_size=1000,
+            fetch=True,
         )
         for uuid_, sensor_id, sensor_equipment_id in returned:
             self.sensor_ids[uuid_] = f"{sensor_id}\t{sensor_equipment_id}"
@@ -176,7 +206,7 @@ class _StringReader:
         if size is None or size < 0:
             size = len(self._text) - self._pos
         size = max(size, 65536)
-        chunk = self._text[self._pos:self._pos + size]
+        chunk = self._text[self._pos : self._pos + size]
         self._pos += len(chunk)
         return chunk.encode("utf-8")
 

@@ -1,4 +1,5 @@
 """PostgreSQL access: a connection pool, transactions that map outages to 503, migrations."""
+
 from __future__ import annotations
 
 import contextlib
@@ -80,8 +81,13 @@ class Database:
     `monotonic` measures how long a connection has been idle.
     """
 
-    def __init__(self, dsn: str, max_connections: int = 16, connect_timeout_s: int = 5,
-                 monotonic: MonotonicClock = time.monotonic) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        max_connections: int = 16,
+        connect_timeout_s: int = 5,
+        monotonic: MonotonicClock = time.monotonic,
+    ) -> None:
         self.dsn = dsn
         self.connect_timeout_s = connect_timeout_s
         self.monotonic = monotonic
@@ -196,7 +202,9 @@ def migrate(dsn: str, configured_mode: str = "auto") -> tuple[str, list[str]]:
             row = cursor.fetchone()
             mode = row[0] if row else detect_mode(cursor, configured_mode)
             if row and configured_mode in MODES and configured_mode != mode:
-                raise RuntimeError(f"the database was migrated in {mode} mode; DB_MODE={configured_mode} cannot change it")
+                raise RuntimeError(
+                    f"the database was migrated in {mode} mode; DB_MODE={configured_mode} cannot change it"
+                )
             cursor.execute("SELECT version FROM schema_migrations")
             done = {version for (version,) in cursor.fetchall()}
             conn.commit()
@@ -205,7 +213,9 @@ def migrate(dsn: str, configured_mode: str = "auto") -> tuple[str, list[str]]:
                     continue
                 logger.info("applying migration %s", name)
                 cursor.execute(sql)
-                cursor.execute("INSERT INTO schema_migrations (version, name, mode) VALUES (%s, %s, %s)", (version, name, mode))
+                cursor.execute(
+                    "INSERT INTO schema_migrations (version, name, mode) VALUES (%s, %s, %s)", (version, name, mode)
+                )
                 conn.commit()
                 applied.append(name)
             cursor.execute("SELECT pg_advisory_unlock(hashtext('esm_migrations'))")

@@ -1,4 +1,5 @@
 """The package's one exception root and the HTTP status each error maps to."""
+
 from __future__ import annotations
 
 

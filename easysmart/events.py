@@ -5,6 +5,7 @@ cloudevents SDK (binary content mode, so a Knative KafkaSource keeps id, type an
 cloudevent_from_http is the one reader of CloudEvents arriving over HTTP (binary or structured
 mode), for every function that receives them. Attributes and data: docs/architecture.md §3.2, §3.10.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -14,8 +15,11 @@ from typing import Mapping
 
 import orjson
 from cloudevents.conversion import to_binary as _to_http_binary
-from cloudevents.http import CloudEvent, from_http as _from_http
-from cloudevents.kafka import KafkaMessage, from_binary as _from_kafka_binary, to_binary as _to_kafka_binary
+from cloudevents.http import CloudEvent
+from cloudevents.http import from_http as _from_http
+from cloudevents.kafka import KafkaMessage
+from cloudevents.kafka import from_binary as _from_kafka_binary
+from cloudevents.kafka import to_binary as _to_kafka_binary
 
 from easysmart.errors import BadRequestError
 
@@ -83,14 +87,24 @@ class ClaimCheck:
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
                 raise InvalidClaimCheckError(f"claim check field {name} must be a non-negative integer")
-        for name in ("device", "bucket", "key", "sha256", "content_encoding", "request_id", "received_at",
-                     "traceparent", *_UUID_FIELDS):
+        for name in (
+            "device",
+            "bucket",
+            "key",
+            "sha256",
+            "content_encoding",
+            "request_id",
+            "received_at",
+            "traceparent",
+            *_UUID_FIELDS,
+        ):
             value = values[name]
             if value is None and known[name].default is None:
                 continue
             if not isinstance(value, str) or not 0 < len(value) <= _MAX_FIELD_CHARS:
-                raise InvalidClaimCheckError(f"claim check field {name} must be a string of 1 to {_MAX_FIELD_CHARS}"
-                                             " characters")
+                raise InvalidClaimCheckError(
+                    f"claim check field {name} must be a string of 1 to {_MAX_FIELD_CHARS} characters"
+                )
         for name in _UUID_FIELDS:
             try:
                 uuid.UUID(values[name])
@@ -152,8 +166,11 @@ def is_cloudevent(headers: Mapping[str, str]) -> bool:
     """Whether an HTTP request says it carries a CloudEvent: ce-* attributes (binary mode) or a
     cloudevents content type (structured mode)."""
     lowered = {k.lower(): v for k, v in headers.items()}
-    return ("ce-id" in lowered or "ce-specversion" in lowered
-            or lowered.get("content-type", "").startswith("application/cloudevents"))
+    return (
+        "ce-id" in lowered
+        or "ce-specversion" in lowered
+        or lowered.get("content-type", "").startswith("application/cloudevents")
+    )
 
 
 def _unmarshal(raw: bytes | str) -> object:

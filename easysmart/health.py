@@ -1,4 +1,5 @@
 """Real checks of the backing services, with latencies, for /api/v1/health/detailed."""
+
 from __future__ import annotations
 
 import threading
@@ -13,7 +14,6 @@ from easysmart.errors import UnavailableError
 from easysmart.messaging import KafkaProbe
 from easysmart.storage import BlobStore
 
-
 # An answer is reused this long: the checks make a round trip to every backend, and whoever polls the
 # endpoint (a platform's probe, an operator, anyone who reaches it) must not multiply that load.
 CACHE_S = 5.0
@@ -23,8 +23,9 @@ Check = Callable[[], float]  # the latency in seconds, or UnavailableError / Red
 
 
 class HealthChecks:
-    def __init__(self, checks: dict[str, Check], cache_s: float = CACHE_S,
-                 monotonic: MonotonicClock = time.monotonic) -> None:
+    def __init__(
+        self, checks: dict[str, Check], cache_s: float = CACHE_S, monotonic: MonotonicClock = time.monotonic
+    ) -> None:
         self._checks = checks
         self.cache_s = cache_s
         self.monotonic = monotonic
@@ -33,12 +34,14 @@ class HealthChecks:
 
     @classmethod
     def of_backends(cls, db: Database, redis_client: redis.Redis, blobs: BlobStore, kafka: KafkaProbe) -> HealthChecks:
-        return cls({
-            "database": lambda: cls._timed(lambda: cls._select_one(db)),
-            "redis": lambda: cls._timed(redis_client.ping),
-            "object_store": blobs.ping,
-            "kafka": kafka.ping,
-        })
+        return cls(
+            {
+                "database": lambda: cls._timed(lambda: cls._select_one(db)),
+                "redis": lambda: cls._timed(redis_client.ping),
+                "object_store": blobs.ping,
+                "kafka": kafka.ping,
+            }
+        )
 
     @staticmethod
     def _timed(call: Callable[[], object]) -> float:

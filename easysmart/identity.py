@@ -3,6 +3,7 @@
 Every function that checks a bearer token imports this module; logins, passwords and refresh
 rotation live in `easysmart.auth`, which only the auth function needs.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -48,7 +49,9 @@ class TokenService:
     def __init__(self, settings: TokenSettings, clock: Clock = utc_now) -> None:
         secret = settings.jwt_secret.encode()
         if len(secret) < MIN_SECRET_BYTES:
-            raise ConfigError(f"JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes (e.g. head -c 48 /dev/urandom | base64)")
+            raise ConfigError(
+                f"JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes (e.g. head -c 48 /dev/urandom | base64)"
+            )
         if settings.jwt_secret in PUBLISHED_SECRETS:
             raise ConfigError("JWT_SECRET is a published example value; generate one of your own")
         self.settings = settings
@@ -60,8 +63,15 @@ class TokenService:
     def _encode(self, principal: Principal, token_type: str, ttl_s: int, jti: str) -> str:
         now = int(self.clock().timestamp())
         claims = {
-            "sub": principal.account_id, "tenant": principal.tenant_id, "acct": principal.kind, "type": token_type,
-            "iat": now, "exp": now + ttl_s, "jti": jti, "iss": self.settings.jwt_issuer, "aud": self.settings.jwt_audience,
+            "sub": principal.account_id,
+            "tenant": principal.tenant_id,
+            "acct": principal.kind,
+            "type": token_type,
+            "iat": now,
+            "exp": now + ttl_s,
+            "jti": jti,
+            "iss": self.settings.jwt_issuer,
+            "aud": self.settings.jwt_audience,
         }
         if principal.username:
             claims["username"] = principal.username
@@ -89,7 +99,10 @@ class TokenService:
         """Verified claims of a token of `expected_type`; UnauthorizedError saying what is wrong otherwise."""
         try:
             claims = jwt.decode(
-                token, self.settings.jwt_secret, algorithms=["HS256"], audience=self.settings.jwt_audience,
+                token,
+                self.settings.jwt_secret,
+                algorithms=["HS256"],
+                audience=self.settings.jwt_audience,
                 issuer=self.settings.jwt_issuer,
                 # The times are checked at the clock's time below; PyJWT would read the real clock.
                 options={"require": _REQUIRED_CLAIMS, "verify_exp": False, "verify_iat": False, "verify_nbf": False},

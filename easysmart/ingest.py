@@ -5,6 +5,7 @@ file (memory for small uploads, disk for large ones). Only the first window of d
 text (4 MiB by default) is decompressed and parsed here, to answer 400/413/422 and the counts
 at once; `process` decompresses and checks the whole under the same decompressed-size limit.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,13 +19,21 @@ from typing import IO, BinaryIO, Iterable
 
 import orjson
 
-from easysmart.identity import Principal
 from easysmart.compression import BoundedGunzip
 from easysmart.config import RateLimits, RetentionSettings, UploadLimits
 from easysmart.db import Database
-from easysmart.errors import (BadRequestError, EasySmartError, ForbiddenError, NotFoundError, PayloadTooLargeError,
-                              UnavailableError, UnprocessableError, UnsupportedMediaTypeError)
+from easysmart.errors import (
+    BadRequestError,
+    EasySmartError,
+    ForbiddenError,
+    NotFoundError,
+    PayloadTooLargeError,
+    UnavailableError,
+    UnprocessableError,
+    UnsupportedMediaTypeError,
+)
 from easysmart.events import ClaimCheck
+from easysmart.identity import Principal
 from easysmart.jsonstream import MalformedJsonError, WindowExhausted, iter_upload_text, text_reader
 from easysmart.ledger import BatchLedger, BatchStatus
 from easysmart.messaging import ClaimCheckPublisher, PublishOutcomeUnknownError
@@ -157,9 +166,17 @@ def inspect_window(data: bytes | bytearray, complete: bool) -> UploadShape:
 
 
 class IngestService:
-    def __init__(self, settings: UploadLimits, rate_limits: RateLimits, retention: RetentionSettings, db: Database,
-                 blobs: BlobStore, publisher: ClaimCheckPublisher, limiter: RateLimiter,
-                 ledger: BatchLedger | None = None) -> None:
+    def __init__(
+        self,
+        settings: UploadLimits,
+        rate_limits: RateLimits,
+        retention: RetentionSettings,
+        db: Database,
+        blobs: BlobStore,
+        publisher: ClaimCheckPublisher,
+        limiter: RateLimiter,
+        ledger: BatchLedger | None = None,
+    ) -> None:
         self.settings = settings
         self.rate_limits = rate_limits
         self.retention = retention
@@ -169,10 +186,12 @@ class IngestService:
         self.ledger = ledger or BatchLedger(db)
 
     def rate_limit(self, principal: Principal, client_addr: str) -> dict[str, str]:
-        return self.limiter.check([
-            Limit("device", f"device:{principal.account_id}", self.rate_limits.ratelimit_device_per_minute),
-            Limit("client address", f"addr:{client_addr}", self.rate_limits.ratelimit_address_per_minute),
-        ])
+        return self.limiter.check(
+            [
+                Limit("device", f"device:{principal.account_id}", self.rate_limits.ratelimit_device_per_minute),
+                Limit("client address", f"addr:{client_addr}", self.rate_limits.ratelimit_address_per_minute),
+            ]
+        )
 
     def upload(self, request: UploadRequest) -> UploadResult:
         if request.principal.kind != "device":
@@ -180,7 +199,9 @@ class IngestService:
         gzip_body = self._is_gzip(request.content_encoding)
         max_body = self.settings.ingest_max_body_bytes
         if request.content_length is not None and request.content_length > max_body:
-            raise PayloadTooLargeError(f"the body is {request.content_length} bytes; the limit is {max_body}", limit=max_body)
+            raise PayloadTooLargeError(
+                f"the body is {request.content_length} bytes; the limit is {max_body}", limit=max_body
+            )
 
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES) as spool:
             digest, decompressed, shape = self._read_body(request, gzip_body, spool)
@@ -192,17 +213,33 @@ class IngestService:
             batch_id_var.set(batch_id)
             key = f"raw/{received_at:%Y/%m/%d}/{request.principal.tenant_id}/{batch_id}.json.gz"
             claim = ClaimCheck(
-                batch_id=batch_id, tenant_id=request.principal.tenant_id, account_id=request.principal.account_id,
-                device=request.principal.username or "", bucket=self.blobs.bucket, key=key,
-                size_bytes=spool.tell(), decompressed_bytes=decompressed, sha256=digest, content_encoding="gzip",
-                items=shape.items if shape else None, readings=shape.readings if shape else None,
-                request_id=request.request_id, received_at=received_at.isoformat(),
+                batch_id=batch_id,
+                tenant_id=request.principal.tenant_id,
+                account_id=request.principal.account_id,
+                device=request.principal.username or "",
+                bucket=self.blobs.bucket,
+                key=key,
+                size_bytes=spool.tell(),
+                decompressed_bytes=decompressed,
+                sha256=digest,
+                content_encoding="gzip",
+                items=shape.items if shape else None,
+                readings=shape.readings if shape else None,
+                request_id=request.request_id,
+                received_at=received_at.isoformat(),
             )
             spool.seek(0)
-            self.blobs.put(key, spool, {
-                "tenant-id": claim.tenant_id, "account-id": claim.account_id, "request-id": claim.request_id,
-                "sha256": digest, "batch-id": batch_id,
-            })
+            self.blobs.put(
+                key,
+                spool,
+                {
+                    "tenant-id": claim.tenant_id,
+                    "account-id": claim.account_id,
+                    "request-id": claim.request_id,
+                    "sha256": digest,
+                    "batch-id": batch_id,
+                },
+            )
         try:
             self.publisher.publish(claim)
         except PublishOutcomeUnknownError:
@@ -215,8 +252,15 @@ class IngestService:
             self.blobs.delete(key)
             raise
         self._record_batch(claim)
-        logger.info("upload accepted", extra={"items": claim.items, "readings": claim.readings,
-                                              "size_bytes": claim.size_bytes, "decompressed_bytes": decompressed})
+        logger.info(
+            "upload accepted",
+            extra={
+                "items": claim.items,
+                "readings": claim.readings,
+                "size_bytes": claim.size_bytes,
+                "decompressed_bytes": decompressed,
+            },
+        )
         return UploadResult(batch_id, BatchStatus.ACCEPTED, claim.items, claim.readings)
 
     @staticmethod
@@ -228,7 +272,9 @@ class IngestService:
             return False
         raise UnsupportedMediaTypeError(f"Content-Encoding {encoding!r} is not supported; send gzip or identity")
 
-    def _read_body(self, request: UploadRequest, gzip_body: bool, spool: IO[bytes]) -> tuple[str, int | None, UploadShape | None]:
+    def _read_body(
+        self, request: UploadRequest, gzip_body: bool, spool: IO[bytes]
+    ) -> tuple[str, int | None, UploadShape | None]:
         """Streams the body into the spool as the gzip blob to store.
 
         Returns the blob's sha256, the decompressed size (None when the upload goes past the
@@ -302,8 +348,16 @@ class IngestService:
         if batch is None:
             raise NotFoundError(f"batch {batch_id} not found")
         return {
-            "batch_id": batch.batch_id, "status": batch.status, "received": batch.items, "readings": batch.readings,
-            "stored": batch.stored, "duplicate": batch.duplicate, "skipped": batch.skipped, "rejected": batch.rejected,
-            "reasons": batch.reasons, "reason_counts": batch.reason_counts, "received_at": batch.received_at.isoformat(),
+            "batch_id": batch.batch_id,
+            "status": batch.status,
+            "received": batch.items,
+            "readings": batch.readings,
+            "stored": batch.stored,
+            "duplicate": batch.duplicate,
+            "skipped": batch.skipped,
+            "rejected": batch.rejected,
+            "reasons": batch.reasons,
+            "reason_counts": batch.reason_counts,
+            "received_at": batch.received_at.isoformat(),
             "processed_at": batch.processed_at.isoformat() if batch.processed_at else None,
         }

@@ -25,6 +25,7 @@ C, but events at two depths of one stream (equipment fields and readings) reach 
 token, about 40 per reading; this reader hands whole runs of readings to orjson. Both hold memory
 bounded; the few MiB more here are the run window (up to 1 MiB of text parsed at once).
 """
+
 from __future__ import annotations
 
 import codecs
@@ -78,7 +79,7 @@ class _Buffer:
             self.eof = True
             return False
         self.consumed += self.pos
-        self.text = self.text[self.pos:] + chunk
+        self.text = self.text[self.pos :] + chunk
         self.pos = 0
         return True
 
@@ -117,13 +118,14 @@ class _Buffer:
                     raise MalformedJsonError(
                         f"value at character {self.offset()} is larger than {self.max_value_chars} characters"
                     ) from None
-                raise MalformedJsonError(f"invalid JSON at character {self.consumed + getattr(error, 'pos', self.pos)}: {error}") from None
+                raise MalformedJsonError(
+                    f"invalid JSON at character {self.consumed + getattr(error, 'pos', self.pos)}: {error}"
+                ) from None
             # A number ending exactly at the buffer's end may continue in the next chunk.
             if end == len(self.text) and not self.eof and self.more():
                 continue
             self.pos = end
             return value
-
 
     def readings_run(self, max_chars: int = 1 << 20) -> list | None:
         """Several sensor-list elements at once: from here to the last '}' in the buffer, parsed
@@ -135,7 +137,7 @@ class _Buffer:
         if end < 0:
             return None
         try:
-            values = orjson.loads("[" + self.text[self.pos:end + 1] + "]")
+            values = orjson.loads("[" + self.text[self.pos : end + 1] + "]")
         except orjson.JSONDecodeError:
             return None
         self.pos = end + 1
@@ -151,7 +153,7 @@ class _Buffer:
                 if end < 0:
                     break
                 try:
-                    value = orjson.loads(self.text[self.pos:end + 1])
+                    value = orjson.loads(self.text[self.pos : end + 1])
                 except orjson.JSONDecodeError:
                     end = self.text.find("}", end + 1)
                     continue
@@ -160,7 +162,9 @@ class _Buffer:
         return self.value()
 
 
-def iter_upload_text(read: Callable[[], str], complete: bool = True, max_value_chars: int = 4 * 1024 * 1024) -> Iterator[Event]:
+def iter_upload_text(
+    read: Callable[[], str], complete: bool = True, max_value_chars: int = 4 * 1024 * 1024
+) -> Iterator[Event]:
     """Events of an upload whose text comes from read() ('' at the end).
 
     complete=False means read() gives only a prefix: WindowExhausted is raised where it ends.

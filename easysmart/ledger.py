@@ -5,6 +5,7 @@ when ingest could not record it) -> done or failed. `done` is final: a redeliver
 or a late failure never changes it. Loading a batch locks its row and marks it done on the
 caller's transaction, so the readings and the row commit together or not at all.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -53,17 +54,34 @@ class BatchRecord:
     processed_at: datetime | None
 
 
-_RECORD_COLUMNS = ("id, status, received_items, readings, stored, duplicate, skipped, rejected, reasons, reason_counts,"
-                   " received_at, processed_at")
+_RECORD_COLUMNS = (
+    "id, status, received_items, readings, stored, duplicate, skipped, rejected, reasons, reason_counts,"
+    " received_at, processed_at"
+)
 # A claim check carries everything the row is made of, so ingest and process record it alike.
-_INSERT_CLAIM = ("INSERT INTO batches (id, tenant_id, account_id, request_id, sha256, status, received_items, readings,"
-                 " bucket, object_key, size_bytes, decompressed_bytes, received_at)"
-                 " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id)")
+_INSERT_CLAIM = (
+    "INSERT INTO batches (id, tenant_id, account_id, request_id, sha256, status, received_items, readings,"
+    " bucket, object_key, size_bytes, decompressed_bytes, received_at)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id)"
+)
 
 
 def _claim_row(claim: ClaimCheck, status: BatchStatus) -> tuple:
-    return (claim.batch_id, claim.tenant_id, claim.account_id, claim.request_id, claim.sha256, status, claim.items,
-            claim.readings, claim.bucket, claim.key, claim.size_bytes, claim.decompressed_bytes, claim.received_at)
+    return (
+        claim.batch_id,
+        claim.tenant_id,
+        claim.account_id,
+        claim.request_id,
+        claim.sha256,
+        status,
+        claim.items,
+        claim.readings,
+        claim.bucket,
+        claim.key,
+        claim.size_bytes,
+        claim.decompressed_bytes,
+        claim.received_at,
+    )
 
 
 def _row_of(cursor: psycopg2.extensions.cursor, batch_id: str) -> tuple:
@@ -74,10 +92,34 @@ def _row_of(cursor: psycopg2.extensions.cursor, batch_id: str) -> tuple:
 
 
 def _record(row: tuple) -> BatchRecord:
-    (batch_id, status, items, readings, stored, duplicate, skipped, rejected, reasons, reason_counts,
-     received_at, processed_at) = row
-    return BatchRecord(str(batch_id), BatchStatus(status), items, readings, stored, duplicate, skipped, rejected,
-                       reasons, reason_counts, received_at, processed_at)
+    (
+        batch_id,
+        status,
+        items,
+        readings,
+        stored,
+        duplicate,
+        skipped,
+        rejected,
+        reasons,
+        reason_counts,
+        received_at,
+        processed_at,
+    ) = row
+    return BatchRecord(
+        str(batch_id),
+        BatchStatus(status),
+        items,
+        readings,
+        stored,
+        duplicate,
+        skipped,
+        rejected,
+        reasons,
+        reason_counts,
+        received_at,
+        processed_at,
+    )
 
 
 class BatchLedger:
@@ -120,20 +162,38 @@ class BatchLedger:
         cursor.execute("SELECT status FROM batches WHERE id = %s FOR UPDATE", (batch_id,))
         return BatchStatus(_row_of(cursor, batch_id)[0])
 
-    def mark_done(self, cursor: psycopg2.extensions.cursor, batch_id: str, items: int, counts: BatchCounts,
-                  reasons: list[dict], reason_counts: dict[str, int]) -> None:
+    def mark_done(
+        self,
+        cursor: psycopg2.extensions.cursor,
+        batch_id: str,
+        items: int,
+        counts: BatchCounts,
+        reasons: list[dict],
+        reason_counts: dict[str, int],
+    ) -> None:
         cursor.execute(
             "UPDATE batches SET status = %s, received_items = %s, readings = %s, stored = %s, duplicate = %s,"
             " skipped = %s, rejected = %s, reasons = %s, reason_counts = %s, processed_at = clock_timestamp()"
             " WHERE id = %s",
-            (BatchStatus.DONE, items, counts.readings, counts.stored, counts.duplicate, counts.skipped, counts.rejected,
-             psycopg2.extras.Json(reasons), psycopg2.extras.Json(reason_counts), batch_id),
+            (
+                BatchStatus.DONE,
+                items,
+                counts.readings,
+                counts.stored,
+                counts.duplicate,
+                counts.skipped,
+                counts.rejected,
+                psycopg2.extras.Json(reasons),
+                psycopg2.extras.Json(reason_counts),
+                batch_id,
+            ),
         )
 
     def counts_of(self, batch_id: str) -> BatchCounts:
         with self.db.transaction() as cursor:
-            cursor.execute("SELECT readings, stored, duplicate, skipped, rejected FROM batches WHERE id = %s",
-                           (batch_id,))
+            cursor.execute(
+                "SELECT readings, stored, duplicate, skipped, rejected FROM batches WHERE id = %s", (batch_id,)
+            )
             readings, stored, duplicate, skipped, rejected = _row_of(cursor, batch_id)
         return BatchCounts(readings or 0, stored, duplicate, skipped, rejected)
 
@@ -143,22 +203,31 @@ class BatchLedger:
             cursor.execute(
                 "UPDATE batches SET status = %s, reasons = %s, reason_counts = %s, processed_at = clock_timestamp()"
                 " WHERE id = %s AND status <> %s",
-                (BatchStatus.FAILED, psycopg2.extras.Json([{"path": "$", "reason": reason, "outcome": "failed"}]),
-                 psycopg2.extras.Json({reason: 1}), batch_id, BatchStatus.DONE),
+                (
+                    BatchStatus.FAILED,
+                    psycopg2.extras.Json([{"path": "$", "reason": reason, "outcome": "failed"}]),
+                    psycopg2.extras.Json({reason: 1}),
+                    batch_id,
+                    BatchStatus.DONE,
+                ),
             )
 
     def count_unexpected_failure(self, batch_id: str) -> int:
         """Counts one unexpected failure of the batch (an outage is not one); how many it has had."""
         with self.db.transaction() as cursor:
-            cursor.execute("UPDATE batches SET unexpected_failures = unexpected_failures + 1 WHERE id = %s"
-                           " RETURNING unexpected_failures", (batch_id,))
+            cursor.execute(
+                "UPDATE batches SET unexpected_failures = unexpected_failures + 1 WHERE id = %s"
+                " RETURNING unexpected_failures",
+                (batch_id,),
+            )
             row = cursor.fetchone()
         return 0 if row is None else row[0]
 
     def status_for_tenant(self, tenant_id: str, batch_id: str) -> BatchRecord | None:
         with self.db.transaction() as cursor:
-            cursor.execute(f"SELECT {_RECORD_COLUMNS} FROM batches WHERE id = %s AND tenant_id = %s",
-                           (batch_id, tenant_id))
+            cursor.execute(
+                f"SELECT {_RECORD_COLUMNS} FROM batches WHERE id = %s AND tenant_id = %s", (batch_id, tenant_id)
+            )
             row = cursor.fetchone()
         return None if row is None else _record(row)
 

@@ -1,4 +1,5 @@
 """Kafka clients: the claim-check publisher (acks=all, bounded waits) and a health probe."""
+
 from __future__ import annotations
 
 import logging
@@ -76,8 +77,9 @@ class ClaimCheckPublisher:
             if isinstance(error, kafka.errors.KafkaError) and not error.retriable:
                 raise UnavailableError(f"Kafka refused the claim check: {error}", retry_after_s=10) from error
             # A timeout or a lost connection after sending: the broker may have written it.
-            raise PublishOutcomeUnknownError(f"Kafka did not acknowledge the claim check in time: {error}",
-                                             retry_after_s=10) from error
+            raise PublishOutcomeUnknownError(
+                f"Kafka did not acknowledge the claim check in time: {error}", retry_after_s=10
+            ) from error
 
     def close(self) -> None:
         self._discard()

@@ -1,4 +1,5 @@
 """Structured JSON logs carrying request, batch and tenant ids; Prometheus metrics."""
+
 from __future__ import annotations
 
 import contextvars
@@ -29,7 +30,9 @@ if METRICS_DIR:
 
 REQUESTS = Counter("esm_http_requests_total", "HTTP requests answered", ["function", "route", "status"])
 LATENCY = Histogram(
-    "esm_http_request_seconds", "HTTP request latency", ["function", "route"],
+    "esm_http_request_seconds",
+    "HTTP request latency",
+    ["function", "route"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120),
 )
 READINGS = Counter("esm_readings_total", "Readings handled by process", ["outcome"])

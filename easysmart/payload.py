@@ -4,6 +4,7 @@ An upload is a JSON array of equipment objects, each with a `sensor` list of rea
 (docs/architecture.md §4). Structure problems refuse the whole upload; a bad reading is only
 counted, with its path and reason, because the client would resend a refused upload forever.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,18 +22,42 @@ MAX_LISTED_REASONS = 100
 # Both vocabularies the client sends (HA device classes and the configured Portuguese types)
 # map to one canonical English kind.
 _KIND_ALIASES = {
-    "temperature": "temperature", "temperatura": "temperature", "temp": "temperature",
-    "humidity": "humidity", "umidade": "humidity", "humidade": "humidity",
-    "power": "power", "energia": "power", "potencia": "power", "potência": "power",
+    "temperature": "temperature",
+    "temperatura": "temperature",
+    "temp": "temperature",
+    "humidity": "humidity",
+    "umidade": "humidity",
+    "humidade": "humidity",
+    "power": "power",
+    "energia": "power",
+    "potencia": "power",
+    "potência": "power",
     "energy": "energy",
-    "voltage": "voltage", "tensao": "voltage", "tensão": "voltage", "voltagem": "voltage",
-    "current": "current", "corrente": "current",
-    "door": "door", "porta": "door", "opening": "door", "window": "door", "garage_door": "door", "janela": "door",
-    "siren": "siren", "sirene": "siren", "alarme": "siren",
-    "button": "button", "botao": "button", "botão": "button",
-    "status": "status", "estado": "status",
-    "battery": "battery", "bateria": "battery",
-    "moisture": "moisture", "motion": "motion", "movimento": "motion",
+    "voltage": "voltage",
+    "tensao": "voltage",
+    "tensão": "voltage",
+    "voltagem": "voltage",
+    "current": "current",
+    "corrente": "current",
+    "door": "door",
+    "porta": "door",
+    "opening": "door",
+    "window": "door",
+    "garage_door": "door",
+    "janela": "door",
+    "siren": "siren",
+    "sirene": "siren",
+    "alarme": "siren",
+    "button": "button",
+    "botao": "button",
+    "botão": "button",
+    "status": "status",
+    "estado": "status",
+    "battery": "battery",
+    "bateria": "battery",
+    "moisture": "moisture",
+    "motion": "motion",
+    "movimento": "motion",
 }
 _ON_STATES = {"on", "open", "opened", "true", "aberta", "aberto", "ligado", "sim"}
 _OFF_STATES = {"off", "closed", "false", "fechada", "fechado", "desligado", "não", "nao"}
@@ -42,8 +67,13 @@ _COMMA_NUMBER = re.compile(r"[+-]?\d+,\d+")
 _NON_FINITE = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
 
 _EXTRA_FIELDS = (
-    "sensor_bateria_pct", "sensor_sinal_lqi", "sensor_sinal_rssi", "sensor_voltagem_bateria",
-    "sensor_voltagem", "sensor_corrente", "sensor_potencia",
+    "sensor_bateria_pct",
+    "sensor_sinal_lqi",
+    "sensor_sinal_rssi",
+    "sensor_voltagem_bateria",
+    "sensor_voltagem",
+    "sensor_corrente",
+    "sensor_potencia",
 )
 _FLOAT_OR_NONE = frozenset({float, type(None)})
 EXTRA_COLUMNS = ("battery_pct", "lqi", "rssi", "battery_voltage", "voltage", "current", "power")
@@ -286,8 +316,9 @@ def equipment_info(item: dict, limits: FieldLimits = FieldLimits(), on_cut: CutN
     )
 
 
-def sensor_info(reading: dict, sensor_uuid: str, limits: FieldLimits = FieldLimits(),
-                on_cut: CutNote | None = None) -> SensorInfo:
+def sensor_info(
+    reading: dict, sensor_uuid: str, limits: FieldLimits = FieldLimits(), on_cut: CutNote | None = None
+) -> SensorInfo:
     """The sensor's settings from one of its readings (descriptions cut to their bound, each cut noted)."""
     via_hub = reading.get("sensor_via_hub")
     limit = limits.description
@@ -318,8 +349,14 @@ class ReadingNormaliser:
     Naive times are the Home Assistant host's local time, read in the tenant's zone.
     """
 
-    def __init__(self, tenant_zone: str, now: datetime, retention_days: int, future_tolerance_s: int,
-                 limits: FieldLimits = FieldLimits()) -> None:
+    def __init__(
+        self,
+        tenant_zone: str,
+        now: datetime,
+        retention_days: int,
+        future_tolerance_s: int,
+        limits: FieldLimits = FieldLimits(),
+    ) -> None:
         self.zone = ZoneInfo(tenant_zone)
         self.limits = limits
         self._storable_uuids: set[str] = set()
@@ -370,8 +407,13 @@ class ReadingNormaliser:
         if cached is None:
             parsed = self._parse_time(key, stamp)
             text = parsed.isoformat()
-            problem = (f"{key}: older than the raw-data retention ({text})" if parsed < self.oldest
-                       else f"{key}: more than 24 hours in the future ({text})" if parsed > self.newest else None)
+            problem = (
+                f"{key}: older than the raw-data retention ({text})"
+                if parsed < self.oldest
+                else f"{key}: more than 24 hours in the future ({text})"
+                if parsed > self.newest
+                else None
+            )
             cached = (parsed, text, problem)
             if len(times) < 100_000:
                 times[stamp] = cached
@@ -448,5 +490,7 @@ class ReadingNormaliser:
         if len(text) > max_length:
             raise ReadingRejected(f"{field_name}: state text longer than {max_length} characters")
         if unstorable_text(text):
-            raise ReadingRejected(f"{field_name}: holds characters that cannot be stored (NUL or an unpaired surrogate)")
+            raise ReadingRejected(
+                f"{field_name}: holds characters that cannot be stored (NUL or an unpaired surrogate)"
+            )
         return None, text

@@ -5,6 +5,7 @@ a staging table and moves them into telemetry_data (ON CONFLICT DO NOTHING): par
 database's work overlap across two cores. Everything, ledger included, commits in one
 transaction, so a redelivered claim check or a re-upload stores nothing twice.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -23,8 +24,13 @@ from easysmart.compression import CorruptGzipError, gunzip_chunks
 from easysmart.config import ProcessSettings, RetentionSettings, UploadLimits
 from easysmart.copywriter import CopyWriter, create_staging_table
 from easysmart.db import Database
-from easysmart.errors import (DatabaseTimeoutError, EasySmartError, PayloadTooLargeError, UnavailableError,
-                              UnprocessableError)
+from easysmart.errors import (
+    DatabaseTimeoutError,
+    EasySmartError,
+    PayloadTooLargeError,
+    UnavailableError,
+    UnprocessableError,
+)
 from easysmart.events import ClaimCheck
 from easysmart.jsonstream import MalformedJsonError, events_from_items, iter_upload_text, text_reader
 from easysmart.ledger import BatchCounts, BatchLedger, BatchStatus
@@ -69,8 +75,16 @@ class ProcessResult:
 
     @classmethod
     def done(cls, batch_id: str, counts: BatchCounts, redelivery: bool = False) -> ProcessResult:
-        return cls(batch_id, BatchStatus.DONE, counts.stored, counts.duplicate, counts.skipped, counts.rejected,
-                   counts.readings, redelivery)
+        return cls(
+            batch_id,
+            BatchStatus.DONE,
+            counts.stored,
+            counts.duplicate,
+            counts.skipped,
+            counts.rejected,
+            counts.readings,
+            redelivery,
+        )
 
     def body(self) -> dict:
         return dict(vars(self))
@@ -96,9 +110,17 @@ class MemoryBudget:
 
 
 class BatchProcessor:
-    def __init__(self, settings: ProcessSettings, limits: UploadLimits, retention: RetentionSettings, db: Database,
-                 blobs: BlobStore, ledger: BatchLedger | None = None, writer_factory: WriterFactory = CopyWriter,
-                 max_unexpected_failures: int = MAX_UNEXPECTED_FAILURES) -> None:
+    def __init__(
+        self,
+        settings: ProcessSettings,
+        limits: UploadLimits,
+        retention: RetentionSettings,
+        db: Database,
+        blobs: BlobStore,
+        ledger: BatchLedger | None = None,
+        writer_factory: WriterFactory = CopyWriter,
+        max_unexpected_failures: int = MAX_UNEXPECTED_FAILURES,
+    ) -> None:
         self.settings = settings
         self.limits = limits
         self.retention = retention
@@ -141,8 +163,9 @@ class BatchProcessor:
     def _permanent_reason(self, claim: ClaimCheck, error: Exception) -> str | None:
         """Why the batch fails for good, or None when the source should retry it (an outage, or an
         unexpected error below the cap). Unexpected errors are counted in the ledger; outages are not."""
-        if isinstance(error, (BlobMissingError, BatchFailedError, CorruptGzipError, PayloadTooLargeError,
-                              MalformedJsonError)):
+        if isinstance(
+            error, (BlobMissingError, BatchFailedError, CorruptGzipError, PayloadTooLargeError, MalformedJsonError)
+        ):
             return error.message if isinstance(error, EasySmartError) else str(error)
         sqlstate = (error.pgcode or "") if isinstance(error, psycopg2.Error) else ""
         if sqlstate[:2] in _PERMANENT_CLASSES:
@@ -188,7 +211,8 @@ class BatchProcessor:
             return
         with self.db.transaction() as cursor:
             cursor.execute(
-                "SELECT esm_ensure_telemetry_partition(d::date) FROM generate_series(%s::date, %s::date, interval '1 day') d",
+                "SELECT esm_ensure_telemetry_partition(d::date)"
+                " FROM generate_series(%s::date, %s::date, interval '1 day') d",
                 (oldest.date(), newest.date()),
             )
         self._partition_days |= days
@@ -200,8 +224,11 @@ class BatchProcessor:
         # The size is known when ingest saw the whole upload; unknown sizes are streamed.
         one_go_size = claim.decompressed_bytes
         reserve = (one_go_size or 0) * ONE_GO_MEMORY_FACTOR
-        if (one_go_size is not None and one_go_size <= self.settings.process_parse_in_one_go_bytes
-                and self.memory.try_reserve(reserve)):
+        if (
+            one_go_size is not None
+            and one_go_size <= self.settings.process_parse_in_one_go_bytes
+            and self.memory.try_reserve(reserve)
+        ):
             try:
                 text = b"".join(texts)
                 items = orjson.loads(text)
@@ -236,18 +263,23 @@ class BatchProcessor:
                         release()
                         writer.close()
                     if builder.violations:
-                        raise BatchFailedError("equipment item(s) cannot be used: " + "; ".join(builder.violations[:20]))
+                        raise BatchFailedError(
+                            "equipment item(s) cannot be used: " + "; ".join(builder.violations[:20])
+                        )
                     if digest.hexdigest() != claim.sha256:
                         raise BatchFailedError("the blob's sha256 does not match the claim check")
                     tally = builder.tally
-                    counts = BatchCounts(tally.readings, writer.stored, tally.valid - writer.stored, tally.skipped,
-                                         tally.rejected)
+                    counts = BatchCounts(
+                        tally.readings, writer.stored, tally.valid - writer.stored, tally.skipped, tally.rejected
+                    )
                     if counts.stored:
                         # Logged in this transaction, so no refresh of the aggregates can miss the range.
-                        cursor.execute("INSERT INTO aggregate_touched (lo, hi) VALUES (%s, %s)",
-                                       (builder.oldest, builder.newest))
-                    self.ledger.mark_done(cursor, claim.batch_id, builder.items, counts, tally.reasons,
-                                          tally.reason_counts)
+                        cursor.execute(
+                            "INSERT INTO aggregate_touched (lo, hi) VALUES (%s, %s)", (builder.oldest, builder.newest)
+                        )
+                    self.ledger.mark_done(
+                        cursor, claim.batch_id, builder.items, counts, tally.reasons, tally.reason_counts
+                    )
                     conn.commit()
                     return ProcessResult.done(claim.batch_id, counts)
                 except BaseException:

@@ -1,4 +1,5 @@
 """Token-bucket rate limits in Redis, checked atomically for several keys by one Lua script."""
+
 from __future__ import annotations
 
 import logging
@@ -64,7 +65,9 @@ class RateLimiter:
         missing limit for a moment.
         """
         try:
-            result = self._script(keys=[f"ratelimit:{limit.key}" for limit in limits], args=[limit.per_minute for limit in limits])
+            result = self._script(
+                keys=[f"ratelimit:{limit.key}" for limit in limits], args=[limit.per_minute for limit in limits]
+            )
         except redis.RedisError as error:
             logger.warning("rate limiting skipped, Redis unavailable: %s", error)
             return {}
@@ -85,7 +88,9 @@ class RateLimiter:
             headers["RateLimit-Reset"] = str(retry_after)
             headers["RateLimit-Limit"] = str(blocked.per_minute)
             raise RateLimitedError(
-                f"rate limit of {blocked.per_minute} uploads per minute per {blocked.name} exceeded; retry in {retry_after} s",
-                retry_after_s=retry_after, headers=headers,
+                f"rate limit of {blocked.per_minute} uploads per minute per {blocked.name}"
+                f" exceeded; retry in {retry_after} s",
+                retry_after_s=retry_after,
+                headers=headers,
             )
         return headers

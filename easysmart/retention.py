@@ -5,6 +5,7 @@ refresh runs first, and a partition is dropped only when the watermarks are past
 logged late range reaches into it). One run at a time (a PostgreSQL advisory lock, waited
 for); every step is idempotent, so a repeated or overlapping run does no harm.
 """
+
 from __future__ import annotations
 
 import logging
@@ -46,7 +47,9 @@ class BlobExpiry:
 
     def _prefixes(self, prefix: str) -> list[str]:
         found: list[str] = []
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
+        for page in self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix, Delimiter="/"
+        ):
             found.extend(entry["Prefix"] for entry in page.get("CommonPrefixes", []))
         return found
 
@@ -88,9 +91,19 @@ class BlobExpiry:
         if self.lifecycle is not None:
             return
         try:
-            self.client.put_bucket_lifecycle_configuration(Bucket=self.bucket, LifecycleConfiguration={"Rules": [{
-                "ID": "expire-raw-uploads", "Status": "Enabled", "Filter": {"Prefix": "raw/"},
-                "Expiration": {"Days": retention_days + 1}}]})
+            self.client.put_bucket_lifecycle_configuration(
+                Bucket=self.bucket,
+                LifecycleConfiguration={
+                    "Rules": [
+                        {
+                            "ID": "expire-raw-uploads",
+                            "Status": "Enabled",
+                            "Filter": {"Prefix": "raw/"},
+                            "Expiration": {"Days": retention_days + 1},
+                        }
+                    ]
+                },
+            )
             self.lifecycle = "set"
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
             logger.info("the object store does not take a lifecycle rule (%s); expiry deletes blobs itself", error)
@@ -98,8 +111,14 @@ class BlobExpiry:
 
 
 class RetentionService:
-    def __init__(self, settings: RetentionSettings, aggregates: AggregateSettings, db: Database,
-                 blobs: BlobExpiry | None, backend: AggregateBackend | None = None) -> None:
+    def __init__(
+        self,
+        settings: RetentionSettings,
+        aggregates: AggregateSettings,
+        db: Database,
+        blobs: BlobExpiry | None,
+        backend: AggregateBackend | None = None,
+    ) -> None:
         self.settings = settings
         self.aggregates = aggregates
         self.db = db

@@ -1,4 +1,5 @@
 """The object store holding raw uploads (any S3-compatible server, through boto3)."""
+
 from __future__ import annotations
 
 import logging
@@ -56,8 +57,12 @@ class BlobStore:
     def put(self, key: str, body: IO[bytes], metadata: dict[str, str], content_type: str = "application/json") -> None:
         try:
             self.client.put_object(
-                Bucket=self.bucket, Key=key, Body=body, Metadata=metadata,
-                ContentType=content_type, ContentEncoding="gzip",
+                Bucket=self.bucket,
+                Key=key,
+                Body=body,
+                Metadata=metadata,
+                ContentType=content_type,
+                ContentEncoding="gzip",
             )
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
             raise UnavailableError(f"the object store did not store the upload: {error}") from error

@@ -1,4 +1,5 @@
 """Walks upload events (easysmart.jsonstream): structure checks and counts shared by ingest and process."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -3,6 +3,7 @@
 Entry points stay thin: they build a Router of plain handlers and hand it the Flask
 request functions-framework gives them.
 """
+
 from __future__ import annotations
 
 import logging
@@ -15,7 +16,14 @@ from typing import Callable
 import flask
 import orjson
 
-from easysmart.errors import EasySmartError, LockedError, MethodNotAllowedError, NotFoundError, RateLimitedError, UnavailableError
+from easysmart.errors import (
+    EasySmartError,
+    LockedError,
+    MethodNotAllowedError,
+    NotFoundError,
+    RateLimitedError,
+    UnavailableError,
+)
 from easysmart.observability import LATENCY, REQUESTS, batch_id_var, metrics_response, request_id_var, tenant_id_var
 
 logger = logging.getLogger(__name__)
@@ -33,7 +41,9 @@ _HEALTH_PATHS = {"/", "/_/health", "/_/ready", "/healthz"}
 
 
 def json_response(status: int, body: object, headers: dict[str, str] | None = None) -> flask.Response:
-    response = flask.Response(orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS), status=status, mimetype="application/json")
+    response = flask.Response(
+        orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS), status=status, mimetype="application/json"
+    )
     for name, value in (headers or {}).items():
         response.headers[name] = value
     return response
@@ -113,7 +123,9 @@ class Router:
                 return label, error_response(error)
             except Exception:
                 logger.exception("unhandled error", extra={"path": path})
-                return label, json_response(500, {"error": "internal_error", "message": "internal error; see the function's logs"})
+                return label, json_response(
+                    500, {"error": "internal_error", "message": "internal error; see the function's logs"}
+                )
             return label, json_response(reply.status, reply.body, reply.headers)
         if allowed:
             not_allowed = MethodNotAllowedError(f"{request.method} is not allowed on {path}", allowed=allowed)

@@ -7,6 +7,7 @@ exhausted retries. Partitions are delivered in parallel, each in order.
 
 Run: python -m easysmart.bridges.kafka_source
 """
+
 from __future__ import annotations
 
 import base64
@@ -26,8 +27,15 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from easysmart.clock import MonotonicClock
 from easysmart.config import KafkaBridgeSettings, KafkaSettings, LoggingSettings
-from easysmart.events import (DLQ_ERROR_HEADERS, DLQ_SOURCE_HEADER, ERROR_CODE_HEADER, ERROR_DATA_HEADER,
-                              ERROR_DEST_HEADER, from_kafka, to_http)
+from easysmart.events import (
+    DLQ_ERROR_HEADERS,
+    DLQ_SOURCE_HEADER,
+    ERROR_CODE_HEADER,
+    ERROR_DATA_HEADER,
+    ERROR_DEST_HEADER,
+    from_kafka,
+    to_http,
+)
 from easysmart.observability import configure_logging
 
 logger = logging.getLogger(__name__)
@@ -63,8 +71,13 @@ def is_retriable(status: int | None) -> bool:
 class KafkaSourceBridge:
     """`monotonic` measures how long a record's retries have gone on."""
 
-    def __init__(self, kafka_config: KafkaSettings, settings: KafkaBridgeSettings,
-                 session: requests.Session | None = None, monotonic: MonotonicClock = time.monotonic) -> None:
+    def __init__(
+        self,
+        kafka_config: KafkaSettings,
+        settings: KafkaBridgeSettings,
+        session: requests.Session | None = None,
+        monotonic: MonotonicClock = time.monotonic,
+    ) -> None:
         self.kafka_config = kafka_config
         self.settings = settings
         self.session = session or requests.Session()
@@ -92,16 +105,25 @@ class KafkaSourceBridge:
             if elapsed >= self.settings.retry_max_elapsed_s:
                 return Outcome(False, status, f"retries exhausted after {elapsed:.0f} s: {error}")
             delay = backoff_delay(attempt, self.settings.backoff_base_s, self.settings.backoff_max_s)
-            logger.warning("delivery failed; retrying", extra={"event_id": event["id"], "status": status,
-                                                               "error": error[:300], "attempt": attempt, "retry_in_s": round(delay, 2)})
+            logger.warning(
+                "delivery failed; retrying",
+                extra={
+                    "event_id": event["id"],
+                    "status": status,
+                    "error": error[:300],
+                    "attempt": attempt,
+                    "retry_in_s": round(delay, 2),
+                },
+            )
             attempt += 1
             if self.stopping.wait(delay):
                 raise InterruptedError("bridge stopping")
 
     def _post(self, headers: dict[str, str], body: bytes) -> tuple[int | None, str]:
         try:
-            response = self.session.post(self.settings.sink_url, headers=headers, data=body,
-                                         timeout=(5, self.settings.request_timeout_s))
+            response = self.session.post(
+                self.settings.sink_url, headers=headers, data=body, timeout=(5, self.settings.request_timeout_s)
+            )
         except requests.RequestException as error:
             return None, f"network error: {error}"
         return response.status_code, response.text[:2000]
@@ -118,16 +140,24 @@ class KafkaSourceBridge:
 
         def send() -> None:
             try:
-                self._dlq_producer().send(self.kafka_config.kafka_topic_dlq, key=record.key, value=record.value,
-                                          headers=headers).get(timeout=10)
+                self._dlq_producer().send(
+                    self.kafka_config.kafka_topic_dlq, key=record.key, value=record.value, headers=headers
+                ).get(timeout=10)
             except kafka.errors.KafkaError:
                 self._producer = None  # made again for the next attempt
                 raise
 
         # The offset is not committed until the record is safe somewhere.
         self._until_kafka_takes(send, "dead-lettering failed", 1, 30)
-        logger.error("record dead-lettered", extra={"partition": record.partition, "offset": record.offset,
-                                                    "status": outcome.status, "error": outcome.error[:300]})
+        logger.error(
+            "record dead-lettered",
+            extra={
+                "partition": record.partition,
+                "offset": record.offset,
+                "status": outcome.status,
+                "error": outcome.error[:300],
+            },
+        )
 
     def _until_kafka_takes(self, operation: Callable[[], T], failure: str, base_s: float, max_s: float) -> T:
         """operation(), retried with backoff while Kafka fails it; InterruptedError if the bridge stops first."""
@@ -144,8 +174,12 @@ class KafkaSourceBridge:
 
     def _dlq_producer(self) -> kafka.KafkaProducer:
         if self._producer is None:
-            self._producer = kafka.KafkaProducer(bootstrap_servers=self.kafka_config.kafka_bootstrap_servers.split(","),
-                                                 acks="all", max_block_ms=10000, request_timeout_ms=10000)
+            self._producer = kafka.KafkaProducer(
+                bootstrap_servers=self.kafka_config.kafka_bootstrap_servers.split(","),
+                acks="all",
+                max_block_ms=10000,
+                request_timeout_ms=10000,
+            )
         return self._producer
 
     def handle_partition(self, records: list) -> int | None:
@@ -162,6 +196,7 @@ class KafkaSourceBridge:
 
     def _connect(self) -> kafka.KafkaConsumer | None:
         """The consumer, made once Kafka answers; None if the bridge is stopping first."""
+
         def connect() -> kafka.KafkaConsumer:
             return kafka.KafkaConsumer(
                 self.kafka_config.kafka_topic_raw,
@@ -200,7 +235,10 @@ class KafkaSourceBridge:
         consumer = self._connect()
         if consumer is None:
             return
-        logger.info("kafka-source bridge started", extra={"topic": self.kafka_config.kafka_topic_raw, "sink": self.settings.sink_url})
+        logger.info(
+            "kafka-source bridge started",
+            extra={"topic": self.kafka_config.kafka_topic_raw, "sink": self.settings.sink_url},
+        )
         in_flight: dict[TopicPartition, tuple[Future, list]] = {}
         try:
             with ThreadPoolExecutor(max_workers=8, thread_name_prefix="partition") as pool:
@@ -225,7 +263,9 @@ class KafkaSourceBridge:
         finally:
             consumer.close()
 
-    def _finish_partition(self, consumer: kafka.KafkaConsumer, tp: TopicPartition, future: Future, records: list) -> None:
+    def _finish_partition(
+        self, consumer: kafka.KafkaConsumer, tp: TopicPartition, future: Future, records: list
+    ) -> None:
         try:
             last = future.result()
         except InterruptedError:

@@ -7,6 +7,7 @@ RETENTION_EXPIRE_SCHEDULE; the target is RETENTION_URL.
 
 Run: python -m easysmart.bridges.ping_source
 """
+
 from __future__ import annotations
 
 import logging
@@ -85,7 +86,9 @@ class CronSchedule:
 def ping_headers(name: str, event_id: str | None = None, now: datetime | None = None) -> dict[str, str]:
     """Binary-mode CloudEvent headers of a ping, as a Knative PingSource sends them."""
     return {
-        "ce-specversion": "1.0", "ce-type": EVENT_TYPE, "ce-source": SOURCE_PREFIX + name,
+        "ce-specversion": "1.0",
+        "ce-type": EVENT_TYPE,
+        "ce-source": SOURCE_PREFIX + name,
         "ce-id": event_id or str(uuid.uuid4()),
         "ce-time": (now or datetime.now(timezone.utc)).isoformat().replace("+00:00", "Z"),
         "Content-Type": "application/json",
@@ -101,7 +104,9 @@ class PingSource:
 
     def send(self, name: str, data: dict) -> int:
         try:
-            response = requests.post(self.url, data=orjson.dumps(data), headers=ping_headers(name), timeout=self.timeout_s)
+            response = requests.post(
+                self.url, data=orjson.dumps(data), headers=ping_headers(name), timeout=self.timeout_s
+            )
         except requests.RequestException as error:
             logger.warning("ping not delivered", extra={"ping": name, "error": str(error)})
             return 0
@@ -124,10 +129,13 @@ class PingSource:
 def main() -> None:
     configure_logging("ping-bridge", LoggingSettings.from_env())
     config = PingSourceSettings.from_env()
-    source = PingSource(config.retention_url, {
-        "retention-refresh": (CronSchedule.parse(config.retention_refresh_schedule), {"job": "refresh"}),
-        "retention-expire": (CronSchedule.parse(config.retention_expire_schedule), {"job": "expire"}),
-    })
+    source = PingSource(
+        config.retention_url,
+        {
+            "retention-refresh": (CronSchedule.parse(config.retention_refresh_schedule), {"job": "refresh"}),
+            "retention-expire": (CronSchedule.parse(config.retention_expire_schedule), {"job": "expire"}),
+        },
+    )
     signal.signal(signal.SIGTERM, lambda *_: source.stopping.set())
     signal.signal(signal.SIGINT, lambda *_: source.stopping.set())
     logger.info("ping source started", extra={"url": config.retention_url})

@@ -1,4 +1,5 @@
 """analytics: read-only statistics of the tenant's equipment (easysmart.analytics)."""
+
 from __future__ import annotations
 
 import functools
@@ -8,8 +9,8 @@ import functions_framework
 
 from easysmart.analytics import AnalyticsService
 from easysmart.config import AggregateSettings, DatabaseSettings, LoggingSettings, TokenSettings
-from easysmart.identity import Principal, TokenService, bearer_principal
 from easysmart.db import Database
+from easysmart.identity import Principal, TokenService, bearer_principal
 from easysmart.observability import configure_logging, tenant_id_var
 from easysmart.web import Reply, Router
 

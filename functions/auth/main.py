@@ -1,4 +1,5 @@
 """auth: device and user login, refresh-token rotation, and who-am-I (docs/architecture.md §3.9, §8)."""
+
 from __future__ import annotations
 
 import functools
@@ -9,9 +10,9 @@ import orjson
 
 from easysmart.auth import AuthService, Credentials, refresh_token_from_body
 from easysmart.config import DatabaseSettings, LoggingSettings, LoginSettings, ProxySettings, TokenSettings
-from easysmart.identity import TokenService, bearer_principal
 from easysmart.db import Database
 from easysmart.errors import BadRequestError, PayloadTooLargeError
+from easysmart.identity import TokenService, bearer_principal
 from easysmart.observability import configure_logging
 from easysmart.web import Reply, Router, client_address
 
@@ -21,8 +22,11 @@ configure_logging("auth", LoggingSettings.from_env())
 @functools.cache
 def _service() -> AuthService:
     database = DatabaseSettings.from_env()
-    return AuthService(Database(database.database_url, database.db_pool_max), TokenService(TokenSettings.from_env()),
-                       LoginSettings.from_env())
+    return AuthService(
+        Database(database.database_url, database.db_pool_max),
+        TokenService(TokenSettings.from_env()),
+        LoginSettings.from_env(),
+    )
 
 
 @functools.cache

@@ -1,4 +1,5 @@
 """ingest: POST /api/v1/telemetry/bulk (and /api/v1/telemetria/bulk), batch status, health."""
+
 from __future__ import annotations
 
 import functools
@@ -7,11 +8,22 @@ import flask
 import functions_framework
 import redis
 
-from easysmart.config import (BackendSettings, DatabaseSettings, KafkaSettings, LoggingSettings, ObjectStoreSettings,
-                              ProxySettings, RateLimits, RedisSettings, RetentionSettings, TokenSettings, UploadLimits)
-from easysmart.identity import TokenService, bearer_principal
+from easysmart.config import (
+    BackendSettings,
+    DatabaseSettings,
+    KafkaSettings,
+    LoggingSettings,
+    ObjectStoreSettings,
+    ProxySettings,
+    RateLimits,
+    RedisSettings,
+    RetentionSettings,
+    TokenSettings,
+    UploadLimits,
+)
 from easysmart.db import Database
 from easysmart.health import HealthChecks
+from easysmart.identity import TokenService, bearer_principal
 from easysmart.ingest import IngestService, UploadRequest
 from easysmart.messaging import ClaimCheckPublisher, KafkaProbe
 from easysmart.observability import configure_logging, request_id_var, tenant_id_var
@@ -27,12 +39,20 @@ def _clients():
     database, kafka, store = DatabaseSettings.from_env(), KafkaSettings.from_env(), ObjectStoreSettings.from_env()
     timeout_s = BackendSettings.from_env().backend_timeout_s
     db = Database(database.database_url, database.db_pool_max)
-    redis_client = redis.Redis.from_url(RedisSettings.from_env().redis_url, socket_timeout=timeout_s,
-                                        socket_connect_timeout=timeout_s)
+    redis_client = redis.Redis.from_url(
+        RedisSettings.from_env().redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+    )
     blobs = BlobStore(make_s3_client(store, timeout_s), store.s3_bucket)
     publisher = ClaimCheckPublisher(kafka.kafka_bootstrap_servers, kafka.kafka_topic_raw, timeout_s)
-    service = IngestService(UploadLimits.from_env(), RateLimits.from_env(), RetentionSettings.from_env(), db, blobs,
-                            publisher, RateLimiter(redis_client))
+    service = IngestService(
+        UploadLimits.from_env(),
+        RateLimits.from_env(),
+        RetentionSettings.from_env(),
+        db,
+        blobs,
+        publisher,
+        RateLimiter(redis_client),
+    )
     probe = KafkaProbe(kafka.kafka_bootstrap_servers, kafka.kafka_topic_raw, timeout_s)
     health = HealthChecks.of_backends(db=db, redis_client=redis_client, blobs=blobs, kafka=probe)
     return ProxySettings.from_env().trusted_proxies, service, TokenService(TokenSettings.from_env()), health
@@ -44,11 +64,15 @@ def upload(request: flask.Request) -> Reply:
     tenant_id_var.set(principal.tenant_id)
     address = client_address(request, trusted_proxies)
     rate_headers = service.rate_limit(principal, address)
-    result = service.upload(UploadRequest(
-        principal=principal, request_id=request_id_var.get() or "",
-        content_encoding=request.headers.get("Content-Encoding"), content_length=request.content_length,
-        body=request.stream,
-    ))
+    result = service.upload(
+        UploadRequest(
+            principal=principal,
+            request_id=request_id_var.get() or "",
+            content_encoding=request.headers.get("Content-Encoding"),
+            content_length=request.content_length,
+            body=request.stream,
+        )
+    )
     headers = {**rate_headers, "Location": f"/api/v1/telemetry/batches/{result.batch_id}"}
     respond_async = "respond-async" in request.headers.get("Prefer", "").lower()
     if respond_async:

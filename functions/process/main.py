@@ -1,4 +1,5 @@
 """process: receives the claim-check CloudEvent and writes the upload's readings (docs/architecture.md §3.6, §6)."""
+
 from __future__ import annotations
 
 import functools
@@ -6,8 +7,15 @@ import functools
 import flask
 import functions_framework
 
-from easysmart.config import (BackendSettings, DatabaseSettings, LoggingSettings, ObjectStoreSettings, ProcessSettings,
-                              RetentionSettings, UploadLimits)
+from easysmart.config import (
+    BackendSettings,
+    DatabaseSettings,
+    LoggingSettings,
+    ObjectStoreSettings,
+    ProcessSettings,
+    RetentionSettings,
+    UploadLimits,
+)
 from easysmart.db import Database
 from easysmart.events import from_cloudevent, from_http_request
 from easysmart.observability import configure_logging
@@ -23,8 +31,13 @@ def _processor() -> BatchProcessor:
     database, store = DatabaseSettings.from_env(), ObjectStoreSettings.from_env()
     # Large blobs stream for a while: the read timeout is per socket read, not per download.
     blobs = BlobStore(make_s3_client(store, max(BackendSettings.from_env().backend_timeout_s, 30.0)), store.s3_bucket)
-    return BatchProcessor(ProcessSettings.from_env(), UploadLimits.from_env(), RetentionSettings.from_env(),
-                          Database(database.database_url, database.db_pool_max), blobs)
+    return BatchProcessor(
+        ProcessSettings.from_env(),
+        UploadLimits.from_env(),
+        RetentionSettings.from_env(),
+        Database(database.database_url, database.db_pool_max),
+        blobs,
+    )
 
 
 def receive(request: flask.Request) -> Reply:

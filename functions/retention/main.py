@@ -3,6 +3,7 @@
 Triggered by PingSource CloudEvents (binary or structured mode; data `{"job": ...}`) or a
 plain POST with the same JSON body (or none: every job).
 """
+
 from __future__ import annotations
 
 import functools
@@ -11,8 +12,14 @@ import flask
 import functions_framework
 import orjson
 
-from easysmart.config import (AggregateSettings, BackendSettings, DatabaseSettings, LoggingSettings,
-                              ObjectStoreSettings, RetentionSettings)
+from easysmart.config import (
+    AggregateSettings,
+    BackendSettings,
+    DatabaseSettings,
+    LoggingSettings,
+    ObjectStoreSettings,
+    RetentionSettings,
+)
 from easysmart.db import Database
 from easysmart.errors import BadRequestError
 from easysmart.events import cloudevent_from_http
@@ -44,8 +51,7 @@ def _job(request: flask.Request) -> str:
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            raise BadRequestError("body: not JSON; send {\"job\": \"refresh\"|\"expire\"|\"all\"}",
-                                  parameter="body") from None
+            raise BadRequestError('body: not JSON; send {"job": "refresh"|"expire"|"all"}', parameter="body") from None
     if body is None:
         return parse_job(None)
     if not isinstance(body, dict):

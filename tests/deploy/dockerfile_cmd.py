@@ -4,6 +4,7 @@ Used by test_dockerfile.py. The image layout is mapped onto the work tree: /app 
 repository root, so WORKDIR /app/functions/<name> is functions/<name>/, and the programs the
 image's pip installs come from the project's .venv (first on PATH).
 """
+
 from __future__ import annotations
 
 import json

@@ -3,6 +3,7 @@
 The command runs in a private network namespace (unshare -n, as root here and in CI) so the
 port written in the CMD (8080) is used as is, even while the local front door holds 8080.
 """
+
 from __future__ import annotations
 
 import json

@@ -4,6 +4,7 @@ Readings are uploaded in the real client's format; every statistic is computed h
 independently from the readings the test sent. Retention (cluster-local, not behind the front
 door) is triggered directly, as the ping source would.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,7 +17,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import requests
-
 from support.reference import percentile_cont
 from support.stack import BASE_URL, db, new_tenant, upload, wait_for_batch
 
@@ -53,14 +53,30 @@ class Equipment:
             door_open = (step + seed) % 3 == 0
             local = moment.astimezone(ZONE).replace(tzinfo=None).isoformat()
             for kind, tipo, unit, value, stored in (
-                    ("temperature", "temperatura", "°C", f"{temperature}", temperature),
-                    ("door", "porta", "", "aberta" if door_open else "fechada", 1.0 if door_open else 0.0)):
-                sensor.append({"sensor_uuid": self.sensors[kind], "sensor_nome": f"{kind} sensor", "sensor_tipo": tipo,
-                               "sensor_unidade": unit, "sensor_status": "ATIVO", "sensor_telemetria": value,
-                               "sensor_datahora_coleta": local, "sensor_bateria_pct": 80.0})
+                ("temperature", "temperatura", "°C", f"{temperature}", temperature),
+                ("door", "porta", "", "aberta" if door_open else "fechada", 1.0 if door_open else 0.0),
+            ):
+                sensor.append(
+                    {
+                        "sensor_uuid": self.sensors[kind],
+                        "sensor_nome": f"{kind} sensor",
+                        "sensor_tipo": tipo,
+                        "sensor_unidade": unit,
+                        "sensor_status": "ATIVO",
+                        "sensor_telemetria": value,
+                        "sensor_datahora_coleta": local,
+                        "sensor_bateria_pct": 80.0,
+                    }
+                )
                 self.readings.append((self.sensors[kind], moment, stored))
-        return {"equip_uuid": self.uuid, "equip_nome": "Freezer e2e", "equip_local": "Loja", "equip_status": "ATIVO",
-                "equip_intervalo_coleta": 300, "sensor": sensor}
+        return {
+            "equip_uuid": self.uuid,
+            "equip_nome": "Freezer e2e",
+            "equip_local": "Loja",
+            "equip_status": "ATIVO",
+            "equip_intervalo_coleta": 300,
+            "sensor": sensor,
+        }
 
     def values(self, sensor_uuid: str, start: datetime, end: datetime) -> list[float]:
         return [v for s, t, v in self.readings if s == sensor_uuid and start <= t < end]
@@ -133,8 +149,13 @@ def test_a_reading_for_the_current_hour_is_in_the_hourly_answer_at_once(world):
 def test_hourly_history_has_the_statistics_of_the_readings_including_the_current_hour(world):
     _, _, user, equipment, now = world
 
-    response = get(f"/api/v1/analytics/equipment/{equipment.uuid}/history", user, period="hour",
-                   start_date=(now - timedelta(hours=4)).isoformat(), end_date=(now + timedelta(hours=1)).isoformat())
+    response = get(
+        f"/api/v1/analytics/equipment/{equipment.uuid}/history",
+        user,
+        period="hour",
+        start_date=(now - timedelta(hours=4)).isoformat(),
+        end_date=(now + timedelta(hours=1)).isoformat(),
+    )
 
     assert response.status_code == 200, response.text
     body = response.json()
@@ -169,11 +190,19 @@ def test_raw_history_pages_through_every_reading(world):
 def test_daily_history_filters_by_sensor_type_in_either_vocabulary(world):
     _, _, user, equipment, now = world
 
-    body = get(f"/api/v1/analytics/equipment/{equipment.uuid}/history", user, period="day", sensor_type="temperatura",
-               start_date=(now - timedelta(days=1)).isoformat()).json()
+    body = get(
+        f"/api/v1/analytics/equipment/{equipment.uuid}/history",
+        user,
+        period="day",
+        sensor_type="temperatura",
+        start_date=(now - timedelta(days=1)).isoformat(),
+    ).json()
 
-    wanted = {key: values for key, values in equipment.by_bucket(local_day_of).items()
-              if key[1] == equipment.sensors["temperature"]}
+    wanted = {
+        key: values
+        for key, values in equipment.by_bucket(local_day_of).items()
+        if key[1] == equipment.sensors["temperature"]
+    }
     got = {(when(row["time"]), row["sensor_uuid"]): row for row in body["data"]}
     assert set(got) == set(wanted)
     for key, values in wanted.items():
@@ -241,12 +270,18 @@ def test_another_tenants_equipment_is_404_like_an_unknown_one(world):
     assert get(f"/api/v1/analytics/home-assistant/{equipment.uuid}", stranger).status_code == 404
 
 
-@pytest.mark.parametrize("params, parameter", [
-    ({"limit": "0"}, "limit"), ({"period": "week"}, "period"), ({"start_date": "yesterday"}, "start_date"),
-    ({"cursor": "garbage"}, "cursor"), ({"start_date": "9999-12-31T23:00:00Z"}, "start_date"),
-    ({"end_date": "0001-01-01T01:00:00Z"}, "end_date"),
-    ({"period": "raw", "start_date": "2000-01-01T00:00:00Z", "end_date": "2099-12-31T00:00:00Z"}, "period"),
-])
+@pytest.mark.parametrize(
+    "params, parameter",
+    [
+        ({"limit": "0"}, "limit"),
+        ({"period": "week"}, "period"),
+        ({"start_date": "yesterday"}, "start_date"),
+        ({"cursor": "garbage"}, "cursor"),
+        ({"start_date": "9999-12-31T23:00:00Z"}, "start_date"),
+        ({"end_date": "0001-01-01T01:00:00Z"}, "end_date"),
+        ({"period": "raw", "start_date": "2000-01-01T00:00:00Z", "end_date": "2099-12-31T00:00:00Z"}, "period"),
+    ],
+)
 def test_invalid_parameters_are_400_naming_the_parameter(world, params, parameter):
     _, _, user, equipment, _ = world
 
@@ -265,8 +300,13 @@ def test_late_readings_change_their_buckets_after_the_next_refresh(world):
     send(device, equipment.item([hour + timedelta(minutes=m) for m in (31, 41)], seed=5))  # hours late
     run_retention("refresh")
 
-    body = get(f"/api/v1/analytics/equipment/{equipment.uuid}/history", user, period="hour",
-               start_date=hour.isoformat(), end_date=(hour + timedelta(hours=1)).isoformat()).json()
+    body = get(
+        f"/api/v1/analytics/equipment/{equipment.uuid}/history",
+        user,
+        period="hour",
+        start_date=hour.isoformat(),
+        end_date=(hour + timedelta(hours=1)).isoformat(),
+    ).json()
     wanted = equipment.by_bucket(hour_of)
     assert {(when(r["time"]), r["sensor_uuid"]) for r in body["data"]} == set(wanted)
     for row in body["data"]:
@@ -284,15 +324,21 @@ def test_expired_raw_readings_are_gone_while_their_aggregates_remain(world):
     conn = db()
     try:
         with conn, conn.cursor() as cursor:
-            cursor.execute("UPDATE aggregate_settings SET value = least(value::timestamptz, %s)::text"
-                           " WHERE key = 'raw_horizon'", (noon.replace(hour=0),))  # an earlier run's horizon
+            cursor.execute(
+                "UPDATE aggregate_settings SET value = least(value::timestamptz, %s)::text WHERE key = 'raw_horizon'",
+                (noon.replace(hour=0),),
+            )  # an earlier run's horizon
             cursor.execute("SELECT esm_ensure_telemetry_partition(%s::date)", (noon,))
             cursor.execute("SELECT id, equipment_id FROM sensors WHERE uuid = %s", (sensor,))
             sensor_id, equipment_id = cursor.fetchone()
             for minute, value in enumerate(values):
-                cursor.execute("INSERT INTO telemetry_data (sensor_id, equipment_id, ts, value) VALUES (%s, %s, %s, %s)",
-                               (sensor_id, equipment_id, noon + timedelta(minutes=minute), value))
-            cursor.execute("INSERT INTO aggregate_touched (lo, hi) VALUES (%s, %s)", (noon, noon + timedelta(minutes=2)))
+                cursor.execute(
+                    "INSERT INTO telemetry_data (sensor_id, equipment_id, ts, value) VALUES (%s, %s, %s, %s)",
+                    (sensor_id, equipment_id, noon + timedelta(minutes=minute), value),
+                )
+            cursor.execute(
+                "INSERT INTO aggregate_touched (lo, hi) VALUES (%s, %s)", (noon, noon + timedelta(minutes=2))
+            )
     finally:
         conn.close()
 
@@ -315,7 +361,8 @@ def test_blobs_past_their_retention_are_gone():
     config = ObjectStoreSettings.from_env()
     s3 = make_s3_client(config, timeout_s=5)
     today = datetime.now(UTC)
-    old_key = f"raw/{today - timedelta(days=RetentionSettings.from_env().blob_retention_days + 3):%Y/%m/%d}/e2e/{uuid.uuid4()}.json.gz"
+    old_day = today - timedelta(days=RetentionSettings.from_env().blob_retention_days + 3)
+    old_key = f"raw/{old_day:%Y/%m/%d}/e2e/{uuid.uuid4()}.json.gz"
     new_key = f"raw/{today:%Y/%m/%d}/e2e/{uuid.uuid4()}.json.gz"
     for key in (old_key, new_key):
         s3.put_object(Bucket=config.s3_bucket, Key=key, Body=b"x")
@@ -323,7 +370,8 @@ def test_blobs_past_their_retention_are_gone():
     report = run_retention("expire")
 
     assert report["expire"]["blobs_deleted"] >= 1
-    listed = {key for key in (old_key, new_key)
-              if s3.list_objects_v2(Bucket=config.s3_bucket, Prefix=key).get("KeyCount", 0)}
+    listed = {
+        key for key in (old_key, new_key) if s3.list_objects_v2(Bucket=config.s3_bucket, Prefix=key).get("KeyCount", 0)
+    }
     assert listed == {new_key}
     s3.delete_object(Bucket=config.s3_bucket, Key=new_key)

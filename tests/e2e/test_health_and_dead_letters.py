@@ -1,4 +1,5 @@
 """Health answers, metrics, and the dead-letter path of a permanently bad claim check."""
+
 import base64
 import os
 import uuid
@@ -6,9 +7,9 @@ from datetime import datetime, timezone
 
 import kafka
 import requests
+from support.stack import BASE_URL, new_tenant, query_one, wait_until
 
 from easysmart.events import ClaimCheck, to_kafka
-from support.stack import BASE_URL, new_tenant, query_one, wait_until
 
 
 def test_liveness_and_detailed_health_check_every_backing_service():
@@ -42,8 +43,13 @@ def test_a_path_cannot_inject_keys_into_the_front_doors_error_body():
 
 
 def _dlq_records_with_id(event_id: str) -> list:
-    consumer = kafka.KafkaConsumer("telemetry.dlq", bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"].split(","),
-                                   group_id=f"test-{uuid.uuid4().hex}", auto_offset_reset="earliest", consumer_timeout_ms=3000)
+    consumer = kafka.KafkaConsumer(
+        "telemetry.dlq",
+        bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"].split(","),
+        group_id=f"test-{uuid.uuid4().hex}",
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=3000,
+    )
     try:
         return [r for r in consumer if dict(r.headers).get("ce_id") == event_id.encode()]
     finally:
@@ -52,15 +58,34 @@ def _dlq_records_with_id(event_id: str) -> list:
 
 def test_a_claim_check_pointing_at_a_missing_blob_is_failed_and_dead_lettered():
     tenant = new_tenant()
-    tenant_id, account_id = query_one("SELECT a.tenant_id, a.id FROM accounts a WHERE a.username = %s", (tenant.device,))
-    claim = ClaimCheck(str(uuid.uuid4()), str(tenant_id), str(account_id), tenant.device, "telemetry-raw",
-                       f"raw/missing/{uuid.uuid4()}.json.gz", 100, 1000, "00" * 32, "gzip", 1, 1, "test",
-                       datetime.now(timezone.utc).isoformat())
+    tenant_id, account_id = query_one(
+        "SELECT a.tenant_id, a.id FROM accounts a WHERE a.username = %s", (tenant.device,)
+    )
+    claim = ClaimCheck(
+        str(uuid.uuid4()),
+        str(tenant_id),
+        str(account_id),
+        tenant.device,
+        "telemetry-raw",
+        f"raw/missing/{uuid.uuid4()}.json.gz",
+        100,
+        1000,
+        "00" * 32,
+        "gzip",
+        1,
+        1,
+        "test",
+        datetime.now(timezone.utc).isoformat(),
+    )
     message = to_kafka(claim)
     producer = kafka.KafkaProducer(bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"].split(","), acks="all")
-    producer.send("telemetry.raw", key=message.key.encode(), value=message.value, headers=list(message.headers.items())).get(timeout=10)
+    producer.send(
+        "telemetry.raw", key=message.key.encode(), value=message.value, headers=list(message.headers.items())
+    ).get(timeout=10)
     producer.close()
-    records = wait_until(lambda: _dlq_records_with_id(claim.batch_id), timeout=60, interval=1, message="the dead letter")
+    records = wait_until(
+        lambda: _dlq_records_with_id(claim.batch_id), timeout=60, interval=1, message="the dead letter"
+    )
     headers = dict(records[0].headers)
     assert headers["ce_knativeerrorcode"] == b"422"
     assert b"does not exist" in base64.b64decode(headers["ce_knativeerrordata"])

@@ -3,6 +3,7 @@
 These stop and start services of the stack (infra/local/stack.sh) and restore them before
 they end.
 """
+
 import gzip
 import os
 import signal
@@ -15,9 +16,9 @@ from pathlib import Path
 import kafka
 import pytest
 import requests
+from support.stack import BASE_URL, ROOT, new_tenant, stack, stored_rows, upload, wait_for_batch
 
 from easysmart.demo import demo_upload
-from support.stack import BASE_URL, ROOT, new_tenant, stack, stored_rows, upload, wait_for_batch
 
 pytestmark = pytest.mark.slow
 RUN_DIR = ROOT / ".local" / "run"
@@ -69,7 +70,9 @@ def small_unique_upload(index: int, hours_ago: float) -> list:
 def test_process_killed_mid_batch_stores_every_batch_exactly_once():
     tenant = new_tenant()
     token = tenant.device_token()
-    big = demo_upload(datetime.now().astimezone() - timedelta(hours=1), "America/Sao_Paulo", minutes=600, equipments=6, step_s=2)
+    big = demo_upload(
+        datetime.now().astimezone() - timedelta(hours=1), "America/Sao_Paulo", minutes=600, equipments=6, step_s=2
+    )
     expected_big = sum(len(item["sensor"]) for item in big)
     big_batch = upload(token, big, timeout=120).json()["batch_id"]
     small_batches = [upload(token, small_unique_upload(i, 20)).json()["batch_id"] for i in range(3)]
@@ -118,8 +121,11 @@ def test_kafka_down_answers_503_quickly_and_loses_nothing_answered_201():
     accepted = [response.json()["batch_id"] for response, _ in answers if response.status_code == 201]
     refused = [(response, elapsed) for response, elapsed in answers if response.status_code != 201]
     assert refused and {response.status_code for response, _ in refused} == {503}
-    not_json = [response.text for response, _ in refused
-                if not response.headers.get("Content-Type", "").startswith("application/json")]
+    not_json = [
+        response.text
+        for response, _ in refused
+        if not response.headers.get("Content-Type", "").startswith("application/json")
+    ]
     assert not_json == []
     assert [elapsed for _, elapsed in refused if elapsed > 15] == []
     for batch_id in accepted:
@@ -157,14 +163,22 @@ def test_decompression_bomb_is_refused_and_memory_stays_bounded():
     token = tenant.device_token()
     compressor_input = b"\0" * MiB
     bomb = gzip.compress(compressor_input) * 1024  # 1 GiB of zeros, ~1 MiB compressed (multi-member gzip)
-    response = requests.post(f"{BASE_URL}/api/v1/telemetry/bulk", data=bomb, timeout=120, headers={
-        "Authorization": f"Bearer {token}", "Content-Encoding": "gzip", "Content-Type": "application/json"})
+    response = requests.post(
+        f"{BASE_URL}/api/v1/telemetry/bulk",
+        data=bomb,
+        timeout=120,
+        headers={"Authorization": f"Bearer {token}", "Content-Encoding": "gzip", "Content-Type": "application/json"},
+    )
     assert response.status_code in (400, 413)
     assert response.json()["message"]
     # A start that looks right and never ends: accepted on its window, failed by process at the limit.
     endless = gzip.compress(b'[{"equip_uuid": "x", "sensor": [' + b" " * (1100 * MiB), 1)
-    response = requests.post(f"{BASE_URL}/api/v1/telemetry/bulk", data=endless, timeout=300, headers={
-        "Authorization": f"Bearer {token}", "Content-Encoding": "gzip", "Content-Type": "application/json"})
+    response = requests.post(
+        f"{BASE_URL}/api/v1/telemetry/bulk",
+        data=endless,
+        timeout=300,
+        headers={"Authorization": f"Bearer {token}", "Content-Encoding": "gzip", "Content-Type": "application/json"},
+    )
     assert response.status_code == 201
     assert response.json()["readings"] is None
     failed = wait_for_batch(token, response.json()["batch_id"], timeout=300)

@@ -1,5 +1,6 @@
 """The local stack supervises what it starts: a function that dies comes back by itself, one stopped
 on purpose stays stopped."""
+
 import os
 import signal
 import subprocess
@@ -8,9 +9,9 @@ from datetime import datetime, timedelta
 
 import pytest
 import requests
+from support.stack import ROOT, new_tenant, stack, upload, wait_for_batch
 
 from easysmart.demo import demo_upload
-from support.stack import ROOT, new_tenant, stack, upload, wait_for_batch
 
 pytestmark = pytest.mark.slow
 RUN_DIR = ROOT / ".local" / "run"
@@ -25,8 +26,9 @@ def pid_file(service: str) -> int | None:
 
 
 def status_of(service: str) -> str:
-    out = subprocess.run(["bash", str(ROOT / "infra/local/stack.sh"), "status"], capture_output=True, text=True,
-                         cwd=ROOT, check=True).stdout
+    out = subprocess.run(
+        ["bash", str(ROOT / "infra/local/stack.sh"), "status"], capture_output=True, text=True, cwd=ROOT, check=True
+    ).stdout
     line = next(line for line in out.splitlines() if line.split()[0] == service)
     return line.split()[1]
 
@@ -53,11 +55,15 @@ def test_a_function_whose_master_is_killed_is_restarted_and_takes_uploads_again(
 
     os.kill(killed, signal.SIGKILL)  # the master only: its workers are orphaned and hold the port a moment
 
-    wait_for(lambda: pid_file("process") not in (None, killed) and status_of("process") == "running", 60,
-             "the supervisor restarts process")
+    wait_for(
+        lambda: pid_file("process") not in (None, killed) and status_of("process") == "running",
+        60,
+        "the supervisor restarts process",
+    )
     wait_for(lambda: healthy(os.environ["PROCESS_PORT"]), 60, "the new process answers")
-    items = demo_upload(datetime.now().astimezone() - timedelta(minutes=30), "America/Sao_Paulo", minutes=2,
-                        equipments=1)
+    items = demo_upload(
+        datetime.now().astimezone() - timedelta(minutes=30), "America/Sao_Paulo", minutes=2, equipments=1
+    )
     batch_id = upload(token, items).json()["batch_id"]
     assert wait_for_batch(token, batch_id, timeout=120)["status"] == "done"
     assert '"service":"process","event":"restarted"' in SUPERVISOR_LOG.read_text()

@@ -1,4 +1,5 @@
 """Who may upload, through the public URL: token checks and the rate limit."""
+
 import base64
 import json
 import os
@@ -7,16 +8,23 @@ import uuid
 
 import jwt
 import requests
-
 from support.samples import recent_sample
 from support.stack import BASE_URL, login, new_tenant, upload
 
 
 def _claims(tenant_id: str, account_id: str, **overrides) -> dict:
     now = int(time.time())
-    claims = {"sub": account_id, "tenant": tenant_id, "acct": "device", "type": "access", "iat": now, "exp": now + 600,
-              "jti": uuid.uuid4().hex, "iss": os.environ.get("JWT_ISSUER", "easysmart"),
-              "aud": os.environ.get("JWT_AUDIENCE", "easysmart-api")}
+    claims = {
+        "sub": account_id,
+        "tenant": tenant_id,
+        "acct": "device",
+        "type": "access",
+        "iat": now,
+        "exp": now + 600,
+        "jti": uuid.uuid4().hex,
+        "iss": os.environ.get("JWT_ISSUER", "easysmart"),
+        "aud": os.environ.get("JWT_AUDIENCE", "easysmart-api"),
+    }
     claims.update(overrides)
     return claims
 
@@ -38,8 +46,11 @@ def test_missing_token_is_401():
 def test_expired_token_is_401():
     tenant = new_tenant()
     real = _decoded(tenant.device_token())
-    token = jwt.encode(_claims(real["tenant"], real["sub"], iat=int(time.time()) - 7200, exp=int(time.time()) - 3600),
-                       os.environ["JWT_SECRET"], algorithm="HS256")
+    token = jwt.encode(
+        _claims(real["tenant"], real["sub"], iat=int(time.time()) - 7200, exp=int(time.time()) - 3600),
+        os.environ["JWT_SECRET"],
+        algorithm="HS256",
+    )
     assert _post_with(token).status_code == 401
 
 

@@ -2,6 +2,7 @@
 
 Every test makes its own tenant (unique name), so tests never see each other's data.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,8 +13,15 @@ import psycopg2
 import pytest
 
 from easysmart import accounts
-from easysmart.config import (ConfigError, G, KafkaSettings, LoginSettings, ObjectStoreSettings, RedisSettings,
-                              TokenSettings)
+from easysmart.config import (
+    ConfigError,
+    G,
+    KafkaSettings,
+    LoginSettings,
+    ObjectStoreSettings,
+    RedisSettings,
+    TokenSettings,
+)
 from easysmart.db import Database, migrate
 
 TEST_JWT_SECRET = "integration-test-secret-" + "k" * 40

@@ -3,6 +3,7 @@
 Rows are written as process writes them: into telemetry_data, with the batch's time range
 logged in aggregate_touched in the same transaction.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -10,21 +11,27 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from support.reference import percentile_cont
 
 from easysmart import aggregates
 from easysmart.aggregates import PlainAggregates
 from easysmart.config import AggregateSettings, RetentionSettings
 from easysmart.retention import RetentionService
-from support.reference import percentile_cont
 
 ZONE = "America/Sao_Paulo"
 
 
 def expected(values: list[float]) -> dict:
-    return {"avg_value": statistics.fmean(values), "min_value": min(values), "max_value": max(values),
-            "sample_count": len(values), "stddev_value": statistics.stdev(values) if len(values) > 1 else None,
-            "median_value": percentile_cont(values, 0.5), "p95_value": percentile_cont(values, 0.95),
-            "p99_value": percentile_cont(values, 0.99)}
+    return {
+        "avg_value": statistics.fmean(values),
+        "min_value": min(values),
+        "max_value": max(values),
+        "sample_count": len(values),
+        "stddev_value": statistics.stdev(values) if len(values) > 1 else None,
+        "median_value": percentile_cont(values, 0.5),
+        "p95_value": percentile_cont(values, 0.95),
+        "p99_value": percentile_cont(values, 0.99),
+    }
 
 
 def assert_statistics(actual: dict, values: list[float]) -> None:
@@ -48,12 +55,16 @@ def sensor(database, make_account, plain_mode):
     """(equipment_id, sensor_id) of a fresh temperature sensor; its rows go afterwards."""
     account = make_account("user")
     with database.transaction() as cursor:
-        cursor.execute("INSERT INTO equipment (tenant_id, uuid, name) VALUES (%s, %s, 'it') RETURNING id",
-                       (account.tenant_id, str(uuid.uuid4())))
+        cursor.execute(
+            "INSERT INTO equipment (tenant_id, uuid, name) VALUES (%s, %s, 'it') RETURNING id",
+            (account.tenant_id, str(uuid.uuid4())),
+        )
         equipment_id = cursor.fetchone()[0]
-        cursor.execute("INSERT INTO sensors (tenant_id, equipment_id, uuid, name, kind, unit)"
-                       " VALUES (%s, %s, %s, 't', 'temperature', '°C') RETURNING id",
-                       (account.tenant_id, equipment_id, str(uuid.uuid4())))
+        cursor.execute(
+            "INSERT INTO sensors (tenant_id, equipment_id, uuid, name, kind, unit)"
+            " VALUES (%s, %s, %s, 't', 'temperature', '°C') RETURNING id",
+            (account.tenant_id, equipment_id, str(uuid.uuid4())),
+        )
         sensor_id = cursor.fetchone()[0]
     yield equipment_id, sensor_id
     with database.transaction() as cursor:
@@ -67,18 +78,28 @@ def store(database, sensor, rows: list[tuple[datetime, float]]) -> None:
     """What process does for a batch: the rows and, in the same transaction, their time range."""
     equipment_id, sensor_id = sensor
     with database.transaction() as cursor:
-        cursor.execute("SELECT esm_ensure_telemetry_partition(d::date) FROM generate_series(%s::date, %s::date,"
-                       " interval '1 day') d", (min(ts for ts, _ in rows), max(ts for ts, _ in rows)))
-        cursor.executemany("INSERT INTO telemetry_data (sensor_id, equipment_id, ts, value) VALUES (%s, %s, %s, %s)",
-                           [(sensor_id, equipment_id, ts, value) for ts, value in rows])
-        cursor.execute("INSERT INTO aggregate_touched (lo, hi) VALUES (%s, %s)",
-                       (min(ts for ts, _ in rows), max(ts for ts, _ in rows)))
+        cursor.execute(
+            "SELECT esm_ensure_telemetry_partition(d::date) FROM generate_series(%s::date, %s::date,"
+            " interval '1 day') d",
+            (min(ts for ts, _ in rows), max(ts for ts, _ in rows)),
+        )
+        cursor.executemany(
+            "INSERT INTO telemetry_data (sensor_id, equipment_id, ts, value) VALUES (%s, %s, %s, %s)",
+            [(sensor_id, equipment_id, ts, value) for ts, value in rows],
+        )
+        cursor.execute(
+            "INSERT INTO aggregate_touched (lo, hi) VALUES (%s, %s)",
+            (min(ts for ts, _ in rows), max(ts for ts, _ in rows)),
+        )
 
 
 def buckets(database, relation: str, sensor_id: int) -> dict[datetime, dict]:
     with database.transaction() as cursor:
-        cursor.execute(f"SELECT bucket, avg_value, min_value, max_value, sample_count, stddev_value, median_value,"
-                       f" p95_value, p99_value FROM {relation} WHERE sensor_id = %s ORDER BY bucket", (sensor_id,))
+        cursor.execute(
+            f"SELECT bucket, avg_value, min_value, max_value, sample_count, stddev_value, median_value,"
+            f" p95_value, p99_value FROM {relation} WHERE sensor_id = %s ORDER BY bucket",
+            (sensor_id,),
+        )
         names = [column.name for column in cursor.description]
         return {row[0]: dict(zip(names, row)) for row in cursor.fetchall()}
 
@@ -146,8 +167,10 @@ def test_expiry_never_drops_a_partition_before_it_is_materialised(database, sens
     with database.transaction() as cursor:
         # Process never stores readings this old; an earlier expiry may have moved the raw
         # horizon past this day, and buckets before the horizon are final. Pretend it has not.
-        cursor.execute("UPDATE aggregate_settings SET value = least(value::timestamptz, %s)::text"
-                       " WHERE key = 'raw_horizon'", (old.replace(hour=0),))
+        cursor.execute(
+            "UPDATE aggregate_settings SET value = least(value::timestamptz, %s)::text WHERE key = 'raw_horizon'",
+            (old.replace(hour=0),),
+        )
     store(database, sensor, [(old + timedelta(minutes=5), 3.0), (old + timedelta(minutes=6), 5.0)])
     service = RetentionService(retention, AggregateSettings(), database, blobs=None, backend=PlainAggregates())
 

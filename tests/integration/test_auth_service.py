@@ -1,5 +1,6 @@
 """auth against the real PostgreSQL: logins, lockout per (account, address), refresh rotation, blocks,
 through the service layer and through the HTTP function as functions-framework serves it."""
+
 from __future__ import annotations
 
 import uuid
@@ -7,12 +8,13 @@ from pathlib import Path
 
 import pytest
 from functions_framework import create_app
+from support.clock import SetClock
 
-from easysmart import accounts, auth as auth_module, cli
+from easysmart import accounts, cli
+from easysmart import auth as auth_module
 from easysmart.auth import AuthService, Credentials
 from easysmart.errors import ForbiddenError, LockedError, UnauthorizedError
 from easysmart.identity import Principal, TokenService
-from support.clock import SetClock
 
 MAIN = Path(__file__).resolve().parents[2] / "functions" / "auth" / "main.py"
 
@@ -28,8 +30,9 @@ def auth(database, token_settings, login_settings, clock) -> AuthService:
 
 
 def login(auth: AuthService, account, address: str = "10.0.0.1", password: str | None = None, kind: str | None = None):
-    return auth.login(Credentials(account.username, account.password if password is None else password),
-                      kind or account.kind, address)
+    return auth.login(
+        Credentials(account.username, account.password if password is None else password), kind or account.kind, address
+    )
 
 
 def fail(auth: AuthService, account, address: str, times: int) -> None:
@@ -40,6 +43,7 @@ def fail(auth: AuthService, account, address: str, times: int) -> None:
 
 # --- logins ----------------------------------------------------------------------------------------
 
+
 def test_device_login_returns_a_pair_whose_access_token_names_the_device(auth, make_account):
     account = make_account("device")
 
@@ -47,7 +51,11 @@ def test_device_login_returns_a_pair_whose_access_token_names_the_device(auth, m
 
     principal = auth.tokens.verify_access(pair["access_token"])
     assert (principal.account_id, principal.tenant_id, principal.kind, principal.username) == (
-        account.account_id, account.tenant_id, "device", account.username)
+        account.account_id,
+        account.tenant_id,
+        "device",
+        account.username,
+    )
     assert pair["token_type"] == "bearer" and pair["expires_in"] == 15 * 60
     with pytest.raises(UnauthorizedError, match="refresh token cannot be used as an access token"):
         auth.tokens.verify_access(pair["refresh_token"])
@@ -71,7 +79,9 @@ def test_an_unknown_username_answers_like_a_wrong_password_and_still_runs_the_kd
     known = make_account("device")
     calls = []
     real_verify = auth_module.verify_password
-    monkeypatch.setattr(auth_module, "verify_password", lambda pw, stored: calls.append(stored) or real_verify(pw, stored))
+    monkeypatch.setattr(
+        auth_module, "verify_password", lambda pw, stored: calls.append(stored) or real_verify(pw, stored)
+    )
 
     with pytest.raises(UnauthorizedError) as unknown:
         auth.login(Credentials(f"nobody-{known.username}", "whatever"), "device", "10.0.0.1")
@@ -83,6 +93,7 @@ def test_an_unknown_username_answers_like_a_wrong_password_and_still_runs_the_kd
 
 
 # --- lockout ---------------------------------------------------------------------------------------
+
 
 def test_five_failures_lock_the_account_from_that_address_only(auth, make_account, login_settings):
     account = make_account("device")
@@ -145,6 +156,7 @@ def test_after_a_lock_runs_out_one_failure_does_not_lock_again(auth, make_accoun
 
 # --- refresh ---------------------------------------------------------------------------------------
 
+
 def test_a_refresh_token_rotates_and_a_reused_one_revokes_its_family(auth, make_account):
     account = make_account("user")
     first = login(auth, account)
@@ -188,6 +200,7 @@ def test_a_refresh_token_unknown_to_the_database_is_refused(auth, make_account):
 
 # --- blocked and inactive accounts -----------------------------------------------------------------
 
+
 def test_a_blocked_account_cannot_log_in_or_refresh_until_unblocked(auth, make_account, database):
     account = make_account("device")
     pair = login(auth, account)
@@ -223,10 +236,15 @@ def test_me_describes_the_account_and_its_tenant(auth, make_account):
     me = auth.me(principal)
 
     assert me["account_id"] == account.account_id and me["username"] == account.username and me["kind"] == "user"
-    assert (me["tenant_id"], me["tenant_name"], me["timezone"]) == (account.tenant_id, account.tenant_name, "Europe/Lisbon")
+    assert (me["tenant_id"], me["tenant_name"], me["timezone"]) == (
+        account.tenant_id,
+        account.tenant_name,
+        "Europe/Lisbon",
+    )
 
 
 # --- the HTTP function -----------------------------------------------------------------------------
+
 
 @pytest.fixture
 def client(database_url, token_settings, monkeypatch):
@@ -279,8 +297,10 @@ def test_http_lockout_is_423_with_retry_after_for_that_address_only(client, make
     account = make_account("device")
     wrong = {"username": account.username, "password": "wrong"}
     right = {"username": account.username, "password": account.password}
-    statuses = [post(client, "/api/v1/auth/device/login", wrong, "10.3.0.1").status_code
-                for _ in range(login_settings.login_max_failures)]
+    statuses = [
+        post(client, "/api/v1/auth/device/login", wrong, "10.3.0.1").status_code
+        for _ in range(login_settings.login_max_failures)
+    ]
 
     locked = post(client, "/api/v1/auth/device/login", right, "10.3.0.1")
     elsewhere = post(client, "/api/v1/auth/device/login", right, "10.3.0.2")
@@ -302,13 +322,16 @@ def test_http_a_blocked_account_is_403(client, make_account, database):
     assert response.get_json()["reason"] == "blocked"
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"not json", "not valid JSON"),
-    (b"", "body is empty"),
-    (b"[1, 2]", "JSON object"),
-    (b'{"password": "x"}', "username: required"),
-    (b'{"username": "x", "password": 12}', "password: must be a string, not int"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"not json", "not valid JSON"),
+        (b"", "body is empty"),
+        (b"[1, 2]", "JSON object"),
+        (b'{"password": "x"}', "username: required"),
+        (b'{"username": "x", "password": 12}', "password: must be a string, not int"),
+    ],
+)
 def test_http_bad_login_bodies_are_400_naming_the_problem(client, data, message):
     response = client.post("/api/v1/auth/device/login", data=data, content_type="application/json")
 
@@ -322,11 +345,14 @@ def test_http_refresh_without_a_token_is_400_naming_the_field(client):
     assert response.status_code == 400 and response.get_json()["field"] == "refresh_token"
 
 
-@pytest.mark.parametrize("headers, message", [
-    ({}, "missing Authorization header"),
-    ({"Authorization": "Token abc"}, "must be 'Bearer <access token>'"),
-    ({"Authorization": "Bearer not.a.token"}, "not valid"),
-])
+@pytest.mark.parametrize(
+    "headers, message",
+    [
+        ({}, "missing Authorization header"),
+        ({"Authorization": "Token abc"}, "must be 'Bearer <access token>'"),
+        ({"Authorization": "Bearer not.a.token"}, "not valid"),
+    ],
+)
 def test_http_me_without_a_valid_bearer_token_is_401(client, headers, message):
     response = client.get("/api/v1/auth/me", headers=headers)
 
@@ -339,6 +365,7 @@ def test_http_wrong_method_is_405(client):
 
 
 # --- tenants and accounts (what `esm` does) ---------------------------------------------------------
+
 
 def test_a_tenant_needs_an_iana_time_zone(database):
     with database.transaction() as cursor, pytest.raises(accounts.AccountError, match="not an IANA time zone"):
@@ -358,8 +385,13 @@ def test_creating_an_existing_account_if_missing_does_nothing_but_a_mismatch_is_
 
 def test_esm_seed_demo_creates_the_demo_accounts_once(database_url, database, monkeypatch, auth):
     suffix = uuid.uuid4().hex[:10]
-    names = {"DEMO_TENANT": f"it-demo-{suffix}", "DEMO_DEVICE_USER": f"it-demo-dev-{suffix}",
-             "DEMO_DEVICE_PASSWORD": "dev-pass", "DEMO_ADMIN_USER": f"it-demo-adm-{suffix}", "DEMO_ADMIN_PASSWORD": "adm-pass"}
+    names = {
+        "DEMO_TENANT": f"it-demo-{suffix}",
+        "DEMO_DEVICE_USER": f"it-demo-dev-{suffix}",
+        "DEMO_DEVICE_PASSWORD": "dev-pass",
+        "DEMO_ADMIN_USER": f"it-demo-adm-{suffix}",
+        "DEMO_ADMIN_PASSWORD": "adm-pass",
+    }
     monkeypatch.setenv("DATABASE_URL", database_url)
     for name, value in names.items():
         monkeypatch.setenv(name, value)
@@ -369,10 +401,16 @@ def test_esm_seed_demo_creates_the_demo_accounts_once(database_url, database, mo
 
         device = auth.login(Credentials(names["DEMO_DEVICE_USER"], "dev-pass"), "device", "10.4.0.1")
         admin = auth.login(Credentials(names["DEMO_ADMIN_USER"], "adm-pass"), "user", "10.4.0.1")
-        assert auth.tokens.verify_access(device["access_token"]).tenant_id == auth.tokens.verify_access(admin["access_token"]).tenant_id
+        assert (
+            auth.tokens.verify_access(device["access_token"]).tenant_id
+            == auth.tokens.verify_access(admin["access_token"]).tenant_id
+        )
     finally:
         with database.transaction() as cursor:
-            cursor.execute("DELETE FROM accounts WHERE username = ANY(%s)", ([names["DEMO_DEVICE_USER"], names["DEMO_ADMIN_USER"]],))
+            cursor.execute(
+                "DELETE FROM accounts WHERE username = ANY(%s)",
+                ([names["DEMO_DEVICE_USER"], names["DEMO_ADMIN_USER"]],),
+            )
             cursor.execute("DELETE FROM tenants WHERE name = %s", (names["DEMO_TENANT"],))
 
 

@@ -1,11 +1,12 @@
 """The connection pool against the real PostgreSQL: a connection that died while idle is not handed out."""
+
 from __future__ import annotations
 
 import pytest
+from support.clock import SetClock
 
 from easysmart.db import Database
 from easysmart.errors import UnavailableError
-from support.clock import SetClock
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
 """esm dlq replay: dead-lettered claim checks go back to the raw topic without their error headers."""
+
 import kafka
 
 from easysmart.dlq import replay
@@ -9,15 +10,26 @@ def test_replay_moves_records_back_without_error_headers_and_commits(kafka_setti
     dlq, raw = new_topic("test.dlq"), new_topic("test.raw")
     producer = kafka.KafkaProducer(bootstrap_servers=servers, acks="all")
     for n in range(3):
-        producer.send(dlq, key=b"t:a", value=b'{"n": %d}' % n, headers=[
-            ("ce_id", f"id-{n}".encode()), ("ce_knativeerrorcode", b"422"), ("ce_knativeerrordata", b"eA=="),
-            ("ce_knativeerrordest", b"http://process/"), ("dlq_source", b"telemetry.raw/0/7")]).get(timeout=10)
+        producer.send(
+            dlq,
+            key=b"t:a",
+            value=b'{"n": %d}' % n,
+            headers=[
+                ("ce_id", f"id-{n}".encode()),
+                ("ce_knativeerrorcode", b"422"),
+                ("ce_knativeerrordata", b"eA=="),
+                ("ce_knativeerrordest", b"http://process/"),
+                ("dlq_source", b"telemetry.raw/0/7"),
+            ],
+        ).get(timeout=10)
     producer.close()
     report = replay(kafka_settings.kafka_bootstrap_servers, dlq, raw, say=lambda *_: None, idle_timeout_ms=3000)
     assert report.replayed == 3
     again = replay(kafka_settings.kafka_bootstrap_servers, dlq, raw, say=lambda *_: None, idle_timeout_ms=2000)
     assert again.replayed == 0  # offsets were committed
-    consumer = kafka.KafkaConsumer(raw, bootstrap_servers=servers, auto_offset_reset="earliest", consumer_timeout_ms=3000)
+    consumer = kafka.KafkaConsumer(
+        raw, bootstrap_servers=servers, auto_offset_reset="earliest", consumer_timeout_ms=3000
+    )
     records = list(consumer)
     consumer.close()
     assert [r.value for r in records] == [b'{"n": 0}', b'{"n": 1}', b'{"n": 2}']

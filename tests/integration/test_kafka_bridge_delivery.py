@@ -1,5 +1,6 @@
 """The kafka-source bridge on the real broker: every record of every partition is delivered
 while other partitions' deliveries are in flight (their partitions paused meanwhile)."""
+
 import threading
 import time
 import uuid
@@ -7,11 +8,11 @@ from collections import Counter
 
 import kafka
 import requests
+from support.claims import CLAIM
 
 from easysmart.bridges.kafka_source import KafkaSourceBridge
 from easysmart.config import KafkaBridgeSettings, KafkaSettings
 from easysmart.events import to_kafka
-from support.claims import CLAIM
 
 # One partition short, one long: the long one's records outnumber what a small poll hands over.
 RECORDS_PER_PARTITION = {0: 5, 1: 60}
@@ -52,11 +53,21 @@ def test_every_partition_is_delivered_in_full_while_others_are_in_flight(kafka_s
 
     sink = SlowSink()
     bridge = KafkaSourceBridge(
-        KafkaSettings(kafka_bootstrap_servers=kafka_settings.kafka_bootstrap_servers, kafka_topic_raw=topic,
-                      kafka_topic_dlq=f"{topic}.dlq"),
-        KafkaBridgeSettings(sink_url="http://process/", group_id=f"test-{uuid.uuid4().hex}", backoff_base_s=0.01,
-                            backoff_max_s=0.02, retry_max_elapsed_s=5, request_timeout_s=5),
-        session=sink)
+        KafkaSettings(
+            kafka_bootstrap_servers=kafka_settings.kafka_bootstrap_servers,
+            kafka_topic_raw=topic,
+            kafka_topic_dlq=f"{topic}.dlq",
+        ),
+        KafkaBridgeSettings(
+            sink_url="http://process/",
+            group_id=f"test-{uuid.uuid4().hex}",
+            backoff_base_s=0.01,
+            backoff_max_s=0.02,
+            retry_max_elapsed_s=5,
+            request_timeout_s=5,
+        ),
+        session=sink,
+    )
     runner = threading.Thread(target=bridge.run)
     runner.start()
     try:

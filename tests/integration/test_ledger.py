@@ -1,12 +1,13 @@
 """BatchLedger against the real PostgreSQL: the rules the in-memory FakeLedger of the unit tests mirrors."""
+
 import dataclasses
 import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from support.claims import CLAIM
 
 from easysmart.ledger import BatchCounts, BatchLedger, BatchStatus
-from support.claims import CLAIM
 
 
 @pytest.fixture
@@ -15,9 +16,14 @@ def ledger(database) -> BatchLedger:
 
 
 def claim_for(account, received_at: datetime | None = None, sha256: str | None = None):
-    return dataclasses.replace(CLAIM, batch_id=str(uuid.uuid4()), tenant_id=account.tenant_id,
-                               account_id=account.account_id, sha256=sha256 or uuid.uuid4().hex * 2,
-                               received_at=(received_at or datetime.now(timezone.utc)).isoformat())
+    return dataclasses.replace(
+        CLAIM,
+        batch_id=str(uuid.uuid4()),
+        tenant_id=account.tenant_id,
+        account_id=account.account_id,
+        sha256=sha256 or uuid.uuid4().hex * 2,
+        received_at=(received_at or datetime.now(timezone.utc)).isoformat(),
+    )
 
 
 def test_a_batch_goes_accepted_processing_done_and_stays_done(ledger, database, make_account):
@@ -28,14 +34,25 @@ def test_a_batch_goes_accepted_processing_done_and_stays_done(ledger, database, 
         assert ledger.open_for_processing(cursor, claim) == BatchStatus.PROCESSING
     with database.transaction() as cursor:
         assert ledger.lock_for_load(cursor, claim.batch_id) == BatchStatus.PROCESSING
-        ledger.mark_done(cursor, claim.batch_id, 1, BatchCounts(readings=3, stored=2, duplicate=0, skipped=1, rejected=0),
-                         [{"path": "[0].sensor[2]", "reason": "no time", "outcome": "skipped"}], {"no time": 1})
+        ledger.mark_done(
+            cursor,
+            claim.batch_id,
+            1,
+            BatchCounts(readings=3, stored=2, duplicate=0, skipped=1, rejected=0),
+            [{"path": "[0].sensor[2]", "reason": "no time", "outcome": "skipped"}],
+            {"no time": 1},
+        )
     ledger.mark_failed(claim.batch_id, "too late")
     with database.transaction() as cursor:
         assert ledger.open_for_processing(cursor, claim) == BatchStatus.DONE
     done = ledger.status_for_tenant(claim.tenant_id, claim.batch_id)
-    assert (done.status, done.items, done.stored, done.skipped, done.reason_counts) == (BatchStatus.DONE, 1, 2, 1,
-                                                                                        {"no time": 1})
+    assert (done.status, done.items, done.stored, done.skipped, done.reason_counts) == (
+        BatchStatus.DONE,
+        1,
+        2,
+        1,
+        {"no time": 1},
+    )
     assert ledger.counts_of(claim.batch_id) == BatchCounts(readings=3, stored=2, duplicate=0, skipped=1, rejected=0)
 
 

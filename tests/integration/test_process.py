@@ -1,4 +1,5 @@
 """process against the real PostgreSQL and S3 server: parsing modes, idempotency, failures."""
+
 import dataclasses
 import gzip
 import hashlib
@@ -9,14 +10,13 @@ from typing import Callable
 
 import orjson
 import pytest
+from support.samples import recent_sample
 
 from easysmart.config import ProcessSettings, RetentionSettings, UploadLimits
 from easysmart.copywriter import CopyWriter
-from easysmart.db import Database
 from easysmart.errors import DatabaseTimeoutError, UnavailableError
 from easysmart.events import ClaimCheck
 from easysmart.process import BatchFailedError, BatchProcessor
-from support.samples import recent_sample
 
 
 def stage(blobs, account, items, *, sha256: str | None = None, raw: bytes | None = None) -> ClaimCheck:
@@ -25,15 +25,31 @@ def stage(blobs, account, items, *, sha256: str | None = None, raw: bytes | None
     batch_id = str(uuid.uuid4())
     key = f"raw/test/{account.tenant_id}/{batch_id}.json.gz"
     blobs.put(key, io.BytesIO(body), {"tenant-id": account.tenant_id})
-    return ClaimCheck(batch_id, account.tenant_id, account.account_id, account.username, blobs.bucket, key, len(body),
-                      len(text), sha256 or hashlib.sha256(body).hexdigest(), "gzip", None, None, "test",
-                      datetime.now(timezone.utc).isoformat())
+    return ClaimCheck(
+        batch_id,
+        account.tenant_id,
+        account.account_id,
+        account.username,
+        blobs.bucket,
+        key,
+        len(body),
+        len(text),
+        sha256 or hashlib.sha256(body).hexdigest(),
+        "gzip",
+        None,
+        None,
+        "test",
+        datetime.now(timezone.utc).isoformat(),
+    )
 
 
 def rows(database, tenant_id: str) -> list[tuple]:
     with database.transaction() as cursor:
-        cursor.execute("SELECT s.uuid, t.ts, t.value, t.state, t.battery_pct FROM telemetry_data t"
-                       " JOIN sensors s ON s.id = t.sensor_id WHERE s.tenant_id = %s ORDER BY 1, 2", (tenant_id,))
+        cursor.execute(
+            "SELECT s.uuid, t.ts, t.value, t.state, t.battery_pct FROM telemetry_data t"
+            " JOIN sensors s ON s.id = t.sensor_id WHERE s.tenant_id = %s ORDER BY 1, 2",
+            (tenant_id,),
+        )
         return cursor.fetchall()
 
 
@@ -45,8 +61,13 @@ def processor(database, blobs):
 @pytest.fixture
 def streaming_processor(database, blobs):
     # Nothing is parsed in one go, and chunks are tiny, so the streaming path and its chunk flushes run.
-    return BatchProcessor(ProcessSettings(process_parse_in_one_go_bytes=0, process_chunk_readings=7), UploadLimits(),
-                          RetentionSettings(), database, blobs)
+    return BatchProcessor(
+        ProcessSettings(process_parse_in_one_go_bytes=0, process_chunk_readings=7),
+        UploadLimits(),
+        RetentionSettings(),
+        database,
+        blobs,
+    )
 
 
 def test_streamed_and_one_go_parsing_store_the_same_rows(processor, streaming_processor, blobs, database, make_account):
@@ -86,18 +107,29 @@ def test_latest_equipment_and_sensor_settings_win(processor, blobs, database, ma
             reading["sensor_firmware"] = "2.0"
     processor.process(stage(blobs, account, items))
     with database.transaction() as cursor:
-        cursor.execute("SELECT e.name, s.firmware FROM equipment e JOIN sensors s ON s.equipment_id = e.id"
-                       " WHERE e.tenant_id = %s AND s.uuid = %s", (account.tenant_id, sensor_uuid))
+        cursor.execute(
+            "SELECT e.name, s.firmware FROM equipment e JOIN sensors s ON s.equipment_id = e.id"
+            " WHERE e.tenant_id = %s AND s.uuid = %s",
+            (account.tenant_id, sensor_uuid),
+        )
         assert cursor.fetchone() == ("Freezer Renomeado", "2.0")
 
 
-@pytest.mark.parametrize("make_claim, reason", [
-    (lambda blobs, account: stage(blobs, account, [], sha256="0" * 64), "sha256"),
-    (lambda blobs, account: stage(blobs, account, None, raw=b'[{"equip_uuid": "x", "sensor": [1,'), "JSON"),
-    (lambda blobs, account: stage(blobs, account, [{"equip_uuid": "x"}]), "sensor"),
-    (lambda blobs, account: dataclasses.replace(stage(blobs, account, []), key="raw/missing/blob.json.gz"), "does not exist"),
-])
-def test_permanently_bad_batches_are_marked_failed_with_a_reason(processor, blobs, database, make_account, make_claim, reason):
+@pytest.mark.parametrize(
+    "make_claim, reason",
+    [
+        (lambda blobs, account: stage(blobs, account, [], sha256="0" * 64), "sha256"),
+        (lambda blobs, account: stage(blobs, account, None, raw=b'[{"equip_uuid": "x", "sensor": [1,'), "JSON"),
+        (lambda blobs, account: stage(blobs, account, [{"equip_uuid": "x"}]), "sensor"),
+        (
+            lambda blobs, account: dataclasses.replace(stage(blobs, account, []), key="raw/missing/blob.json.gz"),
+            "does not exist",
+        ),
+    ],
+)
+def test_permanently_bad_batches_are_marked_failed_with_a_reason(
+    processor, blobs, database, make_account, make_claim, reason
+):
     account = make_account()
     claim = make_claim(blobs, account)
     with pytest.raises(BatchFailedError, match=reason):
@@ -117,15 +149,18 @@ def reasons_of(database, batch_id: str) -> tuple[dict, list]:
 
 
 @pytest.mark.parametrize("mode", ["one_go", "streamed"])
-def test_readings_that_cannot_be_stored_are_rejected_and_the_rest_commit(mode, processor, streaming_processor, blobs,
-                                                                         database, make_account):
+def test_readings_that_cannot_be_stored_are_rejected_and_the_rest_commit(
+    mode, processor, streaming_processor, blobs, database, make_account
+):
     account = make_account()
     sample = recent_sample("ha-bulk-small.json")[0]
     good = sample["sensor"][:2]
     good[1] = {**good[1], "sensor_nome": "n" * 1000}
-    hostile = [{**sample["sensor"][2], "sensor_telemetria": "a\u0000b"},
-               {**sample["sensor"][3], "sensor_uuid": "u" * 300_000},
-               {**sample["sensor"][4], "sensor_bateria_pct": 1e39}]
+    hostile = [
+        {**sample["sensor"][2], "sensor_telemetria": "a\u0000b"},
+        {**sample["sensor"][3], "sensor_uuid": "u" * 300_000},
+        {**sample["sensor"][4], "sensor_bateria_pct": 1e39},
+    ]
     # The second item's over-long equip_uuid arrives after its readings, as a client may order it.
     late_identity = {"sensor": sample["sensor"][5:8], "equip_uuid": "e" * 200}
     items = [{**sample, "sensor": good + hostile}, late_identity]
@@ -160,13 +195,16 @@ class _FaultyWriter(CopyWriter):
 
 def faulty_processor(database, blobs, fault) -> BatchProcessor:
     writer = type("Writer", (_FaultyWriter,), {"fault": staticmethod(fault)})
-    return BatchProcessor(ProcessSettings(), UploadLimits(), RetentionSettings(), database, blobs, writer_factory=writer)
+    return BatchProcessor(
+        ProcessSettings(), UploadLimits(), RetentionSettings(), database, blobs, writer_factory=writer
+    )
 
 
 def status_of(database, batch_id: str) -> tuple[str, int, str]:
     with database.transaction() as cursor:
-        cursor.execute("SELECT status, unexpected_failures, reasons->0->>'reason' FROM batches WHERE id = %s",
-                       (batch_id,))
+        cursor.execute(
+            "SELECT status, unexpected_failures, reasons->0->>'reason' FROM batches WHERE id = %s", (batch_id,)
+        )
         return cursor.fetchone()
 
 
@@ -197,7 +235,10 @@ def test_an_outage_is_retried_without_counting_toward_the_cap(database, blobs, m
         with pytest.raises(UnavailableError):
             faulty_processor(database, blobs, outage).process(claim)
     assert status_of(database, claim.batch_id)[:2] == ("processing", 0)
-    assert BatchProcessor(ProcessSettings(), UploadLimits(), RetentionSettings(), database, blobs).process(claim).stored == 40
+    assert (
+        BatchProcessor(ProcessSettings(), UploadLimits(), RetentionSettings(), database, blobs).process(claim).stored
+        == 40
+    )
 
 
 def test_a_data_exception_fails_the_batch_at_once(database, blobs, make_account):

@@ -1,4 +1,5 @@
 """A clock tests set, for the services that take one (easysmart.clock): time moves when the test says so."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone

@@ -4,6 +4,7 @@ the database and the COPY writer, for in-process unit tests of ingest and proces
 The fakes that take a journal append what they do to it, so a test can assert the order of
 steps across them (blob stored, claim check published, ledger row written, commit).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -33,7 +34,7 @@ class FakeBlobStore:
         self.reads += 1
         blob = self.blobs[key]
         for start in range(0, len(blob), 1000):
-            yield blob[start:start + 1000]
+            yield blob[start : start + 1000]
 
     def delete(self, key: str) -> None:
         self.blobs.pop(key, None)
@@ -65,8 +66,12 @@ class FakeLedger:
 
     def _insert(self, claim: ClaimCheck, status: BatchStatus) -> None:
         self.rows[claim.batch_id] = {
-            "claim": claim, "received_at": datetime.fromisoformat(claim.received_at), "items": claim.items,
-            "counts": BatchCounts(claim.readings or 0, 0, 0, 0, 0), "reasons": [], "reason_counts": {},
+            "claim": claim,
+            "received_at": datetime.fromisoformat(claim.received_at),
+            "items": claim.items,
+            "counts": BatchCounts(claim.readings or 0, 0, 0, 0, 0),
+            "reasons": [],
+            "reason_counts": {},
             "processed_at": None,
         }
         self._set(claim.batch_id, status)
@@ -79,17 +84,33 @@ class FakeLedger:
     def _record(self, batch_id: str) -> BatchRecord:
         row = self.rows[batch_id]
         counts = row["counts"]
-        return BatchRecord(batch_id, row["status"], row["items"], counts.readings, counts.stored, counts.duplicate,
-                           counts.skipped, counts.rejected, row["reasons"], row["reason_counts"], row["received_at"],
-                           row["processed_at"])
+        return BatchRecord(
+            batch_id,
+            row["status"],
+            row["items"],
+            counts.readings,
+            counts.stored,
+            counts.duplicate,
+            counts.skipped,
+            counts.rejected,
+            row["reasons"],
+            row["reason_counts"],
+            row["received_at"],
+            row["processed_at"],
+        )
 
     def status(self, batch_id: str) -> BatchStatus:
         return self.rows[batch_id]["status"]
 
     def find_identical(self, account_id: str, sha256: str, since: datetime) -> BatchRecord | None:
-        matches = sorted((row["received_at"], batch_id) for batch_id, row in self.rows.items()
-                         if row["claim"].account_id == account_id and row["claim"].sha256 == sha256
-                         and row["received_at"] > since and row["status"] != BatchStatus.FAILED)
+        matches = sorted(
+            (row["received_at"], batch_id)
+            for batch_id, row in self.rows.items()
+            if row["claim"].account_id == account_id
+            and row["claim"].sha256 == sha256
+            and row["received_at"] > since
+            and row["status"] != BatchStatus.FAILED
+        )
         return self._record(matches[0][1]) if matches else None
 
     def record_accepted(self, claim: ClaimCheck) -> None:
@@ -106,19 +127,38 @@ class FakeLedger:
     def lock_for_load(self, cursor: object, batch_id: str) -> BatchStatus:
         return self.status(batch_id)
 
-    def mark_done(self, cursor: object, batch_id: str, items: int, counts: BatchCounts, reasons: list[dict],
-                  reason_counts: dict[str, int]) -> None:
+    def mark_done(
+        self,
+        cursor: object,
+        batch_id: str,
+        items: int,
+        counts: BatchCounts,
+        reasons: list[dict],
+        reason_counts: dict[str, int],
+    ) -> None:
         self.done_on[batch_id] = cursor
-        self._set(batch_id, BatchStatus.DONE, items=items, counts=counts, reasons=reasons, reason_counts=reason_counts,
-                  processed_at=datetime.now())
+        self._set(
+            batch_id,
+            BatchStatus.DONE,
+            items=items,
+            counts=counts,
+            reasons=reasons,
+            reason_counts=reason_counts,
+            processed_at=datetime.now(),
+        )
 
     def counts_of(self, batch_id: str) -> BatchCounts:
         return self.rows[batch_id]["counts"]
 
     def mark_failed(self, batch_id: str, reason: str) -> None:
         if self.status(batch_id) != BatchStatus.DONE:
-            self._set(batch_id, BatchStatus.FAILED, reasons=[{"path": "$", "reason": reason, "outcome": "failed"}],
-                      reason_counts={reason: 1}, processed_at=datetime.now())
+            self._set(
+                batch_id,
+                BatchStatus.FAILED,
+                reasons=[{"path": "$", "reason": reason, "outcome": "failed"}],
+                reason_counts={reason: 1},
+                processed_at=datetime.now(),
+            )
 
     def status_for_tenant(self, tenant_id: str, batch_id: str) -> BatchRecord | None:
         row = self.rows.get(batch_id)

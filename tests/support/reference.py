@@ -1,4 +1,5 @@
 """Reference computations the tests check the database's statistics against."""
+
 from __future__ import annotations
 
 import math

@@ -3,6 +3,7 @@
 Offsets and naive times stay as they are: only the clock time moves, by whole minutes,
 so every reading lands inside the raw-data retention whatever the date of the run.
 """
+
 from __future__ import annotations
 
 import copy

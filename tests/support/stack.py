@@ -1,4 +1,5 @@
 """Helpers for tests against the running local stack (started by `make up` / `make test`)."""
+
 from __future__ import annotations
 
 import gzip
@@ -20,8 +21,9 @@ ESM = str(ROOT / ".venv" / "bin" / "esm")
 
 def stack(action: str, *services: str) -> None:
     """Start or stop services of the local stack (infra/local/stack.sh)."""
-    subprocess.run(["bash", str(ROOT / "infra/local/stack.sh"), action, *services], check=True, cwd=ROOT,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["bash", str(ROOT / "infra/local/stack.sh"), action, *services], check=True, cwd=ROOT, stdout=subprocess.DEVNULL
+    )
 
 
 def esm(*args: str) -> str:
@@ -47,7 +49,17 @@ def new_tenant(timezone: str = "America/Sao_Paulo") -> Tenant:
     suffix = uuid.uuid4().hex[:10]
     tenant = Tenant(f"t-{suffix}", f"dev-{suffix}", f"pw-{suffix}-d", f"usr-{suffix}", f"pw-{suffix}-u")
     esm("tenant", "create", tenant.name, "--timezone", timezone)
-    esm("account", "create", "--tenant", tenant.name, "--kind", "device", tenant.device, "--password", tenant.device_password)
+    esm(
+        "account",
+        "create",
+        "--tenant",
+        tenant.name,
+        "--kind",
+        "device",
+        tenant.device,
+        "--password",
+        tenant.device_password,
+    )
     esm("account", "create", "--tenant", tenant.name, "--kind", "user", tenant.user, "--password", tenant.user_password)
     return tenant
 
@@ -69,8 +81,9 @@ def upload(token: str, items: object, gzip_it: bool = True, timeout: float = 60,
 
 
 def batch(token: str, batch_id: str) -> requests.Response:
-    return requests.get(f"{BASE_URL}/api/v1/telemetry/batches/{batch_id}", headers={"Authorization": f"Bearer {token}"},
-                        timeout=10)
+    return requests.get(
+        f"{BASE_URL}/api/v1/telemetry/batches/{batch_id}", headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
 
 
 def wait_for_batch(token: str, batch_id: str, timeout: float = 60, statuses=("done", "failed")) -> dict:
@@ -101,8 +114,11 @@ def query_one(sql: str, params: tuple = ()) -> tuple | None:
 
 
 def stored_rows(tenant_name: str) -> int:
-    return query_one("SELECT count(*) FROM telemetry_data t JOIN sensors s ON s.id = t.sensor_id"
-                     " JOIN tenants n ON n.id = s.tenant_id WHERE n.name = %s", (tenant_name,))[0]
+    return query_one(
+        "SELECT count(*) FROM telemetry_data t JOIN sensors s ON s.id = t.sensor_id"
+        " JOIN tenants n ON n.id = s.tenant_id WHERE n.name = %s",
+        (tenant_name,),
+    )[0]
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.5, message: str = "condition"):

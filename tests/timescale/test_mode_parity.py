@@ -7,6 +7,7 @@ connection at a time, so its pool has one connection and is closed afterwards). 
 readings go into both, partly after a first refresh (late data); after a refresh of each, every
 statistic of every hourly and daily bucket is compared.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,14 +21,26 @@ import pytest
 from easysmart.aggregates import PlainAggregates, TimescaleAggregates
 from easysmart.analytics import AnalyticsService
 from easysmart.config import AggregateSettings, RetentionSettings
-from easysmart.identity import Principal
 from easysmart.db import Database, migrations_for
+from easysmart.identity import Principal
 from easysmart.retention import RetentionService
 
-TIMESCALE_URL = os.environ.get("TIMESCALE_URL", "postgresql://postgres:postgres@127.0.0.1:55433/postgres?sslmode=disable")
+TIMESCALE_URL = os.environ.get(
+    "TIMESCALE_URL", "postgresql://postgres:postgres@127.0.0.1:55433/postgres?sslmode=disable"
+)
 ZONE = "America/Sao_Paulo"
-STATISTICS = ("avg_value", "min_value", "max_value", "sample_count", "stddev_value", "median_value", "p95_value",
-              "p99_value", "value_count", "value_sum")
+STATISTICS = (
+    "avg_value",
+    "min_value",
+    "max_value",
+    "sample_count",
+    "stddev_value",
+    "median_value",
+    "p95_value",
+    "p99_value",
+    "value_count",
+    "value_sum",
+)
 EQUIPMENT_ID = 1
 # sensor id -> kind: numbers, on/off (1/0 with a state) and a text-state sensor (value NULL)
 SENSORS = {1: "temperature", 2: "door", 3: "status"}
@@ -77,18 +90,25 @@ def insert(db: Database, rows: list[tuple]) -> None:
         for day in sorted({row[2].date() for row in rows}):
             cursor.execute("SELECT esm_ensure_telemetry_partition(%s)", (day,))
         for first in range(0, len(rows), 500):
-            chunk = rows[first:first + 500]
-            cursor.execute("INSERT INTO telemetry_data (sensor_id, equipment_id, ts, value, state) VALUES "
-                           + ", ".join(["(%s, %s, %s, %s, %s)"] * len(chunk)),
-                           [value for row in chunk for value in row])
-        cursor.execute("INSERT INTO aggregate_touched (lo, hi) VALUES (%s, %s)",
-                       (min(row[2] for row in rows), max(row[2] for row in rows)))
+            chunk = rows[first : first + 500]
+            cursor.execute(
+                "INSERT INTO telemetry_data (sensor_id, equipment_id, ts, value, state) VALUES "
+                + ", ".join(["(%s, %s, %s, %s, %s)"] * len(chunk)),
+                [value for row in chunk for value in row],
+            )
+        cursor.execute(
+            "INSERT INTO aggregate_touched (lo, hi) VALUES (%s, %s)",
+            (min(row[2] for row in rows), max(row[2] for row in rows)),
+        )
 
 
 def buckets(db: Database, relation: str, start: datetime, end: datetime) -> dict:
     with db.transaction() as cursor:
-        cursor.execute(f"SELECT bucket, sensor_id, {', '.join(STATISTICS)} FROM {relation}"
-                       " WHERE bucket >= %s AND bucket < %s ORDER BY bucket, sensor_id", (start, end))
+        cursor.execute(
+            f"SELECT bucket, sensor_id, {', '.join(STATISTICS)} FROM {relation}"
+            " WHERE bucket >= %s AND bucket < %s ORDER BY bucket, sensor_id",
+            (start, end),
+        )
         return {(row[0], row[1]): dict(zip(STATISTICS, row[2:])) for row in cursor.fetchall()}
 
 
@@ -107,21 +127,29 @@ def modes():
             raise RuntimeError(f"TimescaleDB (wasm) server not reachable at {TIMESCALE_URL}")
         pytest.skip("TimescaleDB (wasm) server not reachable; start it with: bash infra/timescale/start.sh")
     schema = f"parity_{uuid.uuid4().hex[:10]}"
-    databases = {"postgres": SchemaDatabase(os.environ["DATABASE_URL"], schema, 4, False),
-                 "timescaledb": SchemaDatabase(TIMESCALE_URL, schema, 1, True)}
+    databases = {
+        "postgres": SchemaDatabase(os.environ["DATABASE_URL"], schema, 4, False),
+        "timescaledb": SchemaDatabase(TIMESCALE_URL, schema, 1, True),
+    }
     for mode, db in databases.items():
         with db.transaction() as cursor:
             cursor.execute(f"CREATE SCHEMA {schema}")
             cursor.execute(f"SET search_path = {schema}{', public' if db.timescale else ''}")
             for _, _, sql in migrations_for(mode):
                 cursor.execute(sql)
-            cursor.execute("INSERT INTO tenants (id, name, timezone) VALUES (%s, 'parity', %s)", (uuid.UUID(int=1), ZONE))
-            cursor.execute("INSERT INTO equipment (id, tenant_id, uuid, name) VALUES (%s, %s, 'parity-equipment', 'p')",
-                           (EQUIPMENT_ID, uuid.UUID(int=1)))
+            cursor.execute(
+                "INSERT INTO tenants (id, name, timezone) VALUES (%s, 'parity', %s)", (uuid.UUID(int=1), ZONE)
+            )
+            cursor.execute(
+                "INSERT INTO equipment (id, tenant_id, uuid, name) VALUES (%s, %s, 'parity-equipment', 'p')",
+                (EQUIPMENT_ID, uuid.UUID(int=1)),
+            )
             for sensor_id, kind in SENSORS.items():
-                cursor.execute("INSERT INTO sensors (id, tenant_id, equipment_id, uuid, name, kind)"
-                               " VALUES (%s, %s, %s, %s, %s, %s)",
-                               (sensor_id, uuid.UUID(int=1), EQUIPMENT_ID, f"parity-{sensor_id}", kind, kind))
+                cursor.execute(
+                    "INSERT INTO sensors (id, tenant_id, equipment_id, uuid, name, kind)"
+                    " VALUES (%s, %s, %s, %s, %s, %s)",
+                    (sensor_id, uuid.UUID(int=1), EQUIPMENT_ID, f"parity-{sensor_id}", kind, kind),
+                )
     yield databases
     for db in databases.values():
         with db.transaction() as cursor:
@@ -194,7 +222,9 @@ def test_expiry_drops_old_raw_data_in_both_modes_and_the_aggregates_stay_alike(l
     before = {mode: buckets(db, "telemetry_hourly", start, end) for mode, db in modes.items()}
 
     for mode, db in modes.items():
-        RetentionService(retention, AggregateSettings(), db, blobs=None, backend=backends[mode]).expire(backends[mode], datetime.now(timezone.utc))
+        RetentionService(retention, AggregateSettings(), db, blobs=None, backend=backends[mode]).expire(
+            backends[mode], datetime.now(timezone.utc)
+        )
 
     for mode, db in modes.items():
         with db.transaction() as cursor:

@@ -26,14 +26,11 @@ from contextlib import contextmanager
 from zoneinfo import ZoneInfo
 
 import pytest
-
 from support.reference import percentile_cont
 
 psycopg2 = pytest.importorskip("psycopg2")
 
-URL = os.environ.get(
-    "TIMESCALE_URL", "postgresql://postgres:postgres@127.0.0.1:55433/postgres?sslmode=disable"
-)
+URL = os.environ.get("TIMESCALE_URL", "postgresql://postgres:postgres@127.0.0.1:55433/postgres?sslmode=disable")
 UTC = dt.timezone.utc
 SAO_PAULO = ZoneInfo("America/Sao_Paulo")
 # Fixed, old enough that no policy window relative to now() reaches it by accident.
@@ -57,8 +54,7 @@ if _PROBLEM is not None:
     if os.environ.get("TIMESCALE_REQUIRED") == "1":
         raise RuntimeError(f"TimescaleDB server not reachable at {URL}: {_PROBLEM}")
     pytest.skip(
-        f"TimescaleDB (wasm) server not reachable at {URL} ({_PROBLEM}); "
-        "start it with: bash infra/timescale/start.sh",
+        f"TimescaleDB (wasm) server not reachable at {URL} ({_PROBLEM}); start it with: bash infra/timescale/start.sh",
         allow_module_level=True,
     )
 
@@ -90,8 +86,7 @@ def insert_rows(cur, table: str, rows, chunk: int = 500) -> int:
         part = rows[start : start + chunk]
         values = ",".join(cur.mogrify("(%s,%s,%s)", r).decode() for r in part)
         cur.execute(
-            f"INSERT INTO {table} (sensor_id, ts, value) VALUES {values} "
-            "ON CONFLICT (sensor_id, ts) DO NOTHING"
+            f"INSERT INTO {table} (sensor_id, ts, value) VALUES {values} ON CONFLICT (sensor_id, ts) DO NOTHING"
         )
         inserted += cur.rowcount
     return inserted
@@ -154,10 +149,7 @@ def schema():
                     value double precision,
                     UNIQUE (sensor_id, ts))"""
         )
-        cur.execute(
-            f"SELECT create_hypertable('{name}.telemetry', 'ts', "
-            "chunk_time_interval => interval '1 day')"
-        )
+        cur.execute(f"SELECT create_hypertable('{name}.telemetry', 'ts', chunk_time_interval => interval '1 day')")
         assert insert_rows(cur, f"{name}.telemetry", rows) == len(rows)
         cur.execute(
             f"""CREATE MATERIALIZED VIEW {name}.hourly
@@ -186,9 +178,7 @@ def fetch_aggregate(cur, relation: str, where: str = "TRUE"):
             FROM {relation} WHERE {where} ORDER BY sensor_id, bucket"""
     )
     return {
-        (r[0], r[1]): dict(
-            avg=r[2], min=r[3], max=r[4], n=r[5], sd=r[6], p50=r[7], p95=r[8], p99=r[9]
-        )
+        (r[0], r[1]): dict(avg=r[2], min=r[3], max=r[4], n=r[5], sd=r[6], p50=r[7], p95=r[8], p99=r[9])
         for r in cur.fetchall()
     }
 
@@ -315,8 +305,7 @@ def test_real_time_aggregation_and_late_data_refresh(schema):
 
     with connect() as conn, conn.cursor() as cur:  # put the data back as it was
         cur.execute(
-            f"DELETE FROM {name}.telemetry WHERE (sensor_id = 2 AND ts >= %s) "
-            "OR (sensor_id = 3 AND value = 999.0)",
+            f"DELETE FROM {name}.telemetry WHERE (sensor_id = 2 AND ts >= %s) OR (sensor_id = 3 AND value = 999.0)",
             (fresh_hour,),
         )
         assert cur.rowcount == 5
@@ -346,9 +335,7 @@ def test_percentile_array_and_on_off_share_in_cagg(schema):
         groups[(s, hour_of(ts))].append(v)
     assert set(got) == set(want)
     for key, (p, share) in got.items():
-        assert [round(x, 9) for x in p] == [
-            round(want[key][k], 9) for k in ("p50", "p95", "p99")
-        ]
+        assert [round(x, 9) for x in p] == [round(want[key][k], 9) for k in ("p50", "p95", "p99")]
         vs = groups[key]
         assert close(share, sum(v > 25 for v in vs) / len(vs))
 

@@ -1,12 +1,22 @@
 """Parameter validation and cursors of the analytics API (no database)."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from easysmart.analytics import (PeriodSpans, decode_cursor, encode_cursor, parse_int, parse_limit, parse_period, parse_sensor_type,
-                                 parse_time, parse_window)
+from easysmart.analytics import (
+    PeriodSpans,
+    decode_cursor,
+    encode_cursor,
+    parse_int,
+    parse_limit,
+    parse_period,
+    parse_sensor_type,
+    parse_time,
+    parse_window,
+)
 from easysmart.errors import BadRequestError
 from easysmart.retention import parse_job
 
@@ -32,7 +42,9 @@ def test_times_with_offsets_are_read_in_utc_and_naive_times_as_utc():
 def test_bad_times_and_reversed_windows_name_their_parameter():
     assert parameter_of(lambda: parse_window({"start_date": "yesterday"}, NOW)) == "start_date"
     assert parameter_of(lambda: parse_window({"end_date": "2026-13-45"}, NOW)) == "end_date"
-    assert parameter_of(lambda: parse_window({"start_date": "2026-11-27", "end_date": "2026-11-26"}, NOW)) == "start_date"
+    assert (
+        parameter_of(lambda: parse_window({"start_date": "2026-11-27", "end_date": "2026-11-26"}, NOW)) == "start_date"
+    )
 
 
 def test_auto_period_follows_the_span():
@@ -72,13 +84,16 @@ def test_retention_jobs():
     assert parameter_of(lambda: parse_job("vacuum")) == "job"
 
 
-@pytest.mark.parametrize(("args", "parameter"), [
-    ({"start_date": "9999-12-31T23:00:00Z"}, "start_date"),
-    ({"end_date": "0001-01-01T01:00:00Z"}, "end_date"),
-    ({"start_date": "1999-12-31T23:59:59Z"}, "start_date"),
-    ({"end_date": "2100-01-01T00:00:01Z"}, "end_date"),
-    ({"start_date": "0001-01-01T00:00:00+14:00"}, "start_date"),
-])
+@pytest.mark.parametrize(
+    ("args", "parameter"),
+    [
+        ({"start_date": "9999-12-31T23:00:00Z"}, "start_date"),
+        ({"end_date": "0001-01-01T01:00:00Z"}, "end_date"),
+        ({"start_date": "1999-12-31T23:59:59Z"}, "start_date"),
+        ({"end_date": "2100-01-01T00:00:01Z"}, "end_date"),
+        ({"start_date": "0001-01-01T00:00:00+14:00"}, "start_date"),
+    ],
+)
 def test_times_outside_the_accepted_years_answer_400_naming_the_parameter(args, parameter):
     assert parameter_of(lambda: parse_window(args, NOW)) == parameter
 

@@ -1,4 +1,5 @@
 """JWTs: the claims issued, and every way a token must fail verification (no network)."""
+
 import base64
 import json
 import uuid
@@ -7,12 +8,12 @@ from datetime import datetime, timezone
 
 import jwt
 import pytest
+from support.clock import SetClock
 
 from easysmart.auth import Credentials, refresh_token_from_body
 from easysmart.config import TokenSettings
 from easysmart.errors import BadRequestError, UnauthorizedError
 from easysmart.identity import Principal, TokenService, bearer_principal
-from support.clock import SetClock
 
 SECRET = "unit-test-secret-" + "x" * 48
 SETTINGS = TokenSettings(jwt_secret=SECRET)
@@ -33,8 +34,17 @@ def tokens(clock) -> TokenService:
 
 def _claims(**overrides) -> dict:
     now = int(NOW.timestamp())
-    claims = {"sub": DEVICE.account_id, "tenant": DEVICE.tenant_id, "acct": "device", "type": "access", "iat": now,
-              "exp": now + 600, "jti": uuid.uuid4().hex, "iss": SETTINGS.jwt_issuer, "aud": SETTINGS.jwt_audience}
+    claims = {
+        "sub": DEVICE.account_id,
+        "tenant": DEVICE.tenant_id,
+        "acct": "device",
+        "type": "access",
+        "iat": now,
+        "exp": now + 600,
+        "jti": uuid.uuid4().hex,
+        "iss": SETTINGS.jwt_issuer,
+        "aud": SETTINGS.jwt_audience,
+    }
     claims.update(overrides)
     return {key: value for key, value in claims.items() if value is not None}
 
@@ -62,7 +72,12 @@ def test_issued_tokens_carry_every_claim(tokens):
 
     for claims, kind in ((access, "access"), (refresh, "refresh")):
         assert {"sub", "tenant", "acct", "type", "iat", "exp", "jti", "iss", "aud"} <= set(claims)
-        assert (claims["sub"], claims["tenant"], claims["acct"], claims["type"]) == (USER.account_id, USER.tenant_id, "user", kind)
+        assert (claims["sub"], claims["tenant"], claims["acct"], claims["type"]) == (
+            USER.account_id,
+            USER.tenant_id,
+            "user",
+            kind,
+        )
         assert (claims["iss"], claims["aud"]) == ("easysmart", "easysmart-api")
     assert access["exp"] - access["iat"] == 15 * 60
     assert refresh["exp"] - refresh["iat"] == 7 * 86400
@@ -178,27 +193,33 @@ def test_bearer_principal_reads_the_authorization_header(tokens):
     assert bearer_principal({"authorization": f"bearer  {token} "}, tokens) == DEVICE
 
 
-@pytest.mark.parametrize("headers, message", [
-    ({}, "missing Authorization header"),
-    ({"Authorization": ""}, "missing Authorization header"),
-    ({"Authorization": "Basic dXNlcjpwdw=="}, "must be 'Bearer <access token>'"),
-    ({"Authorization": "Bearer"}, "must be 'Bearer <access token>'"),
-    ({"Authorization": "Bearer   "}, "missing Authorization header|must be 'Bearer"),
-])
+@pytest.mark.parametrize(
+    "headers, message",
+    [
+        ({}, "missing Authorization header"),
+        ({"Authorization": ""}, "missing Authorization header"),
+        ({"Authorization": "Basic dXNlcjpwdw=="}, "must be 'Bearer <access token>'"),
+        ({"Authorization": "Bearer"}, "must be 'Bearer <access token>'"),
+        ({"Authorization": "Bearer   "}, "missing Authorization header|must be 'Bearer"),
+    ],
+)
 def test_bearer_principal_says_what_is_wrong_with_the_header(tokens, headers, message):
     with pytest.raises(UnauthorizedError, match=message):
         bearer_principal(headers, tokens)
 
 
-@pytest.mark.parametrize("body, field, message", [
-    ([], "username", "JSON object"),
-    ({}, "username", "username: required"),
-    ({"username": "a"}, "password", "password: required"),
-    ({"username": 5, "password": "p"}, "username", "username: must be a string, not int"),
-    ({"username": "a", "password": None}, "password", "password: must be a string, not NoneType"),
-    ({"username": "", "password": "p"}, "username", "username: must not be empty"),
-    ({"username": "a", "password": "p" * 1025}, "password", "longer than 1024"),
-])
+@pytest.mark.parametrize(
+    "body, field, message",
+    [
+        ([], "username", "JSON object"),
+        ({}, "username", "username: required"),
+        ({"username": "a"}, "password", "password: required"),
+        ({"username": 5, "password": "p"}, "username", "username: must be a string, not int"),
+        ({"username": "a", "password": None}, "password", "password: must be a string, not NoneType"),
+        ({"username": "", "password": "p"}, "username", "username: must not be empty"),
+        ({"username": "a", "password": "p" * 1025}, "password", "longer than 1024"),
+    ],
+)
 def test_credentials_name_the_bad_field(body, field, message):
     with pytest.raises(BadRequestError, match=message) as raised:
         Credentials.from_body(body)

@@ -1,5 +1,6 @@
 """BatchProcessor in-process, fed by IngestService, with fakes for the object store, the publisher,
 the ledger, the database and the COPY writer."""
+
 import dataclasses
 import gzip
 import hashlib
@@ -7,17 +8,17 @@ import io
 from datetime import datetime, timezone
 
 import pytest
+from support.claims import CLAIM
+from support.fakes import FakeBlobStore, FakeCopyWriter, FakeDatabase, FakeLedger, FakePublisher
+from support.samples import FIXTURES
 
-from easysmart.identity import Principal
+from easysmart.config import ProcessSettings, RateLimits, RetentionSettings, UploadLimits
 from easysmart.errors import UnavailableError
 from easysmart.events import ClaimCheck
+from easysmart.identity import Principal
 from easysmart.ingest import IngestService, UploadRequest
 from easysmart.ledger import BatchStatus
 from easysmart.process import BatchFailedError, BatchProcessor
-from easysmart.config import ProcessSettings, RateLimits, RetentionSettings, UploadLimits
-from support.fakes import FakeBlobStore, FakeCopyWriter, FakeDatabase, FakeLedger, FakePublisher
-from support.claims import CLAIM
-from support.samples import FIXTURES
 
 DEVICE = Principal(account_id=CLAIM.account_id, tenant_id=CLAIM.tenant_id, kind="device", username="freezer-hub")
 # The sample's readings were taken on 2026-11-20 between 08:00 and 08:09, São Paulo time.
@@ -34,10 +35,25 @@ class Stack:
         self.ledger = FakeLedger(self.journal)
         self.db = FakeDatabase(self.journal, {DEVICE.tenant_id: "America/Sao_Paulo"})
         self.writers: list[FakeCopyWriter] = []
-        self.ingest = IngestService(UploadLimits(), RateLimits(), RetentionSettings(), None, self.blobs, self.publisher,
-                                    limiter=None, ledger=self.ledger)
-        self.processor = BatchProcessor(ProcessSettings(**settings), UploadLimits(), RetentionSettings(), self.db,
-                                        self.blobs, ledger=self.ledger, writer_factory=self._new_writer)
+        self.ingest = IngestService(
+            UploadLimits(),
+            RateLimits(),
+            RetentionSettings(),
+            None,
+            self.blobs,
+            self.publisher,
+            limiter=None,
+            ledger=self.ledger,
+        )
+        self.processor = BatchProcessor(
+            ProcessSettings(**settings),
+            UploadLimits(),
+            RetentionSettings(),
+            self.db,
+            self.blobs,
+            ledger=self.ledger,
+            writer_factory=self._new_writer,
+        )
 
     def _new_writer(self, cursor, tenant_id: str) -> FakeCopyWriter:
         self.writers.append(FakeCopyWriter(cursor, tenant_id))
@@ -54,8 +70,11 @@ def stack() -> Stack:
     return Stack()
 
 
-@pytest.mark.parametrize("settings", [{}, {"process_parse_in_one_go_bytes": 0, "process_chunk_readings": 7}],
-                         ids=["parsed in one go", "streamed in chunks"])
+@pytest.mark.parametrize(
+    "settings",
+    [{}, {"process_parse_in_one_go_bytes": 0, "process_chunk_readings": 7}],
+    ids=["parsed in one go", "streamed in chunks"],
+)
 def test_an_accepted_batch_goes_processing_then_done_with_its_counts(settings):
     stack = Stack(**settings)
     claim = stack.upload((FIXTURES / "ha-bulk-small.json").read_bytes())
@@ -85,10 +104,13 @@ def test_a_redelivered_claim_check_is_answered_from_the_ledger_without_reading_t
     assert stack.ledger.history[claim.batch_id][-1] == BatchStatus.DONE
 
 
-@pytest.mark.parametrize("spoil, reason", [
-    (lambda claim: dataclasses.replace(claim, key="raw/missing/blob.json.gz"), "does not exist"),
-    (lambda claim: dataclasses.replace(claim, sha256="0" * 64), "sha256"),
-])
+@pytest.mark.parametrize(
+    "spoil, reason",
+    [
+        (lambda claim: dataclasses.replace(claim, key="raw/missing/blob.json.gz"), "does not exist"),
+        (lambda claim: dataclasses.replace(claim, sha256="0" * 64), "sha256"),
+    ],
+)
 def test_a_permanently_bad_batch_is_marked_failed_with_the_reason(stack, spoil, reason):
     claim = spoil(stack.upload((FIXTURES / "ha-bulk-small.json").read_bytes()))
     with pytest.raises(BatchFailedError, match=reason):
@@ -102,8 +124,13 @@ def test_a_batch_ingest_could_not_record_is_recorded_by_process_and_failed_when_
     text = b'[{"equip_uuid": "x", "sensor": [1,'
     body = gzip.compress(text)
     stack.blobs.put("raw/test/bad.json.gz", io.BytesIO(body), {})
-    claim = dataclasses.replace(CLAIM, key="raw/test/bad.json.gz", size_bytes=len(body), decompressed_bytes=len(text),
-                                sha256=hashlib.sha256(body).hexdigest())
+    claim = dataclasses.replace(
+        CLAIM,
+        key="raw/test/bad.json.gz",
+        size_bytes=len(body),
+        decompressed_bytes=len(text),
+        sha256=hashlib.sha256(body).hexdigest(),
+    )
     with pytest.raises(BatchFailedError, match="JSON"):
         stack.processor.process(claim, now=NOW)
     assert stack.ledger.history[claim.batch_id] == [BatchStatus.PROCESSING, BatchStatus.FAILED]

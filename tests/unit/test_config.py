@@ -1,4 +1,5 @@
 """Settings groups: read from a given environment, malformed values named, and the table `esm config vars` prints."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,17 @@ from pathlib import Path
 import pytest
 
 from easysmart import cli
-from easysmart.config import (ConfigError, DatabaseSettings, KafkaBridgeSettings, LoggingSettings, MigrationSettings,
-                              ProcessSettings, ProxySettings, TokenSettings, variables)
+from easysmart.config import (
+    ConfigError,
+    DatabaseSettings,
+    KafkaBridgeSettings,
+    LoggingSettings,
+    MigrationSettings,
+    ProcessSettings,
+    ProxySettings,
+    TokenSettings,
+    variables,
+)
 from easysmart.errors import EasySmartError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,10 +40,13 @@ def test_a_missing_required_variable_is_named():
         TokenSettings.from_env({})
 
 
-@pytest.mark.parametrize(("name", "raw", "expected"), [
-    ("DB_POOL_MAX", "sixteen", "DB_POOL_MAX must be an integer, got 'sixteen'"),
-    ("DB_POOL_MAX", "1.5", "DB_POOL_MAX must be an integer"),
-])
+@pytest.mark.parametrize(
+    ("name", "raw", "expected"),
+    [
+        ("DB_POOL_MAX", "sixteen", "DB_POOL_MAX must be an integer, got 'sixteen'"),
+        ("DB_POOL_MAX", "1.5", "DB_POOL_MAX must be an integer"),
+    ],
+)
 def test_a_malformed_integer_is_a_config_error_naming_the_variable(name, raw, expected):
     with pytest.raises(ConfigError, match=expected):
         DatabaseSettings.from_env({"DATABASE_URL": "postgresql://x", name: raw})
@@ -99,8 +112,14 @@ def test_config_vars_lists_what_a_function_reads_and_no_more(capsys):
 
     assert process["DATABASE_URL"]["required"] and process["DATABASE_URL"]["secret"]
     assert process["PROCESS_CHUNK_READINGS"] == {
-        "name": "PROCESS_CHUNK_READINGS", "group": "ProcessSettings", "type": "integer", "required": False,
-        "secret": False, "default": "20000", "description": "readings per COPY chunk handed to the database thread"}
+        "name": "PROCESS_CHUNK_READINGS",
+        "group": "ProcessSettings",
+        "type": "integer",
+        "required": False,
+        "secret": False,
+        "default": "20000",
+        "description": "readings per COPY chunk handed to the database thread",
+    }
     assert "WORKERS" in process
     assert not {"JWT_SECRET", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS"} & set(process)
 

@@ -3,11 +3,20 @@ import base64
 import orjson
 import pytest
 from cloudevents.conversion import to_structured
+from support.claims import ACCOUNT_ID, CLAIM, TENANT_ID
 
 from easysmart.bridges.ping_source import ping_headers
-from easysmart.events import (InvalidClaimCheckError, InvalidCloudEventError, cloudevent_from_http, from_cloudevent,
-                              from_http_request, from_kafka, to_cloudevent, to_http, to_kafka)
-from support.claims import ACCOUNT_ID, CLAIM, TENANT_ID
+from easysmart.events import (
+    InvalidClaimCheckError,
+    InvalidCloudEventError,
+    cloudevent_from_http,
+    from_cloudevent,
+    from_http_request,
+    from_kafka,
+    to_cloudevent,
+    to_http,
+    to_kafka,
+)
 
 
 def test_kafka_binary_mode_round_trip_keeps_id_type_source_and_key():
@@ -35,19 +44,34 @@ def _claim_with(**changes: object) -> bytes:
     return orjson.dumps({**orjson.loads(body), **changes})
 
 
-@pytest.mark.parametrize("body", [
-    b"not json", b"[]", b'{"batch_id": "x"}', _claim_with(tenant_id="t-1"), _claim_with(batch_id="'; DROP"),
-    _claim_with(size_bytes=-1), _claim_with(size_bytes=True), _claim_with(key="k" * 2000), _claim_with(key=None),
-    _claim_with(received_at="yesterday"), _claim_with(items="3"),
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"[]",
+        b'{"batch_id": "x"}',
+        _claim_with(tenant_id="t-1"),
+        _claim_with(batch_id="'; DROP"),
+        _claim_with(size_bytes=-1),
+        _claim_with(size_bytes=True),
+        _claim_with(key="k" * 2000),
+        _claim_with(key=None),
+        _claim_with(received_at="yesterday"),
+        _claim_with(items="3"),
+    ],
+)
 def test_invalid_claim_checks_are_400(body):
     with pytest.raises(InvalidClaimCheckError) as caught:
         from_http_request({"Content-Type": "application/json"}, body)
     assert caught.value.status == 400
 
 
-PING = {"ce-specversion": "1.0", "ce-type": "dev.knative.sources.ping", "ce-id": "p-1",
-        "ce-source": "/apis/v1/namespaces/default/pingsources/retention-refresh"}
+PING = {
+    "ce-specversion": "1.0",
+    "ce-type": "dev.knative.sources.ping",
+    "ce-id": "p-1",
+    "ce-source": "/apis/v1/namespaces/default/pingsources/retention-refresh",
+}
 STRUCTURED = {"Content-Type": "application/cloudevents+json; charset=utf-8"}
 
 
@@ -72,12 +96,15 @@ def test_a_binary_mode_event_without_data_has_none(body):
     assert cloudevent_from_http(PING, body).get_data() is None
 
 
-@pytest.mark.parametrize("body, data", [
-    (structured(data={"job": "expire"}), {"job": "expire"}),
-    (structured(data_base64=base64.b64encode(b'{"job": "all"}').decode()), {"job": "all"}),
-    (structured(data=None), None),
-    (structured(), None),
-])
+@pytest.mark.parametrize(
+    "body, data",
+    [
+        (structured(data={"job": "expire"}), {"job": "expire"}),
+        (structured(data_base64=base64.b64encode(b'{"job": "all"}').decode()), {"job": "all"}),
+        (structured(data=None), None),
+        (structured(), None),
+    ],
+)
 def test_a_structured_mode_event_gives_its_data_inline_or_base64(body, data):
     event = cloudevent_from_http(STRUCTURED, body)
     assert event["id"] == "p-1"
@@ -94,13 +121,16 @@ def test_a_request_without_cloudevent_headers_is_not_an_event(headers):
     assert cloudevent_from_http(headers, b'{"job": "refresh"}') is None
 
 
-@pytest.mark.parametrize("headers, body", [
-    ({k: v for k, v in PING.items() if k != "ce-source"}, b""),  # a required attribute missing
-    ({**PING, "ce-specversion": "0.1"}, b""),
-    ({**PING, "Content-Type": "application/json"}, b"not json"),
-    (STRUCTURED, b"not json"),
-    (STRUCTURED, orjson.dumps({"id": "p-1", "data": {}})),
-])
+@pytest.mark.parametrize(
+    "headers, body",
+    [
+        ({k: v for k, v in PING.items() if k != "ce-source"}, b""),  # a required attribute missing
+        ({**PING, "ce-specversion": "0.1"}, b""),
+        ({**PING, "Content-Type": "application/json"}, b"not json"),
+        (STRUCTURED, b"not json"),
+        (STRUCTURED, orjson.dumps({"id": "p-1", "data": {}})),
+    ],
+)
 def test_a_malformed_cloudevent_is_400_saying_so(headers, body):
     with pytest.raises(InvalidCloudEventError) as caught:
         cloudevent_from_http(headers, body)

@@ -1,4 +1,5 @@
 """The detailed health answer is cached, so polling it does not multiply round trips to the backends."""
+
 from easysmart.errors import UnavailableError
 from easysmart.health import HealthChecks
 

@@ -1,17 +1,18 @@
 """IngestService in-process, with fakes for the object store, the publisher and the ledger."""
+
 import gzip
 import io
 
 import pytest
-
-from easysmart.identity import Principal
-from easysmart.messaging import PublishOutcomeUnknownError
-from easysmart.errors import NotFoundError, UnavailableError
-from easysmart.ingest import IngestService, UploadRequest, UploadResult
-from easysmart.ledger import BatchStatus
-from easysmart.config import RateLimits, RetentionSettings, UploadLimits
 from support.fakes import FakeBlobStore, FakeLedger, FakePublisher
 from support.samples import FIXTURES
+
+from easysmart.config import RateLimits, RetentionSettings, UploadLimits
+from easysmart.errors import NotFoundError, UnavailableError
+from easysmart.identity import Principal
+from easysmart.ingest import IngestService, UploadRequest, UploadResult
+from easysmart.ledger import BatchStatus
+from easysmart.messaging import PublishOutcomeUnknownError
 
 DEVICE = Principal(account_id="a-1", tenant_id="t-1", kind="device", username="freezer-hub")
 UPLOAD = (FIXTURES / "ha-bulk-small.json").read_bytes()
@@ -42,8 +43,9 @@ def ledger(journal):
 
 def make_service(blobs, publisher, ledger) -> IngestService:
     # The ledger is the only use ingest has for the database.
-    return IngestService(UploadLimits(), RateLimits(), RetentionSettings(), None, blobs, publisher, limiter=None,
-                         ledger=ledger)
+    return IngestService(
+        UploadLimits(), RateLimits(), RetentionSettings(), None, blobs, publisher, limiter=None, ledger=ledger
+    )
 
 
 def upload(service: IngestService, text: bytes = UPLOAD, gzip_mtime: int = 0) -> UploadResult:
@@ -55,8 +57,11 @@ def test_the_blob_is_stored_before_its_claim_check_is_published_and_the_batch_re
     publisher = FakePublisher(journal)
     result = upload(make_service(blobs, publisher, ledger))
     (claim,) = publisher.claims
-    assert journal == [("blob stored", claim.key), ("claim published", result.batch_id),
-                       ("ledger", result.batch_id, BatchStatus.ACCEPTED)]
+    assert journal == [
+        ("blob stored", claim.key),
+        ("claim published", result.batch_id),
+        ("ledger", result.batch_id, BatchStatus.ACCEPTED),
+    ]
     assert result.body() == {"batch_id": claim.batch_id, "status": "accepted", "received": 1, "readings": 40}
     assert gzip.decompress(blobs.blobs[claim.key]) == UPLOAD
 

@@ -4,16 +4,16 @@ import os
 
 import orjson
 import pytest
-
-from easysmart.errors import BadRequestError, PayloadTooLargeError, UnprocessableError
-from easysmart.compression import BoundedGunzip
-from easysmart.ingest import inspect_window
 from support.samples import FIXTURES
+
+from easysmart.compression import BoundedGunzip
+from easysmart.errors import BadRequestError, PayloadTooLargeError, UnprocessableError
+from easysmart.ingest import inspect_window
 
 
 def inflate(data: bytes, limit: int = 10**9) -> bytes:
     decompressor = BoundedGunzip(limit)
-    out = b"".join(piece for i in range(0, len(data), 1000) for piece in decompressor.feed(data[i:i + 1000]))
+    out = b"".join(piece for i in range(0, len(data), 1000) for piece in decompressor.feed(data[i : i + 1000]))
     decompressor.finish()
     return out
 
@@ -43,7 +43,9 @@ def test_text_that_is_not_json_is_400(complete):
 
 
 def test_a_window_checks_the_items_it_holds():
-    items = [{"equip_uuid": "e", "sensor": [{"sensor_uuid": "s"}] * 50}, {"sensor": []}] + [{"equip_uuid": "f", "sensor": [{}] * 1000}]
+    items = [{"equip_uuid": "e", "sensor": [{"sensor_uuid": "s"}] * 50}, {"sensor": []}] + [
+        {"equip_uuid": "f", "sensor": [{}] * 1000}
+    ]
     data = orjson.dumps(items)
     with pytest.raises(UnprocessableError, match=r"\[1\]"):
         inspect_window(data[:5000], complete=False)
@@ -83,6 +85,6 @@ def test_a_resent_upload_compressed_again_hashes_the_same():
         writer = _BlobWriter(io.BytesIO())
         body = gzip.compress(text, mtime=mtime)
         for i in range(0, len(body), 3):  # the header arrives in pieces
-            writer.write_gzip(body[i:i + 3])
+            writer.write_gzip(body[i : i + 3])
         digests.append(writer.hexdigest())
     assert digests[0] == digests[1]

@@ -2,14 +2,14 @@ import json
 
 import orjson
 import pytest
+from support.samples import FIXTURES
 
 from easysmart.errors import BadRequestError
 from easysmart.jsonstream import MalformedJsonError, WindowExhausted, events_from_items, iter_upload_text, text_reader
-from support.samples import FIXTURES
 
 
 def chunked(data: bytes, size: int) -> list[bytes]:
-    return [data[i:i + size] for i in range(0, len(data), size)]
+    return [data[i : i + size] for i in range(0, len(data), size)]
 
 
 @pytest.mark.parametrize("name", ["ha-bulk-small.json", "ha-bulk-mixed.json", "ha-bulk-legacy.json"])
@@ -21,8 +21,9 @@ def test_streamed_events_equal_events_of_the_parsed_upload(name, chunk_size):
 
 
 def test_multibyte_characters_split_across_chunks_survive():
-    data = json.dumps([{"equip_uuid": "e", "equip_nome": "Câmara Fria São João", "sensor": [{"a": "°C"}]}],
-                      ensure_ascii=False).encode()
+    data = json.dumps(
+        [{"equip_uuid": "e", "equip_nome": "Câmara Fria São João", "sensor": [{"a": "°C"}]}], ensure_ascii=False
+    ).encode()
     events = list(iter_upload_text(text_reader(chunked(data, 1))))
     assert ("field", 0, ("equip_nome", "Câmara Fria São João")) in events
 
@@ -35,15 +36,18 @@ def test_numbers_cut_by_a_chunk_boundary_are_read_whole():
         assert ("field", 0, ("n", 987654321)) in events
 
 
-@pytest.mark.parametrize("text, where", [
-    (b'{"a": 1}', "expected '['"),
-    (b'[{"a": 1}', "end of input"),
-    (b'[{"a": 1}] trailing', "after the array"),
-    (b'[{"a": NaN}]', "NaN"),
-    (b'[{"a": }]', "invalid JSON"),
-    (b'[{"sensor": [1, 2,]}]', "invalid JSON"),
-    (b'[{"a": "\xff"}]', "UTF-8"),
-])
+@pytest.mark.parametrize(
+    "text, where",
+    [
+        (b'{"a": 1}', "expected '['"),
+        (b'[{"a": 1}', "end of input"),
+        (b'[{"a": 1}] trailing', "after the array"),
+        (b'[{"a": NaN}]', "NaN"),
+        (b'[{"a": }]', "invalid JSON"),
+        (b'[{"sensor": [1, 2,]}]', "invalid JSON"),
+        (b'[{"a": "\xff"}]', "UTF-8"),
+    ],
+)
 def test_malformed_uploads_say_what_and_where(text, where):
     with pytest.raises(MalformedJsonError) as caught:
         list(iter_upload_text(text_reader([text])))

@@ -2,12 +2,12 @@ from collections import namedtuple
 
 import pytest
 import requests
+from support.claims import CLAIM
+from support.clock import SetClock
 
 from easysmart.bridges.kafka_source import KafkaSourceBridge, backoff_delay, is_retriable
 from easysmart.config import KafkaBridgeSettings, KafkaSettings
 from easysmart.events import to_kafka
-from support.claims import CLAIM
-from support.clock import SetClock
 
 Record = namedtuple("Record", "topic partition offset key value headers")
 
@@ -35,11 +35,21 @@ class FakeSession:
 
 
 def bridge(statuses, max_elapsed=5.0, post_takes_s=0.0) -> KafkaSourceBridge:
-    settings = KafkaBridgeSettings(sink_url="http://process/", group_id="g", backoff_base_s=0.001, backoff_max_s=0.002,
-                                   retry_max_elapsed_s=max_elapsed, request_timeout_s=1)
+    settings = KafkaBridgeSettings(
+        sink_url="http://process/",
+        group_id="g",
+        backoff_base_s=0.001,
+        backoff_max_s=0.002,
+        retry_max_elapsed_s=max_elapsed,
+        request_timeout_s=1,
+    )
     clock = SetClock()
-    return KafkaSourceBridge(KafkaSettings(kafka_bootstrap_servers="k:1"), settings, FakeSession(statuses, clock, post_takes_s),
-                             monotonic=clock.monotonic)
+    return KafkaSourceBridge(
+        KafkaSettings(kafka_bootstrap_servers="k:1"),
+        settings,
+        FakeSession(statuses, clock, post_takes_s),
+        monotonic=clock.monotonic,
+    )
 
 
 def record(offset=0) -> Record:
@@ -47,8 +57,21 @@ def record(offset=0) -> Record:
     return Record("telemetry.raw", 0, offset, message.key.encode(), message.value, list(message.headers.items()))
 
 
-@pytest.mark.parametrize("status, retried", [(500, True), (503, True), (429, True), (408, True), (409, True), (404, True),
-                                             (None, True), (400, False), (401, False), (422, False)])
+@pytest.mark.parametrize(
+    "status, retried",
+    [
+        (500, True),
+        (503, True),
+        (429, True),
+        (408, True),
+        (409, True),
+        (404, True),
+        (None, True),
+        (400, False),
+        (401, False),
+        (422, False),
+    ],
+)
 def test_retriable_answers_follow_knative_delivery(status, retried):
     assert is_retriable(status) is retried
 
@@ -62,7 +85,11 @@ def test_a_binary_mode_cloudevent_keeps_the_producer_id_type_and_source():
     b = bridge([200])
     assert b.deliver(record()).delivered
     headers = b.session.posts[0]
-    assert (headers["ce-id"], headers["ce-type"], headers["ce-source"]) == (CLAIM.batch_id, "com.easysmart.telemetry.batch.received.v1", "/easysmart/ingest")
+    assert (headers["ce-id"], headers["ce-type"], headers["ce-source"]) == (
+        CLAIM.batch_id,
+        "com.easysmart.telemetry.batch.received.v1",
+        "/easysmart/ingest",
+    )
 
 
 def test_transient_failures_are_retried_until_success():

@@ -1,4 +1,5 @@
 """/metrics sums every gunicorn worker's counts (prometheus_client multiprocess mode)."""
+
 import os
 import subprocess
 import sys

@@ -1,4 +1,5 @@
 """Password hashes: scrypt with a random salt and its parameters stored in the hash."""
+
 import base64
 import hashlib
 
@@ -43,8 +44,15 @@ def test_a_hash_made_with_other_parameters_still_verifies():
 
 
 def test_malformed_or_foreign_hashes_never_match():
-    for stored in ("", "plain-text", "bcrypt$2b$12$abc", "scrypt$x$8$1$AAAA$AAAA", "scrypt$16384$8$1$!!!$AAAA",
-                   "scrypt$16385$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAA", "md5$1$2$3$4$5"):
+    for stored in (
+        "",
+        "plain-text",
+        "bcrypt$2b$12$abc",
+        "scrypt$x$8$1$AAAA$AAAA",
+        "scrypt$16384$8$1$!!!$AAAA",
+        "scrypt$16385$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAA",
+        "md5$1$2$3$4$5",
+    ):
         assert not verify_password("anything", stored), stored
 
 

@@ -2,8 +2,17 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from easysmart.payload import (FieldLimits, ReadingNormaliser, ReadingRejected, canonical_kind, equipment_info,
-                               identity_problem, parse_number, sensor_info, structure_violations)
+from easysmart.payload import (
+    FieldLimits,
+    ReadingNormaliser,
+    ReadingRejected,
+    canonical_kind,
+    equipment_info,
+    identity_problem,
+    parse_number,
+    sensor_info,
+    structure_violations,
+)
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
 
@@ -13,24 +22,53 @@ def normaliser(zone: str = "America/Sao_Paulo") -> ReadingNormaliser:
 
 
 def reading(**overrides) -> dict:
-    base = {"sensor_uuid": "s-1", "sensor_tipo": "temperature", "sensor_telemetria": "-18.5",
-            "sensor_datahora_coleta": "2026-11-20T08:00:00.000000"}
+    base = {
+        "sensor_uuid": "s-1",
+        "sensor_tipo": "temperature",
+        "sensor_telemetria": "-18.5",
+        "sensor_datahora_coleta": "2026-11-20T08:00:00.000000",
+    }
     base.update(overrides)
     return base
 
 
-@pytest.mark.parametrize("raw, kind", [
-    ("temperature", "temperature"), ("temperatura", "temperature"), ("umidade", "humidity"),
-    ("energia", "power"), ("tensao", "voltage"), ("corrente", "current"), ("porta", "door"),
-    ("opening", "door"), ("window", "door"), ("sirene", "siren"), ("botao", "button"), ("Status", "status"),
-    ("signal_strength", "signal_strength"), ("", None), (None, None),
-])
+@pytest.mark.parametrize(
+    "raw, kind",
+    [
+        ("temperature", "temperature"),
+        ("temperatura", "temperature"),
+        ("umidade", "humidity"),
+        ("energia", "power"),
+        ("tensao", "voltage"),
+        ("corrente", "current"),
+        ("porta", "door"),
+        ("opening", "door"),
+        ("window", "door"),
+        ("sirene", "siren"),
+        ("botao", "button"),
+        ("Status", "status"),
+        ("signal_strength", "signal_strength"),
+        ("", None),
+        (None, None),
+    ],
+)
 def test_both_vocabularies_map_to_canonical_kinds(raw, kind):
     assert canonical_kind(raw) == kind
 
 
-@pytest.mark.parametrize("text, number", [("-18.5", -18.5), ("23,5", 23.5), ("7", 7.0), (" 1e3 ", 1000.0),
-                                          ("1,234.5", None), ("NaN", None), ("inf", None), ("abc", None)])
+@pytest.mark.parametrize(
+    "text, number",
+    [
+        ("-18.5", -18.5),
+        ("23,5", 23.5),
+        ("7", 7.0),
+        (" 1e3 ", 1000.0),
+        ("1,234.5", None),
+        ("NaN", None),
+        ("inf", None),
+        ("abc", None),
+    ],
+)
 def test_numbers_with_dot_or_comma_decimals(text, number):
     assert parse_number(text) == number
 
@@ -47,9 +85,18 @@ def test_aware_times_are_converted_to_utc():
     assert result.ts == datetime(2026, 11, 20, 8, 0, tzinfo=timezone.utc)
 
 
-@pytest.mark.parametrize("state, value, text", [("on", 1.0, "on"), ("off", 0.0, "off"), ("open", 1.0, "on"),
-                                                ("closed", 0.0, "off"), ("true", 1.0, "on"), ("idle", None, "idle"),
-                                                ("2026-11-20T08:00:00+00:00", None, "2026-11-20T08:00:00+00:00")])
+@pytest.mark.parametrize(
+    "state, value, text",
+    [
+        ("on", 1.0, "on"),
+        ("off", 0.0, "off"),
+        ("open", 1.0, "on"),
+        ("closed", 0.0, "off"),
+        ("true", 1.0, "on"),
+        ("idle", None, "idle"),
+        ("2026-11-20T08:00:00+00:00", None, "2026-11-20T08:00:00+00:00"),
+    ],
+)
 def test_states(state, value, text):
     result = normaliser().normalise(reading(sensor_telemetria=state))
     assert (result.value, result.state) == (value, text)
@@ -62,16 +109,19 @@ def test_unknown_and_unavailable_are_skipped(state):
     assert caught.value.skipped
 
 
-@pytest.mark.parametrize("overrides, reason", [
-    ({"sensor_telemetria": "NaN"}, "not a finite number"),
-    ({"sensor_telemetria": "-Infinity"}, "not a finite number"),
-    ({"sensor_telemetria": "1e999"}, "not a finite number"),
-    ({"sensor_datahora_coleta": "2026-13-45T99:99"}, "not an ISO-8601 time"),
-    ({"sensor_datahora_coleta": None}, "missing"),
-    ({"sensor_datahora_coleta": "2026-11-22T12:00:00Z"}, "more than 24 hours in the future"),
-    ({"sensor_datahora_coleta": "2026-10-01T12:00:00Z"}, "older than the raw-data retention"),
-    ({"sensor_uuid": ""}, "sensor_uuid"),
-])
+@pytest.mark.parametrize(
+    "overrides, reason",
+    [
+        ({"sensor_telemetria": "NaN"}, "not a finite number"),
+        ({"sensor_telemetria": "-Infinity"}, "not a finite number"),
+        ({"sensor_telemetria": "1e999"}, "not a finite number"),
+        ({"sensor_datahora_coleta": "2026-13-45T99:99"}, "not an ISO-8601 time"),
+        ({"sensor_datahora_coleta": None}, "missing"),
+        ({"sensor_datahora_coleta": "2026-11-22T12:00:00Z"}, "more than 24 hours in the future"),
+        ({"sensor_datahora_coleta": "2026-10-01T12:00:00Z"}, "older than the raw-data retention"),
+        ({"sensor_uuid": ""}, "sensor_uuid"),
+    ],
+)
 def test_bad_readings_are_rejected_with_their_reason(overrides, reason):
     with pytest.raises(ReadingRejected) as caught:
         normaliser().normalise(reading(**overrides))
@@ -80,15 +130,30 @@ def test_bad_readings_are_rejected_with_their_reason(overrides, reason):
 
 
 def test_legacy_fields_are_accepted():
-    legacy = {"sensor_uuid": "s-2", "tipo": "temperatura", "valor": 4.2, "status": None, "timestamp": "2026-11-20T10:00:00Z"}
+    legacy = {
+        "sensor_uuid": "s-2",
+        "tipo": "temperatura",
+        "valor": 4.2,
+        "status": None,
+        "timestamp": "2026-11-20T10:00:00Z",
+    }
     result = normaliser().normalise(legacy)
     sensor = sensor_info(legacy, result.sensor_uuid)
-    assert (result.value, result.ts, sensor.kind) == (4.2, datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc), "temperature")
+    assert (result.value, result.ts, sensor.kind) == (
+        4.2,
+        datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc),
+        "temperature",
+    )
 
 
 def test_extras_are_kept():
-    raw = reading(sensor_bateria_pct=91.0, sensor_sinal_rssi=-58, sensor_potencia="12,5", sensor_fabricante="Aqara",
-                  sensor_via_hub=True)
+    raw = reading(
+        sensor_bateria_pct=91.0,
+        sensor_sinal_rssi=-58,
+        sensor_potencia="12,5",
+        sensor_fabricante="Aqara",
+        sensor_via_hub=True,
+    )
     result = normaliser().normalise(raw)
     sensor = sensor_info(raw, result.sensor_uuid)
     assert result.extras == (91.0, None, -58.0, None, None, None, 12.5)
@@ -113,7 +178,9 @@ def test_one_normaliser_gives_every_reading_its_own_answer_whatever_came_before(
         with pytest.raises(ReadingRejected) as old_legacy:
             norm.normalise({"sensor_uuid": "s-2", "valor": "1", "timestamp": "2026-09-01T08:00:00"})
         assert old_legacy.value.reason.startswith("timestamp: older than the raw-data retention")
-    extras = norm.normalise(reading(sensor_bateria_pct=float("inf"), sensor_sinal_lqi=-80.5, sensor_sinal_rssi=-80.5)).extras
+    extras = norm.normalise(
+        reading(sensor_bateria_pct=float("inf"), sensor_sinal_lqi=-80.5, sensor_sinal_rssi=-80.5)
+    ).extras
     assert extras[:3] == (None, -80.5, -80.5)
 
 
@@ -126,7 +193,9 @@ def test_an_extra_a_real_column_cannot_hold_rejects_the_reading(extra):
 
 
 def test_extras_at_the_edges_of_a_real_are_kept():
-    extras = normaliser().normalise(reading(sensor_bateria_pct=3.4e38, sensor_sinal_lqi=1e-40, sensor_sinal_rssi=0.0)).extras
+    extras = (
+        normaliser().normalise(reading(sensor_bateria_pct=3.4e38, sensor_sinal_lqi=1e-40, sensor_sinal_rssi=0.0)).extras
+    )
     assert extras[:3] == (3.4e38, 1e-40, 0.0)
 
 
@@ -135,7 +204,10 @@ def test_a_state_postgresql_text_cannot_hold_rejects_the_reading(state):
     raw = reading(sensor_telemetria=state)
     with pytest.raises(ReadingRejected) as rejected:
         normaliser().normalise(raw)
-    assert rejected.value.reason == "sensor_telemetria: holds characters that cannot be stored (NUL or an unpaired surrogate)"
+    assert (
+        rejected.value.reason
+        == "sensor_telemetria: holds characters that cannot be stored (NUL or an unpaired surrogate)"
+    )
 
 
 def test_state_text_longer_than_its_bound_rejects_the_reading():
@@ -145,10 +217,13 @@ def test_state_text_longer_than_its_bound_rejects_the_reading():
         norm.normalise(reading(sensor_telemetria="defrosting"))
 
 
-@pytest.mark.parametrize(("sensor_uuid", "reason"), [
-    ("s" * 129, "sensor_uuid: longer than 128 characters"),
-    ("s\u0000", "sensor_uuid: holds characters that cannot be stored (NUL or an unpaired surrogate)"),
-])
+@pytest.mark.parametrize(
+    ("sensor_uuid", "reason"),
+    [
+        ("s" * 129, "sensor_uuid: longer than 128 characters"),
+        ("s\u0000", "sensor_uuid: holds characters that cannot be stored (NUL or an unpaired surrogate)"),
+    ],
+)
 def test_a_sensor_uuid_that_cannot_be_stored_rejects_the_reading_and_is_never_cut(sensor_uuid, reason):
     norm = normaliser()
     for _ in range(2):  # the answer is remembered per uuid, and stays the same
@@ -163,9 +238,11 @@ def test_long_or_unstorable_descriptions_are_cut_and_each_cut_is_noted():
     raw = reading(sensor_nome="n" * 300, sensor_unidade="°C\x00", sensor_modelo="m" * 256, sensor_id_hardware="h" * 200)
     info = sensor_info(raw, "s-1", on_cut=cuts.append)
     assert info.name == "n" * 256 and info.unit == "°C" and info.model == "m" * 256 and info.hardware_id is None
-    assert sorted(cuts) == ["sensor_id_hardware: longer than 128 characters or not storable; left out",
-                            "sensor_nome: cut to 256 characters",
-                            "sensor_unidade: characters that cannot be stored were removed"]
+    assert sorted(cuts) == [
+        "sensor_id_hardware: longer than 128 characters or not storable; left out",
+        "sensor_nome: cut to 256 characters",
+        "sensor_unidade: characters that cannot be stored were removed",
+    ]
     equipment = equipment_info({"equip_uuid": "e", "equip_local": "l" * 257}, on_cut=cuts.append)
     assert equipment.location == "l" * 256 and cuts[-1] == "equip_local: cut to 256 characters"
 
@@ -176,9 +253,22 @@ def test_identity_problem_names_the_field():
 
 
 def test_equipment_fields_including_the_wire_spelling_of_siren_time():
-    info = equipment_info({"equip_uuid": " e-1 ", "equip_nome": "Freezer", "equip_sirene_ativa": "NÃO",
-                           "equip_sirete_tempo": 120, "equip_intervalo_coleta": "60"})
-    assert (info.uuid, info.name, info.siren_active, info.siren_time_s, info.collect_interval_s) == ("e-1", "Freezer", False, 120, 60)
+    info = equipment_info(
+        {
+            "equip_uuid": " e-1 ",
+            "equip_nome": "Freezer",
+            "equip_sirene_ativa": "NÃO",
+            "equip_sirete_tempo": 120,
+            "equip_intervalo_coleta": "60",
+        }
+    )
+    assert (info.uuid, info.name, info.siren_active, info.siren_time_s, info.collect_interval_s) == (
+        "e-1",
+        "Freezer",
+        False,
+        120,
+        60,
+    )
 
 
 def test_structure_violations_name_their_paths():

@@ -1,4 +1,5 @@
 """The ping-source bridge's cron matcher and its CloudEvent headers."""
+
 from __future__ import annotations
 
 from datetime import datetime, timezone
