@@ -92,34 +92,9 @@ def _row_of(cursor: psycopg2.extensions.cursor, batch_id: str) -> tuple:
 
 
 def _record(row: tuple) -> BatchRecord:
-    (
-        batch_id,
-        status,
-        items,
-        readings,
-        stored,
-        duplicate,
-        skipped,
-        rejected,
-        reasons,
-        reason_counts,
-        received_at,
-        processed_at,
-    ) = row
-    return BatchRecord(
-        str(batch_id),
-        BatchStatus(status),
-        items,
-        readings,
-        stored,
-        duplicate,
-        skipped,
-        rejected,
-        reasons,
-        reason_counts,
-        received_at,
-        processed_at,
-    )
+    # The row's columns are _RECORD_COLUMNS, in BatchRecord's order.
+    batch_id, status, *rest = row
+    return BatchRecord(str(batch_id), BatchStatus(status), *rest)
 
 
 class BatchLedger:
