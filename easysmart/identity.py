@@ -39,7 +39,7 @@ class Principal:
 
 MIN_SECRET_BYTES = 32
 # Example values published with the repository: never accepted as a real secret.
-PUBLISHED_SECRETS = frozenset({"change-me-to-32-random-bytes", "change-me-to-at-least-32-random-bytes-please"})
+PUBLISHED_SECRETS = frozenset({"change-me-to-at-least-32-random-bytes-please"})  # .env.example
 
 
 class TokenService:

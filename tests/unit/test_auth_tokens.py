@@ -11,7 +11,7 @@ import pytest
 from support.clock import SetClock
 
 from easysmart.auth import Credentials, refresh_token_from_body
-from easysmart.config import TokenSettings
+from easysmart.config import ConfigError, TokenSettings
 from easysmart.errors import BadRequestError, UnauthorizedError
 from easysmart.identity import Principal, TokenService, bearer_principal
 
@@ -232,3 +232,12 @@ def test_the_refresh_body_needs_a_refresh_token():
     assert refresh_token_from_body({"refresh_token": "t"}) == "t"
     with pytest.raises(BadRequestError, match="refresh_token: required"):
         refresh_token_from_body({"token": "t"})
+
+
+@pytest.mark.parametrize(
+    ("secret", "message"),
+    [("x" * 31, "at least 32 bytes"), ("change-me-to-at-least-32-random-bytes-please", "published example")],
+)
+def test_a_short_or_published_jwt_secret_refuses_to_start(secret, message):
+    with pytest.raises(ConfigError, match=message):
+        TokenService(TokenSettings(jwt_secret=secret))
