@@ -93,8 +93,10 @@ def main() -> None:
 
     if args.bare_copy:
         with db.connection() as conn, conn.cursor() as cursor:
-            columns = "sensor_id, equipment_id, ts, value, state, battery_pct, lqi, rssi,"
-            " battery_voltage, voltage, current, power"
+            columns = (
+                "sensor_id, equipment_id, ts, value, state, battery_pct, lqi, rssi,"
+                " battery_voltage, voltage, current, power"
+            )
             rows = io.BytesIO()
             cursor.copy_expert(
                 f"COPY (SELECT {columns} FROM telemetry_data t WHERE t.sensor_id IN"
