@@ -261,6 +261,26 @@ class TenantSettings(Group):
     )
 
 
+@settings_group
+class ClaimSigningSettings(Group):
+    claim_signing_key: str = env(
+        "CLAIM_SIGNING_KEY",
+        "HMAC-SHA256 key (at least 32 bytes) ingest signs claim checks with and process verifies them with"
+        " (the local stack generates one into .local/secrets)",
+        secret=True,
+    )
+    claim_signing_key_id: str = env(
+        "CLAIM_SIGNING_KEY_ID", "id of CLAIM_SIGNING_KEY, carried in each claim check; give a new key a new id", "k1"
+    )
+    claim_signing_retired_keys: tuple[str, ...] = env(
+        "CLAIM_SIGNING_RETIRED_KEYS",
+        "replaced keys process still accepts, as id:key pairs; keep each at least as long as the dead-letter topic"
+        " keeps records (30 days) after its replacement, so a replay verifies",
+        (),
+        secret=True,
+    )
+
+
 # --- Uploads and their processing -----------------------------------------------------------------
 
 

@@ -61,6 +61,9 @@ class ClaimCheck:
     request_id: str
     received_at: str
     traceparent: str | None = None
+    # Set by ingest (easysmart.claimsig), checked by process: which key signed the fields above, and the HMAC.
+    signing_key_id: str | None = None
+    signature: str | None = None
 
     @property
     def partition_key(self) -> str:
@@ -96,6 +99,8 @@ class ClaimCheck:
             "request_id",
             "received_at",
             "traceparent",
+            "signing_key_id",
+            "signature",
             *_UUID_FIELDS,
         ):
             value = values[name]

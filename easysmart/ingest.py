@@ -19,6 +19,7 @@ from typing import IO, BinaryIO, Iterable
 
 import orjson
 
+from easysmart.claimsig import ClaimKeyring, blob_metadata
 from easysmart.compression import BoundedGunzip
 from easysmart.config import RateLimits, RetentionSettings, UploadLimits
 from easysmart.db import Database
@@ -176,6 +177,8 @@ class IngestService:
         publisher: ClaimCheckPublisher,
         limiter: RateLimiter,
         ledger: BatchLedger | None = None,
+        *,
+        keyring: ClaimKeyring,
     ) -> None:
         self.settings = settings
         self.rate_limits = rate_limits
@@ -184,6 +187,7 @@ class IngestService:
         self.publisher = publisher
         self.limiter = limiter
         self.ledger = ledger or BatchLedger(db)
+        self.keyring = keyring
 
     def rate_limit(self, principal: Principal, client_addr: str) -> dict[str, str]:
         return self.limiter.check(
@@ -212,7 +216,7 @@ class IngestService:
             batch_id = str(uuid.uuid4())
             batch_id_var.set(batch_id)
             key = f"raw/{received_at:%Y/%m/%d}/{request.principal.tenant_id}/{batch_id}.json.gz"
-            claim = ClaimCheck(
+            unsigned = ClaimCheck(
                 batch_id=batch_id,
                 tenant_id=request.principal.tenant_id,
                 account_id=request.principal.account_id,
@@ -228,18 +232,10 @@ class IngestService:
                 request_id=request.request_id,
                 received_at=received_at.isoformat(),
             )
+            claim = self.keyring.sign(unsigned)
             spool.seek(0)
-            self.blobs.put(
-                key,
-                spool,
-                {
-                    "tenant-id": claim.tenant_id,
-                    "account-id": claim.account_id,
-                    "request-id": claim.request_id,
-                    "sha256": digest,
-                    "batch-id": batch_id,
-                },
-            )
+            # Process holds the blob's tenant, account, batch and sha256 to the claim check's.
+            self.blobs.put(key, spool, {**blob_metadata(claim), "request-id": claim.request_id})
         try:
             self.publisher.publish(claim)
         except PublishOutcomeUnknownError:

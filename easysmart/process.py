@@ -20,6 +20,7 @@ import psycopg2
 import psycopg2.extensions
 
 from easysmart.batchbuilder import BatchBuilder
+from easysmart.claimsig import ClaimKeyring, ClaimNotAuthenticError, blob_metadata
 from easysmart.compression import CorruptGzipError, gunzip_chunks
 from easysmart.config import ProcessSettings, RetentionSettings, UploadLimits
 from easysmart.copywriter import CopyWriter, create_staging_table
@@ -36,7 +37,7 @@ from easysmart.jsonstream import MalformedJsonError, events_from_items, iter_upl
 from easysmart.ledger import BatchCounts, BatchLedger, BatchStatus
 from easysmart.observability import READINGS, batch_id_var, tenant_id_var
 from easysmart.payload import ReadingNormaliser
-from easysmart.storage import BlobMissingError, BlobStore
+from easysmart.storage import BlobMetadataMismatchError, BlobMissingError, BlobStore
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +121,8 @@ class BatchProcessor:
         ledger: BatchLedger | None = None,
         writer_factory: WriterFactory = CopyWriter,
         max_unexpected_failures: int = MAX_UNEXPECTED_FAILURES,
+        *,
+        keyring: ClaimKeyring,
     ) -> None:
         self.settings = settings
         self.limits = limits
@@ -129,12 +132,14 @@ class BatchProcessor:
         self.ledger = ledger or BatchLedger(db)
         self.writer_factory = writer_factory
         self.max_unexpected_failures = max_unexpected_failures
+        self.keyring = keyring
         self.memory = MemoryBudget(settings.process_max_memory_bytes)
         self._partition_days: set = set()
 
     def process(self, claim: ClaimCheck, now: datetime | None = None) -> ProcessResult:
         batch_id_var.set(claim.batch_id)
         tenant_id_var.set(claim.tenant_id)
+        self._authenticate(claim)
         now = now or datetime.now(timezone.utc)
         zone, status = self._open(claim)
         if status == BatchStatus.DONE:
@@ -160,11 +165,27 @@ class BatchProcessor:
         logger.info("batch processed", extra={k: v for k, v in result.body().items() if k != "batch_id"})
         return result
 
+    def _authenticate(self, claim: ClaimCheck) -> None:
+        """Before anything is written: a claim check ingest did not sign leaves no trace but a log line."""
+        try:
+            self.keyring.verify(claim)
+        except ClaimNotAuthenticError as error:
+            logger.warning("claim check refused", extra={"reason": error.message})
+            raise
+
     def _permanent_reason(self, claim: ClaimCheck, error: Exception) -> str | None:
         """Why the batch fails for good, or None when the source should retry it (an outage, or an
         unexpected error below the cap). Unexpected errors are counted in the ledger; outages are not."""
         if isinstance(
-            error, (BlobMissingError, BatchFailedError, CorruptGzipError, PayloadTooLargeError, MalformedJsonError)
+            error,
+            (
+                BlobMissingError,
+                BlobMetadataMismatchError,
+                BatchFailedError,
+                CorruptGzipError,
+                PayloadTooLargeError,
+                MalformedJsonError,
+            ),
         ):
             return error.message if isinstance(error, EasySmartError) else str(error)
         sqlstate = (error.pgcode or "") if isinstance(error, psycopg2.Error) else ""
@@ -220,7 +241,7 @@ class BatchProcessor:
     def _events(self, claim: ClaimCheck, digest) -> tuple[Iterator, Callable[[], None]]:
         """Upload events, parsed in one go when memory allows, else streamed; and a release()."""
         limit = self.limits.ingest_max_decompressed_bytes
-        texts = gunzip_chunks(_hashed(self.blobs.iter_chunks(claim.key), digest), limit)
+        texts = gunzip_chunks(_hashed(self.blobs.iter_chunks(claim.key, blob_metadata(claim)), digest), limit)
         # The size is known when ingest saw the whole upload; unknown sizes are streamed.
         one_go_size = claim.decompressed_bytes
         reserve = (one_go_size or 0) * ONE_GO_MEMORY_FACTOR

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import IO, Iterator
+from typing import IO, Iterator, Mapping
 
 import boto3
 import botocore.config
@@ -23,6 +23,12 @@ class BlobMissingError(EasySmartError):
     """The blob a claim check points at does not exist: the batch can never be processed."""
 
     status, code = 422, "blob_missing"
+
+
+class BlobMetadataMismatchError(EasySmartError):
+    """The blob's metadata is not what the reader expects (another tenant's, account's or batch's blob)."""
+
+    status, code = 422, "blob_metadata_mismatch"
 
 
 def make_s3_client(settings: ObjectStoreSettings, timeout_s: float):
@@ -67,8 +73,11 @@ class BlobStore:
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
             raise UnavailableError(f"the object store did not store the upload: {error}") from error
 
-    def iter_chunks(self, key: str) -> Iterator[bytes]:
-        """The blob's bytes in chunks; BlobMissingError if it does not exist, else UnavailableError."""
+    def iter_chunks(self, key: str, expected_metadata: Mapping[str, str] | None = None) -> Iterator[bytes]:
+        """The blob's bytes in chunks; BlobMissingError if it does not exist, else UnavailableError.
+
+        With expected_metadata, BlobMetadataMismatchError before the first chunk unless the blob's metadata
+        holds each of those values."""
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=key)
         except botocore.exceptions.ClientError as error:
@@ -79,6 +88,8 @@ class BlobStore:
             raise UnavailableError(f"the object store is unavailable: {error}") from error
         body = response["Body"]
         try:
+            if expected_metadata is not None:
+                check_metadata(key, response.get("Metadata") or {}, expected_metadata)
             while chunk := body.read(READ_CHUNK_BYTES):
                 yield chunk
         except (botocore.exceptions.BotoCoreError, OSError) as error:
@@ -99,3 +110,12 @@ class BlobStore:
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
             raise UnavailableError(f"the object store is unavailable: {error}") from error
         return time.perf_counter() - started
+
+
+def check_metadata(key: str, actual: Mapping[str, str], expected: Mapping[str, str]) -> None:
+    """BlobMetadataMismatchError naming each expected metadata field the blob lacks or holds otherwise."""
+    differing = sorted(name for name, value in expected.items() if actual.get(name) != value)
+    if differing:
+        raise BlobMetadataMismatchError(
+            f"blob {key}: its metadata ({', '.join(differing)}) does not match the claim check"
+        )

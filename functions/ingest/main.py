@@ -8,8 +8,10 @@ import flask
 import functions_framework
 import redis
 
+from easysmart.claimsig import ClaimKeyring
 from easysmart.config import (
     BackendSettings,
+    ClaimSigningSettings,
     DatabaseSettings,
     KafkaSettings,
     LoggingSettings,
@@ -52,6 +54,7 @@ def _clients():
         blobs,
         publisher,
         RateLimiter(redis_client),
+        keyring=ClaimKeyring.from_settings(ClaimSigningSettings.from_env()),
     )
     probe = KafkaProbe(kafka.kafka_bootstrap_servers, kafka.kafka_topic_raw, timeout_s)
     health = HealthChecks.of_backends(db=db, redis_client=redis_client, blobs=blobs, kafka=probe)

@@ -7,8 +7,10 @@ import functools
 import flask
 import functions_framework
 
+from easysmart.claimsig import ClaimKeyring
 from easysmart.config import (
     BackendSettings,
+    ClaimSigningSettings,
     DatabaseSettings,
     LoggingSettings,
     ObjectStoreSettings,
@@ -37,6 +39,7 @@ def _processor() -> BatchProcessor:
         RetentionSettings.from_env(),
         Database(database.database_url, database.db_pool_max),
         blobs,
+        keyring=ClaimKeyring.from_settings(ClaimSigningSettings.from_env()),
     )
 
 

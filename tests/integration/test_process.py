@@ -10,8 +10,10 @@ from typing import Callable
 
 import orjson
 import pytest
+from support.claims import TEST_KEYRING, signed
 from support.samples import recent_sample
 
+from easysmart.claimsig import blob_metadata
 from easysmart.config import ProcessSettings, RetentionSettings, UploadLimits
 from easysmart.copywriter import CopyWriter
 from easysmart.errors import DatabaseTimeoutError, UnavailableError
@@ -24,23 +26,26 @@ def stage(blobs, account, items, *, sha256: str | None = None, raw: bytes | None
     body = gzip.compress(text)
     batch_id = str(uuid.uuid4())
     key = f"raw/test/{account.tenant_id}/{batch_id}.json.gz"
-    blobs.put(key, io.BytesIO(body), {"tenant-id": account.tenant_id})
-    return ClaimCheck(
-        batch_id,
-        account.tenant_id,
-        account.account_id,
-        account.username,
-        blobs.bucket,
-        key,
-        len(body),
-        len(text),
-        sha256 or hashlib.sha256(body).hexdigest(),
-        "gzip",
-        None,
-        None,
-        "test",
-        datetime.now(timezone.utc).isoformat(),
+    claim = signed(
+        ClaimCheck(
+            batch_id,
+            account.tenant_id,
+            account.account_id,
+            account.username,
+            blobs.bucket,
+            key,
+            len(body),
+            len(text),
+            sha256 or hashlib.sha256(body).hexdigest(),
+            "gzip",
+            None,
+            None,
+            "test",
+            datetime.now(timezone.utc).isoformat(),
+        )
     )
+    blobs.put(key, io.BytesIO(body), blob_metadata(claim))
+    return claim
 
 
 def rows(database, tenant_id: str) -> list[tuple]:
@@ -55,7 +60,7 @@ def rows(database, tenant_id: str) -> list[tuple]:
 
 @pytest.fixture
 def processor(database, blobs):
-    return BatchProcessor(ProcessSettings(), UploadLimits(), RetentionSettings(), database, blobs)
+    return BatchProcessor(ProcessSettings(), UploadLimits(), RetentionSettings(), database, blobs, keyring=TEST_KEYRING)
 
 
 @pytest.fixture
@@ -67,6 +72,7 @@ def streaming_processor(database, blobs):
         RetentionSettings(),
         database,
         blobs,
+        keyring=TEST_KEYRING,
     )
 
 
@@ -122,7 +128,9 @@ def test_latest_equipment_and_sensor_settings_win(processor, blobs, database, ma
         (lambda blobs, account: stage(blobs, account, None, raw=b'[{"equip_uuid": "x", "sensor": [1,'), "JSON"),
         (lambda blobs, account: stage(blobs, account, [{"equip_uuid": "x"}]), "sensor"),
         (
-            lambda blobs, account: dataclasses.replace(stage(blobs, account, []), key="raw/missing/blob.json.gz"),
+            lambda blobs, account: signed(
+                dataclasses.replace(stage(blobs, account, []), key="raw/missing/blob.json.gz")
+            ),
             "does not exist",
         ),
     ],
@@ -196,7 +204,13 @@ class _FaultyWriter(CopyWriter):
 def faulty_processor(database, blobs, fault) -> BatchProcessor:
     writer = type("Writer", (_FaultyWriter,), {"fault": staticmethod(fault)})
     return BatchProcessor(
-        ProcessSettings(), UploadLimits(), RetentionSettings(), database, blobs, writer_factory=writer
+        ProcessSettings(),
+        UploadLimits(),
+        RetentionSettings(),
+        database,
+        blobs,
+        writer_factory=writer,
+        keyring=TEST_KEYRING,
     )
 
 
@@ -236,7 +250,9 @@ def test_an_outage_is_retried_without_counting_toward_the_cap(database, blobs, m
             faulty_processor(database, blobs, outage).process(claim)
     assert status_of(database, claim.batch_id)[:2] == ("processing", 0)
     assert (
-        BatchProcessor(ProcessSettings(), UploadLimits(), RetentionSettings(), database, blobs).process(claim).stored
+        BatchProcessor(ProcessSettings(), UploadLimits(), RetentionSettings(), database, blobs, keyring=TEST_KEYRING)
+        .process(claim)
+        .stored
         == 40
     )
 

@@ -1,21 +1,45 @@
+from easysmart.claimsig import ClaimKeyring
+from easysmart.config import ClaimSigningSettings
 from easysmart.events import ClaimCheck
+
+# The tests' claim-signing keys: one current and one retired, as ingest and process are configured in tests.
+TEST_SIGNING_KEY = "test-claim-signing-key-" + "c" * 40
+TEST_RETIRED_KEY = "retired-claim-signing-key-" + "r" * 40
+TEST_CLAIM_SETTINGS = ClaimSigningSettings(
+    claim_signing_key=TEST_SIGNING_KEY,
+    claim_signing_key_id="test-2",
+    claim_signing_retired_keys=(f"test-1:{TEST_RETIRED_KEY}",),
+)
+TEST_KEYRING = ClaimKeyring.from_settings(TEST_CLAIM_SETTINGS)
+# What signed claim checks before test-2: accepted by TEST_KEYRING as a retired key.
+RETIRED_KEYRING = ClaimKeyring.from_settings(
+    ClaimSigningSettings(claim_signing_key=TEST_RETIRED_KEY, claim_signing_key_id="test-1")
+)
+
+
+def signed(claim: ClaimCheck) -> ClaimCheck:
+    """The claim check as ingest would have signed it in the tests."""
+    return TEST_KEYRING.sign(claim)
+
 
 TENANT_ID = "5a0f3c1e-0000-4000-8000-0000000000a1"
 ACCOUNT_ID = "5a0f3c1e-0000-4000-8000-0000000000b1"
-CLAIM = ClaimCheck(
-    "5a0f3c1e-0000-4000-8000-000000000001",
-    TENANT_ID,
-    ACCOUNT_ID,
-    "dev",
-    "telemetry-raw",
-    "raw/k.json.gz",
-    10,
-    20,
-    "ab" * 32,
-    "gzip",
-    1,
-    2,
-    "req-1",
-    "2026-11-20T10:00:00+00:00",
-    "00-abc-def-01",
+CLAIM = signed(
+    ClaimCheck(
+        "5a0f3c1e-0000-4000-8000-000000000001",
+        TENANT_ID,
+        ACCOUNT_ID,
+        "dev",
+        "telemetry-raw",
+        "raw/k.json.gz",
+        10,
+        20,
+        "ab" * 32,
+        "gzip",
+        1,
+        2,
+        "req-1",
+        "2026-11-20T10:00:00+00:00",
+        "00-abc-def-01",
+    )
 )

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import contextlib
 from datetime import datetime
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterator, Mapping
 
 from easysmart.events import ClaimCheck
 from easysmart.ledger import BatchCounts, BatchRecord, BatchStatus
-from easysmart.storage import BlobMissingError
+from easysmart.storage import BlobMissingError, check_metadata
 
 
 class FakeBlobStore:
@@ -22,22 +22,27 @@ class FakeBlobStore:
     def __init__(self, journal: list) -> None:
         self.journal = journal
         self.blobs: dict[str, bytes] = {}
+        self.metadata: dict[str, dict[str, str]] = {}
         self.reads = 0
 
     def put(self, key: str, body: BinaryIO, metadata: dict[str, str], content_type: str = "application/json") -> None:
         self.blobs[key] = body.read()
+        self.metadata[key] = dict(metadata)
         self.journal.append(("blob stored", key))
 
-    def iter_chunks(self, key: str) -> Iterator[bytes]:
+    def iter_chunks(self, key: str, expected_metadata: Mapping[str, str] | None = None) -> Iterator[bytes]:
         if key not in self.blobs:
             raise BlobMissingError(f"blob s3://{self.bucket}/{key} does not exist")
         self.reads += 1
+        if expected_metadata is not None:
+            check_metadata(key, self.metadata[key], expected_metadata)
         blob = self.blobs[key]
         for start in range(0, len(blob), 1000):
             yield blob[start : start + 1000]
 
     def delete(self, key: str) -> None:
         self.blobs.pop(key, None)
+        self.metadata.pop(key, None)
         self.journal.append(("blob deleted", key))
 
 

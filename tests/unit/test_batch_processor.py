@@ -8,10 +8,11 @@ import io
 from datetime import datetime, timezone
 
 import pytest
-from support.claims import CLAIM
+from support.claims import CLAIM, TEST_KEYRING, signed
 from support.fakes import FakeBlobStore, FakeCopyWriter, FakeDatabase, FakeLedger, FakePublisher
 from support.samples import FIXTURES
 
+from easysmart.claimsig import blob_metadata
 from easysmart.config import ProcessSettings, RateLimits, RetentionSettings, UploadLimits
 from easysmart.errors import UnavailableError
 from easysmart.events import ClaimCheck
@@ -44,6 +45,7 @@ class Stack:
             self.publisher,
             limiter=None,
             ledger=self.ledger,
+            keyring=TEST_KEYRING,
         )
         self.processor = BatchProcessor(
             ProcessSettings(**settings),
@@ -53,6 +55,7 @@ class Stack:
             self.blobs,
             ledger=self.ledger,
             writer_factory=self._new_writer,
+            keyring=TEST_KEYRING,
         )
 
     def _new_writer(self, cursor, tenant_id: str) -> FakeCopyWriter:
@@ -107,8 +110,8 @@ def test_a_redelivered_claim_check_is_answered_from_the_ledger_without_reading_t
 @pytest.mark.parametrize(
     "spoil, reason",
     [
-        (lambda claim: dataclasses.replace(claim, key="raw/missing/blob.json.gz"), "does not exist"),
-        (lambda claim: dataclasses.replace(claim, sha256="0" * 64), "sha256"),
+        (lambda claim: signed(dataclasses.replace(claim, key="raw/missing/blob.json.gz")), "does not exist"),
+        (lambda claim: signed(dataclasses.replace(claim, sha256="0" * 64)), "sha256"),
     ],
 )
 def test_a_permanently_bad_batch_is_marked_failed_with_the_reason(stack, spoil, reason):
@@ -123,14 +126,16 @@ def test_a_permanently_bad_batch_is_marked_failed_with_the_reason(stack, spoil, 
 def test_a_batch_ingest_could_not_record_is_recorded_by_process_and_failed_when_not_json(stack):
     text = b'[{"equip_uuid": "x", "sensor": [1,'
     body = gzip.compress(text)
-    stack.blobs.put("raw/test/bad.json.gz", io.BytesIO(body), {})
-    claim = dataclasses.replace(
-        CLAIM,
-        key="raw/test/bad.json.gz",
-        size_bytes=len(body),
-        decompressed_bytes=len(text),
-        sha256=hashlib.sha256(body).hexdigest(),
+    claim = signed(
+        dataclasses.replace(
+            CLAIM,
+            key="raw/test/bad.json.gz",
+            size_bytes=len(body),
+            decompressed_bytes=len(text),
+            sha256=hashlib.sha256(body).hexdigest(),
+        )
     )
+    stack.blobs.put("raw/test/bad.json.gz", io.BytesIO(body), blob_metadata(claim))
     with pytest.raises(BatchFailedError, match="JSON"):
         stack.processor.process(claim, now=NOW)
     assert stack.ledger.history[claim.batch_id] == [BatchStatus.PROCESSING, BatchStatus.FAILED]
@@ -139,7 +144,7 @@ def test_a_batch_ingest_could_not_record_is_recorded_by_process_and_failed_when_
 def test_an_unreachable_object_store_leaves_the_batch_processing_for_a_retry(stack):
     claim = stack.upload((FIXTURES / "ha-bulk-small.json").read_bytes())
 
-    def unreachable(key: str):
+    def unreachable(key: str, expected_metadata=None):
         raise UnavailableError("the object store is unavailable")
 
     stack.blobs.iter_chunks = unreachable

@@ -4,6 +4,7 @@ import gzip
 import io
 
 import pytest
+from support.claims import TEST_KEYRING
 from support.fakes import FakeBlobStore, FakeLedger, FakePublisher
 from support.samples import FIXTURES
 
@@ -44,7 +45,15 @@ def ledger(journal):
 def make_service(blobs, publisher, ledger) -> IngestService:
     # The ledger is the only use ingest has for the database.
     return IngestService(
-        UploadLimits(), RateLimits(), RetentionSettings(), None, blobs, publisher, limiter=None, ledger=ledger
+        UploadLimits(),
+        RateLimits(),
+        RetentionSettings(),
+        None,
+        blobs,
+        publisher,
+        limiter=None,
+        ledger=ledger,
+        keyring=TEST_KEYRING,
     )
 
 
