@@ -1,8 +1,13 @@
 """esm dlq replay: dead-lettered claim checks go back to the raw topic without their error headers."""
 
 import kafka
+from support.claims import TEST_KEYRING, stage
+from support.samples import recent_sample
 
+from easysmart.config import ProcessSettings, RetentionSettings, UploadLimits
 from easysmart.dlq import replay
+from easysmart.events import from_cloudevent, from_kafka, to_kafka
+from easysmart.process import BatchProcessor
 
 
 def test_replay_moves_records_back_without_error_headers_and_commits(kafka_settings, new_topic):
@@ -34,3 +39,34 @@ def test_replay_moves_records_back_without_error_headers_and_commits(kafka_setti
     consumer.close()
     assert [r.value for r in records] == [b'{"n": 0}', b'{"n": 1}', b'{"n": 2}']
     assert all(dict(r.headers).keys() == {"ce_id"} for r in records)
+
+
+def test_a_replayed_signed_claim_check_still_verifies_and_is_processed(
+    kafka_settings, new_topic, blobs, database, make_account
+):
+    servers = kafka_settings.kafka_bootstrap_servers.split(",")
+    dlq, raw = new_topic("test.dlq"), new_topic("test.raw")
+    claim = stage(blobs, make_account(), recent_sample("ha-bulk-small.json"))
+    message = to_kafka(claim)
+    producer = kafka.KafkaProducer(bootstrap_servers=servers, acks="all")
+    producer.send(
+        dlq,
+        key=message.key.encode(),
+        value=message.value,
+        headers=[*message.headers.items(), ("ce_knativeerrorcode", b"503"), ("dlq_source", b"telemetry.raw/0/7")],
+    ).get(timeout=10)
+    producer.close()
+
+    replay(kafka_settings.kafka_bootstrap_servers, dlq, raw, say=lambda *_: None, idle_timeout_ms=3000)
+
+    consumer = kafka.KafkaConsumer(
+        raw, bootstrap_servers=servers, auto_offset_reset="earliest", consumer_timeout_ms=3000
+    )
+    (record,) = list(consumer)
+    consumer.close()
+    replayed = from_cloudevent(from_kafka(dict(record.headers), record.key, record.value))
+    assert replayed == claim
+    processor = BatchProcessor(
+        ProcessSettings(), UploadLimits(), RetentionSettings(), database, blobs, keyring=TEST_KEYRING
+    )
+    assert processor.process(replayed).stored == 40

@@ -1,51 +1,18 @@
 """process against the real PostgreSQL and S3 server: parsing modes, idempotency, failures."""
 
 import dataclasses
-import gzip
-import hashlib
-import io
 import uuid
-from datetime import datetime, timezone
 from typing import Callable
 
-import orjson
 import pytest
-from support.claims import TEST_KEYRING, signed
+from support.claims import RETIRED_KEYRING, TEST_KEYRING, signed, stage
 from support.samples import recent_sample
 
-from easysmart.claimsig import blob_metadata
-from easysmart.config import ProcessSettings, RetentionSettings, UploadLimits
+from easysmart.claimsig import ClaimKeyring, ClaimNotAuthenticError
+from easysmart.config import ClaimSigningSettings, ProcessSettings, RetentionSettings, UploadLimits
 from easysmart.copywriter import CopyWriter
 from easysmart.errors import DatabaseTimeoutError, UnavailableError
-from easysmart.events import ClaimCheck
 from easysmart.process import BatchFailedError, BatchProcessor
-
-
-def stage(blobs, account, items, *, sha256: str | None = None, raw: bytes | None = None) -> ClaimCheck:
-    text = raw if raw is not None else orjson.dumps(items)
-    body = gzip.compress(text)
-    batch_id = str(uuid.uuid4())
-    key = f"raw/test/{account.tenant_id}/{batch_id}.json.gz"
-    claim = signed(
-        ClaimCheck(
-            batch_id,
-            account.tenant_id,
-            account.account_id,
-            account.username,
-            blobs.bucket,
-            key,
-            len(body),
-            len(text),
-            sha256 or hashlib.sha256(body).hexdigest(),
-            "gzip",
-            None,
-            None,
-            "test",
-            datetime.now(timezone.utc).isoformat(),
-        )
-    )
-    blobs.put(key, io.BytesIO(body), blob_metadata(claim))
-    return claim
 
 
 def rows(database, tenant_id: str) -> list[tuple]:
@@ -278,3 +245,76 @@ def test_a_statement_timeout_counts_toward_the_cap_and_is_not_an_outage(database
         faulty_processor(database, blobs, slow).process(claim)
     assert timed_out.value.status == 503
     assert status_of(database, claim.batch_id)[:2] == ("processing", 1)
+
+
+# --- authenticated claim checks --------------------------------------------------------------------
+
+ATTACKER_KEYRING = ClaimKeyring.from_settings(
+    ClaimSigningSettings(claim_signing_key="attacker-claim-signing-key-" + "a" * 40, claim_signing_key_id="test-2")
+)
+
+
+def batch_row_count(database, batch_id: str) -> int:
+    with database.transaction() as cursor:
+        cursor.execute("SELECT count(*) FROM batches WHERE id = %s", (batch_id,))
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.parametrize(
+    "forge, reason",
+    [
+        (lambda claim, victim: dataclasses.replace(claim, signing_key_id=None, signature=None), "not signed"),
+        (lambda claim, victim: dataclasses.replace(claim, signing_key_id="k-unknown"), "unknown key id"),
+        (lambda claim, victim: ATTACKER_KEYRING.sign(claim), "signature does not verify"),
+        (lambda claim, victim: dataclasses.replace(claim, tenant_id=victim.tenant_id), "signature does not verify"),
+        (
+            lambda claim, victim: dataclasses.replace(
+                claim, tenant_id=victim.tenant_id, account_id=victim.account_id, key=claim.key.replace("a", "b")
+            ),
+            "signature does not verify",
+        ),
+    ],
+    ids=["unsigned", "unknown key", "wrong key", "tenant changed", "tenant and blob changed"],
+)
+def test_a_forged_or_tampered_claim_check_is_refused_and_leaves_no_trace(
+    processor, blobs, database, make_account, forge, reason
+):
+    attacker, victim = make_account(), make_account()
+    claim = forge(stage(blobs, attacker, recent_sample("ha-bulk-small.json")), victim)
+
+    with pytest.raises(ClaimNotAuthenticError, match=reason) as refused:
+        processor.process(claim)
+
+    assert refused.value.status == 422
+    assert batch_row_count(database, claim.batch_id) == 0
+    assert rows(database, attacker.tenant_id) == rows(database, victim.tenant_id) == []
+
+
+def test_a_signed_claim_check_pointing_at_another_tenants_blob_fails_and_stores_nothing(
+    processor, blobs, database, make_account
+):
+    owner, intruder = make_account(), make_account()
+    theirs = stage(blobs, owner, recent_sample("ha-bulk-small.json"))
+    # Authentic for the intruder's tenant (ingest signed it), but the blob it names is the owner's.
+    claim = signed(
+        dataclasses.replace(
+            theirs, batch_id=str(uuid.uuid4()), tenant_id=intruder.tenant_id, account_id=intruder.account_id
+        )
+    )
+
+    with pytest.raises(BatchFailedError, match=r"metadata \(account-id, batch-id, tenant-id\)") as failed:
+        processor.process(claim)
+
+    assert failed.value.status == 422
+    status, _, reason = status_of(database, claim.batch_id)
+    assert status == "failed" and "does not match the claim check" in reason
+    assert rows(database, intruder.tenant_id) == rows(database, owner.tenant_id) == []
+    assert processor.process(theirs).stored == 40  # the owner's own claim check still works
+
+
+def test_a_claim_check_signed_with_a_retired_key_is_processed(processor, blobs, database, make_account):
+    account = make_account()
+    claim = RETIRED_KEYRING.sign(stage(blobs, account, recent_sample("ha-bulk-small.json")))
+
+    assert processor.process(claim).stored == 40
+    assert len(rows(database, account.tenant_id)) == 40

@@ -1,4 +1,12 @@
-from easysmart.claimsig import ClaimKeyring
+import gzip
+import hashlib
+import io
+import uuid
+from datetime import datetime, timezone
+
+import orjson
+
+from easysmart.claimsig import ClaimKeyring, blob_metadata
 from easysmart.config import ClaimSigningSettings
 from easysmart.events import ClaimCheck
 
@@ -43,3 +51,31 @@ CLAIM = signed(
         "00-abc-def-01",
     )
 )
+
+
+def stage(blobs, account, items, *, sha256: str | None = None, raw: bytes | None = None) -> ClaimCheck:
+    """A blob of the items (or raw text) stored as ingest stores it, and its claim check signed as ingest signs it."""
+    text = raw if raw is not None else orjson.dumps(items)
+    body = gzip.compress(text)
+    batch_id = str(uuid.uuid4())
+    key = f"raw/test/{account.tenant_id}/{batch_id}.json.gz"
+    claim = signed(
+        ClaimCheck(
+            batch_id,
+            account.tenant_id,
+            account.account_id,
+            account.username,
+            blobs.bucket,
+            key,
+            len(body),
+            len(text),
+            sha256 or hashlib.sha256(body).hexdigest(),
+            "gzip",
+            None,
+            None,
+            "test",
+            datetime.now(timezone.utc).isoformat(),
+        )
+    )
+    blobs.put(key, io.BytesIO(body), blob_metadata(claim))
+    return claim

@@ -12,7 +12,7 @@ from support.claims import CLAIM, TEST_KEYRING, signed
 from support.fakes import FakeBlobStore, FakeCopyWriter, FakeDatabase, FakeLedger, FakePublisher
 from support.samples import FIXTURES
 
-from easysmart.claimsig import blob_metadata
+from easysmart.claimsig import ClaimNotAuthenticError, blob_metadata
 from easysmart.config import ProcessSettings, RateLimits, RetentionSettings, UploadLimits
 from easysmart.errors import UnavailableError
 from easysmart.events import ClaimCheck
@@ -151,3 +151,49 @@ def test_an_unreachable_object_store_leaves_the_batch_processing_for_a_retry(sta
     with pytest.raises(UnavailableError):
         stack.processor.process(claim, now=NOW)
     assert stack.ledger.status(claim.batch_id) == BatchStatus.PROCESSING
+
+
+OTHER_TENANT = "5a0f3c1e-0000-4000-8000-0000000000a2"
+
+
+@pytest.mark.parametrize(
+    "forge, reason",
+    [
+        (lambda claim: dataclasses.replace(claim, signing_key_id=None, signature=None), "not signed"),
+        (lambda claim: dataclasses.replace(claim, signing_key_id="attacker"), "unknown key id"),
+        (lambda claim: dataclasses.replace(claim, tenant_id=OTHER_TENANT), "signature does not verify"),
+        (lambda claim: dataclasses.replace(claim, key="raw/elsewhere.json.gz"), "signature does not verify"),
+    ],
+    ids=["unsigned", "unknown key", "tenant changed", "blob key changed"],
+)
+def test_a_forged_or_tampered_claim_check_is_refused_before_anything_is_written(stack, forge, reason):
+    claim = forge(stack.upload((FIXTURES / "ha-bulk-small.json").read_bytes()))
+    stack.ledger.rows.pop(claim.batch_id)  # as if only the forged claim check existed
+    journal_before = list(stack.journal)
+
+    with pytest.raises(ClaimNotAuthenticError, match=reason) as refused:
+        stack.processor.process(claim, now=NOW)
+
+    assert refused.value.status == 422
+    assert claim.batch_id not in stack.ledger.rows
+    assert (stack.blobs.reads, stack.writers, stack.journal) == (0, [], journal_before)
+
+
+def test_a_signed_claim_check_naming_another_tenants_blob_fails_and_stores_nothing(stack):
+    # The claim is authentic (ingest signed it), but its blob's metadata names another tenant.
+    victim_blob = "raw/other-tenant/blob.json.gz"
+    theirs = stack.upload((FIXTURES / "ha-bulk-small.json").read_bytes())
+    stack.blobs.put(
+        victim_blob,
+        io.BytesIO(stack.blobs.blobs[theirs.key]),
+        {**blob_metadata(theirs), "tenant-id": OTHER_TENANT},
+    )
+    claim = signed(dataclasses.replace(theirs, key=victim_blob))
+
+    with pytest.raises(BatchFailedError, match=r"metadata \(tenant-id\) does not match") as failed:
+        stack.processor.process(claim, now=NOW)
+
+    assert failed.value.status == 422
+    assert stack.ledger.status(claim.batch_id) == BatchStatus.FAILED
+    assert all(writer.rows == [] for writer in stack.writers)
+    assert all(("commit", writer.cursor.connection) not in stack.journal for writer in stack.writers)
