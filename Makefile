@@ -6,9 +6,11 @@ SHELL := /bin/bash
 
 STACK := bash infra/local/stack.sh
 # Every command below sees the local configuration (infra/local/local.env; your own
-# environment wins) and the locally generated JWT secret.
+# environment wins) and the locally generated JWT secret and claim-signing key.
 ENV := set -a; source infra/local/local.env; set +a; \
-       if [ -z "$${JWT_SECRET:-}" ] && [ -f .local/secrets/jwt-secret ]; then export JWT_SECRET=$$(cat .local/secrets/jwt-secret); fi;
+       if [ -z "$${JWT_SECRET:-}" ] && [ -f .local/secrets/jwt-secret ]; then export JWT_SECRET=$$(cat .local/secrets/jwt-secret); fi; \
+       if [ -z "$${CLAIM_SIGNING_KEY:-}" ] && [ -f .local/secrets/claim-signing-key ]; then \
+         export CLAIM_SIGNING_KEY=$$(cat .local/secrets/claim-signing-key); fi;
 PY := .venv/bin/python
 ESM := .venv/bin/esm
 

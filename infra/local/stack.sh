@@ -29,6 +29,14 @@ if [ -z "${JWT_SECRET:-}" ]; then
   JWT_SECRET="$(cat "$LOCAL/secrets/jwt-secret")"
   export JWT_SECRET
 fi
+# Ingest signs claim checks with this key and process verifies them with it (generated once, kept).
+if [ -z "${CLAIM_SIGNING_KEY:-}" ]; then
+  if [ ! -s "$LOCAL/secrets/claim-signing-key" ]; then
+    (umask 077; head -c 48 /dev/urandom | base64 -w0 > "$LOCAL/secrets/claim-signing-key")
+  fi
+  CLAIM_SIGNING_KEY="$(cat "$LOCAL/secrets/claim-signing-key")"
+  export CLAIM_SIGNING_KEY
+fi
 
 ALL=(postgres redis kafka s3 auth ingest process analytics retention kafka-bridge ping-bridge frontdoor)
 SUPERVISE_INTERVAL_S="${SUPERVISE_INTERVAL_S:-2}"

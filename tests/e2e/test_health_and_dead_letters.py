@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 import kafka
 import requests
-from support.stack import BASE_URL, new_tenant, query_one, wait_until
+from support.stack import BASE_URL, new_tenant, query_one, signed_for_stack, wait_until
 
 from easysmart.events import ClaimCheck, to_kafka
 
@@ -77,7 +77,7 @@ def test_a_claim_check_pointing_at_a_missing_blob_is_failed_and_dead_lettered():
         "test",
         datetime.now(timezone.utc).isoformat(),
     )
-    message = to_kafka(claim)
+    message = to_kafka(signed_for_stack(claim))
     producer = kafka.KafkaProducer(bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"].split(","), acks="all")
     producer.send(
         "telemetry.raw", key=message.key.encode(), value=message.value, headers=list(message.headers.items())

@@ -7,7 +7,7 @@ import orjson
 import pytest
 import requests
 from support.samples import recent_sample
-from support.stack import BASE_URL, batch, new_tenant, query_one, stored_rows, upload, wait_for_batch
+from support.stack import BASE_URL, batch, new_tenant, query_one, signed_for_stack, stored_rows, upload, wait_for_batch
 
 from easysmart.events import ClaimCheck, to_cloudevent, to_http
 
@@ -114,7 +114,7 @@ def test_resent_upload_and_redelivered_claim_check_store_nothing_twice():
         "redelivery",
         received_at.isoformat(),
     )
-    headers, body = to_http(to_cloudevent(claim))
+    headers, body = to_http(to_cloudevent(signed_for_stack(claim)))
     redelivered = requests.post(PROCESS_URL, data=body, headers=headers, timeout=30)
     assert redelivered.status_code == 200
     assert redelivered.json()["redelivery"] is True

@@ -12,7 +12,12 @@ from pathlib import Path
 
 import orjson
 import psycopg2
+import pytest
 import requests
+
+from easysmart.claimsig import ClaimKeyring
+from easysmart.config import ClaimSigningSettings
+from easysmart.events import ClaimCheck
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE_URL = os.environ.get("ESM_BASE_URL", "http://127.0.0.1:8080")
@@ -129,3 +134,18 @@ def wait_until(predicate, timeout: float, interval: float = 0.5, message: str = 
             return value
         time.sleep(interval)
     raise AssertionError(f"{message} not reached within {timeout} s")
+
+
+def signed_for_stack(claim: ClaimCheck) -> ClaimCheck:
+    """The claim check signed with the running stack's key, as its ingest would sign it: CLAIM_SIGNING_KEY
+    (make test exports it), else the key infra/local/stack.sh generated; skips when neither is there."""
+    key = os.environ.get("CLAIM_SIGNING_KEY")
+    generated = ROOT / ".local" / "secrets" / "claim-signing-key"
+    if not key and generated.exists():
+        key = generated.read_text().strip()
+    if not key:
+        pytest.skip("the stack's claim-signing key is unknown (CLAIM_SIGNING_KEY): run through make test")
+    settings = ClaimSigningSettings(
+        claim_signing_key=key, claim_signing_key_id=os.environ.get("CLAIM_SIGNING_KEY_ID") or "k1"
+    )
+    return ClaimKeyring.from_settings(settings).sign(claim)

@@ -16,6 +16,16 @@ FUNCTIONS=$(for m in functions/*/main.py; do basename "$(dirname "$m")"; done)
 step() { printf '==> %s\n' "$*"; }
 need() { for c in "$@"; do command -v "$c" >/dev/null || { echo "missing command: $c" >&2; exit 1; }; done; }
 
+# The overlay's Secret carries a placeholder claim-signing key the functions refuse; this sets a generated one,
+# made once and kept in .local/secrets (never committed), so a second deploy keeps verifying earlier claim checks.
+set_claim_signing_key() {
+  local file=.local/secrets/kind-claim-signing-key
+  mkdir -p .local/secrets
+  [ -s "$file" ] || (umask 077; head -c 48 /dev/urandom | base64 -w0 > "$file")
+  kubectl -n easysmart patch secret easysmart-secrets --type merge \
+    -p "{\"stringData\":{\"CLAIM_SIGNING_KEY\":\"$(cat "$file")\"}}" >/dev/null
+}
+
 ensure_cluster() {
   if ! kind get clusters 2>/dev/null | grep -qx "$KIND_CLUSTER"; then
     step "creating the kind cluster $KIND_CLUSTER (infra/kind-config.yaml)"

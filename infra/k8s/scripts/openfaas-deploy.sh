@@ -22,6 +22,7 @@ install_strimzi
 step "backing services (infra/k8s/backing) and their throwaway credentials"
 kubectl create namespace easysmart --dry-run=client -o yaml | kubectl apply -f -
 kubectl kustomize infra/k8s/overlays/kind | awk 'BEGIN{RS="\n---\n"} /kind: Secret/ && /name: easysmart-secrets/' | kubectl apply -f -
+set_claim_signing_key
 kubectl apply -k infra/k8s/backing
 build_images
 wait_backing
@@ -36,7 +37,7 @@ kubectl -n openfaas get secret basic-auth -o jsonpath='{.data.basic-auth-passwor
   | faas-cli login --gateway "$OPENFAAS_URL" --username admin --password-stdin
 # The functions' secrets, substituted into stack.yml by faas-cli (same values as the Secret).
 secret() { kubectl -n easysmart get secret easysmart-secrets -o jsonpath="{.data.$1}" | base64 -d; }
-for k in DATABASE_URL REDIS_URL S3_ACCESS_KEY_ID S3_SECRET_ACCESS_KEY JWT_SECRET; do export "$k=$(secret "$k")"; done
+for k in DATABASE_URL REDIS_URL S3_ACCESS_KEY_ID S3_SECRET_ACCESS_KEY JWT_SECRET CLAIM_SIGNING_KEY; do export "$k=$(secret "$k")"; done
 faas-cli deploy -f stack.yml --gateway "$OPENFAAS_URL"
 kubectl apply -k infra/k8s/openfaas
 kubectl -n openfaas-fn rollout status deployment/kafka-source-bridge --timeout=300s
