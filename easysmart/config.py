@@ -274,8 +274,8 @@ class ClaimSigningSettings(Group):
     )
     claim_signing_retired_keys: tuple[str, ...] = env(
         "CLAIM_SIGNING_RETIRED_KEYS",
-        "replaced keys process still accepts, as id:key pairs; keep each at least as long as the dead-letter topic"
-        " keeps records (30 days) after its replacement, so a replay verifies",
+        "keys that only verify, as id:key pairs: a replaced key, kept at least as long as the dead-letter topic"
+        " keeps records (30 days) so a replay verifies; a new key, on process, before ingest signs with it",
         (),
         secret=True,
     )

@@ -8,6 +8,7 @@ from support.claims import TEST_KEYRING
 from support.fakes import FakeBlobStore, FakeLedger, FakePublisher
 from support.samples import FIXTURES
 
+from easysmart.claimsig import blob_metadata
 from easysmart.config import RateLimits, RetentionSettings, UploadLimits
 from easysmart.errors import NotFoundError, UnavailableError
 from easysmart.identity import Principal
@@ -127,3 +128,13 @@ def test_batch_status_answers_for_the_caller_s_tenant_only(journal, blobs, ledge
     stranger = Principal(account_id="a-2", tenant_id="t-2", kind="user")
     with pytest.raises(NotFoundError):
         service.batch_status(stranger, result.batch_id)
+
+
+def test_the_published_claim_check_is_signed_and_its_blob_carries_the_metadata_process_checks(journal, blobs, ledger):
+    publisher = FakePublisher(journal)
+    upload(make_service(blobs, publisher, ledger))
+    (claim,) = publisher.claims
+
+    TEST_KEYRING.verify(claim)
+    assert claim.signing_key_id == "test-2"
+    assert blobs.metadata[claim.key] == {**blob_metadata(claim), "request-id": "req-1"}
