@@ -1,9 +1,13 @@
-"""Retention: refresh the aggregates, then expire raw data, blobs and ledger rows past their time.
+"""Retention: keep the raw table's day partitions ready, refresh the aggregates, then expire raw data, blobs
+and ledger rows past their time.
 
-Order matters: raw data is dropped only where every aggregate has materialised it (the plain
-refresh runs first, and a partition is dropped only when the watermarks are past it and no
-logged late range reaches into it). One run at a time (a PostgreSQL advisory lock, waited
-for); every step is idempotent, so a repeated or overlapping run does no harm.
+Every run (refresh or expire) first creates the day partitions of the whole accepted window, so process
+never has to (easysmart.partitions). Order matters: raw data is dropped only where every aggregate has
+materialised it (the plain refresh runs first, and a partition is dropped only when the watermarks are
+past it and no logged late range reaches into it). Partition steps wait for their locks at most
+`partition_lock_timeout_s`; one that could not have them is reported as deferred and done by a later run.
+One run at a time (a PostgreSQL advisory lock, waited for); every step is idempotent, so a repeated or
+overlapping run does no harm.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import botocore.exceptions
 
-from easysmart import aggregates
+from easysmart import aggregates, partitions
 from easysmart.aggregates import AggregateBackend
 from easysmart.config import AggregateSettings, RetentionSettings
 from easysmart.db import Database
@@ -118,27 +122,35 @@ class RetentionService:
         db: Database,
         blobs: BlobExpiry | None,
         backend: AggregateBackend | None = None,
+        partition_lock_timeout_s: float = 1.0,
     ) -> None:
         self.settings = settings
         self.aggregates = aggregates
         self.db = db
         self.blobs = blobs
         self.backend = backend
+        self.partition_lock_timeout_s = partition_lock_timeout_s
         self.ledger = BatchLedger(db)
 
     def run(self, job: str = "all", now: datetime | None = None) -> dict:
         started = time.perf_counter()
         backend = self.backend or aggregates.backend_for(self.db)
         report: dict = {"job": job}
+        now = now or datetime.now(timezone.utc)
         with self.db.connection() as lock_conn:
             with lock_conn.cursor() as cursor:
                 cursor.execute(f"SET lock_timeout = '{RUN_LOCK_WAIT}'")
                 cursor.execute("SELECT pg_advisory_lock(hashtext(%s))", (RUN_LOCK,))
             lock_conn.commit()
             try:
+                report["partitions"] = backend.ensure_raw_partitions(
+                    self.db,
+                    *partitions.accepted_window(now, self.settings.raw_retention_days),
+                    self.partition_lock_timeout_s,
+                )
                 report["refresh"] = backend.refresh(self.db, self.aggregates.aggregate_timezone).body()
                 if job in ("expire", "all"):
-                    report["expire"] = self.expire(backend, now or datetime.now(timezone.utc))
+                    report["expire"] = self.expire(backend, now)
             finally:
                 with lock_conn.cursor() as cursor:
                     cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", (RUN_LOCK,))
@@ -157,7 +169,4 @@ class RetentionService:
 
     def _expire_raw(self, backend: AggregateBackend, now: datetime) -> dict:
         cutoff = now - timedelta(days=self.settings.raw_retention_days)
-        with self.db.transaction() as cursor:
-            # No refresh may run while raw data goes.
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (aggregates.REFRESH_LOCK,))
-            return backend.drop_raw_before(cursor, cutoff)
+        return backend.drop_raw_before(self.db, cutoff, self.partition_lock_timeout_s)

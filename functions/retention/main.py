@@ -44,7 +44,13 @@ def _service() -> RetentionService:
         lock_timeout_s=timeouts.lock_timeout_s,
     )
     blobs = BlobExpiry(make_s3_client(store, BackendSettings.from_env().backend_timeout_s), store.s3_bucket)
-    return RetentionService(RetentionSettings.from_env(), AggregateSettings.from_env(), db, blobs)
+    return RetentionService(
+        RetentionSettings.from_env(),
+        AggregateSettings.from_env(),
+        db,
+        blobs,
+        partition_lock_timeout_s=timeouts.partition_lock_timeout_s,
+    )
 
 
 def _job(request: flask.Request) -> str:
