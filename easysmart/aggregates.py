@@ -15,16 +15,16 @@ Both modes, and why raw data never goes before it is materialised: docs/architec
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 
+from easysmart import partitions
 from easysmart.db import Database, one_row
+from easysmart.errors import DatabaseTimeoutError
 
 logger = logging.getLogger(__name__)
 
 REFRESH_LOCK = "esm_aggregate_refresh"
-_PARTITION = re.compile(r"^telemetry_data_p(\d{8})$")  # esm_ensure_telemetry_partition's names (migration 0003)
 
 # (relation, materialised table, bucket of a timestamptz expression, bucket width)
 # The daily bucket relies on the transaction's TimeZone being the aggregate zone (SET LOCAL).
@@ -72,9 +72,15 @@ class AggregateBackend:
         """SQL for the time before which every aggregate has materialised the raw data."""
         raise NotImplementedError
 
-    def drop_raw_before(self, cursor, cutoff: datetime) -> dict:
-        """Drop raw rows older than cutoff that every aggregate has materialised, in the caller's
-        transaction (which holds REFRESH_LOCK); returns what was dropped, for the retention report."""
+    def ensure_raw_partitions(self, db: Database, first: date, last: date, lock_timeout_s: float) -> dict:
+        """Make the raw table ready for readings from day first to day last; returns what was done, for the
+        retention report (a step whose lock was not free within lock_timeout_s is left to the next run)."""
+        raise NotImplementedError
+
+    def drop_raw_before(self, db: Database, cutoff: datetime, lock_timeout_s: float) -> dict:
+        """Drop raw rows older than cutoff that every aggregate has materialised, with no refresh running
+        meanwhile (REFRESH_LOCK), waiting at most lock_timeout_s for the raw table's locks (what could not
+        go then goes in the next run); returns what was dropped, for the retention report."""
         raise NotImplementedError
 
 
@@ -167,42 +173,59 @@ class PlainAggregates(AggregateBackend):
     def materialised_before_sql(self) -> str:
         return "(SELECT min(watermark) FROM aggregate_watermarks)"
 
-    def drop_raw_before(self, cursor, cutoff: datetime) -> dict:
-        """Drops whole daily partitions, oldest first, and stops at the first one not yet materialised."""
-        cursor.execute(
-            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-            " WHERE i.inhparent = 'telemetry_data'::regclass"
-        )
-        days = sorted(
-            date(int(m[1][:4]), int(m[1][4:6]), int(m[1][6:]))
-            for (name,) in cursor.fetchall()
-            if (m := _PARTITION.match(name))
-        )
-        dropped, kept_unmaterialised = [], []
-        for day in days:
-            end = datetime(day.year, day.month, day.day, tzinfo=timezone.utc) + timedelta(days=1)
-            if end > cutoff:
-                break
-            cursor.execute(
-                f"SELECT %(end)s <= {self.materialised_before_sql()}"
-                " AND NOT EXISTS (SELECT 1 FROM aggregate_touched WHERE lo < %(end)s)",
-                {"end": end},
-            )
-            if not cursor.fetchone()[0]:
-                kept_unmaterialised.append(day.isoformat())
-                break
-            cursor.execute(f"DROP TABLE telemetry_data_p{day:%Y%m%d}")
-            cursor.execute(
-                "UPDATE aggregate_settings SET value = greatest(value::timestamptz, %s)::text"
-                " WHERE key = 'raw_horizon'",
-                (end,),
-            )
-            dropped.append(day.isoformat())
+    def ensure_raw_partitions(self, db: Database, first: date, last: date, lock_timeout_s: float) -> dict:
+        return partitions.create_window(db, first, last, lock_timeout_s)
+
+    def drop_raw_before(self, db: Database, cutoff: datetime, lock_timeout_s: float) -> dict:
+        """Drops whole daily partitions, oldest first, and stops at the first one not yet materialised.
+
+        The raw horizon first moves past the days that go, under the refresh lock, so that no refresh
+        rebuilds their buckets from what is left of them; then each day is detached and dropped outside
+        any transaction (partitions.drop_day), and one whose locks are not free in time is left, with
+        the days after it, to the next run."""
+        with db.transaction() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (REFRESH_LOCK,))
+            droppable, kept_unmaterialised = [], []
+            for day in partitions.tables_before(cursor, cutoff.astimezone(timezone.utc).date()):
+                end = datetime(day.year, day.month, day.day, tzinfo=timezone.utc) + timedelta(days=1)
+                if end > cutoff:
+                    break
+                cursor.execute(
+                    f"SELECT %(end)s <= {self.materialised_before_sql()}"
+                    " AND NOT EXISTS (SELECT 1 FROM aggregate_touched WHERE lo < %(end)s)",
+                    {"end": end},
+                )
+                if not one_row(cursor)[0]:
+                    kept_unmaterialised.append(day.isoformat())
+                    break
+                droppable.append(day)
+            if droppable:
+                cursor.execute(
+                    "UPDATE aggregate_settings SET value = greatest(value::timestamptz, %s)::text"
+                    " WHERE key = 'raw_horizon'",
+                    (datetime.combine(droppable[-1] + timedelta(days=1), datetime.min.time(), timezone.utc),),
+                )
         if kept_unmaterialised:
             logger.warning(
                 "raw partitions past retention kept: not yet materialised", extra={"days": kept_unmaterialised}
             )
-        return {"raw_partitions_dropped": dropped, "raw_partitions_kept_unmaterialised": kept_unmaterialised}
+        dropped: list[str] = []
+        for day in droppable:
+            try:
+                partitions.drop_day(db, day, lock_timeout_s)
+            except DatabaseTimeoutError:
+                deferred = [later.isoformat() for later in droppable[len(dropped) :]]
+                logger.warning(
+                    "raw partitions past retention not dropped yet: a lock was not free in time; the next run retries",
+                    extra={"days": deferred},
+                )
+                break
+            dropped.append(day.isoformat())
+        return {
+            "raw_partitions_dropped": dropped,
+            "raw_partitions_kept_unmaterialised": kept_unmaterialised,
+            "raw_partitions_drop_deferred": [day.isoformat() for day in droppable[len(dropped) :]],
+        }
 
 
 class TimescaleAggregates(AggregateBackend):
@@ -241,14 +264,26 @@ class TimescaleAggregates(AggregateBackend):
             " AND user_view_name IN ('telemetry_hourly', 'telemetry_daily'))"
         )
 
-    def drop_raw_before(self, cursor, cutoff: datetime) -> dict:
+    def ensure_raw_partitions(self, db: Database, first: date, last: date, lock_timeout_s: float) -> dict:
+        return {}  # TimescaleDB makes the chunks itself
+
+    def drop_raw_before(self, db: Database, cutoff: datetime, lock_timeout_s: float) -> dict:
         """Drops hypertable chunks older than both the cutoff and the continuous aggregates' watermark."""
-        cursor.execute(
-            f"SELECT count(*) FROM drop_chunks('telemetry_data', older_than => least(%s,"
-            f" {self.materialised_before_sql()}))",
-            (cutoff,),
-        )
-        return {"raw_chunks_dropped": cursor.fetchone()[0]}
+        try:
+            with db.transaction() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (REFRESH_LOCK,))
+                cursor.execute("SELECT set_config('lock_timeout', %s, true)", (f"{round(lock_timeout_s * 1000)}ms",))
+                cursor.execute(
+                    f"SELECT count(*) FROM drop_chunks('telemetry_data', older_than => least(%s,"
+                    f" {self.materialised_before_sql()}))",
+                    (cutoff,),
+                )
+                return {"raw_chunks_dropped": one_row(cursor)[0], "raw_chunks_drop_deferred": False}
+        except DatabaseTimeoutError:
+            logger.warning(
+                "raw chunks past retention not dropped yet: a lock was not free in time; the next run retries"
+            )
+            return {"raw_chunks_dropped": 0, "raw_chunks_drop_deferred": True}
 
 
 def backend_for(db: Database) -> AggregateBackend:

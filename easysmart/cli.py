@@ -7,11 +7,12 @@ import ast
 import getpass
 import json
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import psycopg2
 
-from easysmart import accounts
+from easysmart import accounts, partitions
 from easysmart.config import (
     SERVER_VARIABLES,
     AccountSettings,
@@ -22,11 +23,13 @@ from easysmart.config import (
     Group,
     KafkaSettings,
     MigrationSettings,
+    RetentionDatabaseTimeouts,
+    RetentionSettings,
     TenantSettings,
     Variable,
     variables,
 )
-from easysmart.db import migrate
+from easysmart.db import Database, migrate
 
 
 def _read(group: type[G]) -> G:
@@ -61,6 +64,18 @@ def _in_transaction(action):
 def cmd_migrate(args) -> None:
     mode, applied = migrate(_database_url(), _read(MigrationSettings).db_mode)
     print(f"==> database schema up to date ({mode} mode); applied: {', '.join(applied) or 'nothing new'}")
+    if mode == "postgres":
+        # Retention keeps them from now on; the first upload of a fresh stack needs them already.
+        db = Database(_database_url(), 1)
+        try:
+            window = partitions.accepted_window(datetime.now(timezone.utc), _read(RetentionSettings).raw_retention_days)
+            made = partitions.create_window(db, *window, _read(RetentionDatabaseTimeouts).partition_lock_timeout_s)
+        finally:
+            db.close()
+        print(
+            f"==> day partitions {window[0]}..{window[1]}: {len(made['raw_partitions_created'])} created,"
+            f" {len(made['raw_partitions_creation_deferred'])} left to the retention function (telemetry_data busy)"
+        )
 
 
 def cmd_tenant_create(args) -> None:

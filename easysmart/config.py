@@ -174,6 +174,57 @@ class DatabaseSettings(Group):
     db_pool_max: int = env("DB_POOL_MAX", "most database connections a function process keeps", 16)
 
 
+# Every connection of a function's pool has a statement_timeout and a lock_timeout (libpq options), so no
+# statement runs or waits for a lock without end; each function has its own pair (0 turns one off).
+
+
+@settings_group
+class AuthDatabaseTimeouts(Group):
+    statement_timeout_s: float = env("AUTH_DB_STATEMENT_TIMEOUT_S", "longest statement of auth (seconds)", 5.0)
+    lock_timeout_s: float = env("AUTH_DB_LOCK_TIMEOUT_S", "longest wait for a lock in auth (seconds)", 2.0)
+
+
+@settings_group
+class IngestDatabaseTimeouts(Group):
+    statement_timeout_s: float = env("INGEST_DB_STATEMENT_TIMEOUT_S", "longest statement of ingest (seconds)", 5.0)
+    lock_timeout_s: float = env("INGEST_DB_LOCK_TIMEOUT_S", "longest wait for a lock in ingest (seconds)", 2.0)
+
+
+@settings_group
+class AnalyticsDatabaseTimeouts(Group):
+    statement_timeout_s: float = env(
+        "ANALYTICS_DB_STATEMENT_TIMEOUT_S", "longest query of analytics (seconds; past it: 503 with Retry-After)", 5.0
+    )
+    lock_timeout_s: float = env("ANALYTICS_DB_LOCK_TIMEOUT_S", "longest wait for a lock in analytics (seconds)", 2.0)
+
+
+@settings_group
+class ProcessDatabaseTimeouts(Group):
+    statement_timeout_s: float = env(
+        "PROCESS_DB_STATEMENT_TIMEOUT_S",
+        "longest statement of process (seconds): above the COPY of the largest chunk and the move into"
+        " telemetry_data; a timeout counts as an unexpected failure of the batch",
+        120.0,
+    )
+    lock_timeout_s: float = env("PROCESS_DB_LOCK_TIMEOUT_S", "longest wait for a lock in process (seconds)", 10.0)
+
+
+@settings_group
+class RetentionDatabaseTimeouts(Group):
+    statement_timeout_s: float = env(
+        "RETENTION_DB_STATEMENT_TIMEOUT_S", "longest statement of retention (seconds; an aggregate refresh)", 600.0
+    )
+    lock_timeout_s: float = env(
+        "RETENTION_DB_LOCK_TIMEOUT_S", "longest wait for a lock in retention's refresh and ledger prune (seconds)", 60.0
+    )
+    partition_lock_timeout_s: float = env(
+        "RETENTION_PARTITION_LOCK_TIMEOUT_S",
+        "longest wait for the lock of a partition's creation, detach or drop (seconds); past it the step is left"
+        " to the next run instead of queueing in front of readers",
+        1.0,
+    )
+
+
 @settings_group
 class MigrationSettings(Group):
     db_mode: str = env(
@@ -333,6 +384,12 @@ class RetentionSettings(Group):
         "BLOB_RETENTION_DAYS",
         "uploads kept in the object store (days); an identical upload within it is not stored again",
         7,
+    )
+    dlq_retention_days: int = env(
+        "DLQ_RETENTION_DAYS",
+        "how long the dead-letter topic keeps claim checks (days; its retention.ms): the blob of a batch that is"
+        " not done is kept that long, so `esm dlq replay` finds it",
+        30,
     )
 
 

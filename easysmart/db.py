@@ -78,7 +78,9 @@ class Database:
 
     (psycopg2's own pools close every returned connection above `minconn`, so a lazy pool
     of theirs would connect anew for each transaction.) A broken connection is discarded.
-    `monotonic` measures how long a connection has been idle.
+    `monotonic` measures how long a connection has been idle. Every connection starts with the given
+    statement_timeout and lock_timeout (None: the server's; given, they replace any `options` of the DSN),
+    which a transaction may still change with SET LOCAL.
     """
 
     def __init__(
@@ -87,9 +89,16 @@ class Database:
         max_connections: int = 16,
         connect_timeout_s: int = 5,
         monotonic: MonotonicClock = time.monotonic,
+        statement_timeout_s: float | None = None,
+        lock_timeout_s: float | None = None,
     ) -> None:
         self.dsn = dsn
         self.connect_timeout_s = connect_timeout_s
+        self.options = " ".join(
+            f"-c {name}={round(seconds * 1000)}"
+            for name, seconds in (("statement_timeout", statement_timeout_s), ("lock_timeout", lock_timeout_s))
+            if seconds is not None
+        )
         self.monotonic = monotonic
         self._idle: list[tuple[psycopg2.extensions.connection, float]] = []  # (connection, idle since)
         self._slots = threading.BoundedSemaphore(max_connections)
@@ -104,6 +113,8 @@ class Database:
             if self.monotonic() - idle_since < _TRUST_IDLE_S or _alive(conn):
                 return conn
             conn.close()  # the server went away (a restart) while it was idle
+        if self.options:
+            return psycopg2.connect(self.dsn, connect_timeout=self.connect_timeout_s, options=self.options)
         return psycopg2.connect(self.dsn, connect_timeout=self.connect_timeout_s)
 
     @contextlib.contextmanager

@@ -206,6 +206,14 @@ class BatchLedger:
             row = cursor.fetchone()
         return None if row is None else _record(row)
 
+    def done_among(self, batch_ids: list[str]) -> set[str]:
+        """Those of the batches that are done (unknown ids are not)."""
+        with self.db.transaction() as cursor:
+            cursor.execute(
+                "SELECT id::text FROM batches WHERE id = ANY(%s::uuid[]) AND status = %s", (batch_ids, BatchStatus.DONE)
+            )
+            return {batch_id for (batch_id,) in cursor.fetchall()}
+
     def prune(self, received_before: datetime) -> int:
         """Deletes the rows of batches received before the time; how many."""
         with self.db.transaction() as cursor:

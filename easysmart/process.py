@@ -227,6 +227,9 @@ class BatchProcessor:
         return ProcessResult.done(batch_id, self.ledger.counts_of(batch_id), redelivery=True)
 
     def _ensure_partitions(self, oldest: datetime, newest: datetime) -> None:
+        """A fallback: retention keeps the day partitions of the whole window made (easysmart.partitions), and a
+        day that exists costs a catalog lookup and no lock on telemetry_data; one that is truly missing (a fresh
+        stack) is made here, attached without stopping readers."""
         days = {oldest.date(), newest.date()}
         if days <= self._partition_days and (newest.date() - oldest.date()).days < 40:
             return

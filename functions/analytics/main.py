@@ -8,7 +8,13 @@ import flask
 import functions_framework
 
 from easysmart.analytics import AnalyticsService
-from easysmart.config import AggregateSettings, DatabaseSettings, LoggingSettings, TokenSettings
+from easysmart.config import (
+    AggregateSettings,
+    AnalyticsDatabaseTimeouts,
+    DatabaseSettings,
+    LoggingSettings,
+    TokenSettings,
+)
 from easysmart.db import Database
 from easysmart.identity import Principal, TokenService, bearer_principal
 from easysmart.observability import configure_logging, tenant_id_var
@@ -19,8 +25,13 @@ configure_logging("analytics", LoggingSettings.from_env())
 
 @functools.cache
 def _clients() -> tuple[AnalyticsService, TokenService]:
-    database = DatabaseSettings.from_env()
-    db = Database(database.database_url, database.db_pool_max)
+    database, timeouts = DatabaseSettings.from_env(), AnalyticsDatabaseTimeouts.from_env()
+    db = Database(
+        database.database_url,
+        database.db_pool_max,
+        statement_timeout_s=timeouts.statement_timeout_s,
+        lock_timeout_s=timeouts.lock_timeout_s,
+    )
     return AnalyticsService(db, AggregateSettings.from_env()), TokenService(TokenSettings.from_env())
 
 

@@ -9,7 +9,14 @@ import functions_framework
 import orjson
 
 from easysmart.auth import AuthService, Credentials, refresh_token_from_body
-from easysmart.config import DatabaseSettings, LoggingSettings, LoginSettings, ProxySettings, TokenSettings
+from easysmart.config import (
+    AuthDatabaseTimeouts,
+    DatabaseSettings,
+    LoggingSettings,
+    LoginSettings,
+    ProxySettings,
+    TokenSettings,
+)
 from easysmart.db import Database
 from easysmart.errors import BadRequestError, PayloadTooLargeError
 from easysmart.identity import TokenService, bearer_principal
@@ -21,9 +28,14 @@ configure_logging("auth", LoggingSettings.from_env())
 
 @functools.cache
 def _service() -> AuthService:
-    database = DatabaseSettings.from_env()
+    database, timeouts = DatabaseSettings.from_env(), AuthDatabaseTimeouts.from_env()
     return AuthService(
-        Database(database.database_url, database.db_pool_max),
+        Database(
+            database.database_url,
+            database.db_pool_max,
+            statement_timeout_s=timeouts.statement_timeout_s,
+            lock_timeout_s=timeouts.lock_timeout_s,
+        ),
         TokenService(TokenSettings.from_env()),
         LoginSettings.from_env(),
     )

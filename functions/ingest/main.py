@@ -13,6 +13,7 @@ from easysmart.config import (
     BackendSettings,
     ClaimSigningSettings,
     DatabaseSettings,
+    IngestDatabaseTimeouts,
     KafkaSettings,
     LoggingSettings,
     ObjectStoreSettings,
@@ -40,7 +41,13 @@ configure_logging("ingest", LoggingSettings.from_env())
 def _clients():
     database, kafka, store = DatabaseSettings.from_env(), KafkaSettings.from_env(), ObjectStoreSettings.from_env()
     timeout_s = BackendSettings.from_env().backend_timeout_s
-    db = Database(database.database_url, database.db_pool_max)
+    timeouts = IngestDatabaseTimeouts.from_env()
+    db = Database(
+        database.database_url,
+        database.db_pool_max,
+        statement_timeout_s=timeouts.statement_timeout_s,
+        lock_timeout_s=timeouts.lock_timeout_s,
+    )
     redis_client = redis.Redis.from_url(
         RedisSettings.from_env().redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
     )

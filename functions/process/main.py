@@ -14,6 +14,7 @@ from easysmart.config import (
     DatabaseSettings,
     LoggingSettings,
     ObjectStoreSettings,
+    ProcessDatabaseTimeouts,
     ProcessSettings,
     RetentionSettings,
     UploadLimits,
@@ -31,13 +32,19 @@ configure_logging("process", LoggingSettings.from_env())
 @functools.cache
 def _processor() -> BatchProcessor:
     database, store = DatabaseSettings.from_env(), ObjectStoreSettings.from_env()
+    timeouts = ProcessDatabaseTimeouts.from_env()
     # Large blobs stream for a while: the read timeout is per socket read, not per download.
     blobs = BlobStore(make_s3_client(store, max(BackendSettings.from_env().backend_timeout_s, 30.0)), store.s3_bucket)
     return BatchProcessor(
         ProcessSettings.from_env(),
         UploadLimits.from_env(),
         RetentionSettings.from_env(),
-        Database(database.database_url, database.db_pool_max),
+        Database(
+            database.database_url,
+            database.db_pool_max,
+            statement_timeout_s=timeouts.statement_timeout_s,
+            lock_timeout_s=timeouts.lock_timeout_s,
+        ),
         blobs,
         keyring=ClaimKeyring.from_settings(ClaimSigningSettings.from_env()),
     )

@@ -18,6 +18,7 @@ from easysmart.config import (
     DatabaseSettings,
     LoggingSettings,
     ObjectStoreSettings,
+    RetentionDatabaseTimeouts,
     RetentionSettings,
 )
 from easysmart.db import Database
@@ -34,10 +35,22 @@ configure_logging("retention", LoggingSettings.from_env())
 @functools.cache
 def _service() -> RetentionService:
     database, store = DatabaseSettings.from_env(), ObjectStoreSettings.from_env()
+    timeouts = RetentionDatabaseTimeouts.from_env()
     # One run at a time (containerConcurrency 1): a few connections are plenty.
-    db = Database(database.database_url, max_connections=min(database.db_pool_max, 4))
+    db = Database(
+        database.database_url,
+        max_connections=min(database.db_pool_max, 4),
+        statement_timeout_s=timeouts.statement_timeout_s,
+        lock_timeout_s=timeouts.lock_timeout_s,
+    )
     blobs = BlobExpiry(make_s3_client(store, BackendSettings.from_env().backend_timeout_s), store.s3_bucket)
-    return RetentionService(RetentionSettings.from_env(), AggregateSettings.from_env(), db, blobs)
+    return RetentionService(
+        RetentionSettings.from_env(),
+        AggregateSettings.from_env(),
+        db,
+        blobs,
+        partition_lock_timeout_s=timeouts.partition_lock_timeout_s,
+    )
 
 
 def _job(request: flask.Request) -> str:

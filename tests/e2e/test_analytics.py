@@ -354,24 +354,30 @@ def test_expired_raw_readings_are_gone_while_their_aggregates_remain(world):
     assert_bucket(daily, values)
 
 
-def test_blobs_past_their_retention_are_gone():
+def test_blobs_past_their_retention_are_gone_but_an_unfinished_batch_s_stay_for_replay():
     from easysmart.config import ObjectStoreSettings, RetentionSettings
     from easysmart.storage import make_s3_client
 
-    config = ObjectStoreSettings.from_env()
+    config, retention = ObjectStoreSettings.from_env(), RetentionSettings.from_env()
     s3 = make_s3_client(config, timeout_s=5)
     today = datetime.now(UTC)
-    old_day = today - timedelta(days=RetentionSettings.from_env().blob_retention_days + 3)
-    old_key = f"raw/{old_day:%Y/%m/%d}/e2e/{uuid.uuid4()}.json.gz"
+    # No batch of the ledger is done with these: kept past the blob retention, as long as the dead-letter topic.
+    past_dlq = today - timedelta(days=max(retention.blob_retention_days, retention.dlq_retention_days) + 3)
+    past_blob = today - timedelta(days=retention.blob_retention_days + 3)
+    gone_key = f"raw/{past_dlq:%Y/%m/%d}/e2e/{uuid.uuid4()}.json.gz"
+    kept_key = f"raw/{past_blob:%Y/%m/%d}/e2e/{uuid.uuid4()}.json.gz"
     new_key = f"raw/{today:%Y/%m/%d}/e2e/{uuid.uuid4()}.json.gz"
-    for key in (old_key, new_key):
+    for key in (gone_key, kept_key, new_key):
         s3.put_object(Bucket=config.s3_bucket, Key=key, Body=b"x")
 
     report = run_retention("expire")
 
     assert report["expire"]["blobs_deleted"] >= 1
     listed = {
-        key for key in (old_key, new_key) if s3.list_objects_v2(Bucket=config.s3_bucket, Prefix=key).get("KeyCount", 0)
+        key
+        for key in (gone_key, kept_key, new_key)
+        if s3.list_objects_v2(Bucket=config.s3_bucket, Prefix=key).get("KeyCount", 0)
     }
-    assert listed == {new_key}
-    s3.delete_object(Bucket=config.s3_bucket, Key=new_key)
+    assert listed == {kept_key, new_key}
+    for key in listed:
+        s3.delete_object(Bucket=config.s3_bucket, Key=key)

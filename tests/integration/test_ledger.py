@@ -56,6 +56,18 @@ def test_a_batch_goes_accepted_processing_done_and_stays_done(ledger, database, 
     assert ledger.counts_of(claim.batch_id) == BatchCounts(readings=3, stored=2, duplicate=0, skipped=1, rejected=0)
 
 
+def test_processed_at_is_when_the_batch_commits_not_when_its_transaction_began(ledger, database, make_account):
+    claim = claim_for(make_account())
+    with database.transaction() as cursor:
+        ledger.open_for_processing(cursor, claim)
+    with database.transaction() as cursor:
+        cursor.execute("SELECT now()")  # the transaction's start, which a long batch may be far past
+        began = cursor.fetchone()[0]
+        ledger.mark_done(cursor, claim.batch_id, 0, BatchCounts(0, 0, 0, 0, 0), [], {})
+
+    assert ledger.status_for_tenant(claim.tenant_id, claim.batch_id).processed_at > began
+
+
 def test_mark_done_is_undone_with_the_caller_s_transaction(ledger, database, make_account):
     claim = claim_for(make_account())
     with database.transaction() as cursor:

@@ -247,6 +247,26 @@ def test_a_statement_timeout_counts_toward_the_cap_and_is_not_an_outage(database
     assert status_of(database, claim.batch_id)[:2] == ("processing", 1)
 
 
+def test_a_lock_timeout_every_time_fails_the_batch_at_the_cap(database, blobs, make_account):
+    held = f"it-lock-{uuid.uuid4()}"
+
+    def blocked(writer):
+        writer.cursor.execute("SET LOCAL lock_timeout = 10")
+        writer.cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (held,))
+
+    claim = stage(blobs, make_account(), recent_sample("ha-bulk-small.json"))
+    with database.transaction() as holder:
+        holder.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (held,))
+        for attempt in range(1, 5):
+            with pytest.raises(DatabaseTimeoutError):
+                faulty_processor(database, blobs, blocked).process(claim)
+            assert status_of(database, claim.batch_id)[:2] == ("processing", attempt)
+        with pytest.raises(BatchFailedError):
+            faulty_processor(database, blobs, blocked).process(claim)
+    status, failures, reason = status_of(database, claim.batch_id)
+    assert (status, failures) == ("failed", 5) and "unexpected error (DatabaseTimeoutError)" in reason
+
+
 # --- authenticated claim checks --------------------------------------------------------------------
 
 ATTACKER_KEYRING = ClaimKeyring.from_settings(

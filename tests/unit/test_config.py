@@ -131,6 +131,13 @@ def test_config_vars_of_auth_carry_the_signing_key_but_no_object_store(capsys):
     assert not {"S3_SECRET_ACCESS_KEY", "REDIS_URL", "RAW_RETENTION_DAYS"} & set(auth)
 
 
+@pytest.mark.parametrize("function", ["auth", "ingest", "analytics", "process", "retention"])
+def test_each_function_reads_its_own_database_timeouts_and_no_other_s(function, capsys):
+    timeouts = {name for name in vars_of(function, capsys) if "_DB_" in name and name.endswith("_TIMEOUT_S")}
+
+    assert timeouts == {f"{function.upper()}_DB_STATEMENT_TIMEOUT_S", f"{function.upper()}_DB_LOCK_TIMEOUT_S"}
+
+
 def test_config_vars_of_a_module(capsys):
     cli.main(["config", "vars", "--source", str(REPO / "easysmart" / "bridges" / "kafka_source.py")])
     lines = capsys.readouterr().out.splitlines()
