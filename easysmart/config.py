@@ -326,7 +326,7 @@ class ClaimSigningSettings(Group):
     claim_signing_retired_keys: tuple[str, ...] = env(
         "CLAIM_SIGNING_RETIRED_KEYS",
         "keys that only verify, as id:key pairs: a replaced key, kept at least as long as the dead-letter topic"
-        " keeps records (30 days) so a replay verifies; a new key, on process, before ingest signs with it",
+        " keeps records (DLQ_RETENTION_DAYS) so a replay verifies; a new key, on process, before ingest signs with it",
         (),
         secret=True,
     )
