@@ -13,8 +13,16 @@ import (
 	sigsyaml "sigs.k8s.io/yaml"
 )
 
-var publicFunctions = map[string]bool{"auth": true, "ingest": true, "analytics": true}
-var clusterLocalFunctions = map[string]bool{"process": true, "retention": true}
+// secretSource prefixes the value of a variable that a manifest takes from a secret store instead
+// of writing it down: a Kubernetes Secret (secretKeyRef, envFrom secretRef) or, in stack.yml,
+// faas-cli's environment (${VAR}).
+const secretSource = "secret:"
+
+// The front proxy's shared secret: the functions believe X-Real-IP only on a request carrying it.
+const (
+	proxySecretVar    = "FRONT_PROXY_SECRET"
+	proxySecretHeader = "X-ESM-Proxy-Secret"
+)
 
 // Render is one kustomization's output with lookups.
 type Rendered struct {
@@ -113,7 +121,7 @@ func envOf(rd *Rendered, ns string, c map[string]any, where string, r *Report) m
 			env[name] = str(e, "value")
 		case get(e, "valueFrom", "secretKeyRef") != nil:
 			ref := mapAt(e, "valueFrom", "secretKeyRef")
-			env[name] = "secret:" + str(ref, "name") + "/" + str(ref, "key")
+			env[name] = secretSource + str(ref, "name") + "/" + str(ref, "key")
 			checkKey(rd, "Secret", ns, str(ref, "name"), str(ref, "key"), where, r)
 		case get(e, "valueFrom", "configMapKeyRef") != nil:
 			ref := mapAt(e, "valueFrom", "configMapKeyRef")
@@ -145,7 +153,7 @@ func envOf(rd *Rendered, ns string, c map[string]any, where string, r *Report) m
 			}
 			for _, key := range []string{"data", "stringData"} {
 				for k := range mapAt(s.Map, key) {
-					env[prefix+k] = "secret:" + str(ref, "name") + "/" + k
+					env[prefix+k] = secretSource + str(ref, "name") + "/" + k
 				}
 			}
 		}
@@ -185,11 +193,12 @@ func CheckKnative(repo *Repo, rd *Rendered, kindConfig map[string]any, r *Report
 			}
 		}
 	}
+	functionEnv := map[string]map[string]string{} // Knative Service name -> its container's environment
 	for _, o := range rd.all("Service") {
 		if o.APIVersion != "serving.knative.dev/v1" {
 			continue
 		}
-		checkKnativeService(repo, rd, o, r)
+		functionEnv[o.Name] = checkKnativeService(repo, rd, o, r)
 	}
 	for _, o := range rd.all("Job") {
 		if o.Name != "migrate" {
@@ -213,8 +222,28 @@ func CheckKnative(repo *Repo, rd *Rendered, kindConfig map[string]any, r *Report
 		}
 	}
 	checkConfigKeysUsed(rd, r)
+	checkNoCommittedSecrets(rd, r)
 	checkEventing(repo, rd, r)
-	checkFrontProxy(repo, rd, kindConfig, r)
+	checkFrontProxy(repo, rd, functionEnv, kindConfig, r)
+}
+
+// checkNoCommittedSecrets: a Secret rendered from the repository would ship its values with it. The
+// kind deployment generates easysmart-secrets at deploy time (infra/k8s/scripts/common.sh) and
+// production creates it out of band.
+func checkNoCommittedSecrets(rd *Rendered, r *Report) {
+	for _, o := range rd.all("Secret") {
+		var keys []string
+		for _, field := range []string{"data", "stringData"} {
+			for k := range mapAt(o.Map, field) {
+				keys = append(keys, k)
+			}
+		}
+		sort.Strings(keys)
+		if len(keys) > 0 {
+			r.Errorf(o.ID(), "carries values (%s): secrets are generated at deploy time or created by the operator, never committed", strings.Join(keys, ", "))
+		}
+	}
+	r.Pass("secrets: none committed")
 }
 
 // checkConfigKeysUsed: every key of easysmart-config is given to some container, so a value no
@@ -257,14 +286,12 @@ func checkConfigKeysUsed(rd *Rendered, r *Report) {
 	r.Pass("env: every easysmart-config key is used")
 }
 
-func checkKnativeService(repo *Repo, rd *Rendered, o *Object, r *Report) {
+// checkKnativeService checks one function's Knative Service and returns its container's environment.
+func checkKnativeService(repo *Repo, rd *Rendered, o *Object, r *Report) map[string]string {
 	where := o.ID()
-	visibility := str(o.Map, "metadata", "labels", "networking.knative.dev/visibility")
-	if publicFunctions[o.Name] && visibility == "cluster-local" {
-		r.Errorf(where, "%s is a public function: it must not be cluster-local", o.Name)
-	}
-	if clusterLocalFunctions[o.Name] && visibility != "cluster-local" {
-		r.Errorf(where, "%s must be cluster-local (label networking.knative.dev/visibility: cluster-local)", o.Name)
+	// Only the front proxy is reachable from outside the cluster: it is what vouches for client addresses.
+	if str(o.Map, "metadata", "labels", "networking.knative.dev/visibility") != "cluster-local" {
+		r.Errorf(where, "%s is publicly routable: functions are reached through the front proxy only (label networking.knative.dev/visibility: cluster-local)", o.Name)
 	}
 	ann := mapAt(o.Map, "spec", "template", "metadata", "annotations")
 	for _, a := range []string{"autoscaling.knative.dev/target", "autoscaling.knative.dev/min-scale", "autoscaling.knative.dev/max-scale"} {
@@ -287,7 +314,7 @@ func checkKnativeService(repo *Repo, rd *Rendered, o *Object, r *Report) {
 	cs := containers(spec)
 	if len(cs) != 1 {
 		r.Errorf(where, "expected one container, got %d", len(cs))
-		return
+		return nil
 	}
 	c := cs[0]
 	for _, k := range []string{"requests", "limits"} {
@@ -307,6 +334,7 @@ func checkKnativeService(repo *Repo, rd *Rendered, o *Object, r *Report) {
 		r.Errorf(where, "containerConcurrency %d must equal WORKERS x THREADS = %d", cc, workers*threads)
 	}
 	r.Pass("knative Service: sizing, visibility and env")
+	return env
 }
 
 // resolveRef finds the target of a Destination.ref.
@@ -446,36 +474,68 @@ func checkEventing(repo *Repo, rd *Rendered, r *Report) {
 	}
 }
 
-var hostRouteRe = regexp.MustCompile(`location\s+(=\s*)?(/api/\S*)\s*\{\s*proxy_set_header\s+Host\s+([a-z0-9.-]+);\s*proxy_pass\s+([^;]+);`)
+// The image (nginx-unprivileged) renders /etc/nginx/templates/*.template with envsubst at start.
+const (
+	frontProxyTemplate  = "default.conf.template"
+	frontProxyTemplates = "/etc/nginx/templates"
+)
 
-func checkFrontProxy(repo *Repo, rd *Rendered, kindConfig map[string]any, r *Report) {
+func checkFrontProxy(repo *Repo, rd *Rendered, functionEnv map[string]map[string]string, kindConfig map[string]any, r *Report) {
 	cm := rd.find("v1", "ConfigMap", "", "frontproxy-nginx")
 	if cm == nil {
 		r.Errorf(rd.Label, "no front proxy ConfigMap frontproxy-nginx")
 		return
 	}
-	conf := str(cm.Map, "data", "default.conf")
+	fd, err := readFrontDoor(str(cm.Map, "data", frontProxyTemplate))
+	if err != nil {
+		r.Errorf(cm.ID(), "key %s: %v", frontProxyTemplate, err)
+		return
+	}
+	if len(fd.Routes) == 0 {
+		r.Errorf(cm.ID(), "key %s routes nothing (the nginx configuration the image renders)", frontProxyTemplate)
+		return
+	}
+	for _, problem := range fd.vouchingProblems("${" + proxySecretVar + "}") {
+		r.Errorf(cm.ID(), "%s", problem)
+	}
 	var routes []string
-	for _, m := range hostRouteRe.FindAllStringSubmatch(conf, -1) {
-		route := strings.TrimSpace(m[1]) + m[2]
-		routes = append(routes, route)
-		host := strings.Split(m[3], ".")
-		if len(host) < 3 || host[2] != "svc" {
-			r.Errorf(cm.ID(), "route %s: Host %s is not <service>.<namespace>.svc.cluster.local", route, m[3])
+	routed := map[string]bool{}
+	for route, host := range fd.Routes {
+		parts := strings.Split(host, ".")
+		if len(parts) < 3 || parts[2] != "svc" {
+			r.Errorf(cm.ID(), "route %s: $function_host %s is not <service>.<namespace>.svc.cluster.local", route, host)
 			continue
 		}
-		if rd.find("serving.knative.dev/v1", "Service", host[1], host[0]) == nil {
-			r.Errorf(cm.ID(), "route %s: Host %s names no Knative Service", route, m[3])
-		} else if clusterLocalFunctions[host[0]] {
-			r.Errorf(cm.ID(), "route %s: %s is cluster-local, not public", route, host[0])
+		if rd.find("serving.knative.dev/v1", "Service", parts[1], parts[0]) == nil {
+			r.Errorf(cm.ID(), "route %s: Host %s names no Knative Service", route, host)
 		}
+		routes = append(routes, route+" "+parts[0])
+		routed[parts[0]] = true
 	}
 	sort.Strings(routes)
-	if repo.Routes != nil && strings.Join(routes, " ") != strings.Join(repo.Routes, " ") {
-		r.Errorf(cm.ID(), "front proxy routes %v differ from the local front door's %v", routes, repo.Routes)
+	if local := repo.LocalRoutes(); local != nil && strings.Join(routes, ", ") != strings.Join(local, ", ") {
+		r.Errorf(cm.ID(), "front proxy routes [%s] differ from the local front door's [%s]", strings.Join(routes, ", "), strings.Join(local, ", "))
+	}
+	secret := checkFrontProxyDeployment(rd, cm, r)
+	// Each function behind the front proxy that checks the secret must be given the same one.
+	for fn := range routed {
+		if env := functionEnv[fn]; env != nil && repo.Reads(fn, proxySecretVar) && env[proxySecretVar] != secret {
+			ksvc := rd.find("serving.knative.dev/v1", "Service", "", fn)
+			r.Errorf(ksvc.ID(), "%s comes from %q, the front proxy's from %q: they must be one Secret key", proxySecretVar, env[proxySecretVar], secret)
+		}
+	}
+	svc := rd.find("v1", "Service", "", "frontproxy")
+	if svc == nil {
+		r.Errorf(rd.Label, "no Service frontproxy")
+		return
+	}
+	if t := str(svc.Map, "spec", "type"); t != "NodePort" && t != "LoadBalancer" {
+		r.Errorf(svc.ID(), "type %q: the front proxy is the way in from outside the cluster (NodePort or LoadBalancer)", t)
+	}
+	if str(svc.Map, "spec", "externalTrafficPolicy") != "Local" {
+		r.Errorf(svc.ID(), "externalTrafficPolicy must be Local: a hop through another node replaces the client's address with the node's")
 	}
 	if kindConfig != nil {
-		svc := rd.find("v1", "Service", "", "frontproxy")
 		mapped := map[string]bool{}
 		for _, n := range list(kindConfig, "nodes") {
 			for _, pm := range list(n, "extraPortMappings") {
@@ -483,18 +543,50 @@ func checkFrontProxy(repo *Repo, rd *Rendered, kindConfig map[string]any, r *Rep
 			}
 		}
 		ok := false
-		if svc != nil {
-			for _, p := range list(svc.Map, "spec", "ports") {
-				if mapped[fmt.Sprint(get(p, "nodePort"))] {
-					ok = true
-				}
+		for _, p := range list(svc.Map, "spec", "ports") {
+			if mapped[fmt.Sprint(get(p, "nodePort"))] {
+				ok = true
 			}
 		}
 		if !ok {
 			r.Errorf(rd.Label, "the front proxy Service's nodePort is not mapped by infra/kind-config.yaml")
 		}
 	}
-	r.Pass("front proxy: routes and hosts")
+	r.Pass("front proxy: routes, hosts and proxy secret")
+}
+
+// checkFrontProxyDeployment: the nginx container renders the ConfigMap as a template (else it would
+// send the literal "${FRONT_PROXY_SECRET}") with the secret from a Secret. Returns where the secret comes from.
+func checkFrontProxyDeployment(rd *Rendered, cm *Object, r *Report) string {
+	d := rd.find("apps/v1", "Deployment", cm.Namespace, "frontproxy")
+	if d == nil {
+		r.Errorf(rd.Label, "no Deployment frontproxy")
+		return ""
+	}
+	ps := podSpecs(d)[0]
+	volume := ""
+	for _, v := range list(ps, "volumes") {
+		if str(v, "configMap", "name") == cm.Name {
+			volume = str(v, "name")
+		}
+	}
+	for _, c := range containers(ps) {
+		for _, m := range list(c, "volumeMounts") {
+			if str(m, "name") != volume {
+				continue
+			}
+			if str(m, "mountPath") != frontProxyTemplates {
+				r.Errorf(d.ID(), "%s must be mounted at %s, where the image renders templates, not %s", cm.Name, frontProxyTemplates, str(m, "mountPath"))
+			}
+			secret := envOf(rd, d.Namespace, c, d.ID(), r)[proxySecretVar]
+			if !strings.HasPrefix(secret, secretSource) {
+				r.Errorf(d.ID(), "%s must come from a Secret (secretKeyRef)", proxySecretVar)
+			}
+			return secret
+		}
+	}
+	r.Errorf(d.ID(), "no container mounts the ConfigMap %s", cm.Name)
+	return ""
 }
 
 // CheckOpenFaaS cross-checks stack.yml with the functions, the code and the bridge manifests.

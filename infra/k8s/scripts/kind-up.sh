@@ -29,6 +29,7 @@ done
 install_strimzi
 build_images
 
+ensure_secrets
 step "applying infra/k8s/overlays/kind"
 kubectl apply -k infra/k8s/overlays/kind
 wait_backing
