@@ -1,7 +1,8 @@
-"""The local front door's nginx configuration (infra/local/nginx.conf.template) on a private nginx.
+"""The front doors' nginx configurations on a private nginx: the local one (infra/local/nginx.conf.template)
+and the Knative front proxy's (infra/k8s/base/frontproxy/frontproxy.yaml).
 
-The template is rendered as infra/local/stack.sh renders it, with a test secret and free ports, and
-every upstream points at one echo server that answers what it received and the client address the
+Each is rendered as it is deployed, with a test secret and free ports, and every upstream points at
+one echo server that answers what it received and the client address the
 functions would take from it. The client connects from 127.0.0.5, so the front door's peer
 address (127.0.0.5) differs from the echo server's (127.0.0.1): a believed X-Real-IP shows.
 """
@@ -27,6 +28,7 @@ from easysmart.web import PROXY_SECRET_HEADER, ProxyTrust, client_address
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "infra" / "local" / "nginx.conf.template"
+FRONT_PROXY = REPO / "infra" / "k8s" / "base" / "frontproxy" / "frontproxy.yaml"
 SECRET = "front-door-test-secret-" + "f" * 24
 CLIENT_ADDRESS = "127.0.0.5"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -67,25 +69,49 @@ def echo_port():
     thread.join()
 
 
-@pytest.fixture(scope="module")
-def front_door(echo_port, tmp_path_factory) -> int:
+def local_front_door(prefix: Path, port: int, upstream_port: int) -> str:
+    """infra/local/nginx.conf.template as infra/local/stack.sh renders it."""
+    values = {
+        "FRONTDOOR_PORT": port,
+        "AUTH_PORT": upstream_port,
+        "INGEST_PORT": upstream_port,
+        "ANALYTICS_PORT": upstream_port,
+        "PREFIX": prefix,
+        "LOGS": prefix,
+        "FRONT_PROXY_SECRET": SECRET,
+    }
+    return re.sub(r"@([A-Z_]+)@", lambda match: str(values[match.group(1)]), TEMPLATE.read_text())
+
+
+def knative_front_proxy(prefix: Path, port: int, upstream_port: int) -> str:
+    """The front proxy's template (ConfigMap frontproxy-nginx) as its image renders it (envsubst), inside the
+    http block of the image's nginx.conf, with Kourier's in-cluster gateway and the listen port moved here."""
+    manifest = FRONT_PROXY.read_text()
+    block = manifest.split("  default.conf.template: |\n", 1)[1].split("\n---\n", 1)[0]
+    server = "\n".join(line.removeprefix("    ") for line in block.splitlines())
+    for old, new in [
+        ("${FRONT_PROXY_SECRET}", SECRET),
+        ("kourier-internal.kourier-system.svc.cluster.local:80", f"127.0.0.1:{upstream_port}"),
+        ("listen 8080;", f"listen 127.0.0.1:{port};"),
+    ]:
+        assert old in server, old
+        server = server.replace(old, new)
+    temp_paths = " ".join(f"{name}_temp_path {prefix}/tmp/{name};" for name in ("proxy", "fastcgi", "uwsgi", "scgi"))
+    return (
+        f"pid {prefix}/nginx.pid; error_log {prefix}/error.log warn; events {{ worker_connections 64; }}\n"
+        f"http {{ client_body_temp_path {prefix}/tmp/body; {temp_paths} access_log off;\n{server}\n}}\n"
+    )
+
+
+@pytest.fixture(scope="module", params=[local_front_door, knative_front_proxy], ids=["local", "knative"])
+def front_door(request, echo_port, tmp_path_factory) -> int:
     if not Path(NGINX).exists():
         pytest.skip("nginx is not installed")
     prefix = tmp_path_factory.mktemp("nginx")
     for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (prefix / "tmp" / name).mkdir(parents=True)
     port = free_port()
-    values = {
-        "FRONTDOOR_PORT": port,
-        "AUTH_PORT": echo_port,
-        "INGEST_PORT": echo_port,
-        "ANALYTICS_PORT": echo_port,
-        "PREFIX": prefix,
-        "LOGS": prefix,
-        "FRONT_PROXY_SECRET": SECRET,
-    }
-    conf = re.sub(r"@([A-Z_]+)@", lambda match: str(values[match.group(1)]), TEMPLATE.read_text())
-    (prefix / "nginx.conf").write_text(conf)
+    (prefix / "nginx.conf").write_text(request.param(prefix, port, echo_port))
     command = [NGINX, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
