@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strings"
 )
 
 // Repo is what the cross checks read from the rest of the repository.
@@ -16,6 +17,7 @@ type Repo struct {
 	EnvVars   map[string][]EnvVar // what each function and bridge reads (esm config vars)
 	FrontDoor *frontDoor          // the local front door (infra/local/nginx.conf.template); nil when missing
 	Jobs      []string            // the retention jobs the code accepts (easysmart/retention.py JOBS)
+	KindKeys  map[string]bool     // the keys of easysmart-secrets make kind-up generates; nil when unknown
 }
 
 // Functions the manifests carry ahead of their code (docs/architecture.md §3 lists them; issue 4 asks for them).
@@ -25,7 +27,12 @@ var (
 	versionRe = regexp.MustCompile(`(?m)^version\s*=\s*"([^"]+)"`)
 	jobsRe    = regexp.MustCompile(`(?m)^JOBS\s*=\s*\(([^)]*)\)`)
 	quotedRe  = regexp.MustCompile(`"([a-z_]+)"`)
+	// infra/k8s/scripts/common.sh: GENERATED_SECRETS="..." and the --from-literal=KEY=... of ensure_secrets.
+	generatedRe = regexp.MustCompile(`(?m)^GENERATED_SECRETS="([^"]*)"`)
+	literalRe   = regexp.MustCompile(`--from-literal=([A-Z0-9_]+)=`)
 )
+
+const kindSecretsScript = "infra/k8s/scripts/common.sh"
 
 func LoadRepo(root, python string, r *Report) *Repo {
 	repo := &Repo{Root: root, Planned: map[string]bool{}}
@@ -56,6 +63,19 @@ func LoadRepo(root, python string, r *Report) *Repo {
 		r.Notef(localFrontDoor, "missing: front proxy routes not compared with the local front door")
 	} else if repo.FrontDoor, err = readFrontDoor(string(data)); err != nil {
 		r.Errorf(localFrontDoor, "%v", err)
+	}
+	if data, err := os.ReadFile(filepath.Join(root, kindSecretsScript)); err != nil {
+		r.Notef(kindSecretsScript, "missing: the kind overlay's Secret keys are not checked")
+	} else if m := generatedRe.FindSubmatch(data); m == nil {
+		r.Errorf(kindSecretsScript, "no GENERATED_SECRETS: the keys make kind-up generates into easysmart-secrets")
+	} else {
+		repo.KindKeys = map[string]bool{}
+		for _, key := range strings.Fields(string(m[1])) {
+			repo.KindKeys[key] = true
+		}
+		for _, lm := range literalRe.FindAllSubmatch(data, -1) {
+			repo.KindKeys[string(lm[1])] = true
+		}
 	}
 	if data, err := os.ReadFile(filepath.Join(root, "easysmart", "retention.py")); err == nil {
 		if m := jobsRe.FindSubmatch(data); m != nil {
