@@ -298,8 +298,13 @@ class LoginSettings(Group):
 
 @settings_group
 class ProxySettings(Group):
-    trusted_proxies: tuple[str, ...] = env(
-        "TRUSTED_PROXIES", "peers whose X-Real-IP / X-Forwarded-For is believed (the front door)", ("127.0.0.1", "::1")
+    front_proxy_secret: str = env(
+        "FRONT_PROXY_SECRET",
+        "shared secret the front proxy sends in X-ESM-Proxy-Secret: only a request carrying it has its X-Real-IP"
+        " believed (at least 32 bytes; unset: the client address is always the peer's; the local stack generates"
+        " one into .local/secrets)",
+        "",
+        secret=True,
     )
 
 

@@ -6,6 +6,7 @@ request functions-framework gives them.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import re
 import time
@@ -16,6 +17,7 @@ from typing import Callable
 import flask
 import orjson
 
+from easysmart.config import ConfigError, ProxySettings
 from easysmart.errors import (
     EasySmartError,
     LockedError,
@@ -58,18 +60,45 @@ def error_response(error: EasySmartError) -> flask.Response:
     return json_response(error.status, error.to_body(), headers)
 
 
-def client_address(request: flask.Request, trusted_proxies: tuple[str, ...]) -> str:
-    """The address the front door saw; a forwarded header counts only from a trusted proxy."""
+# The front proxy sets this header from its Secret and replaces any copy a client sends.
+PROXY_SECRET_HEADER = "X-ESM-Proxy-Secret"
+MIN_PROXY_SECRET_BYTES = 32
+
+
+@dataclass(frozen=True)
+class ProxyTrust:
+    """Which requests came through the front proxy: those carrying its shared secret.
+
+    The peer address proves nothing: in a Knative pod every request arrives from queue-proxy on
+    loopback, whoever sent it, and anything in the cluster can reach a cluster-local Service.
+    """
+
+    secret: bytes  # empty: no request is believed to come through the front proxy
+
+    @classmethod
+    def from_settings(cls, settings: ProxySettings) -> ProxyTrust:
+        secret = settings.front_proxy_secret.encode()
+        if not secret:
+            logger.warning(
+                "FRONT_PROXY_SECRET is not set: no X-Real-IP is believed, every client address is the peer's"
+            )
+        elif len(secret) < MIN_PROXY_SECRET_BYTES:
+            raise ConfigError(
+                f"FRONT_PROXY_SECRET is shorter than {MIN_PROXY_SECRET_BYTES} bytes; generate a longer one"
+            )
+        return cls(secret)
+
+    def vouches_for(self, request: flask.Request) -> bool:
+        presented = request.headers.get(PROXY_SECRET_HEADER)
+        return bool(self.secret) and presented is not None and hmac.compare_digest(presented.encode(), self.secret)
+
+
+def client_address(request: flask.Request, proxy: ProxyTrust) -> str:
+    """The address the front proxy saw (X-Real-IP) when the request carries its secret; otherwise the peer's."""
     peer = request.remote_addr or "unknown"
-    if peer not in trusted_proxies:
-        return peer
-    real_ip = request.headers.get("X-Real-IP")
-    if real_ip:
-        return real_ip.strip()
-    forwarded = request.headers.get("X-Forwarded-For")
-    if forwarded:
-        # The right-most entry was added by the proxy we trust; earlier ones are client claims.
-        return forwarded.split(",")[-1].strip()
+    real_ip = request.headers.get("X-Real-IP", "").strip()
+    if real_ip and proxy.vouches_for(request):
+        return real_ip
     return peer
 
 

@@ -21,9 +21,10 @@ from easysmart.db import Database
 from easysmart.errors import BadRequestError, PayloadTooLargeError
 from easysmart.identity import TokenService, bearer_principal
 from easysmart.observability import configure_logging
-from easysmart.web import Reply, Router, client_address
+from easysmart.web import ProxyTrust, Reply, Router, client_address
 
 configure_logging("auth", LoggingSettings.from_env())
+_PROXY_TRUST = ProxyTrust.from_settings(ProxySettings.from_env())
 
 
 @functools.cache
@@ -39,11 +40,6 @@ def _service() -> AuthService:
         TokenService(TokenSettings.from_env()),
         LoginSettings.from_env(),
     )
-
-
-@functools.cache
-def _trusted_proxies() -> tuple[str, ...]:
-    return ProxySettings.from_env().trusted_proxies
 
 
 _MAX_BODY_BYTES = 64 * 1024
@@ -66,7 +62,7 @@ def _json_body(request: flask.Request) -> object:
 def _login(request: flask.Request, kind: str) -> Reply:
     service = _service()
     credentials = Credentials.from_body(_json_body(request))
-    return Reply(200, service.login(credentials, kind, client_address(request, _trusted_proxies())))
+    return Reply(200, service.login(credentials, kind, client_address(request, _PROXY_TRUST)))
 
 
 def device_login(request: flask.Request) -> Reply:

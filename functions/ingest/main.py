@@ -32,9 +32,10 @@ from easysmart.messaging import ClaimCheckPublisher, KafkaProbe
 from easysmart.observability import configure_logging, request_id_var, tenant_id_var
 from easysmart.ratelimit import RateLimiter
 from easysmart.storage import BlobStore, make_s3_client
-from easysmart.web import Reply, Router, client_address
+from easysmart.web import ProxyTrust, Reply, Router, client_address
 
 configure_logging("ingest", LoggingSettings.from_env())
+_PROXY_TRUST = ProxyTrust.from_settings(ProxySettings.from_env())
 
 
 @functools.cache
@@ -65,14 +66,14 @@ def _clients():
     )
     probe = KafkaProbe(kafka.kafka_bootstrap_servers, kafka.kafka_topic_raw, timeout_s)
     health = HealthChecks.of_backends(db=db, redis_client=redis_client, blobs=blobs, kafka=probe)
-    return ProxySettings.from_env().trusted_proxies, service, TokenService(TokenSettings.from_env()), health
+    return service, TokenService(TokenSettings.from_env()), health
 
 
 def upload(request: flask.Request) -> Reply:
-    trusted_proxies, service, tokens, _ = _clients()
+    service, tokens, _ = _clients()
     principal = bearer_principal(request.headers, tokens)
     tenant_id_var.set(principal.tenant_id)
-    address = client_address(request, trusted_proxies)
+    address = client_address(request, _PROXY_TRUST)
     rate_headers = service.rate_limit(principal, address)
     result = service.upload(
         UploadRequest(
@@ -91,7 +92,7 @@ def upload(request: flask.Request) -> Reply:
 
 
 def batch_status(request: flask.Request, batch_id: str) -> Reply:
-    _, service, tokens, _ = _clients()
+    service, tokens, _ = _clients()
     principal = bearer_principal(request.headers, tokens)
     return Reply(200, service.batch_status(principal, batch_id))
 
@@ -101,7 +102,7 @@ def liveness(request: flask.Request) -> Reply:
 
 
 def detailed_health(request: flask.Request) -> Reply:
-    report = _clients()[3].run()
+    report = _clients()[2].run()
     return Reply(200 if report["status"] == "ok" else 503, report)
 
 

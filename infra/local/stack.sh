@@ -22,21 +22,23 @@ LOCAL="$ROOT/.local"
 RUN="$LOCAL/run"
 LOGS="$LOCAL/log"
 mkdir -p "$RUN" "$LOGS" "$LOCAL/secrets"
-if [ -z "${JWT_SECRET:-}" ]; then
-  if [ ! -s "$LOCAL/secrets/jwt-secret" ]; then
-    (umask 077; head -c 48 /dev/urandom | base64 -w0 > "$LOCAL/secrets/jwt-secret")
+# A secret not set in the environment is generated once into .local/secrets and kept.
+secret_from_file() {  # variable file
+  if [ -z "${!1:-}" ]; then
+    if [ ! -s "$LOCAL/secrets/$2" ]; then
+      (umask 077; head -c 48 /dev/urandom | base64 -w0 > "$LOCAL/secrets/$2")
+    fi
+    printf -v "$1" '%s' "$(cat "$LOCAL/secrets/$2")"
+    export "${1?}"
   fi
-  JWT_SECRET="$(cat "$LOCAL/secrets/jwt-secret")"
-  export JWT_SECRET
-fi
-# Ingest signs claim checks with this key and process verifies them with it (generated once, kept).
-if [ -z "${CLAIM_SIGNING_KEY:-}" ]; then
-  if [ ! -s "$LOCAL/secrets/claim-signing-key" ]; then
-    (umask 077; head -c 48 /dev/urandom | base64 -w0 > "$LOCAL/secrets/claim-signing-key")
-  fi
-  CLAIM_SIGNING_KEY="$(cat "$LOCAL/secrets/claim-signing-key")"
-  export CLAIM_SIGNING_KEY
-fi
+}
+secret_from_file JWT_SECRET jwt-secret
+# The front door sends it to auth and ingest (X-ESM-Proxy-Secret); it is written into nginx.conf.
+secret_from_file FRONT_PROXY_SECRET front-proxy-secret
+[[ "$FRONT_PROXY_SECRET" =~ ^[A-Za-z0-9+/=_-]{32,}$ ]] \
+  || { echo "FRONT_PROXY_SECRET must be at least 32 characters of A-Z a-z 0-9 + / = _ -" >&2; exit 1; }
+# Ingest signs claim checks with this key and process verifies them with it.
+secret_from_file CLAIM_SIGNING_KEY claim-signing-key
 
 ALL=(postgres redis kafka s3 auth ingest process analytics retention kafka-bridge ping-bridge frontdoor)
 SUPERVISE_INTERVAL_S="${SUPERVISE_INTERVAL_S:-2}"
@@ -335,9 +337,11 @@ start_frontdoor() {
   local dir="$LOCAL/nginx" nginx_bin
   nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
   mkdir -p "$dir/tmp"
-  sed -e "s|@FRONTDOOR_PORT@|$FRONTDOOR_PORT|g" -e "s|@AUTH_PORT@|$AUTH_PORT|g" -e "s|@INGEST_PORT@|$INGEST_PORT|g" \
-      -e "s|@ANALYTICS_PORT@|$ANALYTICS_PORT|g" -e "s|@PREFIX@|$dir|g" -e "s|@LOGS@|$LOGS|g" \
-      infra/local/nginx.conf.template >"$dir/nginx.conf"
+  # nginx.conf carries the front proxy's secret: readable by its owner only.
+  (umask 077; sed -e "s|@FRONTDOOR_PORT@|$FRONTDOOR_PORT|g" -e "s|@AUTH_PORT@|$AUTH_PORT|g" \
+      -e "s|@INGEST_PORT@|$INGEST_PORT|g" -e "s|@ANALYTICS_PORT@|$ANALYTICS_PORT|g" -e "s|@PREFIX@|$dir|g" \
+      -e "s|@LOGS@|$LOGS|g" -e "s|@FRONT_PROXY_SECRET@|$FRONT_PROXY_SECRET|g" \
+      infra/local/nginx.conf.template >"$dir/nginx.conf.new" && mv "$dir/nginx.conf.new" "$dir/nginx.conf")
   "$nginx_bin" -t -q -p "$dir" -c "$dir/nginx.conf" 2>>"$LOGS/frontdoor.log" || fail_with_log frontdoor "invalid nginx config"
   start_bg frontdoor "$nginx_bin" -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;'
   wait_tcp frontdoor "$FRONTDOOR_PORT" 30

@@ -15,6 +15,7 @@ from easysmart import auth as auth_module
 from easysmart.auth import AuthService, Credentials
 from easysmart.errors import ForbiddenError, LockedError, UnauthorizedError
 from easysmart.identity import Principal, TokenService
+from easysmart.web import PROXY_SECRET_HEADER
 
 MAIN = Path(__file__).resolve().parents[2] / "functions" / "auth" / "main.py"
 
@@ -251,13 +252,19 @@ def client(database_url, token_settings, monkeypatch):
     # The auth function reads the database and the tokens' key, and nothing else it has to be given.
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("JWT_SECRET", token_settings.jwt_secret)
+    monkeypatch.setenv("FRONT_PROXY_SECRET", FRONT_PROXY_SECRET)
     for name in ("REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS", "S3_ENDPOINT_URL", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"):
         monkeypatch.delenv(name, raising=False)
     return create_app(target="handle", source=str(MAIN)).test_client()
 
 
+FRONT_PROXY_SECRET = "integration-test-front-proxy-secret-" + "p" * 16
+
+
 def post(client, path: str, body=None, address: str = "10.2.0.1", **kwargs):
-    return client.post(path, json=body, headers={"X-Forwarded-For": address}, **kwargs)
+    """A request as the front proxy forwards it from a client at `address`."""
+    headers = {"X-Real-IP": address, PROXY_SECRET_HEADER: FRONT_PROXY_SECRET}
+    return client.post(path, json=body, headers=headers, **kwargs)
 
 
 def test_http_device_login_answers_200_with_the_token_the_real_client_reads(client, make_account):

@@ -16,8 +16,8 @@ from easysmart.config import (
     LoggingSettings,
     MigrationSettings,
     ProcessSettings,
-    ProxySettings,
     TokenSettings,
+    Variable,
     variables,
 )
 from easysmart.errors import EasySmartError
@@ -82,7 +82,9 @@ def test_a_value_outside_the_choices_is_named():
 
 
 def test_lists_are_comma_separated():
-    assert ProxySettings.from_env({"TRUSTED_PROXIES": " 10.0.0.1, ,::1"}).trusted_proxies == ("10.0.0.1", "::1")
+    names = Variable("NAMES", "Group", "comma-separated list", (), "a list")
+
+    assert names.parse(" 10.0.0.1, ,::1") == ("10.0.0.1", "::1")
 
 
 def test_config_errors_are_the_packages_errors():
@@ -127,7 +129,8 @@ def test_config_vars_lists_what_a_function_reads_and_no_more(capsys):
 def test_config_vars_of_auth_carry_the_signing_key_but_no_object_store(capsys):
     auth = vars_of("auth", capsys)
 
-    assert {"DATABASE_URL", "JWT_SECRET", "LOGIN_MAX_FAILURES", "TRUSTED_PROXIES"} <= set(auth)
+    assert {"DATABASE_URL", "JWT_SECRET", "LOGIN_MAX_FAILURES", "FRONT_PROXY_SECRET"} <= set(auth)
+    assert auth["FRONT_PROXY_SECRET"]["secret"] and not auth["FRONT_PROXY_SECRET"]["required"]
     assert not {"S3_SECRET_ACCESS_KEY", "REDIS_URL", "RAW_RETENTION_DAYS"} & set(auth)
 
 

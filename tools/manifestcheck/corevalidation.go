@@ -39,6 +39,7 @@ func validateBuiltin(gvk schema.GroupVersionKind, typed runtime.Object) (field.E
 	case *core.Secret:
 		return corevalidation.ValidateSecret(o), true, nil
 	case *core.Service:
+		prepareServiceForCreate(o)
 		return corevalidation.ValidateService(o), true, nil
 	case *core.Namespace:
 		return corevalidation.ValidateNamespace(o), true, nil
@@ -55,6 +56,15 @@ func validateBuiltin(gvk schema.GroupVersionKind, typed runtime.Object) (field.E
 		return batchvalidation.ValidateJob(o, batchvalidation.JobValidationOptions{PodValidationOptions: podOpts, RequirePrefixedLabels: true}), true, nil
 	}
 	return nil, false, nil
+}
+
+// prepareServiceForCreate does what the Service REST storage does before validating a new Service:
+// a LoadBalancer that keeps client addresses (externalTrafficPolicy Local) is allocated a
+// health-check node port unless it names one.
+func prepareServiceForCreate(svc *core.Service) {
+	if svc.Spec.Type == core.ServiceTypeLoadBalancer && svc.Spec.ExternalTrafficPolicy == core.ServiceExternalTrafficPolicyLocal && svc.Spec.HealthCheckNodePort == 0 {
+		svc.Spec.HealthCheckNodePort = 30000 // the first port of the default node port range
+	}
 }
 
 // prepareJobForCreate does what the Job REST strategy does before validating a new Job: the

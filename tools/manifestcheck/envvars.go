@@ -117,8 +117,22 @@ func codeHash(root string) ([32]byte, error) {
 	return key, nil
 }
 
+// Variables the code may run without (it then trusts less) that a deployment must still set.
+var deploymentRequired = map[string]bool{proxySecretVar: true}
+
+// Reads tells whether the program's code reads the variable.
+func (repo *Repo) Reads(program, name string) bool {
+	for _, v := range repo.EnvVars[program] {
+		if v.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
 // checkEnvAgainstCode: a program's environment holds every variable its code reads without a
-// default, and nothing its code does not read (a secret mounted where it is never used, say).
+// default, and nothing its code does not read (a secret mounted where it is never used, say); a
+// secret is taken from a secret store, never written in the manifest.
 func checkEnvAgainstCode(repo *Repo, program string, env map[string]string, where string, r *Report) {
 	if repo.EnvVars == nil {
 		return // the code could not be asked; reported once by LoadRepo
@@ -129,11 +143,15 @@ func checkEnvAgainstCode(repo *Repo, program string, env map[string]string, wher
 		return
 	}
 	reads := map[string]bool{}
-	var missing []string
+	var missing, literal []string
 	for _, v := range vars {
 		reads[v.Name] = true
-		if val, set := env[v.Name]; v.Required && (!set || val == "") {
+		val, set := env[v.Name]
+		if (v.Required || deploymentRequired[v.Name]) && (!set || val == "") {
 			missing = append(missing, v.Name)
+		}
+		if v.Secret && set && val != "" && !strings.HasPrefix(val, secretSource) {
+			literal = append(literal, v.Name)
 		}
 	}
 	var unread []string
@@ -149,7 +167,10 @@ func checkEnvAgainstCode(repo *Repo, program string, env map[string]string, wher
 	if len(unread) > 0 {
 		r.Errorf(where, "carries %s, which %s does not read (esm config vars)", strings.Join(unread, ", "), program)
 	}
-	if len(missing) == 0 && len(unread) == 0 {
+	if len(literal) > 0 {
+		r.Errorf(where, "secrets written in the manifest: %s (take them from a Secret, or in stack.yml from faas-cli's environment)", strings.Join(literal, ", "))
+	}
+	if len(missing) == 0 && len(unread) == 0 && len(literal) == 0 {
 		r.Pass("env: exactly the variables the code reads")
 	}
 }

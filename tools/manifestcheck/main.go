@@ -64,6 +64,7 @@ func Run(opts Options, s *Schemas) *Report {
 	}
 	repo := LoadRepo(opts.Repo, python, r)
 	CheckDockerfile(repo, r)
+	CheckLocalFrontDoor(repo, r)
 	kindConfig := loadKindConfig(opts.Repo, r)
 
 	var kindRender *Rendered

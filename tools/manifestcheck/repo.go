@@ -15,8 +15,9 @@ type Repo struct {
 	Planned   map[string]bool     // functions the manifests already carry before their code exists
 	Version   string              // [project] version in pyproject.toml: the image tag
 	EnvVars   map[string][]EnvVar // what each function and bridge reads (esm config vars)
-	Routes    []string            // the local front door's public routes
+	FrontDoor *frontDoor          // the local front door (infra/local/nginx.conf.template); nil when missing
 	Jobs      []string            // the retention jobs the code accepts (easysmart/retention.py JOBS)
+	KindKeys  map[string]bool     // the keys of easysmart-secrets make kind-up generates; nil when unknown
 }
 
 // Functions the manifests carry ahead of their code (docs/architecture.md §3 lists them; issue 4 asks for them).
@@ -24,10 +25,14 @@ var plannedFunctions = []string{"analytics", "retention"}
 
 var (
 	versionRe = regexp.MustCompile(`(?m)^version\s*=\s*"([^"]+)"`)
-	routeRe   = regexp.MustCompile(`location\s+(=\s*)?(/api/\S*)\s*\{`)
 	jobsRe    = regexp.MustCompile(`(?m)^JOBS\s*=\s*\(([^)]*)\)`)
 	quotedRe  = regexp.MustCompile(`"([a-z_]+)"`)
+	// infra/k8s/scripts/common.sh: GENERATED_SECRETS="..." and the --from-literal=KEY=... of ensure_secrets.
+	generatedRe = regexp.MustCompile(`(?m)^GENERATED_SECRETS="([^"]*)"`)
+	literalRe   = regexp.MustCompile(`--from-literal=([A-Z0-9_]+)=`)
 )
+
+const kindSecretsScript = "infra/k8s/scripts/common.sh"
 
 func LoadRepo(root, python string, r *Report) *Repo {
 	repo := &Repo{Root: root, Planned: map[string]bool{}}
@@ -54,13 +59,23 @@ func LoadRepo(root, python string, r *Report) *Repo {
 	} else {
 		repo.EnvVars = vars
 	}
-	if data, err := os.ReadFile(filepath.Join(root, "infra", "local", "nginx.conf.template")); err == nil {
-		for _, m := range routeRe.FindAllSubmatch(data, -1) {
-			repo.Routes = append(repo.Routes, strings.TrimSpace(string(m[1]))+string(m[2]))
-		}
-		sort.Strings(repo.Routes)
+	if data, err := os.ReadFile(filepath.Join(root, localFrontDoor)); err != nil {
+		r.Notef(localFrontDoor, "missing: front proxy routes not compared with the local front door")
+	} else if repo.FrontDoor, err = readFrontDoor(string(data)); err != nil {
+		r.Errorf(localFrontDoor, "%v", err)
+	}
+	if data, err := os.ReadFile(filepath.Join(root, kindSecretsScript)); err != nil {
+		r.Notef(kindSecretsScript, "missing: the kind overlay's Secret keys are not checked")
+	} else if m := generatedRe.FindSubmatch(data); m == nil {
+		r.Errorf(kindSecretsScript, "no GENERATED_SECRETS: the keys make kind-up generates into easysmart-secrets")
 	} else {
-		r.Notef("infra/local/nginx.conf.template", "missing: front proxy routes not compared with the local front door")
+		repo.KindKeys = map[string]bool{}
+		for _, key := range strings.Fields(string(m[1])) {
+			repo.KindKeys[key] = true
+		}
+		for _, lm := range literalRe.FindAllSubmatch(data, -1) {
+			repo.KindKeys[string(lm[1])] = true
+		}
 	}
 	if data, err := os.ReadFile(filepath.Join(root, "easysmart", "retention.py")); err == nil {
 		if m := jobsRe.FindSubmatch(data); m != nil {
@@ -70,6 +85,33 @@ func LoadRepo(root, python string, r *Report) *Repo {
 		}
 	}
 	return repo
+}
+
+const localFrontDoor = "infra/local/nginx.conf.template"
+
+// LocalRoutes lists the local front door's routes as "<route> <function>", sorted; nil when unknown.
+func (repo *Repo) LocalRoutes() []string {
+	if repo.FrontDoor == nil {
+		return nil
+	}
+	routes := []string{}
+	for route, upstream := range repo.FrontDoor.Routes {
+		routes = append(routes, route+" "+upstream)
+	}
+	sort.Strings(routes)
+	return routes
+}
+
+// CheckLocalFrontDoor: the local front door vouches for client addresses as the front proxy does,
+// with the secret infra/local/stack.sh writes in.
+func CheckLocalFrontDoor(repo *Repo, r *Report) {
+	if repo.FrontDoor == nil {
+		return
+	}
+	for _, problem := range repo.FrontDoor.vouchingProblems("@" + proxySecretVar + "@") {
+		r.Errorf(localFrontDoor, "%s", problem)
+	}
+	r.Pass("front doors: client address and proxy secret")
 }
 
 // Buildable tells whether the Dockerfile builds an image for this function now.

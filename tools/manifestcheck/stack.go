@@ -72,7 +72,8 @@ type stackEnvironmentFile struct {
 	Environment map[string]string `yaml:"environment"`
 }
 
-// faas-cli substitutes ${VAR} and ${VAR:-default} from its environment before parsing.
+// faas-cli substitutes ${VAR} and ${VAR:-default} from its environment before parsing. A value it
+// takes from its environment is not written in the file: marked as a Secret's would be.
 var envsubstRe = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}`)
 
 func substitute(data []byte) []byte {
@@ -81,7 +82,7 @@ func substitute(data []byte) []byte {
 		if len(sub[3]) > 0 {
 			return sub[3]
 		}
-		return []byte("env-" + strings.ToLower(string(sub[1])))
+		return []byte(secretSource + "faas-cli-env/" + string(sub[1]))
 	})
 }
 

@@ -16,16 +16,6 @@ FUNCTIONS=$(for m in functions/*/main.py; do basename "$(dirname "$m")"; done)
 step() { printf '==> %s\n' "$*"; }
 need() { for c in "$@"; do command -v "$c" >/dev/null || { echo "missing command: $c" >&2; exit 1; }; done; }
 
-# The overlay's Secret carries a placeholder claim-signing key the functions refuse; this sets a generated one,
-# made once and kept in .local/secrets (never committed), so a second deploy keeps verifying earlier claim checks.
-set_claim_signing_key() {
-  local file=.local/secrets/kind-claim-signing-key
-  mkdir -p .local/secrets
-  [ -s "$file" ] || (umask 077; head -c 48 /dev/urandom | base64 -w0 > "$file")
-  kubectl -n easysmart patch secret easysmart-secrets --type merge \
-    -p "{\"stringData\":{\"CLAIM_SIGNING_KEY\":\"$(cat "$file")\"}}" >/dev/null
-}
-
 ensure_cluster() {
   if ! kind get clusters 2>/dev/null | grep -qx "$KIND_CLUSTER"; then
     step "creating the kind cluster $KIND_CLUSTER (infra/kind-config.yaml)"
@@ -51,6 +41,32 @@ install_strimzi() {
   kubectl -n kafka rollout status deployment/strimzi-cluster-operator --timeout=300s
 }
 
+# The Secret easysmart-secrets is never committed: random values on the first deploy, the same
+# ones on every later deploy (TimescaleDB keeps the password it was initialised with, and tokens
+# stay valid). A key added to the list is generated on the next deploy.
+GENERATED_SECRETS="POSTGRES_PASSWORD S3_ACCESS_KEY_ID S3_SECRET_ACCESS_KEY JWT_SECRET FRONT_PROXY_SECRET CLAIM_SIGNING_KEY"
+
+secret_value() {  # key: its value in easysmart-secrets, empty when there is none
+  kubectl -n easysmart get secret easysmart-secrets -o "jsonpath={.data.$1}" 2>/dev/null | base64 -d || true
+}
+
+ensure_secrets() {
+  step "Secret easysmart-secrets (generated once, kept on re-deploy)"
+  kubectl create namespace easysmart --dry-run=client -o yaml | kubectl apply -f -
+  local -A value
+  local key
+  for key in $GENERATED_SECRETS; do
+    value[$key]=$(secret_value "$key")
+    [ -n "${value[$key]}" ] || value[$key]=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  done
+  local args=()
+  for key in $GENERATED_SECRETS; do args+=("--from-literal=$key=${value[$key]}"); done
+  kubectl -n easysmart create secret generic easysmart-secrets "${args[@]}" \
+    --from-literal=DATABASE_URL="postgresql://esm:${value[POSTGRES_PASSWORD]}@timescaledb.easysmart.svc.cluster.local:5432/esm" \
+    --from-literal=REDIS_URL=redis://redis.easysmart.svc.cluster.local:6379/0 \
+    --dry-run=client -o yaml | kubectl apply -f -
+}
+
 wait_backing() {
   step "waiting for Kafka, TimescaleDB, Redis, S3 and the migration"
   kubectl -n kafka wait kafka/esm-kafka --for=condition=Ready --timeout=900s
@@ -69,7 +85,8 @@ smoke_test() {
   kubectl -n easysmart port-forward svc/timescaledb 55439:5432 >/dev/null 2>&1 & pf=$!
   trap 'kill $pf 2>/dev/null || true' RETURN
   sleep 3
-  export DATABASE_URL=postgresql://esm:esm-kind@127.0.0.1:55439/esm DB_MODE=timescaledb
+  DATABASE_URL="postgresql://esm:$(secret_value POSTGRES_PASSWORD)@127.0.0.1:55439/esm" DB_MODE=timescaledb
+  export DATABASE_URL DB_MODE
   step "seeding the demo tenant and accounts"
   .venv/bin/esm seed-demo
   step "sample upload through $base_url and read back"

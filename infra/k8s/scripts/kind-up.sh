@@ -29,11 +29,9 @@ done
 install_strimzi
 build_images
 
+ensure_secrets
 step "applying infra/k8s/overlays/kind"
 kubectl apply -k infra/k8s/overlays/kind
-set_claim_signing_key
-# Pods started before the key was set hold the placeholder in their environment: start them again.
-kubectl -n easysmart delete pod -l 'serving.knative.dev/service in (ingest,process)' --ignore-not-found >/dev/null
 wait_backing
 for f in $FUNCTIONS; do
   kubectl -n easysmart wait ksvc/"$f" --for=condition=Ready --timeout=600s

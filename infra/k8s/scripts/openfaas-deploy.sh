@@ -19,10 +19,8 @@ helm upgrade --install openfaas openfaas/openfaas --namespace openfaas \
 helm upgrade --install cron-connector openfaas/cron-connector --namespace openfaas --wait
 
 install_strimzi
-step "backing services (infra/k8s/backing) and their throwaway credentials"
-kubectl create namespace easysmart --dry-run=client -o yaml | kubectl apply -f -
-kubectl kustomize infra/k8s/overlays/kind | awk 'BEGIN{RS="\n---\n"} /kind: Secret/ && /name: easysmart-secrets/' | kubectl apply -f -
-set_claim_signing_key
+ensure_secrets
+step "backing services (infra/k8s/backing)"
 kubectl apply -k infra/k8s/backing
 build_images
 wait_backing
@@ -36,8 +34,11 @@ export OPENFAAS_URL=http://127.0.0.1:$GATEWAY_PORT
 kubectl -n openfaas get secret basic-auth -o jsonpath='{.data.basic-auth-password}' | base64 -d \
   | faas-cli login --gateway "$OPENFAAS_URL" --username admin --password-stdin
 # The functions' secrets, substituted into stack.yml by faas-cli (same values as the Secret).
-secret() { kubectl -n easysmart get secret easysmart-secrets -o jsonpath="{.data.$1}" | base64 -d; }
-for k in DATABASE_URL REDIS_URL S3_ACCESS_KEY_ID S3_SECRET_ACCESS_KEY JWT_SECRET CLAIM_SIGNING_KEY; do export "$k=$(secret "$k")"; done
+# FRONT_PROXY_SECRET is for a front proxy of yours in front of the gateway (docs/deploy.md); without
+# one no request carries it, and the functions take the gateway's address as the client's.
+for k in DATABASE_URL REDIS_URL S3_ACCESS_KEY_ID S3_SECRET_ACCESS_KEY JWT_SECRET FRONT_PROXY_SECRET CLAIM_SIGNING_KEY; do
+  export "$k=$(secret_value "$k")"
+done
 faas-cli deploy -f stack.yml --gateway "$OPENFAAS_URL"
 kubectl apply -k infra/k8s/openfaas
 kubectl -n openfaas-fn rollout status deployment/kafka-source-bridge --timeout=300s
