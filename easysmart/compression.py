@@ -36,13 +36,19 @@ class BoundedGunzip:
     def feed(self, data: bytes) -> Iterator[bytes]:
         try:
             while data:
+                # The ratio is checked before inflating more, so the consumer has seen every piece out
+                # (and its own, more precise guards may refuse it first).
+                self._check_ratio()
                 self._fed = True
                 out = self._inflater.decompress(data, STEP_BYTES)
                 rest = self._inflater.unused_data if self._inflater.eof else self._inflater.unconsumed_tail
                 self.consumed += len(data) - len(rest)
                 if out:
                     self.total += len(out)
-                    self._check()
+                    if self.total > self.limit:
+                        raise PayloadTooLargeError(
+                            f"the upload decompresses to more than {self.limit} bytes", limit=self.limit
+                        )
                     yield out
                 data = rest
                 if self._inflater.eof and data:
@@ -50,9 +56,7 @@ class BoundedGunzip:
         except zlib.error as error:
             raise CorruptGzipError(f"the body is not valid gzip: {error}") from None
 
-    def _check(self) -> None:
-        if self.total > self.limit:
-            raise PayloadTooLargeError(f"the upload decompresses to more than {self.limit} bytes", limit=self.limit)
+    def _check_ratio(self) -> None:
         if self.max_ratio is not None and self.total > self.ratio_floor and self.total > self.max_ratio * self.consumed:
             raise CompressionRatioError(
                 f"the upload decompresses more than {self.max_ratio:g}:1 ({self.total} bytes from the first"
@@ -65,6 +69,7 @@ class BoundedGunzip:
             raise CorruptGzipError("the body is empty")
         if not self._inflater.eof:
             raise CorruptGzipError("the gzip stream is truncated")
+        self._check_ratio()
 
     def inflate(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
         """The decompressed pieces of the whole stream `chunks`."""
