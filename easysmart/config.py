@@ -280,15 +280,18 @@ class UploadLimits(Group):
         4096,
     )
     # A day-long backlog in the client's shape (24 sensors every 10 s, microsecond timestamps, door states and
-    # extras constant) compresses 60:1 compact and up to 86:1 indented (gzip -9), real uploads 25:1 to 130:1.
-    # A refused real backlog is resent forever, hence the wide margin.
+    # extras constant) compresses 60:1 compact and up to 86:1 indented (gzip -9; bench/backlog_ratio.py), real
+    # uploads 25:1 to 130:1. A refused real backlog is resent forever, hence the wide margin.
     ingest_max_decompression_ratio: float = env(
         "INGEST_MAX_DECOMPRESSION_RATIO",
         "most decompressed bytes per byte sent, checked past INGEST_RATIO_FLOOR_BYTES (ingest 413, process fails)",
         500.0,
     )
     ingest_ratio_floor_bytes: int = env(
-        "INGEST_RATIO_FLOOR_BYTES", "decompressed bytes after which the ratio is checked (small uploads vary)", MiB
+        "INGEST_RATIO_FLOOR_BYTES",
+        "decompressed bytes after which the ratio is checked (small uploads vary; below the window, so ingest"
+        " checks it)",
+        MiB,
     )
     # That backlog is 119 MiB of JSON a day: the budget takes a whole raw retention (30 days) of it in an hour.
     ingest_device_decompressed_bytes_per_hour: int = env(
