@@ -4,8 +4,8 @@ Generates an upload in the real client's shape (bench/uploads.py: equipment obje
 list of ~20-field readings with naive microsecond timestamps) of about --mib MiB of JSON, gzips it as ingest
 stores it, then in a fresh interpreter per run reads the gzip in 64 KiB chunks, inflates it with process's
 bounded gunzip and iterates the upload events with each parser (--normalise: and passes every reading through
-process's normaliser, as process consumes them). Prints one JSON line per run (seconds, peak RSS as VmHWM) and
-a summary with the range of each parser's runs.
+process's normaliser, as process consumes them). Prints one JSON line per run (seconds, CPU seconds, peak RSS as
+VmHWM) and a summary with the range of each parser's runs.
 
     python bench/json_parsers.py [--mib 300] [--rounds 3] [--normalise] [--parsers jsonstream,jsonstream+guards]
 
@@ -168,7 +168,7 @@ def run_one(parser: str, blob: Path, normalise: bool) -> dict:
     normaliser = ReadingNormaliser("America/Sao_Paulo", datetime.now(timezone.utc), 30, 86400) if normalise else None
     counts = {READING: 0, FIELD: 0, ITEM_START: 0, ITEM_END: 0, NOT_AN_OBJECT: 0, None: 0}
     rejected = 0
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.process_time()
     texts = _texts(blob, parser.endswith(GUARDED))
     for kind, _, payload in _parser(parser.removesuffix(GUARDED))(texts):
         counts[kind] += 1
@@ -177,11 +177,12 @@ def run_one(parser: str, blob: Path, normalise: bool) -> dict:
                 normaliser.normalise(payload)
             except ReadingRejected:
                 rejected += 1
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - started_cpu
     peak = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:"))
     return {
         "parser": parser,
         "seconds": round(seconds, 2),
+        "cpu_seconds": round(cpu_seconds, 2),
         "peak_rss_mib": round(peak / 2**20, 1),
         "readings": counts[READING],
         "fields": counts[FIELD],
@@ -236,8 +237,12 @@ def main() -> None:
                 runs.setdefault(name, []).append(measured)
     for name, measured in runs.items():
         seconds = [m["seconds"] for m in measured]
+        cpu = [m["cpu_seconds"] for m in measured]
         peaks = [m["peak_rss_mib"] for m in measured]
-        print(f"{name:15} {min(seconds):6.2f}-{max(seconds):6.2f} s   peak RSS {min(peaks):6.1f}-{max(peaks):6.1f} MiB")
+        print(
+            f"{name:18} {min(seconds):6.2f}-{max(seconds):6.2f} s   CPU {min(cpu):6.2f}-{max(cpu):6.2f} s"
+            f"   peak RSS {min(peaks):6.1f}-{max(peaks):6.1f} MiB"
+        )
 
 
 if __name__ == "__main__":
