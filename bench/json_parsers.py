@@ -4,10 +4,10 @@ Generates an upload in the real client's shape (bench/uploads.py: equipment obje
 list of ~20-field readings with naive microsecond timestamps) of about --mib MiB of JSON, gzips it as ingest
 stores it, then in a fresh interpreter per run reads the gzip in 64 KiB chunks, inflates it with process's
 bounded gunzip and iterates the upload events with each parser (--normalise: and passes every reading through
-process's normaliser, as process consumes them). Prints one JSON line per run (seconds, peak RSS as VmHWM) and
-a summary with the range of each parser's runs.
+process's normaliser, as process consumes them). Prints one JSON line per run (seconds, CPU seconds, peak RSS as
+VmHWM) and a summary with the range of each parser's runs.
 
-    python bench/json_parsers.py [--mib 300] [--rounds 3] [--normalise]
+    python bench/json_parsers.py [--mib 300] [--rounds 3] [--normalise] [--parsers jsonstream,jsonstream+guards]
 
 Parsers:
     jsonstream        easysmart.jsonstream.iter_upload_text: the events process consumes
@@ -16,6 +16,7 @@ Parsers:
     ijson-readings    ijson.items(..., "item.sensor.item"): readings only, built in C; a lower bound for any
                       ijson reader, as it yields no equipment fields, item boundaries or non-object elements
     gunzip            inflating only: the cost every parser pays
+    NAME+guards       NAME behind process's decompression guards (compression-ratio cap, whitespace-run check)
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ import ijson
 import orjson
 from uploads import client_upload
 
-from easysmart.compression import gunzip_chunks
+from easysmart.compression import BoundedGunzip
+from easysmart.config import UploadLimits
 from easysmart.jsonstream import (
     FIELD,
     ITEM_END,
@@ -45,6 +47,7 @@ from easysmart.jsonstream import (
     READING,
     Event,
     MalformedJsonError,
+    WhitespaceRunGuard,
     iter_upload_text,
     text_reader,
 )
@@ -53,6 +56,7 @@ from easysmart.payload import ReadingNormaliser, ReadingRejected
 READ_CHUNK_BYTES = 64 * 1024  # easysmart.storage reads blobs in chunks of this size
 BYTES_PER_READING = 562  # of bench/uploads.py's readings as JSON, for sizing the upload
 PARSERS = ("jsonstream", "ijson", "ijson-readings", "gunzip")
+GUARDED = "+guards"
 
 
 class _ChunkFile:
@@ -149,25 +153,36 @@ def _blob_chunks(path: Path) -> Iterator[bytes]:
             yield chunk
 
 
+def _texts(blob: Path, guarded: bool) -> Iterator[bytes]:
+    """The blob inflated as process inflates it (guarded), or bounded by size alone."""
+    if not guarded:
+        return BoundedGunzip(1 << 40).inflate(_blob_chunks(blob))
+    limits = UploadLimits()
+    inflater = BoundedGunzip(1 << 40, limits.ingest_max_decompression_ratio, limits.ingest_ratio_floor_bytes)
+    return WhitespaceRunGuard(limits.ingest_max_whitespace_run_bytes).checked(inflater.inflate(_blob_chunks(blob)))
+
+
 def run_one(parser: str, blob: Path, normalise: bool) -> dict:
     """One parser over the blob, in this interpreter; its figures."""
     # A day of future tolerance: the generator writes this machine's local time, read here in the tenant's zone.
     normaliser = ReadingNormaliser("America/Sao_Paulo", datetime.now(timezone.utc), 30, 86400) if normalise else None
     counts = {READING: 0, FIELD: 0, ITEM_START: 0, ITEM_END: 0, NOT_AN_OBJECT: 0, None: 0}
     rejected = 0
-    started = time.perf_counter()
-    for kind, _, payload in _parser(parser)(gunzip_chunks(_blob_chunks(blob), 1 << 40)):
+    started, started_cpu = time.perf_counter(), time.process_time()
+    texts = _texts(blob, parser.endswith(GUARDED))
+    for kind, _, payload in _parser(parser.removesuffix(GUARDED))(texts):
         counts[kind] += 1
         if normaliser is not None and kind == READING:
             try:
                 normaliser.normalise(payload)
             except ReadingRejected:
                 rejected += 1
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - started_cpu
     peak = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:"))
     return {
         "parser": parser,
         "seconds": round(seconds, 2),
+        "cpu_seconds": round(cpu_seconds, 2),
         "peak_rss_mib": round(peak / 2**20, 1),
         "readings": counts[READING],
         "fields": counts[FIELD],
@@ -222,8 +237,12 @@ def main() -> None:
                 runs.setdefault(name, []).append(measured)
     for name, measured in runs.items():
         seconds = [m["seconds"] for m in measured]
+        cpu = [m["cpu_seconds"] for m in measured]
         peaks = [m["peak_rss_mib"] for m in measured]
-        print(f"{name:15} {min(seconds):6.2f}-{max(seconds):6.2f} s   peak RSS {min(peaks):6.1f}-{max(peaks):6.1f} MiB")
+        print(
+            f"{name:18} {min(seconds):6.2f}-{max(seconds):6.2f} s   CPU {min(cpu):6.2f}-{max(cpu):6.2f} s"
+            f"   peak RSS {min(peaks):6.1f}-{max(peaks):6.1f} MiB"
+        )
 
 
 if __name__ == "__main__":

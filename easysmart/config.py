@@ -237,7 +237,7 @@ class MigrationSettings(Group):
 
 @settings_group
 class RedisSettings(Group):
-    redis_url: str = env("REDIS_URL", "Redis connection URL (rate-limit buckets)", secret=True)
+    redis_url: str = env("REDIS_URL", "Redis connection URL (rate-limit buckets, decompression budgets)", secret=True)
 
 
 @settings_group
@@ -348,6 +348,33 @@ class UploadLimits(Group):
     )
     ingest_sync_window_bytes: int = env(
         "INGEST_SYNC_WINDOW_BYTES", "how much of the decompressed upload ingest parses before answering", 4 * MiB
+    )
+    ingest_max_whitespace_run_bytes: int = env(
+        "INGEST_MAX_WHITESPACE_RUN_BYTES",
+        "longest run of whitespace in an upload's JSON (ingest 413 in its window, process fails the batch);"
+        " real uploads have none longer than an indentation",
+        4096,
+    )
+    # A day-long backlog in the client's shape (24 sensors every 10 s, microsecond timestamps, door states and
+    # extras constant) compresses 60:1 compact and up to 86:1 indented (gzip -9; bench/backlog_ratio.py), real
+    # uploads 25:1 to 130:1. A refused real backlog is resent forever, hence the wide margin.
+    ingest_max_decompression_ratio: float = env(
+        "INGEST_MAX_DECOMPRESSION_RATIO",
+        "most decompressed bytes per byte sent, checked past INGEST_RATIO_FLOOR_BYTES (ingest 413, process fails)",
+        500.0,
+    )
+    ingest_ratio_floor_bytes: int = env(
+        "INGEST_RATIO_FLOOR_BYTES",
+        "decompressed bytes after which the ratio is checked (small uploads vary; below the window, so ingest"
+        " checks it)",
+        MiB,
+    )
+    # That backlog is 119 MiB of JSON a day: the budget takes a whole raw retention (30 days) of it in an hour.
+    ingest_device_decompressed_bytes_per_hour: int = env(
+        "INGEST_DEVICE_DECOMPRESSED_BYTES_PER_HOUR",
+        "decompressed bytes a device account's uploads may cost per hour, ingest's and process's"
+        " (Redis; ingest 429 once spent; 0: no budget)",
+        4096 * MiB,
     )
 
 

@@ -3,7 +3,9 @@
 The body is read in chunks and limited while streaming; the gzip as sent goes to a spooled
 file (memory for small uploads, disk for large ones). Only the first window of decompressed
 text (4 MiB by default) is decompressed and parsed here, to answer 400/413/422 and the counts
-at once; `process` decompresses and checks the whole under the same decompressed-size limit.
+at once; `process` decompresses and checks the whole under the same limits (decompressed size,
+compression ratio, whitespace runs). What ingest decompresses is charged to the device's hourly
+decompression budget, which refuses its uploads (429) once spent.
 """
 
 from __future__ import annotations
@@ -35,12 +37,18 @@ from easysmart.errors import (
 )
 from easysmart.events import ClaimCheck
 from easysmart.identity import Principal
-from easysmart.jsonstream import MalformedJsonError, WindowExhausted, iter_upload_text, text_reader
+from easysmart.jsonstream import (
+    MalformedJsonError,
+    WhitespaceRunGuard,
+    WindowExhausted,
+    iter_upload_text,
+    text_reader,
+)
 from easysmart.ledger import BatchLedger, BatchStatus
 from easysmart.messaging import ClaimCheckPublisher, PublishOutcomeUnknownError
 from easysmart.observability import batch_id_var
 from easysmart.payload import structure_violations
-from easysmart.ratelimit import Limit, RateLimiter
+from easysmart.ratelimit import DecompressionBudget, Limit, RateLimiter
 from easysmart.storage import BlobStore
 from easysmart.upload import UploadShape, scan_shape
 
@@ -115,8 +123,10 @@ class _Window:
         self.size = size
         self.data = bytearray()
         self.complete = True  # False once the upload is known to go past the window
+        self.seen = 0  # decompressed bytes handed to the window, kept or not
 
     def add(self, out: bytes) -> None:
+        self.seen += len(out)
         room = self.size - len(self.data)
         if len(out) > room:
             self.complete = False
@@ -179,6 +189,7 @@ class IngestService:
         ledger: BatchLedger | None = None,
         *,
         keyring: ClaimKeyring,
+        budget: DecompressionBudget | None = None,
     ) -> None:
         self.settings = settings
         self.rate_limits = rate_limits
@@ -188,6 +199,7 @@ class IngestService:
         self.limiter = limiter
         self.ledger = ledger or BatchLedger(db)
         self.keyring = keyring
+        self.budget = budget
 
     def rate_limit(self, principal: Principal, client_addr: str) -> dict[str, str]:
         return self.limiter.check(
@@ -200,6 +212,8 @@ class IngestService:
     def upload(self, request: UploadRequest) -> UploadResult:
         if request.principal.kind != "device":
             raise ForbiddenError("only device accounts may upload telemetry")
+        if self.budget is not None:
+            self.budget.check(request.principal.account_id)
         gzip_body = self._is_gzip(request.content_encoding)
         max_body = self.settings.ingest_max_body_bytes
         if request.content_length is not None and request.content_length > max_body:
@@ -277,10 +291,24 @@ class IngestService:
         synchronous window) and the shape found in the window (None likewise). Only the window
         is decompressed here; process decompresses and checks the whole.
         """
-        max_body = self.settings.ingest_max_body_bytes
         window = _Window(self.settings.ingest_sync_window_bytes)
+        try:
+            return self._stream_body(request, gzip_body, spool, window)
+        finally:
+            # A refused upload cost its decompression as much as an accepted one.
+            if self.budget is not None and window.seen:
+                self.budget.charge(request.principal.account_id, window.seen)
+
+    def _stream_body(
+        self, request: UploadRequest, gzip_body: bool, spool: IO[bytes], window: _Window
+    ) -> tuple[str, int | None, UploadShape | None]:
+        limits = self.settings
+        max_body = limits.ingest_max_body_bytes
         blob = _BlobWriter(spool)
-        inflater = BoundedGunzip(self.settings.ingest_max_decompressed_bytes)
+        inflater = BoundedGunzip(
+            limits.ingest_max_decompressed_bytes, limits.ingest_max_decompression_ratio, limits.ingest_ratio_floor_bytes
+        )
+        whitespace = WhitespaceRunGuard(limits.ingest_max_whitespace_run_bytes)
         deflater = None
         texts: Iterable[bytes]
         sent = 0
@@ -296,8 +324,9 @@ class IngestService:
                 texts = inflater.feed(chunk) if not window.full else ()
             else:
                 blob.write(deflater.compress(chunk))
-                texts = (chunk,)
+                texts = (chunk,) if not window.full else ()
             for text in texts:
+                whitespace.check(text)
                 window.add(text)
                 if window.full:
                     # Refuse a bad upload (or a bomb of zeros) without reading further.

@@ -35,7 +35,7 @@ from typing import Callable, Iterable, Iterator
 
 import orjson
 
-from easysmart.errors import BadRequestError, EasySmartError
+from easysmart.errors import BadRequestError, EasySmartError, PayloadTooLargeError
 
 ITEM_START, FIELD, READING, ITEM_END, NOT_AN_OBJECT = "item_start", "field", "reading", "item_end", "not_an_object"
 Event = tuple[str, int, object]
@@ -240,6 +240,60 @@ def events_from_items(items: object) -> Iterator[Event]:
             else:
                 yield (FIELD, index, (key, value))
         yield (ITEM_END, index, None)
+
+
+class WhitespaceRunError(PayloadTooLargeError):
+    """A run of whitespace longer than any real upload holds: the cheapest decompression bomb
+    (a few bytes of gzip per MiB) that parses as JSON."""
+
+
+# Each of JSON's four whitespace bytes becomes a space, so one substring search finds runs of any mix.
+_AS_SPACES = bytes.maketrans(b"\t\n\r", b"   ")
+
+
+class WhitespaceRunGuard:
+    """Refuses decompressed upload text holding a run of more than `limit` whitespace bytes.
+
+    Real uploads have none longer than an indentation; a run is refused wherever it lies, also
+    inside a string, where only spaces can appear and no stored field keeps more than 256 characters.
+    Byte-level: a skipping substring search per chunk, after a translate when the chunk has line breaks.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.offset = 0  # bytes checked so far
+        self._needle = b" " * (limit + 1)
+        self._run = 0  # whitespace bytes at the end of what was checked
+
+    def check(self, chunk: bytes) -> None:
+        # Compact JSON (what the client sends) has no tab or line break: nothing to translate.
+        spaced = chunk.translate(_AS_SPACES) if b"\n" in chunk or b"\r" in chunk or b"\t" in chunk else chunk
+        head = spaced[: self.limit + 1]
+        leading = len(head) - len(head.lstrip(b" "))
+        if self._run + leading > self.limit:
+            self._refuse(self.offset - self._run)
+        if leading == len(spaced):
+            self._run += leading
+        else:
+            found = spaced.find(self._needle)
+            if found >= 0:
+                self._refuse(self.offset + found)
+            tail = spaced[-self.limit :]
+            self._run = len(tail) - len(tail.rstrip(b" "))
+        self.offset += len(chunk)
+
+    def checked(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        for chunk in chunks:
+            self.check(chunk)
+            yield chunk
+
+    def _refuse(self, start: int) -> None:
+        raise WhitespaceRunError(
+            f"a run of more than {self.limit} whitespace bytes at byte {start} of the decompressed upload;"
+            " real uploads have none",
+            limit=self.limit,
+            offset=start,
+        )
 
 
 def text_reader(chunks: Iterable[bytes]) -> Callable[[], str]:

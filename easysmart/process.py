@@ -21,7 +21,7 @@ import psycopg2.extensions
 
 from easysmart.batchbuilder import BatchBuilder
 from easysmart.claimsig import ClaimKeyring, ClaimNotAuthenticError, blob_metadata
-from easysmart.compression import CorruptGzipError, gunzip_chunks
+from easysmart.compression import BoundedGunzip, CorruptGzipError
 from easysmart.config import ProcessSettings, RetentionSettings, UploadLimits
 from easysmart.copywriter import CopyWriter, create_staging_table
 from easysmart.db import Database
@@ -33,10 +33,17 @@ from easysmart.errors import (
     UnprocessableError,
 )
 from easysmart.events import ClaimCheck
-from easysmart.jsonstream import MalformedJsonError, events_from_items, iter_upload_text, text_reader
+from easysmart.jsonstream import (
+    MalformedJsonError,
+    WhitespaceRunGuard,
+    events_from_items,
+    iter_upload_text,
+    text_reader,
+)
 from easysmart.ledger import BatchCounts, BatchLedger, BatchStatus
 from easysmart.observability import READINGS, batch_id_var, tenant_id_var
 from easysmart.payload import ReadingNormaliser
+from easysmart.ratelimit import DecompressionBudget
 from easysmart.storage import BlobMetadataMismatchError, BlobMissingError, BlobStore
 
 logger = logging.getLogger(__name__)
@@ -123,6 +130,7 @@ class BatchProcessor:
         max_unexpected_failures: int = MAX_UNEXPECTED_FAILURES,
         *,
         keyring: ClaimKeyring,
+        budget: DecompressionBudget | None = None,
     ) -> None:
         self.settings = settings
         self.limits = limits
@@ -133,6 +141,7 @@ class BatchProcessor:
         self.writer_factory = writer_factory
         self.max_unexpected_failures = max_unexpected_failures
         self.keyring = keyring
+        self.budget = budget
         self.memory = MemoryBudget(settings.process_max_memory_bytes)
         self._partition_days: set = set()
 
@@ -242,9 +251,19 @@ class BatchProcessor:
         self._partition_days |= days
 
     def _events(self, claim: ClaimCheck, digest) -> tuple[Iterator, Callable[[], None]]:
-        """Upload events, parsed in one go when memory allows, else streamed; and a release()."""
-        limit = self.limits.ingest_max_decompressed_bytes
-        texts = gunzip_chunks(_hashed(self.blobs.iter_chunks(claim.key, blob_metadata(claim)), digest), limit)
+        """Upload events, parsed in one go when memory allows, else streamed; and a release() that
+        also charges what was decompressed to the device's budget."""
+        limits = self.limits
+        inflater = BoundedGunzip(
+            limits.ingest_max_decompressed_bytes, limits.ingest_max_decompression_ratio, limits.ingest_ratio_floor_bytes
+        )
+        whitespace = WhitespaceRunGuard(limits.ingest_max_whitespace_run_bytes)
+        chunks = self.blobs.iter_chunks(claim.key, blob_metadata(claim))
+        texts = whitespace.checked(inflater.inflate(_hashed(chunks, digest)))
+
+        def charge() -> None:
+            self._charge_decompressed(claim, inflater.total)
+
         # The size is known when ingest saw the whole upload; unknown sizes are streamed.
         one_go_size = claim.decompressed_bytes
         reserve = (one_go_size or 0) * ONE_GO_MEMORY_FACTOR
@@ -253,21 +272,35 @@ class BatchProcessor:
             and one_go_size <= self.settings.process_parse_in_one_go_bytes
             and self.memory.try_reserve(reserve)
         ):
+
+            def release() -> None:
+                self.memory.release(reserve)
+                charge()
+
             try:
                 text = b"".join(texts)
                 items = orjson.loads(text)
             except orjson.JSONDecodeError as error:
-                self.memory.release(reserve)
+                release()
                 raise MalformedJsonError(f"the upload is not valid JSON: {error}") from None
             except BaseException:
-                self.memory.release(reserve)
+                release()
                 raise
             del text
             if not isinstance(items, list):
-                self.memory.release(reserve)
+                release()
                 raise MalformedJsonError("the upload is not a JSON array of equipment objects")
-            return events_from_items(items), lambda: self.memory.release(reserve)
-        return iter_upload_text(text_reader(texts)), lambda: None
+            return events_from_items(items), release
+        return iter_upload_text(text_reader(texts)), charge
+
+    def _charge_decompressed(self, claim: ClaimCheck, decompressed: int) -> None:
+        """Charges the device what ingest did not: ingest decompressed the whole upload when it knew
+        its size, else its window. Each decompression here is charged, a retried one too."""
+        if self.budget is None or claim.decompressed_bytes is not None:
+            return
+        rest = decompressed - self.limits.ingest_sync_window_bytes
+        if rest > 0:
+            self.budget.charge(claim.account_id, rest)
 
     def _load(self, claim: ClaimCheck, normaliser: ReadingNormaliser) -> ProcessResult:
         digest = hashlib.sha256()

@@ -94,3 +94,61 @@ class RateLimiter:
                 headers=headers,
             )
         return headers
+
+
+# A balance of bytes refilled continuously at capacity/3600 per second up to `capacity`. A charge may
+# take it below zero (process learns an upload's full size only after decompressing it), down to
+# -capacity, so a device is refused for at most an hour after its most expensive upload.
+_BUDGET_SCRIPT = """
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local capacity = tonumber(ARGV[1])
+local rate = capacity / 3600000.0
+local state = redis.call('HMGET', KEYS[1], 'balance', 'ts')
+local balance = tonumber(state[1]) or capacity
+local ts = tonumber(state[2]) or now_ms
+balance = math.min(capacity, balance + math.max(0, now_ms - ts) * rate)
+balance = math.max(-capacity, balance - tonumber(ARGV[2]))
+redis.call('HSET', KEYS[1], 'balance', tostring(balance), 'ts', now_ms)
+redis.call('PEXPIRE', KEYS[1], math.ceil((capacity - balance) / rate) + 1000)
+return tostring(balance)
+"""
+
+
+class DecompressionBudget:
+    """Decompressed bytes a device account's uploads may cost per hour (Redis, shared by ingest and process).
+
+    Ingest checks it before reading an upload and charges what it decompressed; process charges the rest
+    of the upload once it knows it. A device whose budget is spent is refused (429) until it refills.
+    Redis being down lets uploads through (logged), as the rate limiter does.
+    """
+
+    def __init__(self, client: redis.Redis, bytes_per_hour: int) -> None:
+        self.client = client
+        self.bytes_per_hour = bytes_per_hour
+        self._script = client.register_script(_BUDGET_SCRIPT)
+
+    def check(self, account_id: str) -> None:
+        """Raises RateLimitedError while the account's budget is spent."""
+        balance = self._apply(account_id, 0)
+        if balance is None or balance > 0:
+            return
+        retry_after = max(1, math.ceil(-balance * 3600 / self.bytes_per_hour))
+        raise RateLimitedError(
+            f"this device's uploads decompressed more than {self.bytes_per_hour} bytes in the last hour;"
+            f" retry in {retry_after} s",
+            retry_after_s=retry_after,
+            headers={},
+        )
+
+    def charge(self, account_id: str, decompressed_bytes: int) -> None:
+        self._apply(account_id, decompressed_bytes)
+
+    def _apply(self, account_id: str, amount: int) -> float | None:
+        if self.bytes_per_hour <= 0:
+            return None
+        try:
+            return float(self._script(keys=[f"ratelimit:inflated:{account_id}"], args=[self.bytes_per_hour, amount]))
+        except redis.RedisError as error:
+            logger.warning("decompression budget skipped, Redis unavailable: %s", error)
+            return None

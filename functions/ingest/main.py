@@ -30,7 +30,7 @@ from easysmart.identity import TokenService, bearer_principal
 from easysmart.ingest import IngestService, UploadRequest
 from easysmart.messaging import ClaimCheckPublisher, KafkaProbe
 from easysmart.observability import configure_logging, request_id_var, tenant_id_var
-from easysmart.ratelimit import RateLimiter
+from easysmart.ratelimit import DecompressionBudget, RateLimiter
 from easysmart.storage import BlobStore, make_s3_client
 from easysmart.web import ProxyTrust, Reply, Router, client_address
 
@@ -54,8 +54,9 @@ def _clients():
     )
     blobs = BlobStore(make_s3_client(store, timeout_s), store.s3_bucket)
     publisher = ClaimCheckPublisher(kafka.kafka_bootstrap_servers, kafka.kafka_topic_raw, timeout_s)
+    limits = UploadLimits.from_env()
     service = IngestService(
-        UploadLimits.from_env(),
+        limits,
         RateLimits.from_env(),
         RetentionSettings.from_env(),
         db,
@@ -63,6 +64,7 @@ def _clients():
         publisher,
         RateLimiter(redis_client),
         keyring=ClaimKeyring.from_settings(ClaimSigningSettings.from_env()),
+        budget=DecompressionBudget(redis_client, limits.ingest_device_decompressed_bytes_per_hour),
     )
     probe = KafkaProbe(kafka.kafka_bootstrap_servers, kafka.kafka_topic_raw, timeout_s)
     health = HealthChecks.of_backends(db=db, redis_client=redis_client, blobs=blobs, kafka=probe)

@@ -6,6 +6,7 @@ import functools
 
 import flask
 import functions_framework
+import redis
 
 from easysmart.claimsig import ClaimKeyring
 from easysmart.config import (
@@ -16,6 +17,7 @@ from easysmart.config import (
     ObjectStoreSettings,
     ProcessDatabaseTimeouts,
     ProcessSettings,
+    RedisSettings,
     RetentionSettings,
     UploadLimits,
 )
@@ -23,6 +25,7 @@ from easysmart.db import Database
 from easysmart.events import from_cloudevent, from_http_request
 from easysmart.observability import configure_logging
 from easysmart.process import BatchProcessor
+from easysmart.ratelimit import DecompressionBudget
 from easysmart.storage import BlobStore, make_s3_client
 from easysmart.web import Reply, Router
 
@@ -33,11 +36,16 @@ configure_logging("process", LoggingSettings.from_env())
 def _processor() -> BatchProcessor:
     database, store = DatabaseSettings.from_env(), ObjectStoreSettings.from_env()
     timeouts = ProcessDatabaseTimeouts.from_env()
+    timeout_s = BackendSettings.from_env().backend_timeout_s
     # Large blobs stream for a while: the read timeout is per socket read, not per download.
-    blobs = BlobStore(make_s3_client(store, max(BackendSettings.from_env().backend_timeout_s, 30.0)), store.s3_bucket)
+    blobs = BlobStore(make_s3_client(store, max(timeout_s, 30.0)), store.s3_bucket)
+    redis_client = redis.Redis.from_url(
+        RedisSettings.from_env().redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+    )
+    limits = UploadLimits.from_env()
     return BatchProcessor(
         ProcessSettings.from_env(),
-        UploadLimits.from_env(),
+        limits,
         RetentionSettings.from_env(),
         Database(
             database.database_url,
@@ -47,6 +55,7 @@ def _processor() -> BatchProcessor:
         ),
         blobs,
         keyring=ClaimKeyring.from_settings(ClaimSigningSettings.from_env()),
+        budget=DecompressionBudget(redis_client, limits.ingest_device_decompressed_bytes_per_hour),
     )
 
 

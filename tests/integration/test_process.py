@@ -94,6 +94,7 @@ def test_latest_equipment_and_sensor_settings_win(processor, blobs, database, ma
         (lambda blobs, account: stage(blobs, account, [], sha256="0" * 64), "sha256"),
         (lambda blobs, account: stage(blobs, account, None, raw=b'[{"equip_uuid": "x", "sensor": [1,'), "JSON"),
         (lambda blobs, account: stage(blobs, account, [{"equip_uuid": "x"}]), "sensor"),
+        (lambda blobs, account: stage(blobs, account, None, raw=b"[" + b"\n" * 5000 + b"]"), "whitespace"),
         (
             lambda blobs, account: signed(
                 dataclasses.replace(stage(blobs, account, []), key="raw/missing/blob.json.gz")

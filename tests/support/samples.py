@@ -63,3 +63,19 @@ def recent_sample(name: str, hours_ago: float = 3.0) -> list:
 
 def gzipped(items: list) -> bytes:
     return gzip.compress(json.dumps(items).encode())
+
+
+def client_backlog(polls: int, end: datetime | None = None) -> list:
+    """The small sample's equipment as the client sends a backlog: its sensors polled every 10 s, each
+    reading stamped by `datetime.now().isoformat()` (naive, microseconds), door states and extras constant."""
+    items = json.loads((FIXTURES / "ha-bulk-small.json").read_text(encoding="utf-8"))
+    item = items[0]
+    sensors = {reading["sensor_uuid"]: reading for reading in item["sensor"]}
+    end = end or datetime.now() - timedelta(hours=3)
+    readings = []
+    for poll in range(polls):
+        taken = end - timedelta(seconds=10 * (polls - poll))
+        for number, reading in enumerate(sensors.values()):
+            stamp = (taken + timedelta(microseconds=41 * number + poll % 997)).isoformat(timespec="microseconds")
+            readings.append({**reading, "sensor_datahora_coleta": stamp})
+    return [{**item, "sensor": readings}]

@@ -123,7 +123,7 @@ def test_config_vars_lists_what_a_function_reads_and_no_more(capsys):
         "description": "readings per COPY chunk handed to the database thread",
     }
     assert "WORKERS" in process
-    assert not {"JWT_SECRET", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS"} & set(process)
+    assert not {"JWT_SECRET", "KAFKA_BOOTSTRAP_SERVERS"} & set(process)
 
 
 def test_config_vars_of_auth_carry_the_signing_key_but_no_object_store(capsys):

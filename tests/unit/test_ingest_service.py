@@ -2,22 +2,27 @@
 
 import gzip
 import io
+import json
+import time
 
 import pytest
 from support.claims import TEST_KEYRING
 from support.fakes import FakeBlobStore, FakeLedger, FakePublisher
-from support.samples import FIXTURES
+from support.samples import FIXTURES, client_backlog
 
 from easysmart.claimsig import blob_metadata
+from easysmart.compression import CompressionRatioError
 from easysmart.config import RateLimits, RetentionSettings, UploadLimits
-from easysmart.errors import NotFoundError, UnavailableError
+from easysmart.errors import NotFoundError, RateLimitedError, UnavailableError
 from easysmart.identity import Principal
 from easysmart.ingest import IngestService, UploadRequest, UploadResult
+from easysmart.jsonstream import WhitespaceRunError
 from easysmart.ledger import BatchStatus
 from easysmart.messaging import PublishOutcomeUnknownError
 
 DEVICE = Principal(account_id="a-1", tenant_id="t-1", kind="device", username="freezer-hub")
 UPLOAD = (FIXTURES / "ha-bulk-small.json").read_bytes()
+MiB = 1024 * 1024
 
 
 class UnavailableLedger(FakeLedger):
@@ -43,7 +48,7 @@ def ledger(journal):
     return FakeLedger(journal)
 
 
-def make_service(blobs, publisher, ledger) -> IngestService:
+def make_service(blobs, publisher, ledger, budget=None) -> IngestService:
     # The ledger is the only use ingest has for the database.
     return IngestService(
         UploadLimits(),
@@ -55,6 +60,7 @@ def make_service(blobs, publisher, ledger) -> IngestService:
         limiter=None,
         ledger=ledger,
         keyring=TEST_KEYRING,
+        budget=budget,
     )
 
 
@@ -138,3 +144,83 @@ def test_the_published_claim_check_is_signed_and_its_blob_carries_the_metadata_p
     TEST_KEYRING.verify(claim)
     assert claim.signing_key_id == "test-2"
     assert blobs.metadata[claim.key] == {**blob_metadata(claim), "request-id": "req-1"}
+
+
+class FakeBudget:
+    """DecompressionBudget's interface: a refusal while `spent`, and the charges made."""
+
+    def __init__(self, spent: bool = False) -> None:
+        self.spent = spent
+        self.charges: list[tuple[str, int]] = []
+
+    def check(self, account_id: str) -> None:
+        if self.spent:
+            raise RateLimitedError("budget spent", retry_after_s=60, headers={})
+
+    def charge(self, account_id: str, decompressed_bytes: int) -> None:
+        self.charges.append((account_id, decompressed_bytes))
+
+
+def send(service: IngestService, body: bytes, encoding: str | None = "gzip") -> UploadResult:
+    return service.upload(UploadRequest(DEVICE, "req-1", encoding, len(body), io.BytesIO(body)))
+
+
+def test_a_gigabyte_of_whitespace_is_refused_by_ingest_at_once(journal, blobs, ledger):
+    # 1 GiB of spaces inside a JSON array as 1,024 gzip members of 1 MiB each (~1 KiB apiece), never held whole.
+    spaces = gzip.compress(b" " * MiB, mtime=0)
+    body = io.BytesIO(gzip.compress(b'[{"equip_uuid": "e", "sensor": [') + spaces * 1024 + gzip.compress(b"]}]"))
+    size = len(body.getvalue())
+    publisher, budget = FakePublisher(journal), FakeBudget()
+    service = make_service(blobs, publisher, ledger, budget)
+    started = time.process_time()
+    with pytest.raises(WhitespaceRunError) as refused:
+        service.upload(UploadRequest(DEVICE, "req-1", "gzip", size, body))
+    cpu_s = time.process_time() - started
+    assert refused.value.status == 413
+    assert "more than 4096 whitespace bytes at byte 32 of the decompressed upload" in refused.value.message
+    assert cpu_s < 1.0  # the whole 1 GiB would take several seconds to inflate alone
+    assert body.tell() < size  # refused while streaming, before the body ended
+    assert publisher.claims == [] and blobs.blobs == {}
+    (charged,) = budget.charges
+    assert charged[1] <= 2 * MiB  # what it inflated before refusing, charged all the same
+
+
+def test_uncompressed_whitespace_is_refused_too(journal, blobs, ledger):
+    with pytest.raises(WhitespaceRunError):
+        send(make_service(blobs, FakePublisher(journal), ledger), b"[" + b"\r\n\t " * 2048 + b"]", encoding=None)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b'[{"equip_uuid": "e", "sensor": [' + b"{}," * (4 * MiB) + b"{}]}]",
+        b'[{"equip_uuid": "' + b"e" * (32 * MiB) + b'", "sensor": [{}]}]',
+    ],
+    ids=["a short value repeated", "a huge string of one character"],
+)
+def test_a_ratio_bomb_without_whitespace_is_refused_by_ingest(journal, blobs, ledger, text):
+    publisher = FakePublisher(journal)
+    with pytest.raises(CompressionRatioError) as refused:
+        send(make_service(blobs, publisher, ledger), gzip.compress(text, 9))
+    assert refused.value.status == 413 and "more than 500:1" in refused.value.message
+    assert publisher.claims == []
+
+
+@pytest.mark.parametrize("indent", [None, 1])
+def test_a_client_shaped_backlog_past_the_window_is_accepted(journal, blobs, ledger, indent):
+    text = json.dumps(client_backlog(polls=3000), indent=indent).encode()  # 12,000 readings, past 4 MiB
+    publisher, budget = FakePublisher(journal), FakeBudget()
+    result = send(make_service(blobs, publisher, ledger, budget), gzip.compress(text))
+    assert (result.status, result.readings) == ("accepted", None)
+    assert gzip.decompress(blobs.blobs[publisher.claims[0].key]) == text
+    (charged,) = budget.charges
+    assert 4 * MiB <= charged[1] < len(text)
+
+
+def test_a_device_whose_budget_is_spent_is_refused_before_its_body_is_read(journal, blobs, ledger):
+    body = io.BytesIO(gzip.compress(UPLOAD))
+    service = make_service(blobs, FakePublisher(journal), ledger, FakeBudget(spent=True))
+    with pytest.raises(RateLimitedError) as refused:
+        service.upload(UploadRequest(DEVICE, "req-1", "gzip", None, body))
+    assert refused.value.status == 429 and refused.value.retry_after_s == 60
+    assert body.tell() == 0
