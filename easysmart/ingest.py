@@ -19,6 +19,7 @@ from typing import IO, BinaryIO, Iterable
 
 import orjson
 
+from easysmart.accountstate import AccountStates
 from easysmart.compression import BoundedGunzip
 from easysmart.config import RateLimits, RetentionSettings, UploadLimits
 from easysmart.db import Database
@@ -176,6 +177,7 @@ class IngestService:
         publisher: ClaimCheckPublisher,
         limiter: RateLimiter,
         ledger: BatchLedger | None = None,
+        accounts: AccountStates | None = None,
     ) -> None:
         self.settings = settings
         self.rate_limits = rate_limits
@@ -184,13 +186,18 @@ class IngestService:
         self.publisher = publisher
         self.limiter = limiter
         self.ledger = ledger or BatchLedger(db)
+        self.accounts = accounts or AccountStates(db, limiter.client if limiter is not None else None)
 
     def rate_limit(self, principal: Principal, client_addr: str) -> dict[str, str]:
-        return self.limiter.check(
+        """401 when the token's account is blocked, inactive or changed since the token, then the rate limits; one
+        Redis round trip for both."""
+        return self.accounts.admit(
+            principal,
+            self.limiter,
             [
                 Limit("device", f"device:{principal.account_id}", self.rate_limits.ratelimit_device_per_minute),
                 Limit("client address", f"addr:{client_addr}", self.rate_limits.ratelimit_address_per_minute),
-            ]
+            ],
         )
 
     def upload(self, request: UploadRequest) -> UploadResult:

@@ -17,7 +17,8 @@ import botocore.exceptions
 
 from easysmart import aggregates
 from easysmart.aggregates import AggregateBackend
-from easysmart.config import AggregateSettings, RetentionSettings
+from easysmart.auth import prune_login_records
+from easysmart.config import AggregateSettings, LoginSettings, RetentionSettings
 from easysmart.db import Database
 from easysmart.errors import BadRequestError, UnavailableError
 from easysmart.ledger import BatchLedger
@@ -118,8 +119,10 @@ class RetentionService:
         db: Database,
         blobs: BlobExpiry | None,
         backend: AggregateBackend | None = None,
+        login: LoginSettings = LoginSettings(),
     ) -> None:
         self.settings = settings
+        self.login = login
         self.aggregates = aggregates
         self.db = db
         self.blobs = blobs
@@ -151,6 +154,7 @@ class RetentionService:
     def expire(self, backend: AggregateBackend, now: datetime) -> dict:
         result = self._expire_raw(backend, now)
         result["batches_pruned"] = self.ledger.prune(now - timedelta(days=self.settings.raw_retention_days))
+        result.update(prune_login_records(self.db, now, self.login.login_lockout_s))
         if self.blobs is not None:
             result.update(self.blobs.expire(self.settings.blob_retention_days, now))
         return result

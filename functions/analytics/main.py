@@ -6,9 +6,18 @@ import functools
 
 import flask
 import functions_framework
+import redis
 
+from easysmart.accountstate import AccountStates
 from easysmart.analytics import AnalyticsService
-from easysmart.config import AggregateSettings, DatabaseSettings, LoggingSettings, TokenSettings
+from easysmart.config import (
+    AggregateSettings,
+    BackendSettings,
+    DatabaseSettings,
+    LoggingSettings,
+    RedisSettings,
+    TokenSettings,
+)
 from easysmart.db import Database
 from easysmart.identity import Principal, TokenService, bearer_principal
 from easysmart.observability import configure_logging, tenant_id_var
@@ -18,14 +27,24 @@ configure_logging("analytics", LoggingSettings.from_env())
 
 
 @functools.cache
-def _clients() -> tuple[AnalyticsService, TokenService]:
+def _clients() -> tuple[AnalyticsService, TokenService, AccountStates]:
     database = DatabaseSettings.from_env()
     db = Database(database.database_url, database.db_pool_max)
-    return AnalyticsService(db, AggregateSettings.from_env()), TokenService(TokenSettings.from_env())
+    timeout_s = BackendSettings.from_env().backend_timeout_s
+    redis_client = redis.Redis.from_url(
+        RedisSettings.from_env().redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+    )
+    return (
+        AnalyticsService(db, AggregateSettings.from_env()),
+        TokenService(TokenSettings.from_env()),
+        AccountStates(db, redis_client),
+    )
 
 
 def _principal(request: flask.Request) -> Principal:
-    principal = bearer_principal(request.headers, _clients()[1])
+    _, tokens, states = _clients()
+    principal = bearer_principal(request.headers, tokens)
+    states.check(principal)
     tenant_id_var.set(principal.tenant_id)
     return principal
 

@@ -7,13 +7,24 @@ import functools
 import flask
 import functions_framework
 import orjson
+import redis
 
+from easysmart.accountstate import AccountStates
 from easysmart.auth import AuthService, Credentials, refresh_token_from_body
-from easysmart.config import DatabaseSettings, LoggingSettings, LoginSettings, ProxySettings, TokenSettings
+from easysmart.config import (
+    BackendSettings,
+    DatabaseSettings,
+    LoggingSettings,
+    LoginSettings,
+    ProxySettings,
+    RedisSettings,
+    TokenSettings,
+)
 from easysmart.db import Database
 from easysmart.errors import BadRequestError, PayloadTooLargeError
 from easysmart.identity import TokenService, bearer_principal
 from easysmart.observability import configure_logging
+from easysmart.ratelimit import RateLimiter
 from easysmart.web import Reply, Router, client_address
 
 configure_logging("auth", LoggingSettings.from_env())
@@ -22,10 +33,17 @@ configure_logging("auth", LoggingSettings.from_env())
 @functools.cache
 def _service() -> AuthService:
     database = DatabaseSettings.from_env()
+    db = Database(database.database_url, database.db_pool_max)
+    timeout_s = BackendSettings.from_env().backend_timeout_s
+    redis_client = redis.Redis.from_url(
+        RedisSettings.from_env().redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+    )
     return AuthService(
-        Database(database.database_url, database.db_pool_max),
+        db,
         TokenService(TokenSettings.from_env()),
         LoginSettings.from_env(),
+        RateLimiter(redis_client),
+        AccountStates(db, redis_client),
     )
 
 

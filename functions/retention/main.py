@@ -17,6 +17,7 @@ from easysmart.config import (
     BackendSettings,
     DatabaseSettings,
     LoggingSettings,
+    LoginSettings,
     ObjectStoreSettings,
     RetentionSettings,
 )
@@ -37,7 +38,9 @@ def _service() -> RetentionService:
     # One run at a time (containerConcurrency 1): a few connections are plenty.
     db = Database(database.database_url, max_connections=min(database.db_pool_max, 4))
     blobs = BlobExpiry(make_s3_client(store, BackendSettings.from_env().backend_timeout_s), store.s3_bucket)
-    return RetentionService(RetentionSettings.from_env(), AggregateSettings.from_env(), db, blobs)
+    return RetentionService(
+        RetentionSettings.from_env(), AggregateSettings.from_env(), db, blobs, login=LoginSettings.from_env()
+    )
 
 
 def _job(request: flask.Request) -> str:
