@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg2.extensions
 
+from easysmart.accountstate import AccountState, change_account
 from easysmart.auth import hash_password
 from easysmart.errors import BadRequestError
 from easysmart.identity import ACCOUNT_KINDS
@@ -90,16 +91,28 @@ def existing_account(cursor: psycopg2.extensions.cursor, tenant: str, kind: str,
     return str(found_id)
 
 
-def set_blocked(cursor: psycopg2.extensions.cursor, username: str, blocked: bool) -> None:
-    cursor.execute("UPDATE accounts SET blocked = %s, updated_at = now() WHERE username = %s", (blocked, username))
-    if cursor.rowcount == 0:
+def set_blocked(cursor: psycopg2.extensions.cursor, username: str, blocked: bool) -> AccountState:
+    """Blocks (or unblocks) an account: its tokens are refused on their next request and a block ends every
+    refresh token. The caller mirrors the returned state into Redis once the transaction has committed."""
+    return _changed(username, change_account(cursor, username, blocked=blocked))
+
+
+def set_active(cursor: psycopg2.extensions.cursor, username: str, active: bool) -> AccountState:
+    """Deactivates (or reactivates) an account, as set_blocked does."""
+    return _changed(username, change_account(cursor, username, active=active))
+
+
+def set_password(cursor: psycopg2.extensions.cursor, username: str, password: str) -> AccountState:
+    """A new password: every token issued before it is refused from the next request on."""
+    if not password:
+        raise AccountError("the password must not be empty")
+    return _changed(username, change_account(cursor, username, password_hash=hash_password(password)))
+
+
+def _changed(username: str, state: AccountState | None) -> AccountState:
+    if state is None:
         raise AccountError(f"account {username!r} does not exist")
-    if blocked:
-        # Outstanding refresh tokens die with the block; access tokens expire within minutes.
-        cursor.execute(
-            "UPDATE refresh_tokens SET revoked = true WHERE account_id = (SELECT id FROM accounts WHERE username = %s)",
-            (username,),
-        )
+    return state
 
 
 def list_tenants(cursor: psycopg2.extensions.cursor) -> list[tuple]:

@@ -1,11 +1,19 @@
-"""Logins with per-address lockout, refresh rotation and scrypt password hashes (the tokens: easysmart.identity).
+"""Logins that cannot be used to lock out or enumerate, refresh rotation and scrypt password hashes (the tokens:
+easysmart.identity; the account state every request checks: easysmart.accountstate).
 
 Answers (docs/architecture.md §8):
-- wrong password, unknown username, or an account of the other kind at a login route: 401, one message;
-- five consecutive failures for one (account, client address): that pair is locked, 423 with Retry-After;
-  other addresses are unaffected and a success resets the count;
-- a blocked or inactive account presenting the right password or a valid refresh token: 403;
-- a refresh token used twice: 401, and every token of its family is revoked.
+- wrong password, unknown username, an account of the other kind, a blocked or an inactive account: the same
+  401 after the same work (a password hash is checked in every case), so none of them can be told apart;
+- more than LOGIN_RATELIMIT_PER_MINUTE attempts from one client address: 429 with Retry-After (Redis; Redis being
+  down skips this limit, the database-backed counts below still hold);
+- LOGIN_MAX_FAILURES failures of one (username, client address): that pair is locked for LOGIN_LOCKOUT_S, 429 with
+  Retry-After; other addresses are unaffected and a success resets the count;
+- LOGIN_USERNAME_MAX_FAILURES failures of one username from any address: each further failure makes the next
+  attempt on it, from any address, wait 1 s, 2 s, 4 s ... at most LOGIN_THROTTLE_MAX_S (429 with Retry-After; the
+  request never sleeps), so guesses spread over many addresses stay slow and the owner still gets in;
+- failures are counted per username whether it exists or not: the 429s of a known and an unknown name are alike;
+- a refresh token used twice: the same pair again within REFRESH_RETRY_S of its first use while that pair's
+  refresh token is unused (a client retrying a lost answer), else 401 and every token of its family is revoked.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import contextlib
 import hashlib
 import hmac
 import logging
+import math
 import os
 import uuid
 from dataclasses import dataclass
@@ -24,10 +33,12 @@ from typing import Iterator
 
 import psycopg2.extensions
 
+from easysmart.accountstate import ACCOUNT_REFUSED, AccountState, AccountStates
 from easysmart.config import LoginSettings
 from easysmart.db import Database, one_row
-from easysmart.errors import BadRequestError, EasySmartError, ForbiddenError, LockedError, UnauthorizedError
+from easysmart.errors import BadRequestError, EasySmartError, RateLimitedError, UnauthorizedError
 from easysmart.identity import ACCOUNT_KINDS, Principal, TokenService
+from easysmart.ratelimit import Limit, RateLimiter
 
 logger = logging.getLogger(__name__)
 
@@ -112,25 +123,68 @@ def refresh_token_from_body(body: object) -> str:
 # --- the service -------------------------------------------------------------------------------
 
 _BAD_CREDENTIALS = "invalid username or password"
+_REVOKED = "this refresh token was revoked; log in again"
+# The row of login_failures that counts a username's failures from every address.
+EVERY_ADDRESS = "*"
+# A refresh token presented again this soon after its first use is a client retrying a lost answer.
+REFRESH_RETRY_S = 30
+
+
+@dataclass(frozen=True)
+class _FailureCount:
+    client_addr: str
+    failures: int
+    locked_until: datetime | None
 
 
 class AuthService:
-    """Logins, refresh-token rotation and who-am-I, on the accounts tables of migration 0001.
+    """Logins, refresh-token rotation and who-am-I, on the accounts tables (migrations 0001, 0007).
 
-    Lock times and refresh-token records are read at `tokens.clock`, the time the tokens are issued at.
+    Lock times and refresh-token records are read at `tokens.clock`, the time the tokens are issued at. `limiter`
+    holds the per-address login rate limit and `states` mirrors an account's state into Redis when it logs in (so
+    its next request finds it there); without them neither happens.
     """
 
-    def __init__(self, db: Database, tokens: TokenService, settings: LoginSettings) -> None:
+    def __init__(
+        self,
+        db: Database,
+        tokens: TokenService,
+        settings: LoginSettings,
+        limiter: RateLimiter | None = None,
+        states: AccountStates | None = None,
+    ) -> None:
         self.db = db
         self.tokens = tokens
         self.settings = settings
+        self.limiter = limiter
+        self.states = states
 
     def login(self, credentials: Credentials, kind: str, client_addr: str) -> dict:
         """Tokens for an account of `kind` ('device' or 'user') logging in from `client_addr`."""
         if kind not in ACCOUNT_KINDS:
             raise ValueError(f"kind must be one of {ACCOUNT_KINDS}, not {kind!r}")
+        self._rate_limit(client_addr)
         with self._refusals_committed() as cursor:
-            return self._attempt(cursor, credentials, kind, client_addr)
+            pair, state = self._attempt(cursor, credentials, kind, client_addr)
+        self._mirror(state)
+        return pair
+
+    def _rate_limit(self, client_addr: str) -> None:
+        if self.limiter is None:
+            return
+        limit = Limit("client address", f"login:{client_addr}", self.settings.login_ratelimit_per_minute)
+        try:
+            self.limiter.check([limit])
+        except RateLimitedError as error:
+            raise RateLimitedError(
+                f"too many logins from this address; try again in {error.retry_after_s} s",
+                retry_after_s=error.retry_after_s,
+                headers=error.headers,
+            ) from None
+
+    def _mirror(self, state: AccountState) -> None:
+        if self.states is not None:
+            self.states.mirror(state)
 
     @contextlib.contextmanager
     def _refusals_committed(self) -> Iterator[psycopg2.extensions.cursor]:
@@ -147,123 +201,172 @@ class AuthService:
 
     def _attempt(
         self, cursor: psycopg2.extensions.cursor, credentials: Credentials, kind: str, client_addr: str
-    ) -> dict:
+    ) -> tuple[dict, AccountState]:
+        now = self.tokens.clock()
+        # Attempts on one username run one at a time (its every-address row is locked first, then the pair's),
+        # so parallel guesses cannot outrun the counts.
+        every = self._failure_count(cursor, credentials.username, EVERY_ADDRESS, now)
+        pair = self._failure_count(cursor, credentials.username, client_addr, now)
+        for count in (pair, every):
+            if count.locked_until is not None and count.locked_until > now:
+                retry_after = max(1, math.ceil((count.locked_until - now).total_seconds()))
+                raise RateLimitedError(
+                    f"too many failed logins for this username; try again in {retry_after} s",
+                    retry_after_s=retry_after,
+                    headers={},
+                )
         cursor.execute(
-            "SELECT id, tenant_id, kind, password_hash, active, blocked FROM accounts WHERE username = %s",
+            "SELECT id, tenant_id, kind, password_hash, active, blocked, version FROM accounts WHERE username = %s",
             (credentials.username,),
         )
         row = cursor.fetchone()
-        if row is None:
-            verify_password(credentials.password, _DUMMY_HASH)
+        # The hash is checked whatever else is wrong, so every refusal costs the same time.
+        password_matches = verify_password(credentials.password, row[3] if row else _DUMMY_HASH)
+        if row is None or not password_matches or row[2] != kind or not row[4] or row[5]:
+            self._count_failure(cursor, credentials.username, pair, every, now)
             raise UnauthorizedError(_BAD_CREDENTIALS)
-        account_id, tenant_id, account_kind, password_hash, active, blocked = row
-        # Attempts for one (account, address) run one at a time, so parallel guesses cannot outrun the lock.
-        cursor.execute(
-            "INSERT INTO login_failures (account_id, client_addr) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-            (account_id, client_addr),
-        )
-        cursor.execute(
-            "SELECT failures, locked_until FROM login_failures WHERE account_id = %s AND client_addr = %s FOR UPDATE",
-            (account_id, client_addr),
-        )
-        failures, locked_until = one_row(cursor)
-        now = self.tokens.clock()
-        if locked_until is not None and locked_until > now:
-            retry_after = int((locked_until - now).total_seconds()) + 1
-            raise LockedError(
-                f"too many failed logins for this account from this address; try again in {retry_after} s",
-                retry_after_s=retry_after,
-            )
-        if not verify_password(credentials.password, password_hash) or account_kind != kind:
-            self._count_failure(cursor, account_id, client_addr, failures, locked_until, now)
-            raise UnauthorizedError(_BAD_CREDENTIALS)
-        # Reset rather than delete: an attempt waiting on this row's lock must still find it.
+        account_id, tenant_id, _, _, active, blocked, version = row
+        # Reset rather than delete: an attempt waiting on these rows' locks must still find them.
         cursor.execute(
             "UPDATE login_failures SET failures = 0, locked_until = NULL, updated_at = %s"
-            " WHERE account_id = %s AND client_addr = %s",
-            (now, account_id, client_addr),
+            " WHERE username = %s AND client_addr IN (%s, %s)",
+            (now, credentials.username, EVERY_ADDRESS, client_addr),
         )
-        if blocked or not active:
-            raise _refused(blocked)
-        principal = Principal(str(account_id), str(tenant_id), account_kind, credentials.username)
+        principal = Principal(str(account_id), str(tenant_id), kind, credentials.username, int(version))
         logger.info("login", extra={"account_id": principal.account_id, "kind": kind, "client_addr": client_addr})
-        return self._issue(cursor, principal, family_id=uuid.uuid4())
+        pair_issued = self._issue(cursor, principal, uuid.uuid4(), now)
+        return pair_issued, AccountState(principal.account_id, int(version), bool(active), bool(blocked))
+
+    @staticmethod
+    def _failure_count(
+        cursor: psycopg2.extensions.cursor, username: str, client_addr: str, now: datetime
+    ) -> _FailureCount:
+        cursor.execute(
+            "INSERT INTO login_failures (username, client_addr, updated_at) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+            (username, client_addr, now),
+        )
+        cursor.execute(
+            "SELECT failures, locked_until FROM login_failures WHERE username = %s AND client_addr = %s FOR UPDATE",
+            (username, client_addr),
+        )
+        failures, locked_until = one_row(cursor)
+        return _FailureCount(client_addr, failures, locked_until)
 
     def _count_failure(
         self,
         cursor: psycopg2.extensions.cursor,
-        account_id: uuid.UUID,
-        client_addr: str,
-        failures: int,
-        locked_until: datetime | None,
+        username: str,
+        pair: _FailureCount,
+        every: _FailureCount,
         now: datetime,
     ) -> None:
-        # A lock that has run out starts a fresh count.
-        failures = 1 if locked_until is not None else failures + 1
-        lock = (
-            now + timedelta(seconds=self.settings.login_lockout_s)
-            if failures >= self.settings.login_max_failures
-            else None
+        settings = self.settings
+        # A pair's lock that has run out starts a fresh count.
+        pair_failures = 1 if pair.locked_until is not None else pair.failures + 1
+        pair_lock = (
+            now + timedelta(seconds=settings.login_lockout_s) if pair_failures >= settings.login_max_failures else None
         )
-        cursor.execute(
-            "UPDATE login_failures SET failures = %s, locked_until = %s, updated_at = %s"
-            " WHERE account_id = %s AND client_addr = %s",
-            (failures, lock, now, account_id, client_addr),
-        )
-        if lock is not None:
+        every_failures = every.failures + 1
+        every_lock = None
+        if every_failures >= settings.login_username_max_failures:
+            # 1 s, doubling with each further failure, at most LOGIN_THROTTLE_MAX_S (the exponent bounded first).
+            doublings = min(every_failures - settings.login_username_max_failures, 32)
+            every_lock = now + timedelta(seconds=min(settings.login_throttle_max_s, 2**doublings))
+        for count, failures, lock in ((every, every_failures, every_lock), (pair, pair_failures, pair_lock)):
+            cursor.execute(
+                "UPDATE login_failures SET failures = %s, locked_until = %s, updated_at = %s"
+                " WHERE username = %s AND client_addr = %s",
+                (failures, lock, now, username, count.client_addr),
+            )
+        if pair_lock is not None:
             logger.warning(
-                "login locked",
-                extra={"account_id": str(account_id), "client_addr": client_addr, "locked_until": lock.isoformat()},
+                "login locked for an address",
+                extra={"username": username, "client_addr": pair.client_addr, "locked_until": pair_lock.isoformat()},
             )
 
-    def _issue(self, cursor: psycopg2.extensions.cursor, principal: Principal, family_id: uuid.UUID) -> dict:
+    def _issue(
+        self, cursor: psycopg2.extensions.cursor, principal: Principal, family_id: uuid.UUID, now: datetime
+    ) -> dict:
         jti = uuid.uuid4()
-        expires = self.tokens.clock() + timedelta(seconds=self.tokens.refresh_ttl_s(principal.kind))
+        expires = now + timedelta(seconds=self.tokens.refresh_ttl_s(principal.kind))
         cursor.execute(
             "INSERT INTO refresh_tokens (jti, account_id, family_id, expires_at) VALUES (%s, %s, %s, %s)",
             (jti, principal.account_id, family_id, expires),
         )
-        return self.tokens.issue_pair(principal, jti.hex)
+        return self.tokens.issue_pair(principal, jti.hex, issued_at=int(now.timestamp()))
 
     def refresh(self, refresh_token: str) -> dict:
-        """A new pair for a valid, unused refresh token, which is used up; a reused one ends its family."""
+        """A new pair for a valid, unused refresh token, which is used up; a reused one ends its family unless it is
+        a retry within REFRESH_RETRY_S, which answers the pair its first use answered."""
         jti = self.tokens.verify_refresh(refresh_token)
         with self._refusals_committed() as cursor:
-            return self._rotate(cursor, jti)
+            pair, state = self._rotate(cursor, jti)
+        self._mirror(state)
+        return pair
 
-    def _rotate(self, cursor: psycopg2.extensions.cursor, jti: uuid.UUID) -> dict:
+    def _rotate(self, cursor: psycopg2.extensions.cursor, jti: uuid.UUID) -> tuple[dict, AccountState]:
         cursor.execute(
-            "SELECT r.family_id, r.used_at, r.revoked, a.id, a.tenant_id, a.username, a.kind, a.active, a.blocked"
+            "SELECT r.family_id, r.used_at, r.revoked, r.successor_jti,"
+            " a.id, a.tenant_id, a.username, a.kind, a.active, a.blocked, a.version"
             " FROM refresh_tokens r JOIN accounts a ON a.id = r.account_id WHERE r.jti = %s FOR UPDATE OF r",
             (jti,),
         )
         row = cursor.fetchone()
         if row is None:
             raise UnauthorizedError("unknown refresh token; log in again")
-        family_id, used_at, revoked, account_id, tenant_id, username, kind, active, blocked = row
+        family_id, used_at, revoked, successor_jti, account_id, tenant_id, username, kind, active, blocked, version = (
+            row
+        )
+        principal = Principal(str(account_id), str(tenant_id), kind, username, int(version))
+        state = AccountState(principal.account_id, int(version), bool(active), bool(blocked))
+        now = self.tokens.clock()
         if used_at is not None:
+            if not revoked and state.usable and self._retry_of_lost_answer(cursor, used_at, successor_jti, now):
+                # The same claims signed again (HS256 is deterministic): the very pair the first use answered. Nothing
+                # is stored for it but the successor's jti; the retry gets no more than the first answer gave.
+                return self.tokens.issue_pair(principal, successor_jti.hex, issued_at=int(used_at.timestamp())), state
             # A refresh token presented twice may have been stolen: end the whole family.
             cursor.execute("UPDATE refresh_tokens SET revoked = true WHERE family_id = %s", (family_id,))
             logger.warning("refresh token reused; family revoked", extra={"account_id": str(account_id)})
             raise UnauthorizedError("this refresh token was already used; its session is revoked, log in again")
-        if blocked or not active:
-            raise _refused(blocked)
-        if revoked:
-            raise UnauthorizedError("this refresh token was revoked; log in again")
-        cursor.execute("UPDATE refresh_tokens SET used_at = %s WHERE jti = %s", (self.tokens.clock(), jti))
-        return self._issue(cursor, Principal(str(account_id), str(tenant_id), kind, username), family_id)
+        if revoked or not state.usable:
+            raise UnauthorizedError(_REVOKED)
+        successor = uuid.uuid4()
+        cursor.execute(
+            "UPDATE refresh_tokens SET used_at = %s, successor_jti = %s WHERE jti = %s", (now, successor, jti)
+        )
+        expires = now + timedelta(seconds=self.tokens.refresh_ttl_s(kind))
+        cursor.execute(
+            "INSERT INTO refresh_tokens (jti, account_id, family_id, expires_at) VALUES (%s, %s, %s, %s)",
+            (successor, account_id, family_id, expires),
+        )
+        return self.tokens.issue_pair(principal, successor.hex, issued_at=int(now.timestamp())), state
+
+    @staticmethod
+    def _retry_of_lost_answer(
+        cursor: psycopg2.extensions.cursor, used_at: datetime, successor_jti: uuid.UUID | None, now: datetime
+    ) -> bool:
+        """Within REFRESH_RETRY_S of the first use, and only while the pair it answered is unused and unrevoked:
+        once that refresh token has been used, the client evidently got the answer."""
+        if successor_jti is None or now - used_at > timedelta(seconds=REFRESH_RETRY_S):
+            return False
+        cursor.execute("SELECT used_at, revoked FROM refresh_tokens WHERE jti = %s", (successor_jti,))
+        successor = cursor.fetchone()
+        return successor is not None and successor[0] is None and not successor[1]
 
     def me(self, principal: Principal) -> dict:
         with self.db.transaction() as cursor:
             cursor.execute(
-                "SELECT a.username, a.kind, a.active, a.blocked, t.id, t.name, t.timezone FROM accounts a"
+                "SELECT a.username, a.kind, a.active, a.blocked, a.version, t.id, t.name, t.timezone FROM accounts a"
                 " JOIN tenants t ON t.id = a.tenant_id WHERE a.id = %s",
                 (principal.account_id,),
             )
             row = cursor.fetchone()
         if row is None:
             raise UnauthorizedError("the token's account no longer exists")
-        username, kind, active, blocked, tenant_id, tenant_name, zone = row
+        username, kind, active, blocked, version, tenant_id, tenant_name, zone = row
+        if not AccountState(principal.account_id, int(version), active, blocked).admits(principal):
+            raise UnauthorizedError(ACCOUNT_REFUSED)
         return {
             "account_id": principal.account_id,
             "username": username,
@@ -276,7 +379,15 @@ class AuthService:
         }
 
 
-def _refused(blocked: bool) -> ForbiddenError:
-    if blocked:
-        return ForbiddenError("this account is blocked; ask an administrator to unblock it", reason="blocked")
-    return ForbiddenError("this account is inactive", reason="inactive")
+def prune_login_records(db: Database, now: datetime, lockout_s: int) -> dict:
+    """Deletes refresh tokens past their expiry (no longer usable, so no longer needed to detect a reuse) and login
+    failure counts untouched for longer than the lockout (any lock of theirs has run out)."""
+    with db.transaction() as cursor:
+        cursor.execute("DELETE FROM refresh_tokens WHERE expires_at <= %s", (now,))
+        refresh_tokens = cursor.rowcount
+        cursor.execute(
+            "DELETE FROM login_failures WHERE updated_at < %s AND (locked_until IS NULL OR locked_until <= %s)",
+            (now - timedelta(seconds=lockout_s), now),
+        )
+        login_failures = cursor.rowcount
+    return {"refresh_tokens_pruned": refresh_tokens, "login_failures_pruned": login_failures}

@@ -11,8 +11,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import psycopg2
+import redis
 
 from easysmart import accounts, partitions
+from easysmart.accountstate import STATE_TTL_S, AccountState, mirror_state
 from easysmart.config import (
     SERVER_VARIABLES,
     AccountSettings,
@@ -23,6 +25,7 @@ from easysmart.config import (
     Group,
     KafkaSettings,
     MigrationSettings,
+    RedisSettings,
     RetentionDatabaseTimeouts,
     RetentionSettings,
     TenantSettings,
@@ -115,9 +118,35 @@ def cmd_account_create(args) -> None:
     print(f"{args.kind} account {args.username} ({account_id}) in tenant {args.tenant}")
 
 
+def _account_changed(username: str, state: AccountState, done: str) -> None:
+    """Mirrors a committed change into Redis, where ingest and analytics read it; says so when that failed."""
+    client = redis.Redis.from_url(_read(RedisSettings).redis_url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        mirrored = mirror_state(client, state)
+    finally:
+        client.close()
+    if not mirrored:
+        sys.exit(
+            f"error: account {username} {done} in the database, but Redis could not be updated: ingest and analytics"
+            f" may admit its tokens for up to {STATE_TTL_S} s; run the command again once Redis is up"
+        )
+    print(f"account {username} {done}")
+
+
 def cmd_account_block(args, blocked: bool = True) -> None:
-    _in_transaction(lambda c: accounts.set_blocked(c, args.username, blocked))
-    print(f"account {args.username} {'blocked' if blocked else 'unblocked'}")
+    state = _in_transaction(lambda c: accounts.set_blocked(c, args.username, blocked))
+    _account_changed(args.username, state, "blocked" if blocked else "unblocked")
+
+
+def cmd_account_activate(args, active: bool) -> None:
+    state = _in_transaction(lambda c: accounts.set_active(c, args.username, active))
+    _account_changed(args.username, state, "activated" if active else "deactivated")
+
+
+def cmd_account_password(args) -> None:
+    password = _password(args)
+    state = _in_transaction(lambda c: accounts.set_password(c, args.username, password))
+    _account_changed(args.username, state, "has a new password")
 
 
 def cmd_account_list(args) -> None:
@@ -252,6 +281,16 @@ def build_parser() -> argparse.ArgumentParser:
         parser_ = account.add_parser(action, help=f"{action} an account")
         parser_.add_argument("username")
         parser_.set_defaults(run=lambda args, blocked=blocked: cmd_account_block(args, blocked))
+    for action, active in (("deactivate", False), ("activate", True)):
+        parser_ = account.add_parser(action, help=f"{action} an account")
+        parser_.add_argument("username")
+        parser_.set_defaults(run=lambda args, active=active: cmd_account_activate(args, active))
+    password = account.add_parser(
+        "password", help="set an account's password (from --password, $ESM_PASSWORD or a prompt)"
+    )
+    password.add_argument("username")
+    password.add_argument("--password")
+    password.set_defaults(run=cmd_account_password)
     listing = account.add_parser("list", help="list accounts")
     listing.add_argument("--tenant")
     listing.set_defaults(run=cmd_account_list)

@@ -237,7 +237,11 @@ class MigrationSettings(Group):
 
 @settings_group
 class RedisSettings(Group):
-    redis_url: str = env("REDIS_URL", "Redis connection URL (rate-limit buckets, decompression budgets)", secret=True)
+    redis_url: str = env(
+        "REDIS_URL",
+        "Redis connection URL (rate-limit buckets, decompression budgets, the copy of each account's state)",
+        secret=True,
+    )
 
 
 @settings_group
@@ -290,10 +294,22 @@ class TokenSettings(Group):
 class LoginSettings(Group):
     login_max_failures: int = env(
         "LOGIN_MAX_FAILURES",
-        "consecutive failed logins of one account from one client address before that pair is locked",
+        "consecutive failed logins of one username from one client address before that pair is locked",
         5,
     )
-    login_lockout_s: int = env("LOGIN_LOCKOUT_S", "how long such a lock lasts (seconds)", 30 * 60)
+    login_lockout_s: int = env(
+        "LOGIN_LOCKOUT_S", "how long such a lock lasts (seconds); older failure counts are pruned", 30 * 60
+    )
+    login_username_max_failures: int = env(
+        "LOGIN_USERNAME_MAX_FAILURES",
+        "failed logins of one username from any address after which each further failure makes the next attempt"
+        " wait (1 s, doubling)",
+        10,
+    )
+    login_throttle_max_s: int = env("LOGIN_THROTTLE_MAX_S", "longest such wait (seconds)", 30)
+    login_ratelimit_per_minute: int = env(
+        "LOGIN_RATELIMIT_PER_MINUTE", "login attempts per minute per client address (Redis)", 60
+    )
 
 
 @settings_group

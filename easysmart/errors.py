@@ -50,14 +50,6 @@ class UnprocessableError(EasySmartError):
     status, code = 422, "unprocessable"
 
 
-class LockedError(EasySmartError):
-    status, code = 423, "locked"
-
-    def __init__(self, message: str, retry_after_s: int, **details: object) -> None:
-        super().__init__(message, **details)
-        self.retry_after_s = retry_after_s
-
-
 class RateLimitedError(EasySmartError):
     status, code = 429, "rate_limited"
 

@@ -35,7 +35,13 @@ class Principal:
     tenant_id: str
     kind: str
     username: str | None = None
+    # The account's version when the token was issued (easysmart.accountstate): a token older than the
+    # account's current version is refused.
+    version: int = 1
 
+
+# Access-token jtis are derived from their pair's refresh-token jti (issue_pair).
+_ACCESS_JTI_NAMESPACE = uuid.UUID("6f1c2d4e-8a0b-4c3d-9e5f-7a6b5c4d3e2f")
 
 MIN_SECRET_BYTES = 32
 # Example values published with the repository: never accepted as a real secret.
@@ -60,8 +66,8 @@ class TokenService:
     def refresh_ttl_s(self, kind: str) -> int:
         return self.settings.device_refresh_ttl_s if kind == "device" else self.settings.user_refresh_ttl_s
 
-    def _encode(self, principal: Principal, token_type: str, ttl_s: int, jti: str) -> str:
-        now = int(self.clock().timestamp())
+    def _encode(self, principal: Principal, token_type: str, ttl_s: int, jti: str, issued_at: int | None = None) -> str:
+        now = int(self.clock().timestamp()) if issued_at is None else issued_at
         claims = {
             "sub": principal.account_id,
             "tenant": principal.tenant_id,
@@ -72,6 +78,7 @@ class TokenService:
             "jti": jti,
             "iss": self.settings.jwt_issuer,
             "aud": self.settings.jwt_audience,
+            "ver": principal.version,
         }
         if principal.username:
             claims["username"] = principal.username
@@ -83,12 +90,19 @@ class TokenService:
     def refresh_token(self, principal: Principal, jti: str) -> str:
         return self._encode(principal, "refresh", self.refresh_ttl_s(principal.kind), jti)
 
-    def issue_pair(self, principal: Principal, refresh_jti: str | None = None) -> dict:
-        """The login/refresh answer. The caller records `refresh_jti` to make rotation possible."""
+    def issue_pair(self, principal: Principal, refresh_jti: str | None = None, issued_at: int | None = None) -> dict:
+        """The login/refresh answer. The caller records `refresh_jti` to make rotation possible.
+
+        Given `issued_at` (seconds), the pair depends only on its arguments: HS256 is deterministic and the access
+        token's jti is derived from the refresh token's, so the same arguments sign the same pair again."""
         refresh_jti = refresh_jti or uuid.uuid4().hex
+        access_jti = uuid.uuid5(_ACCESS_JTI_NAMESPACE, refresh_jti).hex
+        access_ttl_s = self.settings.access_token_ttl_s
         return {
-            "access_token": self.access_token(principal),
-            "refresh_token": self.refresh_token(principal, refresh_jti),
+            "access_token": self._encode(principal, "access", access_ttl_s, access_jti, issued_at),
+            "refresh_token": self._encode(
+                principal, "refresh", self.refresh_ttl_s(principal.kind), refresh_jti, issued_at
+            ),
             "token_type": "bearer",
             "expires_in": self.settings.access_token_ttl_s,
             "refresh_expires_in": self.refresh_ttl_s(principal.kind),
@@ -119,7 +133,12 @@ class TokenService:
 
     def verify_access(self, token: str) -> Principal:
         claims = self.decode(token, "access")
-        return Principal(str(claims["sub"]), str(claims["tenant"]), claims["acct"], claims.get("username"))
+        try:
+            # Tokens signed before versions existed carry none: they stand for an account's first version.
+            version = int(claims.get("ver", 1))
+        except (ValueError, TypeError, OverflowError):
+            raise UnauthorizedError("the token is not valid: its ver claim must be an integer") from None
+        return Principal(str(claims["sub"]), str(claims["tenant"]), claims["acct"], claims.get("username"), version)
 
     def verify_refresh(self, token: str) -> uuid.UUID:
         """The jti of a valid refresh token (its rotation state lives in the database)."""

@@ -21,6 +21,7 @@ from typing import IO, BinaryIO, Iterable
 
 import orjson
 
+from easysmart.accountstate import AccountStates
 from easysmart.claimsig import ClaimKeyring, blob_metadata
 from easysmart.compression import BoundedGunzip
 from easysmart.config import RateLimits, RetentionSettings, UploadLimits
@@ -190,6 +191,7 @@ class IngestService:
         *,
         keyring: ClaimKeyring,
         budget: DecompressionBudget | None = None,
+        accounts: AccountStates | None = None,
     ) -> None:
         self.settings = settings
         self.rate_limits = rate_limits
@@ -200,13 +202,18 @@ class IngestService:
         self.ledger = ledger or BatchLedger(db)
         self.keyring = keyring
         self.budget = budget
+        self.accounts = accounts or AccountStates(db, limiter.client if limiter is not None else None)
 
     def rate_limit(self, principal: Principal, client_addr: str) -> dict[str, str]:
-        return self.limiter.check(
+        """401 when the token's account is blocked, inactive or changed since the token, then the rate limits; one
+        Redis round trip for both."""
+        return self.accounts.admit(
+            principal,
+            self.limiter,
             [
                 Limit("device", f"device:{principal.account_id}", self.rate_limits.ratelimit_device_per_minute),
                 Limit("client address", f"addr:{client_addr}", self.rate_limits.ratelimit_address_per_minute),
-            ]
+            ],
         )
 
     def upload(self, request: UploadRequest) -> UploadResult:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import redis
 
@@ -71,6 +72,30 @@ class RateLimiter:
         except redis.RedisError as error:
             logger.warning("rate limiting skipped, Redis unavailable: %s", error)
             return {}
+        return self._answer(limits, result)
+
+    def check_and_read(self, limits: list[Limit], key: str, inspect: Callable[[dict | None], None]) -> dict[str, str]:
+        """check(), with the hash at `key` read in the same round trip and given to `inspect` before the limits
+        answer (so `inspect` may refuse first): {} when there is no such hash, None when Redis is down."""
+        keys, args = [f"ratelimit:{limit.key}" for limit in limits], [limit.per_minute for limit in limits]
+        try:
+            try:
+                pipe = self.client.pipeline(transaction=False)
+                pipe.evalsha(self._script.sha, len(keys), *keys, *args)
+                pipe.hgetall(key)
+                result, fields = pipe.execute()
+            except redis.exceptions.NoScriptError:
+                # A Redis that restarted has forgotten the script: loaded by the plain call.
+                result, fields = self._script(keys=keys, args=args), self.client.hgetall(key)
+        except redis.RedisError as error:
+            logger.warning("rate limiting skipped, Redis unavailable: %s", error)
+            inspect(None)
+            return {}
+        inspect(fields)
+        return self._answer(limits, result)
+
+    @staticmethod
+    def _answer(limits: list[Limit], result: list) -> dict[str, str]:
         allowed, worst_index, wait_ms = int(result[0]), int(result[1]), int(result[2])
         remaining = [float(value) for value in result[3:]]
         # Report the tightest bucket.

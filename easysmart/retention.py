@@ -22,7 +22,8 @@ import botocore.exceptions
 
 from easysmart import aggregates, partitions
 from easysmart.aggregates import AggregateBackend
-from easysmart.config import AggregateSettings, RetentionSettings
+from easysmart.auth import prune_login_records
+from easysmart.config import AggregateSettings, LoginSettings, RetentionSettings
 from easysmart.db import Database
 from easysmart.errors import BadRequestError, UnavailableError
 from easysmart.ledger import BatchLedger
@@ -153,8 +154,10 @@ class RetentionService:
         blobs: BlobExpiry | None,
         backend: AggregateBackend | None = None,
         partition_lock_timeout_s: float = 1.0,
+        login: LoginSettings = LoginSettings(),
     ) -> None:
         self.settings = settings
+        self.login = login
         self.aggregates = aggregates
         self.db = db
         self.blobs = blobs
@@ -193,6 +196,7 @@ class RetentionService:
     def expire(self, backend: AggregateBackend, now: datetime) -> dict:
         result = self._expire_raw(backend, now)
         result["batches_pruned"] = self.ledger.prune(now - timedelta(days=self.settings.raw_retention_days))
+        result.update(prune_login_records(self.db, now, self.login.login_lockout_s))
         if self.blobs is not None:
             result.update(self.blobs.expire(self.settings, now, self.ledger))
         return result

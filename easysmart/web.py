@@ -20,7 +20,6 @@ import orjson
 from easysmart.config import ConfigError, ProxySettings
 from easysmart.errors import (
     EasySmartError,
-    LockedError,
     MethodNotAllowedError,
     NotFoundError,
     RateLimitedError,
@@ -53,7 +52,7 @@ def json_response(status: int, body: object, headers: dict[str, str] | None = No
 
 def error_response(error: EasySmartError) -> flask.Response:
     headers: dict[str, str] = {}
-    if isinstance(error, (RateLimitedError, UnavailableError, LockedError)):
+    if isinstance(error, (RateLimitedError, UnavailableError)):
         headers["Retry-After"] = str(error.retry_after_s)
     if isinstance(error, RateLimitedError):
         headers.update(error.headers)

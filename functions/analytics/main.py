@@ -6,13 +6,17 @@ import functools
 
 import flask
 import functions_framework
+import redis
 
+from easysmart.accountstate import AccountStates
 from easysmart.analytics import AnalyticsService
 from easysmart.config import (
     AggregateSettings,
     AnalyticsDatabaseTimeouts,
+    BackendSettings,
     DatabaseSettings,
     LoggingSettings,
+    RedisSettings,
     TokenSettings,
 )
 from easysmart.db import Database
@@ -24,7 +28,7 @@ configure_logging("analytics", LoggingSettings.from_env())
 
 
 @functools.cache
-def _clients() -> tuple[AnalyticsService, TokenService]:
+def _clients() -> tuple[AnalyticsService, TokenService, AccountStates]:
     database, timeouts = DatabaseSettings.from_env(), AnalyticsDatabaseTimeouts.from_env()
     db = Database(
         database.database_url,
@@ -32,11 +36,21 @@ def _clients() -> tuple[AnalyticsService, TokenService]:
         statement_timeout_s=timeouts.statement_timeout_s,
         lock_timeout_s=timeouts.lock_timeout_s,
     )
-    return AnalyticsService(db, AggregateSettings.from_env()), TokenService(TokenSettings.from_env())
+    timeout_s = BackendSettings.from_env().backend_timeout_s
+    redis_client = redis.Redis.from_url(
+        RedisSettings.from_env().redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+    )
+    return (
+        AnalyticsService(db, AggregateSettings.from_env()),
+        TokenService(TokenSettings.from_env()),
+        AccountStates(db, redis_client),
+    )
 
 
 def _principal(request: flask.Request) -> Principal:
-    principal = bearer_principal(request.headers, _clients()[1])
+    _, tokens, states = _clients()
+    principal = bearer_principal(request.headers, tokens)
+    states.check(principal)
     tenant_id_var.set(principal.tenant_id)
     return principal
 

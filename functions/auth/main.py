@@ -7,20 +7,25 @@ import functools
 import flask
 import functions_framework
 import orjson
+import redis
 
+from easysmart.accountstate import AccountStates
 from easysmart.auth import AuthService, Credentials, refresh_token_from_body
 from easysmart.config import (
     AuthDatabaseTimeouts,
+    BackendSettings,
     DatabaseSettings,
     LoggingSettings,
     LoginSettings,
     ProxySettings,
+    RedisSettings,
     TokenSettings,
 )
 from easysmart.db import Database
 from easysmart.errors import BadRequestError, PayloadTooLargeError
 from easysmart.identity import TokenService, bearer_principal
 from easysmart.observability import configure_logging
+from easysmart.ratelimit import RateLimiter
 from easysmart.web import ProxyTrust, Reply, Router, client_address
 
 configure_logging("auth", LoggingSettings.from_env())
@@ -30,15 +35,22 @@ _PROXY_TRUST = ProxyTrust.from_settings(ProxySettings.from_env())
 @functools.cache
 def _service() -> AuthService:
     database, timeouts = DatabaseSettings.from_env(), AuthDatabaseTimeouts.from_env()
+    db = Database(
+        database.database_url,
+        database.db_pool_max,
+        statement_timeout_s=timeouts.statement_timeout_s,
+        lock_timeout_s=timeouts.lock_timeout_s,
+    )
+    timeout_s = BackendSettings.from_env().backend_timeout_s
+    redis_client = redis.Redis.from_url(
+        RedisSettings.from_env().redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+    )
     return AuthService(
-        Database(
-            database.database_url,
-            database.db_pool_max,
-            statement_timeout_s=timeouts.statement_timeout_s,
-            lock_timeout_s=timeouts.lock_timeout_s,
-        ),
+        db,
         TokenService(TokenSettings.from_env()),
         LoginSettings.from_env(),
+        RateLimiter(redis_client),
+        AccountStates(db, redis_client),
     )
 
 

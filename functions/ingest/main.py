@@ -96,6 +96,7 @@ def upload(request: flask.Request) -> Reply:
 def batch_status(request: flask.Request, batch_id: str) -> Reply:
     service, tokens, _ = _clients()
     principal = bearer_principal(request.headers, tokens)
+    service.accounts.check(principal)
     return Reply(200, service.batch_status(principal, batch_id))
 
 

@@ -17,6 +17,7 @@ from easysmart.config import (
     BackendSettings,
     DatabaseSettings,
     LoggingSettings,
+    LoginSettings,
     ObjectStoreSettings,
     RetentionDatabaseTimeouts,
     RetentionSettings,
@@ -50,6 +51,7 @@ def _service() -> RetentionService:
         db,
         blobs,
         partition_lock_timeout_s=timeouts.partition_lock_timeout_s,
+        login=LoginSettings.from_env(),
     )
 
 

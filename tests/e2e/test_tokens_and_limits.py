@@ -1,4 +1,4 @@
-"""Who may upload, through the public URL: token checks and the rate limit."""
+"""Who may upload, through the public URL: token checks, immediate revocation and the rate limit."""
 
 import base64
 import json
@@ -9,7 +9,7 @@ import uuid
 import jwt
 import requests
 from support.samples import recent_sample
-from support.stack import BASE_URL, login, new_tenant, upload
+from support.stack import BASE_URL, esm, login, new_tenant, upload
 
 
 def _claims(tenant_id: str, account_id: str, **overrides) -> dict:
@@ -82,6 +82,42 @@ def test_refresh_token_as_access_token_is_401():
     tenant = new_tenant()
     pair = login(tenant.device, tenant.device_password)
     assert _post_with(pair["refresh_token"]).status_code == 401
+
+
+def test_a_blocked_account_is_refused_on_its_next_upload_analytics_request_and_me():
+    tenant = new_tenant()
+    device_token, user_token = tenant.device_token(), tenant.user_token()
+    assert _post_with(device_token).status_code == 201
+
+    esm("account", "block", tenant.device)
+    esm("account", "block", tenant.user)
+
+    refused = [
+        _post_with(device_token),
+        requests.get(f"{BASE_URL}/api/v1/analytics/equipments", headers=_bearer(user_token), timeout=10),
+        requests.get(f"{BASE_URL}/api/v1/auth/me", headers=_bearer(device_token), timeout=10),
+    ]
+    assert [response.status_code for response in refused] == [401, 401, 401]
+    wrong = requests.post(
+        f"{BASE_URL}/api/v1/auth/device/login", json={"username": tenant.device, "password": "wrong"}, timeout=10
+    )
+    right = requests.post(
+        f"{BASE_URL}/api/v1/auth/device/login",
+        json={"username": tenant.device, "password": tenant.device_password},
+        timeout=10,
+    )
+    assert (
+        (right.status_code, right.json())
+        == (wrong.status_code, wrong.json())
+        == (
+            401,
+            {"error": "unauthorized", "message": "invalid username or password"},
+        )
+    )
+
+
+def _bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
 
 
 def test_rate_limit_answers_429_with_retry_after_and_ratelimit_headers():

@@ -76,10 +76,15 @@ def blobs(database_url: str):
 
 
 @pytest.fixture(scope="session")
-def redis_client(database_url: str):
+def redis_url(database_url: str) -> str:
+    return local_stack(RedisSettings).redis_url
+
+
+@pytest.fixture(scope="session")
+def redis_client(redis_url: str):
     import redis
 
-    client = redis.Redis.from_url(local_stack(RedisSettings).redis_url, socket_timeout=5, socket_connect_timeout=5)
+    client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
     yield client
     client.close()
 

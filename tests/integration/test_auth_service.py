@@ -1,5 +1,6 @@
-"""auth against the real PostgreSQL: logins, lockout per (account, address), refresh rotation, blocks,
-through the service layer and through the HTTP function as functions-framework serves it."""
+"""auth against the real PostgreSQL and Redis: logins, lockout per (username, address) and throttling per username,
+answers that tell nothing apart, refresh rotation and its retry window, blocks and pruning, through the service layer
+and through the HTTP function as functions-framework serves it."""
 
 from __future__ import annotations
 
@@ -7,14 +8,17 @@ import uuid
 from pathlib import Path
 
 import pytest
+import redis
 from functions_framework import create_app
 from support.clock import SetClock
 
 from easysmart import accounts, cli
 from easysmart import auth as auth_module
-from easysmart.auth import AuthService, Credentials
-from easysmart.errors import ForbiddenError, LockedError, UnauthorizedError
+from easysmart.auth import REFRESH_RETRY_S, AuthService, Credentials
+from easysmart.config import LoginSettings
+from easysmart.errors import RateLimitedError, UnauthorizedError
 from easysmart.identity import Principal, TokenService
+from easysmart.ratelimit import RateLimiter
 from easysmart.web import PROXY_SECRET_HEADER
 
 MAIN = Path(__file__).resolve().parents[2] / "functions" / "auth" / "main.py"
@@ -93,18 +97,18 @@ def test_an_unknown_username_answers_like_a_wrong_password_and_still_runs_the_kd
     assert len(calls) == 2 and all(stored.startswith("scrypt$16384$8$1$") for stored in calls)
 
 
-# --- lockout ---------------------------------------------------------------------------------------
+# --- lockout and throttling -------------------------------------------------------------------------
 
 
-def test_five_failures_lock_the_account_from_that_address_only(auth, make_account, login_settings):
+def test_five_failures_lock_the_username_from_that_address_only(auth, make_account, login_settings):
     account = make_account("device")
     fail(auth, account, "10.0.0.2", login_settings.login_max_failures)
 
-    with pytest.raises(LockedError) as locked:
+    with pytest.raises(RateLimitedError) as locked:
         login(auth, account, "10.0.0.2")  # even the right password
 
-    assert locked.value.status == 423
-    assert locked.value.retry_after_s == login_settings.login_lockout_s + 1
+    assert locked.value.status == 429
+    assert locked.value.retry_after_s == login_settings.login_lockout_s
     assert login(auth, account, "10.0.0.3")["access_token"]
 
 
@@ -125,9 +129,9 @@ def test_a_success_resets_the_failure_count(auth, make_account, login_settings):
     assert login(auth, account, "10.0.0.5")["access_token"]
 
 
-def test_failures_from_other_addresses_do_not_add_up(auth, make_account, login_settings):
+def test_failures_from_other_addresses_below_the_username_threshold_do_not_add_up(auth, make_account, login_settings):
     account = make_account("user")
-    for number in range(login_settings.login_max_failures * 2):
+    for number in range(login_settings.login_username_max_failures - 1):
         fail(auth, account, f"10.1.0.{number}", 1)
 
     assert login(auth, account, "10.1.0.0")["access_token"]
@@ -138,9 +142,9 @@ def test_a_lock_holds_until_it_runs_out_then_lets_the_account_in_again(auth, mak
     fail(auth, account, "10.0.0.6", login_settings.login_max_failures)
 
     clock.advance(login_settings.login_lockout_s - 1)
-    with pytest.raises(LockedError) as locked:
+    with pytest.raises(RateLimitedError) as locked:
         login(auth, account, "10.0.0.6")
-    assert locked.value.retry_after_s == 2
+    assert locked.value.retry_after_s == 1
     clock.advance(1)
     assert login(auth, account, "10.0.0.6")["access_token"]
 
@@ -155,10 +159,93 @@ def test_after_a_lock_runs_out_one_failure_does_not_lock_again(auth, make_accoun
     assert login(auth, account, "10.0.0.7")["access_token"]
 
 
+@pytest.fixture
+def strict_auth(database, token_settings, clock) -> AuthService:
+    """A per-username threshold of 3 failures from any address, waits of 1 s doubling up to 4 s."""
+    settings = LoginSettings(login_username_max_failures=3, login_throttle_max_s=4)
+    return AuthService(database, TokenService(token_settings, clock), settings)
+
+
+def test_wrong_logins_from_six_addresses_slow_the_username_down_but_never_lock_its_owner_out(
+    strict_auth, make_account, clock
+):
+    account = make_account("device")
+    waits = []
+    for number in range(6):
+        address = f"10.5.0.{number}"
+        try:
+            fail(strict_auth, account, address, 1)
+        except RateLimitedError as throttled:  # the attacker waited the delay and guessed again
+            waits.append(throttled.retry_after_s)
+            clock.advance(throttled.retry_after_s)
+            fail(strict_auth, account, address, 1)
+
+    with pytest.raises(RateLimitedError) as owner_too_early:
+        login(strict_auth, account, "10.5.1.1")  # from any address, the owner's too, before the delay ends
+    clock.advance(owner_too_early.value.retry_after_s)
+    pair = login(strict_auth, account, "10.5.1.1")
+
+    assert waits == [1, 2, 4]  # after the 3rd, 4th and 5th failures: 1 s doubling, capped at 4 s here
+    assert owner_too_early.value.retry_after_s == 4
+    assert pair["access_token"]
+    assert login(strict_auth, account, "10.5.1.1")["access_token"]  # a success reset the username's count
+
+
+def test_throttled_and_locked_answers_are_the_same_for_known_and_unknown_usernames(
+    strict_auth, make_account, login_settings
+):
+    known = make_account("device")
+    unknown = Credentials(f"nobody-{uuid.uuid4().hex}", "guess")
+    answers = []
+    for credentials, address in ((Credentials(known.username, "guess"), "10.6.0.1"), (unknown, "10.6.0.2")):
+        for _ in range(login_settings.login_max_failures):
+            try:
+                strict_auth.login(credentials, "device", address)
+            except (UnauthorizedError, RateLimitedError):
+                pass
+        with pytest.raises(RateLimitedError) as refused:
+            strict_auth.login(credentials, "device", address)
+        answers.append((refused.value.status, refused.value.to_body()))
+
+    assert answers[0] == answers[1]
+    assert answers[0][0] == 429
+
+
+def test_an_address_past_the_login_rate_limit_gets_429_whatever_the_username(
+    database, token_settings, clock, redis_client, make_account
+):
+    settings = LoginSettings(login_ratelimit_per_minute=3)
+    auth = AuthService(database, TokenService(token_settings, clock), settings, RateLimiter(redis_client))
+    account, address = make_account("device"), f"10.7.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}"
+    for _ in range(3):
+        login(auth, account, address)
+
+    with pytest.raises(RateLimitedError) as limited:
+        login(auth, account, address)
+
+    assert limited.value.retry_after_s >= 1 and "from this address" in limited.value.message
+    assert login(auth, account, "10.7.255.1")["access_token"]  # another address is not limited
+
+
+def test_redis_down_skips_the_login_rate_limit_but_the_database_counts_still_lock(
+    database, token_settings, clock, make_account, login_settings
+):
+    closed_port = redis.Redis(host="127.0.0.1", port=1, socket_timeout=1, socket_connect_timeout=1)
+    settings = LoginSettings(login_ratelimit_per_minute=1)
+    auth = AuthService(database, TokenService(token_settings, clock), settings, RateLimiter(closed_port))
+    account = make_account("device")
+
+    assert login(auth, account, "10.8.0.1")["access_token"]
+    assert login(auth, account, "10.8.0.1")["access_token"]  # the limit of 1 a minute is not enforced
+    fail(auth, account, "10.8.0.1", login_settings.login_max_failures)
+    with pytest.raises(RateLimitedError):
+        login(auth, account, "10.8.0.1")
+
+
 # --- refresh ---------------------------------------------------------------------------------------
 
 
-def test_a_refresh_token_rotates_and_a_reused_one_revokes_its_family(auth, make_account):
+def test_a_refresh_token_rotates_and_a_reused_one_revokes_its_family(auth, make_account, clock):
     account = make_account("user")
     first = login(auth, account)
 
@@ -166,21 +253,53 @@ def test_a_refresh_token_rotates_and_a_reused_one_revokes_its_family(auth, make_
     assert second["refresh_token"] != first["refresh_token"]
     assert auth.tokens.verify_access(second["access_token"]).account_id == account.account_id
 
+    clock.advance(REFRESH_RETRY_S + 1)
     with pytest.raises(UnauthorizedError, match="already used"):
         auth.refresh(first["refresh_token"])
     with pytest.raises(UnauthorizedError, match="revoked"):
         auth.refresh(second["refresh_token"])
 
 
-def test_a_reuse_revokes_only_its_own_family(auth, make_account):
+def test_a_reuse_revokes_only_its_own_family(auth, make_account, clock):
     account = make_account("device")
     stolen, other_session = login(auth, account), login(auth, account, "10.9.9.9")
     auth.refresh(stolen["refresh_token"])
+    clock.advance(REFRESH_RETRY_S + 1)
 
     with pytest.raises(UnauthorizedError):
         auth.refresh(stolen["refresh_token"])
 
     assert auth.refresh(other_session["refresh_token"])["access_token"]
+
+
+def test_a_refresh_retried_within_30_s_answers_the_same_pair_and_after_30_s_revokes_the_family(
+    auth, make_account, clock
+):
+    account = make_account("device")
+    first = login(auth, account)
+    second = auth.refresh(first["refresh_token"])
+
+    clock.advance(29)
+    retried = auth.refresh(first["refresh_token"])  # the client lost the answer and asks again
+    clock.advance(2)
+    with pytest.raises(UnauthorizedError, match="already used"):
+        auth.refresh(first["refresh_token"])  # 31 s after the first use: a reuse
+
+    assert retried == second
+    with pytest.raises(UnauthorizedError, match="revoked"):
+        auth.refresh(second["refresh_token"])
+
+
+def test_a_retry_after_the_new_refresh_token_was_used_revokes_the_family(auth, make_account, clock):
+    account = make_account("user")
+    first = login(auth, account)
+    second = auth.refresh(first["refresh_token"])
+    third = auth.refresh(second["refresh_token"])  # the client did get the answer
+
+    with pytest.raises(UnauthorizedError, match="already used"):
+        auth.refresh(first["refresh_token"])
+    with pytest.raises(UnauthorizedError, match="revoked"):
+        auth.refresh(third["refresh_token"])
 
 
 def test_an_access_token_cannot_refresh(auth, make_account):
@@ -202,20 +321,45 @@ def test_a_refresh_token_unknown_to_the_database_is_refused(auth, make_account):
 # --- blocked and inactive accounts -----------------------------------------------------------------
 
 
+def refusal(auth: AuthService, username: str, password: str, kind: str = "device") -> tuple:
+    with pytest.raises(UnauthorizedError) as refused:
+        auth.login(Credentials(username, password), kind, f"10.10.{uuid.uuid4().int % 250}.1")
+    return refused.value.status, refused.value.to_body()
+
+
+def test_unknown_wrong_blocked_and_inactive_answer_alike_and_all_run_the_kdf(auth, make_account, database, monkeypatch):
+    wrong, blocked, inactive = make_account("device"), make_account("device"), make_account("device")
+    with database.transaction() as cursor:
+        accounts.set_blocked(cursor, blocked.username, True)
+        accounts.set_active(cursor, inactive.username, False)
+    hashed = []
+    real_verify = auth_module.verify_password
+    monkeypatch.setattr(auth_module, "verify_password", lambda pw, stored: hashed.append(1) or real_verify(pw, stored))
+
+    answers = {
+        "unknown": refusal(auth, f"nobody-{uuid.uuid4().hex}", "whatever"),
+        "wrong password": refusal(auth, wrong.username, "whatever"),
+        "blocked, right password": refusal(auth, blocked.username, blocked.password),
+        "blocked, wrong password": refusal(auth, blocked.username, "whatever"),
+        "inactive, right password": refusal(auth, inactive.username, inactive.password),
+    }
+
+    assert all(answer == answers["unknown"] for answer in answers.values()), answers
+    assert answers["unknown"] == (401, {"error": "unauthorized", "message": "invalid username or password"})
+    assert len(hashed) == len(answers)
+
+
 def test_a_blocked_account_cannot_log_in_or_refresh_until_unblocked(auth, make_account, database):
     account = make_account("device")
     pair = login(auth, account)
     with database.transaction() as cursor:
         accounts.set_blocked(cursor, account.username, True)
 
-    with pytest.raises(ForbiddenError, match="blocked") as refused_login:
+    with pytest.raises(UnauthorizedError, match="invalid username or password"):
         login(auth, account)
-    with pytest.raises(ForbiddenError, match="blocked"):
+    with pytest.raises(UnauthorizedError, match="revoked"):
         auth.refresh(pair["refresh_token"])
-    with pytest.raises(UnauthorizedError):
-        login(auth, account, password="wrong")  # a blocked account reveals nothing without its password
 
-    assert refused_login.value.status == 403
     with database.transaction() as cursor:
         accounts.set_blocked(cursor, account.username, False)
     assert login(auth, account)["access_token"]
@@ -226,8 +370,26 @@ def test_an_inactive_account_cannot_log_in(auth, make_account, database):
     with database.transaction() as cursor:
         cursor.execute("UPDATE accounts SET active = false WHERE id = %s", (account.account_id,))
 
-    with pytest.raises(ForbiddenError, match="inactive"):
+    with pytest.raises(UnauthorizedError, match="invalid username or password"):
         login(auth, account)
+
+
+def test_me_refuses_a_token_of_a_blocked_account_or_issued_before_a_change(auth, make_account, database):
+    account = make_account("user")
+    before = auth.tokens.verify_access(login(auth, account)["access_token"])
+    with database.transaction() as cursor:
+        accounts.set_blocked(cursor, account.username, True)
+    with pytest.raises(UnauthorizedError, match="blocked, inactive or changed"):
+        auth.me(before)
+
+    with database.transaction() as cursor:
+        accounts.set_blocked(cursor, account.username, False)
+    after = auth.tokens.verify_access(login(auth, account)["access_token"])
+
+    assert after.version == before.version + 2
+    assert auth.me(after)["username"] == account.username
+    with pytest.raises(UnauthorizedError):
+        auth.me(before)  # unblocked, but the token predates both changes
 
 
 def test_me_describes_the_account_and_its_tenant(auth, make_account):
@@ -248,12 +410,13 @@ def test_me_describes_the_account_and_its_tenant(auth, make_account):
 
 
 @pytest.fixture
-def client(database_url, token_settings, monkeypatch):
-    # The auth function reads the database and the tokens' key, and nothing else it has to be given.
+def client(database_url, redis_url, token_settings, monkeypatch):
+    # The auth function reads the database, Redis and the tokens' key, and nothing else it has to be given.
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("JWT_SECRET", token_settings.jwt_secret)
     monkeypatch.setenv("FRONT_PROXY_SECRET", FRONT_PROXY_SECRET)
-    for name in ("REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS", "S3_ENDPOINT_URL", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"):
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    for name in ("KAFKA_BOOTSTRAP_SERVERS", "S3_ENDPOINT_URL", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"):
         monkeypatch.delenv(name, raising=False)
     return create_app(target="handle", source=str(MAIN)).test_client()
 
@@ -282,11 +445,14 @@ def test_http_user_login_refresh_and_me(client, make_account):
     pair = post(client, "/api/v1/auth/login", {"username": account.username, "password": account.password}).get_json()
 
     rotated = post(client, "/api/v1/auth/refresh", {"refresh_token": pair["refresh_token"]})
+    retried = post(client, "/api/v1/auth/refresh", {"refresh_token": pair["refresh_token"]})
+    again = post(client, "/api/v1/auth/refresh", {"refresh_token": rotated.get_json()["refresh_token"]})
     reused = post(client, "/api/v1/auth/refresh", {"refresh_token": pair["refresh_token"]})
     me = client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {rotated.get_json()['access_token']}"})
 
-    assert rotated.status_code == 200
-    assert (reused.status_code, reused.get_json()["error"]) == (401, "unauthorized")
+    assert rotated.status_code == 200 and retried.get_json() == rotated.get_json()  # a retry of a lost answer
+    assert again.status_code == 200
+    assert (reused.status_code, reused.get_json()["error"]) == (401, "unauthorized")  # its pair was used since
     assert me.status_code == 200
     assert me.get_json()["username"] == account.username and me.get_json()["timezone"] == "America/Sao_Paulo"
 
@@ -300,7 +466,7 @@ def test_http_a_user_at_the_device_route_is_401(client, make_account):
     assert response.get_json() == {"error": "unauthorized", "message": "invalid username or password"}
 
 
-def test_http_lockout_is_423_with_retry_after_for_that_address_only(client, make_account, login_settings):
+def test_http_lockout_is_429_with_retry_after_for_that_address_only(client, make_account, login_settings):
     account = make_account("device")
     wrong = {"username": account.username, "password": "wrong"}
     right = {"username": account.username, "password": account.password}
@@ -313,20 +479,49 @@ def test_http_lockout_is_423_with_retry_after_for_that_address_only(client, make
     elsewhere = post(client, "/api/v1/auth/device/login", right, "10.3.0.2")
 
     assert statuses == [401] * login_settings.login_max_failures
-    assert locked.status_code == 423 and locked.get_json()["error"] == "locked"
-    assert 0 < int(locked.headers["Retry-After"]) <= login_settings.login_lockout_s + 1
+    assert locked.status_code == 429 and locked.get_json()["error"] == "rate_limited"
+    assert 0 < int(locked.headers["Retry-After"]) <= login_settings.login_lockout_s
     assert elsewhere.status_code == 200
 
 
-def test_http_a_blocked_account_is_403(client, make_account, database):
-    account = make_account("device")
+def test_http_unknown_wrong_and_blocked_answer_with_the_same_status_body_and_headers(client, make_account, database):
+    wrong, blocked = make_account("device"), make_account("device")
     with database.transaction() as cursor:
-        accounts.set_blocked(cursor, account.username, True)
+        accounts.set_blocked(cursor, blocked.username, True)
+    attempts = [
+        {"username": f"nobody-{uuid.uuid4().hex}", "password": "x"},
+        {"username": wrong.username, "password": "x"},
+        {"username": blocked.username, "password": blocked.password},
+    ]
 
-    response = post(client, "/api/v1/auth/device/login", {"username": account.username, "password": account.password})
+    responses = [
+        client.post(
+            "/api/v1/auth/device/login",
+            json=body,
+            headers={"X-Forwarded-For": f"10.11.0.{number}", "X-Request-Id": "same"},
+        )
+        for number, body in enumerate(attempts)
+    ]
 
-    assert response.status_code == 403
-    assert response.get_json()["reason"] == "blocked"
+    answers = {(r.status_code, r.get_data(), tuple(sorted(r.headers.items()))) for r in responses}
+    assert len(answers) == 1
+    assert responses[0].status_code == 401
+
+
+def test_http_the_locked_answer_is_the_same_for_known_and_unknown_usernames(client, make_account, login_settings):
+    known = make_account("device").username
+    answers = []
+    for username, address in ((known, "10.12.0.1"), (f"nobody-{uuid.uuid4().hex}", "10.12.0.2")):
+        body = {"username": username, "password": "guess"}
+        for _ in range(login_settings.login_max_failures):
+            post(client, "/api/v1/auth/device/login", body, address)
+        locked = client.post(
+            "/api/v1/auth/device/login", json=body, headers={"X-Forwarded-For": address, "X-Request-Id": "same"}
+        )
+        answers.append((locked.status_code, locked.get_data(), tuple(sorted(locked.headers.items()))))
+
+    assert answers[0] == answers[1]
+    assert answers[0][0] == 429
 
 
 @pytest.mark.parametrize(
@@ -426,7 +621,7 @@ def test_esm_account_block_and_unblock(database_url, monkeypatch, auth, make_acc
     monkeypatch.setenv("DATABASE_URL", database_url)
 
     cli.main(["account", "block", account.username])
-    with pytest.raises(ForbiddenError):
+    with pytest.raises(UnauthorizedError):
         login(auth, account)
     cli.main(["account", "unblock", account.username])
 

@@ -241,3 +241,24 @@ def test_the_refresh_body_needs_a_refresh_token():
 def test_a_short_or_published_jwt_secret_refuses_to_start(secret, message):
     with pytest.raises(ConfigError, match=message):
         TokenService(TokenSettings(jwt_secret=secret))
+
+
+def test_an_access_token_carries_the_account_version_and_one_without_stands_for_the_first(tokens):
+    changed = replace(DEVICE, version=7)
+
+    assert tokens.verify_access(tokens.issue_pair(changed)["access_token"]).version == 7
+    legacy = jwt.encode(_claims(), SECRET, algorithm="HS256")  # signed before versions existed
+    assert tokens.verify_access(legacy).version == 1
+    with pytest.raises(UnauthorizedError, match="ver claim must be an integer"):
+        tokens.verify_access(jwt.encode(_claims(ver="seven"), SECRET, algorithm="HS256"))
+
+
+def test_the_same_refresh_jti_and_issue_time_sign_the_same_pair_again(tokens, clock):
+    issued_at = int(NOW.timestamp())
+    first = tokens.issue_pair(DEVICE, "a" * 32, issued_at=issued_at)
+    clock.advance(20)
+
+    again = tokens.issue_pair(DEVICE, "a" * 32, issued_at=issued_at)
+
+    assert again == first
+    assert tokens.issue_pair(DEVICE, "b" * 32, issued_at=issued_at)["access_token"] != first["access_token"]

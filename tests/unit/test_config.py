@@ -126,12 +126,20 @@ def test_config_vars_lists_what_a_function_reads_and_no_more(capsys):
     assert not {"JWT_SECRET", "KAFKA_BOOTSTRAP_SERVERS"} & set(process)
 
 
-def test_config_vars_of_auth_carry_the_signing_key_but_no_object_store(capsys):
+def test_config_vars_of_auth_carry_the_signing_key_and_redis_but_no_object_store(capsys):
     auth = vars_of("auth", capsys)
 
-    assert {"DATABASE_URL", "JWT_SECRET", "LOGIN_MAX_FAILURES", "FRONT_PROXY_SECRET"} <= set(auth)
+    # Redis: the login rate limit per client address and the copy of each account's state.
+    assert {
+        "DATABASE_URL",
+        "JWT_SECRET",
+        "LOGIN_MAX_FAILURES",
+        "LOGIN_RATELIMIT_PER_MINUTE",
+        "FRONT_PROXY_SECRET",
+    } <= set(auth)
     assert auth["FRONT_PROXY_SECRET"]["secret"] and not auth["FRONT_PROXY_SECRET"]["required"]
-    assert not {"S3_SECRET_ACCESS_KEY", "REDIS_URL", "RAW_RETENTION_DAYS"} & set(auth)
+    assert {"REDIS_URL"} <= set(auth)
+    assert not {"S3_SECRET_ACCESS_KEY", "KAFKA_BOOTSTRAP_SERVERS", "RAW_RETENTION_DAYS"} & set(auth)
 
 
 @pytest.mark.parametrize("function", ["auth", "ingest", "analytics", "process", "retention"])

@@ -131,8 +131,8 @@ const (
 	stackYML = "stack.yml"
 )
 
-// analytics's main.py made to read RedisSettings too.
-var readsRedis = [2]string{"    return AnalyticsService(", "    from easysmart.config import RedisSettings\n    RedisSettings.from_env()\n    return AnalyticsService("}
+// analytics's main.py made to read KafkaSettings too.
+var readsKafka = [2]string{"    database = DatabaseSettings.from_env()\n", "    from easysmart.config import KafkaSettings\n    KafkaSettings.from_env()\n    database = DatabaseSettings.from_env()\n"}
 
 func TestEachCheckCanFail(t *testing.T) {
 	cases := []struct {
@@ -210,8 +210,8 @@ func TestEachCheckCanFail(t *testing.T) {
 		{"bridge posts elsewhere", "infra/k8s/openfaas/kustomization.yaml", "/function/process", "/function/processor", []string{"PROCESS_URL"}},
 		// Each program's environment is exactly what its code reads (esm config vars).
 		{"new required variable", "easysmart/config.py", "class DatabaseSettings(Group):\n", "class DatabaseSettings(Group):\n    new_thing: str = env(\"NEW_REQUIRED_VAR\", \"a new required variable\")\n", []string{"Service easysmart/auth", "not set: NEW_REQUIRED_VAR"}},
-		{"function reads a new group", "functions/analytics/main.py", readsRedis[0], readsRedis[1], []string{"Service easysmart/analytics", "not set: REDIS_URL"}},
-		{"stack function reads a new group", "functions/analytics/main.py", readsRedis[0], readsRedis[1], []string{"stack.yml function analytics", "not set: REDIS_URL"}},
+		{"function reads a new group", "functions/analytics/main.py", readsKafka[0], readsKafka[1], []string{"Service easysmart/analytics", "not set: KAFKA_BOOTSTRAP_SERVERS"}},
+		{"stack function reads a new group", "functions/analytics/main.py", readsKafka[0], readsKafka[1], []string{"stack.yml function analytics", "not set: KAFKA_BOOTSTRAP_SERVERS"}},
 		{"secret mounted where unused", process, "            - name: DATABASE_URL\n", "            - name: JWT_SECRET\n              valueFrom:\n                secretKeyRef:\n                  name: easysmart-secrets\n                  key: JWT_SECRET\n            - name: DATABASE_URL\n", []string{"Service easysmart/process", "carries JWT_SECRET, which process does not read"}},
 		{"config key given where unread", "infra/k8s/base/functions/auth.yaml", "                  key: JWT_SECRET\n", "                  key: JWT_SECRET\n            - name: S3_BUCKET\n              valueFrom:\n                configMapKeyRef:\n                  name: easysmart-config\n                  key: S3_BUCKET\n", []string{"Service easysmart/auth", "carries S3_BUCKET, which auth does not read"}},
 		{"code stops reading a group", "functions/auth/main.py", "ProxyTrust.from_settings(ProxySettings.from_env())", "ProxyTrust(b\"\")", []string{"Service easysmart/auth", "carries FRONT_PROXY_SECRET"}},
