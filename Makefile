@@ -12,10 +12,10 @@ ENV := set -a; source infra/local/local.env; set +a; \
 PY := .venv/bin/python
 ESM := .venv/bin/esm
 
-.PHONY: help install stack up down status test test-unit lint bench migrate demo dlq-replay
+.PHONY: help install stack up down status test test-unit lint bench soak migrate demo dlq-replay
 
 help:
-	@echo "make up | down | status | test | test-unit | lint | bench | migrate | demo | dlq-replay | check-manifests | kind-up | kind-down | openfaas-deploy"
+	@echo "make up | down | status | test | test-unit | lint | bench | soak | migrate | demo | dlq-replay | check-manifests | kind-up | kind-down | openfaas-deploy"
 
 install:
 	@bash infra/local/install.sh
@@ -63,5 +63,11 @@ test: lint stack check-manifests
 
 bench: stack
 	@$(ENV) $(PY) bench/run.py
+
+# Simulated devices upload while process is SIGKILLed and Kafka, PostgreSQL, Redis and S3 are stopped and
+# started in turn; then every accepted reading must be stored once (tests/soak/soak.py; not part of make test).
+# It kills and stops services of this tree's stack: e.g. SOAK_ARGS="--devices 10 --hold 10 --faults kafka,s3".
+soak: stack
+	@$(ENV) PYTHONPATH=bench $(PY) tests/soak/soak.py $(SOAK_ARGS)
 
 include mk/deploy.mk
