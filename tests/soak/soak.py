@@ -68,6 +68,7 @@ class PhaseTally:
     duplicate: int = 0
     refused: Counter[str] = field(default_factory=Counter)
     expected: set[Identity] = field(default_factory=set)
+    slowest_s: float = 0.0  # the longest wait for an answer (a request that timed out counts its timeout)
 
 
 class Tally:
@@ -90,19 +91,22 @@ class Tally:
         with self.lock:
             self.sent_readings.update(readings)
 
-    def accepted(self, batch_id: str, duplicate: bool, readings: list[Identity]) -> None:
+    def accepted(self, batch_id: str, duplicate: bool, readings: list[Identity], waited_s: float) -> None:
         with self.lock:
             tally = self.phases[self.phase]
             tally.sent += 1
+            tally.slowest_s = max(tally.slowest_s, waited_s)
             tally.accepted += 1
             tally.duplicate += duplicate
             tally.expected.update(readings)
             self.accepted_batches.setdefault(batch_id, time.monotonic())
 
-    def refused(self, reason: str) -> None:
+    def refused(self, reason: str, waited_s: float) -> None:
         with self.lock:
-            self.phases[self.phase].sent += 1
-            self.phases[self.phase].refused[reason] += 1
+            tally = self.phases[self.phase]
+            tally.sent += 1
+            tally.refused[reason] += 1
+            tally.slowest_s = max(tally.slowest_s, waited_s)
 
     def first_accept_after(self, moment: float) -> float | None:
         with self.lock:
@@ -186,6 +190,7 @@ class Device(threading.Thread):
             if self.token is None and not self.login():
                 continue
             self.soak.tally.sending(readings)
+            sent_at = time.monotonic()
             try:
                 answer = self.http.post(
                     f"{self.soak.base_url}/api/v1/telemetry/bulk",
@@ -198,14 +203,15 @@ class Device(threading.Thread):
                     },
                 )
             except requests.RequestException as error:
-                self.soak.tally.refused(type(error).__name__)
+                self.soak.tally.refused(type(error).__name__, time.monotonic() - sent_at)
                 continue
             if answer.status_code in (200, 201):
                 result = answer.json()
-                self.soak.tally.accepted(result["batch_id"], bool(result.get("duplicate")), readings)
+                waited_s = time.monotonic() - sent_at
+                self.soak.tally.accepted(result["batch_id"], bool(result.get("duplicate")), readings, waited_s)
                 self.pending.clear()
                 return True
-            self.soak.tally.refused(str(answer.status_code))
+            self.soak.tally.refused(str(answer.status_code), time.monotonic() - sent_at)
             self.last_retry_after = answer.headers.get("Retry-After")
             if answer.status_code == 401:
                 self.token = None
@@ -475,12 +481,13 @@ class Soak:
         expected = set().union(*(tally.expected for tally in self.tally.phases.values()))
 
         print("\nuploads and readings per phase (an upload counts in the phase its answer arrived in)")
-        print(f"{'phase':<20}{'sent':>7}{'accepted':>10}{'(dup)':>7}{'refused':>9}", end="")
+        print(f"{'phase':<20}{'sent':>7}{'accepted':>10}{'(dup)':>7}{'refused':>9}{'slowest':>9}", end="")
         print(f"  {'expected':>9}{'stored':>9}  refusals")
         for name, tally in self.tally.phases.items():
             refusals = ", ".join(f"{reason} x{count}" for reason, count in tally.refused.most_common()) or "-"
             print(
                 f"{name:<20}{tally.sent:>7}{tally.accepted:>10}{tally.duplicate:>7}{sum(tally.refused.values()):>9}"
+                f"{tally.slowest_s:>8.1f}s"
                 f"  {len(tally.expected):>9}{len(tally.expected & stored):>9}  {refusals}"
             )
         print(f"device logins refused or failed: {self.tally.login_failures}")
@@ -501,11 +508,13 @@ class Soak:
         outcomes = self.batch_outcomes()
         left_with_devices = sum(device.pending_readings for device in self.devices)
         dead, dead_total = self.dead_letters()
+        unanswered = sum(tally.refused["ReadTimeout"] for tally in self.tally.phases.values())
         print("\nchecks")
         print(f"  readings of uploads answered 201: {len(expected)}; of them stored: {len(expected & stored)}")
         print(f"  rows stored: {stored_rows}, distinct (sensor, time): {len(stored)}; never sent: {len(foreign)}")
         print(f"  accepted batches: {len(self.tally.accepted_batches)}: {dict(outcomes)}")
         print(f"  readings the devices could not deliver by the end: {left_with_devices}")
+        print(f"  uploads without an answer within {REQUEST_TIMEOUT_S:.0f} s: {unanswered}")
         print(f"  records of the soak's tenants on the dead-letter topic: {dead} (of {dead_total} read)")
         if missing:
             problems.append(f"{len(missing)} readings of accepted uploads not stored, e.g. {sorted(missing)[:3]}")
@@ -519,6 +528,8 @@ class Soak:
             problems.append(f"{unfinished} accepted batches unfinished after {self.args.drain_timeout:.0f} s")
         if left_with_devices:
             problems.append(f"{left_with_devices} readings never accepted after the faults ended")
+        if unanswered:
+            problems.append(f"{unanswered} uploads had no answer within {REQUEST_TIMEOUT_S:.0f} s")
         if dead:
             problems.append(f"{dead} dead-lettered records of the soak's tenants")
         for device in self.devices:
