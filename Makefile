@@ -27,7 +27,7 @@ stack: install
 
 up: stack
 	@$(ENV) $(ESM) demo
-	@echo "==> the stack is up: public API on http://127.0.0.1:8080 (make down to stop it)"
+	@$(ENV) echo "==> the stack is up: public API on $$ESM_BASE_URL (make down to stop it)"
 
 down:
 	@$(STACK) stop
