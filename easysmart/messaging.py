@@ -130,6 +130,7 @@ class KafkaProbe:
                 self._admin = KafkaAdminClient(
                     bootstrap_servers=self.bootstrap_servers.split(","),
                     request_timeout_ms=self.timeout_ms,
+                    bootstrap_timeout_ms=self.timeout_ms,  # the library's default is 30 s
                 )
             topics = self._admin.describe_topics([self.topic])
         except (kafka.errors.KafkaError, OSError) as error:

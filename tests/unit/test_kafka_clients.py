@@ -1,8 +1,9 @@
-"""The claim-check publisher while Kafka is down: every upload is refused within the backend timeout."""
+"""Kafka clients while Kafka is down: an upload or a health check gives up within the backend timeout."""
 
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import kafka.errors
@@ -10,7 +11,7 @@ import pytest
 from support.claims import CLAIM
 
 from easysmart.errors import UnavailableError
-from easysmart.messaging import RECONNECT_PAUSE_S, ClaimCheckPublisher
+from easysmart.messaging import RECONNECT_PAUSE_S, ClaimCheckPublisher, KafkaProbe
 
 
 class UnreachableBroker:
@@ -68,3 +69,11 @@ def test_a_request_does_not_queue_behind_another_ones_connection_attempt():
         with pytest.raises(UnavailableError):
             connecting.result()
     assert len(broker.attempts) == 1
+
+
+def test_the_kafka_health_probe_gives_up_within_its_timeout():
+    probe = KafkaProbe("127.0.0.1:1", "telemetry.raw", 0.5)  # nothing listens on port 1
+    started = time.monotonic()
+    with pytest.raises(UnavailableError):
+        probe.ping()
+    assert time.monotonic() - started < 10  # the client library's own bootstrap wait is 30 s
