@@ -140,7 +140,8 @@ class Device(threading.Thread):
             while not self.soak.stop_collecting.wait(max(0.0, next_cycle - time.monotonic())):
                 self.collect()
                 self.deliver()
-                next_cycle += self.rng.uniform(0.5, 1.5) * self.soak.interval_s
+                # The client's timer does not catch up on cycles an upload's retries took.
+                next_cycle = max(next_cycle + self.rng.uniform(0.5, 1.5) * self.soak.interval_s, time.monotonic())
             # The soak is ending: keep sending what is left, as the client would on its next cycles.
             while self.pending and time.monotonic() < self.soak.flush_deadline:
                 if not self.deliver():
