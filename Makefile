@@ -14,10 +14,10 @@ ENV := set -a; source infra/local/local.env; set +a; \
 PY := .venv/bin/python
 ESM := .venv/bin/esm
 
-.PHONY: help install stack up down status test test-unit lint bench migrate demo dlq-replay
+.PHONY: help install stack up down status test test-unit lint bench soak migrate demo dlq-replay
 
 help:
-	@echo "make up | down | status | test | test-unit | lint | bench | migrate | demo | dlq-replay | check-manifests | kind-up | kind-down | openfaas-deploy"
+	@echo "make up | down | status | test | test-unit | lint | bench | soak | migrate | demo | dlq-replay | check-manifests | kind-up | kind-down | openfaas-deploy"
 
 install:
 	@bash infra/local/install.sh
@@ -29,7 +29,7 @@ stack: install
 
 up: stack
 	@$(ENV) $(ESM) demo
-	@echo "==> the stack is up: public API on http://127.0.0.1:8080 (make down to stop it)"
+	@$(ENV) echo "==> the stack is up: public API on $$ESM_BASE_URL (make down to stop it)"
 
 down:
 	@$(STACK) stop
@@ -65,5 +65,11 @@ test: lint stack check-manifests
 
 bench: stack
 	@$(ENV) $(PY) bench/run.py
+
+# Simulated devices upload while process is SIGKILLed and Kafka, PostgreSQL, Redis and S3 are stopped and
+# started in turn; then every accepted reading must be stored once (tests/soak/soak.py; not part of make test).
+# It kills and stops services of this tree's stack: e.g. SOAK_ARGS="--devices 10 --hold 10 --faults kafka,s3".
+soak: stack
+	@$(ENV) PYTHONPATH=bench $(PY) tests/soak/soak.py $(SOAK_ARGS)
 
 include mk/deploy.mk

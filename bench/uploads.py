@@ -20,11 +20,14 @@ KINDS = (
 NAMESPACE = uuid.UUID("0b5c6d7e-8f90-4a1b-9c2d-3e4f5a6b7c8d")
 
 
-def client_upload(readings: int, seed: int = 0, equipments: int = 6, end: datetime | None = None) -> list[dict]:
+def client_upload(
+    readings: int, seed: int = 0, equipments: int = 6, end: datetime | None = None, values_seed: int | None = None
+) -> list[dict]:
     """About `readings` readings ending at `end` (naive local time, as the client sends it), a
     reading every ~10 s per sensor with the jitter and noise of real sensors, so it compresses
-    about as the client's uploads do (~15-50:1)."""
-    rng = random.Random(seed)
+    about as the client's uploads do (~15-50:1). `seed` names the sensors; `values_seed` (default:
+    `seed`) draws the values, so one installation's successive uploads can differ."""
+    rng = random.Random(seed if values_seed is None else values_seed)
     end = end or datetime.now() - timedelta(minutes=5)
     per_sensor = max(1, readings // (equipments * len(KINDS)))
     items = []

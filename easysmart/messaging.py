@@ -5,15 +5,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Callable
 
 import kafka
 import kafka.errors
 from kafka.admin import KafkaAdminClient
 
+from easysmart.clock import MonotonicClock
 from easysmart.errors import UnavailableError
 from easysmart.events import ClaimCheck, to_kafka
 
 logger = logging.getLogger(__name__)
+
+# After a failed connection attempt, uploads are refused at once for this long rather than each trying again.
+RECONNECT_PAUSE_S = 1.0
 
 
 class PublishOutcomeUnknownError(UnavailableError):
@@ -27,29 +32,53 @@ class ClaimCheckPublisher:
     started while Kafka was down recovers by itself.
     """
 
-    def __init__(self, bootstrap_servers: str, topic: str, timeout_s: float) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        timeout_s: float,
+        make_producer: Callable[..., kafka.KafkaProducer] = kafka.KafkaProducer,
+        clock: MonotonicClock = time.monotonic,
+    ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.topic = topic
         self.timeout_s = timeout_s
+        self._make_producer = make_producer
+        self._clock = clock
         self._producer: kafka.KafkaProducer | None = None
         self._lock = threading.Lock()
+        self._next_connect_at = 0.0
 
     def _get_producer(self) -> kafka.KafkaProducer:
-        with self._lock:
+        # Making a producer connects to the broker (bounded by the timeout). While one request makes it, the
+        # others wait at most the timeout, and for a moment after it failed they are refused at once: else, in
+        # an outage, each waiting request made its own attempt in turn and the last waited minutes.
+        if not self._lock.acquire(timeout=self.timeout_s):
+            raise UnavailableError("Kafka is unavailable: still connecting to it", retry_after_s=10)
+        try:
             if self._producer is None:
+                if self._clock() < self._next_connect_at:
+                    raise UnavailableError("Kafka is unavailable: the last connection attempt failed", retry_after_s=10)
                 timeout_ms = int(self.timeout_s * 1000)
-                self._producer = kafka.KafkaProducer(
-                    bootstrap_servers=self.bootstrap_servers.split(","),
-                    acks="all",
-                    # Retries within the delivery timeout never write a claim check twice.
-                    enable_idempotence=True,
-                    linger_ms=0,
-                    request_timeout_ms=timeout_ms,
-                    max_block_ms=timeout_ms,
-                    delivery_timeout_ms=timeout_ms + 1000,
-                    reconnect_backoff_max_ms=1000,
-                )
+                try:
+                    self._producer = self._make_producer(
+                        bootstrap_servers=self.bootstrap_servers.split(","),
+                        acks="all",
+                        # Retries within the delivery timeout never write a claim check twice.
+                        enable_idempotence=True,
+                        linger_ms=0,
+                        request_timeout_ms=timeout_ms,
+                        max_block_ms=timeout_ms,
+                        delivery_timeout_ms=timeout_ms + 1000,
+                        bootstrap_timeout_ms=timeout_ms,
+                        reconnect_backoff_max_ms=1000,
+                    )
+                except (kafka.errors.KafkaError, OSError):
+                    self._next_connect_at = self._clock() + RECONNECT_PAUSE_S
+                    raise
             return self._producer
+        finally:
+            self._lock.release()
 
     def _discard(self) -> None:
         with self._lock:
@@ -101,6 +130,7 @@ class KafkaProbe:
                 self._admin = KafkaAdminClient(
                     bootstrap_servers=self.bootstrap_servers.split(","),
                     request_timeout_ms=self.timeout_ms,
+                    bootstrap_timeout_ms=self.timeout_ms,  # the library's default is 30 s
                 )
             topics = self._admin.describe_topics([self.topic])
         except (kafka.errors.KafkaError, OSError) as error:

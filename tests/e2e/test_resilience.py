@@ -130,7 +130,10 @@ def test_kafka_down_answers_503_quickly_and_loses_nothing_answered_201():
     assert [elapsed for _, elapsed in refused if elapsed > 15] == []
     for batch_id in accepted:
         assert wait_for_batch(token, batch_id, timeout=120)["status"] == "done"
-    assert stored_rows(tenant.name) == len(accepted)
+    # A 503 whose claim check Kafka took without acknowledging it in time (the outcome unknown) is processed
+    # too; the client's resend of it is then answered as a duplicate. Each upload stores exactly one row.
+    unknown_outcome = [r for r, _ in refused if "did not acknowledge" in r.json()["message"]]
+    assert len(accepted) <= stored_rows(tenant.name) <= len(accepted) + len(unknown_outcome)
 
 
 def test_database_down_for_a_minute_dead_letters_nothing():
