@@ -75,10 +75,9 @@ def cmd_migrate(args) -> None:
             made = partitions.create_window(db, *window, _read(RetentionDatabaseTimeouts).partition_lock_timeout_s)
         finally:
             db.close()
-        print(
-            f"==> day partitions {window[0]}..{window[1]}: {len(made['raw_partitions_created'])} created,"
-            f" {len(made['raw_partitions_creation_deferred'])} left to the retention function (telemetry_data busy)"
-        )
+        deferred = len(made["raw_partitions_creation_deferred"])
+        left = f", {deferred} left to the retention function (telemetry_data busy)" if deferred else ""
+        print(f"==> day partitions {window[0]}..{window[1]}: {len(made['raw_partitions_created'])} created{left}")
 
 
 def cmd_tenant_create(args) -> None:
