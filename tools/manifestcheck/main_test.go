@@ -132,7 +132,7 @@ const (
 )
 
 // analytics's main.py made to read KafkaSettings too.
-var readsKafka = [2]string{"    database = DatabaseSettings.from_env()\n", "    from easysmart.config import KafkaSettings\n    KafkaSettings.from_env()\n    database = DatabaseSettings.from_env()\n"}
+var readsKafka = [2]string{"    database, timeouts = DatabaseSettings.from_env(), AnalyticsDatabaseTimeouts.from_env()\n", "    from easysmart.config import KafkaSettings\n    KafkaSettings.from_env()\n    database, timeouts = DatabaseSettings.from_env(), AnalyticsDatabaseTimeouts.from_env()\n"}
 
 func TestEachCheckCanFail(t *testing.T) {
 	cases := []struct {
