@@ -4,7 +4,10 @@ Stages a generated upload in the real client's format as a blob, processes it in
 the real PostgreSQL and S3 server, then (with --bare-copy) deletes the rows and COPYs the very
 same rows straight into telemetry_data, for the ratio. Prints one JSON line.
 
-    python bench/process_batch.py --readings 200000 [--bare-copy] [--max-gzip-bytes N]
+    python bench/process_batch.py --readings 200000 [--bare-copy] [--max-gzip-bytes N] [--without-outbox]
+
+--without-outbox processes as before the outbox: no telemetry.stored event and no per-sensor ranges
+(bench/outbox_cost.py alternates rounds with and without it).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import orjson
 from uploads import client_upload, sized_for_gzip
 
 from easysmart import accounts
+from easysmart import process as process_module
 from easysmart.claimsig import ClaimKeyring, blob_metadata
 from easysmart.config import (
     ClaimSigningSettings,
@@ -34,6 +38,7 @@ from easysmart.config import (
     RetentionSettings,
     UploadLimits,
 )
+from easysmart.copywriter import CopyWriter
 from easysmart.db import Database
 from easysmart.events import ClaimCheck
 from easysmart.process import BatchProcessor
@@ -45,10 +50,11 @@ def main() -> None:
     parser.add_argument("--readings", type=int, default=200_000)
     parser.add_argument("--max-gzip-bytes", type=int, help="instead: the largest upload whose gzip fits this size")
     parser.add_argument("--bare-copy", action="store_true")
+    parser.add_argument("--without-outbox", action="store_true")
     parser.add_argument("--process-claim", help=argparse.SUPPRESS)  # internal: process this claim, print the figures
     args = parser.parse_args()
     if args.process_claim:
-        process_only(ClaimCheck(**json.loads(args.process_claim)))
+        process_only(ClaimCheck(**json.loads(args.process_claim)), args.without_outbox)
         return
 
     store = ObjectStoreSettings.from_env()
@@ -93,7 +99,8 @@ def main() -> None:
     del text, body
     # Processed in a child interpreter, so the peak memory is process's, not the generator's.
     child = subprocess.run(
-        [sys.executable, __file__, "--process-claim", json.dumps(dataclasses.asdict(claim))],
+        [sys.executable, __file__, "--process-claim", json.dumps(dataclasses.asdict(claim))]
+        + (["--without-outbox"] if args.without_outbox else []),
         check=True,
         capture_output=True,
         text=True,
@@ -139,7 +146,14 @@ def main() -> None:
     sys.stdout.flush()
 
 
-def process_only(claim: ClaimCheck) -> None:
+class _WriterWithoutSpans(CopyWriter):
+    def _note_stored(self, rows: list[tuple[str, str]]) -> None:
+        return None
+
+
+def process_only(claim: ClaimCheck, without_outbox: bool) -> None:
+    if without_outbox:
+        process_module.outbox.enqueue = lambda cursor, event: None  # type: ignore[assignment]
     store = ObjectStoreSettings.from_env()
     processor = BatchProcessor(
         ProcessSettings.from_env(),
@@ -147,6 +161,7 @@ def process_only(claim: ClaimCheck) -> None:
         RetentionSettings.from_env(),
         Database(DatabaseSettings.from_env().database_url, 4),
         BlobStore(make_s3_client(store, timeout_s=60), store.s3_bucket),
+        writer_factory=_WriterWithoutSpans if without_outbox else CopyWriter,
         keyring=ClaimKeyring.from_settings(ClaimSigningSettings.from_env()),
     )
     started = time.perf_counter()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import queue
 import re
 import threading
+from datetime import datetime, timezone
 from typing import Callable
 
 import psycopg2.errors
@@ -55,6 +56,12 @@ class CopyWriter:
         self.stored = 0
         # sensor uuid -> "sensor_id\tequipment_id", the first two COPY columns of its rows
         self.sensor_ids: dict[str, str] = {}
+        # What the batch touched, for its telemetry.stored event: every equipment it carried (id -> uuid), every
+        # sensor upserted (uuid -> id, equipment id, kind), and per sensor the readings stored (not duplicates):
+        # uuid -> [first ts, last ts, count], times as ISO-8601 UTC text (which sorts as time does).
+        self.equipment: dict[int, str] = {}
+        self.sensors: dict[str, tuple[int, int, str | None]] = {}
+        self.stored_spans: dict[str, list] = {}
         self._conflicts_seen = False
         self._queue: queue.Queue = queue.Queue(maxsize=2)
         self._error: BaseException | None = None
@@ -110,6 +117,7 @@ class CopyWriter:
             ),
         )
         equipment_id = one_row(self.cursor)[0]
+        self.equipment[equipment_id] = equipment.uuid
         if not sensors:
             return
         # Sorted so concurrent batches lock sensor rows in one order (no deadlocks).
@@ -143,13 +151,14 @@ class CopyWriter:
             " firmware = COALESCE(EXCLUDED.firmware, sensors.firmware),"
             " hardware_id = COALESCE(EXCLUDED.hardware_id, sensors.hardware_id),"
             " via_hub = COALESCE(EXCLUDED.via_hub, sensors.via_hub), updated_at = now()"
-            " RETURNING uuid, id, equipment_id",
+            " RETURNING uuid, id, equipment_id, kind",
             rows,
             page_size=1000,
             fetch=True,
         )
-        for uuid_, sensor_id, sensor_equipment_id in returned:
+        for uuid_, sensor_id, sensor_equipment_id, kind in returned:
             self.sensor_ids[uuid_] = f"{sensor_id}\t{sensor_equipment_id}"
+            self.sensors[uuid_] = (sensor_id, sensor_equipment_id, kind)
 
     def stage(self, rows: list[tuple[str, str]]) -> None:
         """COPY rows whose sensors may not exist yet into the staging table, keyed by sensor uuid."""
@@ -173,6 +182,7 @@ class CopyWriter:
             else:
                 self.cursor.execute("RELEASE SAVEPOINT direct_copy")
                 self.stored += len(rows)
+                self._note_stored(rows)
                 return
         self.stage(rows)
         self.move_staged()
@@ -182,17 +192,49 @@ class CopyWriter:
         self.cursor.execute("TRUNCATE esm_staging")
 
     def move_staged(self) -> None:
+        # Only the rows inserted (not the duplicates) come back, summed per sensor.
         self.cursor.execute(
-            "INSERT INTO telemetry_data (sensor_id, equipment_id, ts, value, state, battery_pct, lqi, rssi,"
-            " battery_voltage, voltage, current, power)"
+            "WITH moved AS (INSERT INTO telemetry_data (sensor_id, equipment_id, ts, value, state, battery_pct, lqi,"
+            " rssi, battery_voltage, voltage, current, power)"
             " SELECT s.id, s.equipment_id, st.ts, st.value, st.state, st.battery_pct, st.lqi, st.rssi,"
             " st.battery_voltage, st.voltage, st.current, st.power"
             " FROM esm_staging st JOIN sensors s ON s.tenant_id = %s AND s.uuid = st.sensor_uuid"
-            " ON CONFLICT DO NOTHING",
+            " ON CONFLICT DO NOTHING RETURNING sensor_id, ts)"
+            " SELECT s.uuid, min(m.ts), max(m.ts), count(*) FROM moved m JOIN sensors s ON s.id = m.sensor_id"
+            " GROUP BY s.uuid",
             (self.tenant_id,),
         )
-        self.stored += self.cursor.rowcount
+        for sensor_uuid, first, last, count in self.cursor.fetchall():
+            self.stored += count
+            self._note_span(sensor_uuid, _utc_text(first), _utc_text(last), count)
         self.cursor.execute("TRUNCATE esm_staging")
+
+    def _note_stored(self, rows: list[tuple[str, str]]) -> None:
+        """Adds rows just stored to their sensors' spans (a row's COPY text starts with its ISO-8601 UTC time)."""
+        spans = self.stored_spans
+        for sensor_uuid, rest in rows:
+            ts = rest[: rest.index("\t")]
+            span = spans.get(sensor_uuid)
+            if span is None:
+                spans[sensor_uuid] = [ts, ts, 1]
+            else:
+                if ts < span[0]:
+                    span[0] = ts
+                elif ts > span[1]:
+                    span[1] = ts
+                span[2] += 1
+
+    def _note_span(self, sensor_uuid: str, first: str, last: str, count: int) -> None:
+        span = self.stored_spans.get(sensor_uuid)
+        if span is None:
+            self.stored_spans[sensor_uuid] = [first, last, count]
+        else:
+            span[0], span[1], span[2] = min(span[0], first), max(span[1], last), span[2] + count
+
+
+def _utc_text(moment: datetime) -> str:
+    # As ReadingNormaliser writes a reading's time: datetime.isoformat() in UTC.
+    return moment.astimezone(timezone.utc).isoformat()
 
 
 class _StringReader:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Iterable, Iterator
@@ -19,6 +20,7 @@ import orjson
 import psycopg2
 import psycopg2.extensions
 
+from easysmart import outbox
 from easysmart.batchbuilder import BatchBuilder
 from easysmart.claimsig import ClaimKeyring, ClaimNotAuthenticError, blob_metadata
 from easysmart.compression import BoundedGunzip, CorruptGzipError
@@ -42,6 +44,7 @@ from easysmart.jsonstream import (
 )
 from easysmart.ledger import BatchCounts, BatchLedger, BatchStatus
 from easysmart.observability import READINGS, batch_id_var, tenant_id_var
+from easysmart.outbox import TELEMETRY_STORED_TOPIC, TELEMETRY_STORED_TYPE, OutboxEvent
 from easysmart.payload import ReadingNormaliser
 from easysmart.ratelimit import DecompressionBudget
 from easysmart.storage import BlobMetadataMismatchError, BlobMissingError, BlobStore
@@ -59,6 +62,11 @@ _LOCAL_RETRIES = 3
 _RETRYABLE_CODES = {"40001", "40P01"}
 # SQLSTATE classes the database raises for what a batch holds, not for its own state: no retry helps.
 _PERMANENT_CLASSES = {"22": "data exception", "23": "integrity violation", "54": "program limit exceeded"}
+
+STORED_EVENT_SOURCE = "/easysmart/process"
+# A batch's telemetry.stored event id is uuid5(this, batch id): a batch is done once, and the same id
+# whatever enqueues it again, so consumers' idempotence on the id covers it.
+STORED_EVENT_NAMESPACE = uuid.UUID("6f3b0c1e-5d2a-4b8e-9c47-1a2e3f4b5c6d")
 
 # Makes the writer of one load from its cursor and the tenant id.
 WriterFactory = Callable[[psycopg2.extensions.cursor, str], CopyWriter]
@@ -337,6 +345,7 @@ class BatchProcessor:
                     self.ledger.mark_done(
                         cursor, claim.batch_id, builder.items, counts, tally.reasons, tally.reason_counts
                     )
+                    outbox.enqueue(cursor, stored_event(claim, writer, datetime.now(timezone.utc)))
                     conn.commit()
                     return ProcessResult.done(claim.batch_id, counts)
                 except BaseException:
@@ -351,6 +360,47 @@ class BatchProcessor:
         except UnavailableError:
             logger.warning("could not record the failure; the batch will be retried")
             raise
+
+
+def stored_event(claim: ClaimCheck, writer: CopyWriter, stored_at: datetime) -> OutboxEvent:
+    """The batch's telemetry.stored event: every equipment the upload carried (even one whose readings were all
+    duplicates: silence is measured from the last upload that carried it), and per sensor the time range and count
+    of the readings this batch stored. One entry per sensor touched, about 200 bytes each: a batch of 10,000 sensors
+    makes a 2 MB event, which jsonb holds and the relay's producer and the topic allow (docs/architecture.md)."""
+    sensors = []
+    for sensor_uuid, (first, last, count) in writer.stored_spans.items():
+        sensor_id, equipment_id, kind = writer.sensors[sensor_uuid]
+        sensors.append(
+            {
+                "sensor_id": sensor_id,
+                "sensor_uuid": sensor_uuid,
+                "equipment_id": equipment_id,
+                "kind": kind,
+                "first_ts": first,
+                "last_ts": last,
+                "count": count,
+            }
+        )
+    return OutboxEvent(
+        topic=TELEMETRY_STORED_TOPIC,
+        kafka_key=claim.tenant_id,
+        type=TELEMETRY_STORED_TYPE,
+        source=STORED_EVENT_SOURCE,
+        subject=f"tenants/{claim.tenant_id}/batches/{claim.batch_id}",
+        event_id=uuid.uuid5(STORED_EVENT_NAMESPACE, claim.batch_id),
+        data={
+            "tenant_id": claim.tenant_id,
+            "batch_id": claim.batch_id,
+            "account_id": claim.account_id,
+            "received_at": claim.received_at,
+            "stored_at": stored_at.isoformat(),
+            "equipment": [
+                {"equipment_id": equipment_id, "equipment_uuid": equipment_uuid}
+                for equipment_id, equipment_uuid in writer.equipment.items()
+            ],
+            "sensors": sensors,
+        },
+    )
 
 
 def _hashed(chunks: Iterable[bytes], digest) -> Iterator[bytes]:

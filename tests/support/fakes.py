@@ -239,6 +239,9 @@ class FakeCopyWriter:
         self.tenant_id = tenant_id
         self.stored = 0
         self.rows: list[tuple[str, str]] = []
+        self.equipment: dict[int, str] = {}
+        self.sensors: dict[str, tuple] = {}
+        self.stored_spans: dict[str, list] = {}
         self._staged: list[tuple[str, str]] = []
         self.closed = False
 
