@@ -21,9 +21,9 @@ BATCH = Path(__file__).with_name("process_batch.py")
 
 def one_round(readings: int, without_outbox: bool) -> dict:
     command = [sys.executable, str(BATCH), "--readings", str(readings)]
-    child = subprocess.run(
-        command + (["--without-outbox"] if without_outbox else []), check=True, capture_output=True, text=True
-    )
+    child = subprocess.run(command + (["--without-outbox"] if without_outbox else []), capture_output=True, text=True)
+    if child.returncode:
+        raise SystemExit(f"{' '.join(command)} failed:\n{child.stderr[-4000:]}")
     return json.loads(child.stdout.strip().splitlines()[-1])
 
 

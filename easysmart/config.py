@@ -479,6 +479,20 @@ class PingSourceSettings(Group):
     )
 
 
+@settings_group
+class OutboxRelaySettings(Group):
+    outbox_relay_batch: int = env("OUTBOX_RELAY_BATCH", "most outbox rows the relay publishes per transaction", 500)
+    outbox_relay_poll_s: float = env(
+        "OUTBOX_RELAY_POLL_S", "how often the idle relay looks for unpublished outbox rows (seconds)", 0.2
+    )
+    outbox_relay_timeout_s: float = env(
+        "OUTBOX_RELAY_TIMEOUT_S", "longest wait for Kafka to acknowledge a publish (seconds)", 30.0
+    )
+    outbox_keep_published_h: float = env(
+        "OUTBOX_KEEP_PUBLISHED_H", "the relay deletes published outbox rows after this long (hours)", 24.0
+    )
+
+
 # --- Logging and the command line -----------------------------------------------------------------
 
 
