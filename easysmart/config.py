@@ -466,6 +466,12 @@ class KafkaBridgeSettings(Group):
         "BRIDGE_RETRY_MAX_ELAPSED_S", "retries stop and the record is dead-lettered after this long (seconds)", 5400.0
     )
     request_timeout_s: float = env("BRIDGE_REQUEST_TIMEOUT_S", "read timeout of one delivery (seconds)", 900.0)
+    bridge_routes: str = env(
+        "BRIDGE_ROUTES",
+        "routes besides the claim checks' (KAFKA_TOPIC_RAW to PROCESS_URL): space-separated topic=url, each in the"
+        " consumer group <topic>-bridge, dead-lettered to <topic>.dlq",
+        "",
+    )
 
 
 @settings_group
@@ -476,6 +482,14 @@ class PingSourceSettings(Group):
     )
     retention_expire_schedule: str = env(
         "RETENTION_EXPIRE_SCHEDULE", "five-field cron (UTC): expire old data (expiry refreshes first)", "17 3 * * *"
+    )
+    alerts_url: str = env("ALERTS_URL", "where the ping-source bridge sends the alerts tick (empty: none)", "")
+    alerts_tick_schedule: str = env(
+        "ALERTS_TICK_SCHEDULE", "five-field cron (UTC): the alerts function's tick (silence rules)", "* * * * *"
+    )
+    notify_url: str = env("NOTIFY_URL", "where the ping-source bridge sends the delivery job (empty: none)", "")
+    notify_deliver_schedule: str = env(
+        "NOTIFY_DELIVER_SCHEDULE", "five-field cron (UTC): the notify function's delivery job", "* * * * *"
     )
 
 

@@ -1,9 +1,12 @@
 """Local kafka-source bridge with Knative KafkaSource semantics.
 
-Consumes `telemetry.raw`, POSTs each record to `process` as a binary-mode CloudEvent
-(keeping the producer's id, type and source), and commits a partition's offset only after
-each of its records is done: answered 2xx, or dead-lettered after a permanent answer or
-exhausted retries. Partitions are delivered in parallel, each in order.
+Runs one route per KafkaSource: claim checks from `telemetry.raw` to `process` always, and the
+routes of BRIDGE_ROUTES besides (the local stack: `telemetry.stored` to alerts, `alerts.events` to
+notify). Each route consumes its topic in a consumer group of its own, POSTs each record to its sink
+as a binary-mode CloudEvent (keeping the producer's id, type and source), and commits a partition's
+offset only after each of its records is done: answered 2xx, or dead-lettered to the route's
+dead-letter topic after a permanent answer or exhausted retries. Partitions are delivered in
+parallel, each in order.
 
 Run: python -m easysmart.bridges.kafka_source
 """
@@ -26,7 +29,7 @@ import requests
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from easysmart.clock import MonotonicClock
-from easysmart.config import KafkaBridgeSettings, KafkaSettings, LoggingSettings
+from easysmart.config import ConfigError, KafkaBridgeSettings, KafkaSettings, LoggingSettings
 from easysmart.events import (
     DLQ_ERROR_HEADERS,
     DLQ_SOURCE_HEADER,
@@ -52,6 +55,36 @@ MAX_POLL_RECORDS = 1_000_000
 
 
 @dataclass(frozen=True)
+class Route:
+    """One KafkaSource: a topic, the sink its records are POSTed to, a consumer group and a dead-letter topic."""
+
+    topic: str
+    sink_url: str
+    group_id: str
+    dlq_topic: str
+
+
+def claim_check_route(kafka_config: KafkaSettings, settings: KafkaBridgeSettings) -> Route:
+    return Route(kafka_config.kafka_topic_raw, settings.sink_url, settings.group_id, kafka_config.kafka_topic_dlq)
+
+
+def extra_routes(spec: str) -> list[Route]:
+    """The routes of BRIDGE_ROUTES: space-separated `topic=url`, each in the consumer group `<topic>-bridge` with
+    the dead-letter topic `<topic>.dlq` (claim checks alone dead-letter to KAFKA_TOPIC_DLQ, which
+    `esm dlq replay` reads)."""
+    routes = []
+    for entry in spec.split():
+        topic, _, url = entry.partition("=")
+        if not topic or not url.startswith(("http://", "https://")):
+            raise ConfigError(f"BRIDGE_ROUTES: {entry!r} is not topic=http(s)://sink")
+        routes.append(Route(topic, url, f"{topic}-bridge", f"{topic}.dlq"))
+    topics = [route.topic for route in routes]
+    if len(topics) != len(set(topics)):
+        raise ConfigError("BRIDGE_ROUTES: a topic is routed twice")
+    return routes
+
+
+@dataclass(frozen=True)
 class Outcome:
     delivered: bool
     status: int | None
@@ -69,7 +102,7 @@ def is_retriable(status: int | None) -> bool:
 
 
 class KafkaSourceBridge:
-    """`monotonic` measures how long a record's retries have gone on."""
+    """One route (the claim checks' unless given). `monotonic` measures how long a record's retries have gone on."""
 
     def __init__(
         self,
@@ -77,12 +110,15 @@ class KafkaSourceBridge:
         settings: KafkaBridgeSettings,
         session: requests.Session | None = None,
         monotonic: MonotonicClock = time.monotonic,
+        route: Route | None = None,
+        stopping: threading.Event | None = None,
     ) -> None:
         self.kafka_config = kafka_config
         self.settings = settings
+        self.route = route or claim_check_route(kafka_config, settings)
         self.session = session or requests.Session()
         self.monotonic = monotonic
-        self.stopping = threading.Event()
+        self.stopping = stopping or threading.Event()
         self._producer: kafka.KafkaProducer | None = None
 
     def deliver(self, record) -> Outcome:
@@ -122,7 +158,7 @@ class KafkaSourceBridge:
     def _post(self, headers: dict[str, str], body: bytes) -> tuple[int | None, str]:
         try:
             response = self.session.post(
-                self.settings.sink_url, headers=headers, data=body, timeout=(5, self.settings.request_timeout_s)
+                self.route.sink_url, headers=headers, data=body, timeout=(5, self.settings.request_timeout_s)
             )
         except requests.RequestException as error:
             return None, f"network error: {error}"
@@ -134,14 +170,14 @@ class KafkaSourceBridge:
         headers += [
             (ERROR_CODE_HEADER, str(outcome.status or 0).encode()),
             (ERROR_DATA_HEADER, base64.b64encode(outcome.error.encode()[:4096])),
-            (ERROR_DEST_HEADER, self.settings.sink_url.encode()),
+            (ERROR_DEST_HEADER, self.route.sink_url.encode()),
             (DLQ_SOURCE_HEADER, f"{record.topic}/{record.partition}/{record.offset}".encode()),
         ]
 
         def send() -> None:
             try:
                 self._dlq_producer().send(
-                    self.kafka_config.kafka_topic_dlq, key=record.key, value=record.value, headers=headers
+                    self.route.dlq_topic, key=record.key, value=record.value, headers=headers
                 ).get(timeout=10)
             except kafka.errors.KafkaError:
                 self._producer = None  # made again for the next attempt
@@ -199,9 +235,9 @@ class KafkaSourceBridge:
 
         def connect() -> kafka.KafkaConsumer:
             return kafka.KafkaConsumer(
-                self.kafka_config.kafka_topic_raw,
+                self.route.topic,
                 bootstrap_servers=self.kafka_config.kafka_bootstrap_servers.split(","),
-                group_id=self.settings.group_id,
+                group_id=self.route.group_id,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 max_poll_records=MAX_POLL_RECORDS,
@@ -237,7 +273,7 @@ class KafkaSourceBridge:
             return
         logger.info(
             "kafka-source bridge started",
-            extra={"topic": self.kafka_config.kafka_topic_raw, "sink": self.settings.sink_url},
+            extra={"topic": self.route.topic, "sink": self.route.sink_url, "group": self.route.group_id},
         )
         in_flight: dict[TopicPartition, tuple[Future, list]] = {}
         try:
@@ -283,10 +319,17 @@ class KafkaSourceBridge:
 
 def main() -> None:
     configure_logging("kafka-source-bridge", LoggingSettings.from_env())
-    bridge = KafkaSourceBridge(KafkaSettings.from_env(), KafkaBridgeSettings.from_env())
+    kafka_config, settings = KafkaSettings.from_env(), KafkaBridgeSettings.from_env()
+    stopping = threading.Event()
+    routes = [claim_check_route(kafka_config, settings), *extra_routes(settings.bridge_routes)]
+    bridges = [KafkaSourceBridge(kafka_config, settings, route=route, stopping=stopping) for route in routes]
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: bridge.stopping.set())
-    bridge.run()
+        signal.signal(signum, lambda *_: stopping.set())
+    threads = [threading.Thread(target=bridge.run, name=f"route-{bridge.route.topic}") for bridge in bridges]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 if __name__ == "__main__":

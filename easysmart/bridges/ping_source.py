@@ -1,9 +1,11 @@
 """Local ping-source bridge with Knative PingSource semantics.
 
 On each schedule's minute it POSTs a binary-mode CloudEvent (type dev.knative.sources.ping,
-data `{"job": ...}`) to the retention function. Schedules are five-field cron expressions
-(minute hour day-of-month month day-of-week, UTC) from RETENTION_REFRESH_SCHEDULE and
-RETENTION_EXPIRE_SCHEDULE; the target is RETENTION_URL.
+data `{"job": ...}`) to that schedule's function, one PingSource each: retention's refresh and expiry
+(RETENTION_URL, RETENTION_REFRESH_SCHEDULE, RETENTION_EXPIRE_SCHEDULE), the alerts function's tick
+(ALERTS_URL, ALERTS_TICK_SCHEDULE) and the notify function's delivery job (NOTIFY_URL,
+NOTIFY_DELIVER_SCHEDULE); an empty URL leaves its pings out. Schedules are five-field cron
+expressions (minute hour day-of-month month day-of-week, UTC).
 
 Run: python -m easysmart.bridges.ping_source
 """
@@ -95,17 +97,37 @@ def ping_headers(name: str, event_id: str | None = None, now: datetime | None = 
     }
 
 
+@dataclass(frozen=True)
+class Ping:
+    """One PingSource: where, when, and the data it sends."""
+
+    url: str
+    schedule: CronSchedule
+    data: dict
+
+
+def pings_of(config: PingSourceSettings) -> dict[str, Ping]:
+    """The configured pings by PingSource name; one whose URL is empty is left out."""
+    wanted = {
+        "retention-refresh": (config.retention_url, config.retention_refresh_schedule, {"job": "refresh"}),
+        "retention-expire": (config.retention_url, config.retention_expire_schedule, {"job": "expire"}),
+        "alerts-tick": (config.alerts_url, config.alerts_tick_schedule, {"job": "tick"}),
+        "notify-deliver": (config.notify_url, config.notify_deliver_schedule, {"job": "deliver"}),
+    }
+    return {name: Ping(url, CronSchedule.parse(cron), data) for name, (url, cron, data) in wanted.items() if url}
+
+
 class PingSource:
-    def __init__(self, url: str, schedules: dict[str, tuple[CronSchedule, dict]], timeout_s: float = 600) -> None:
-        self.url = url
-        self.schedules = schedules  # name -> (schedule, data)
+    def __init__(self, pings: dict[str, Ping], timeout_s: float = 600) -> None:
+        self.pings = pings
         self.timeout_s = timeout_s
         self.stopping = threading.Event()
+        self._senders: dict[str, threading.Thread] = {}
 
-    def send(self, name: str, data: dict) -> int:
+    def send(self, name: str, ping: Ping) -> int:
         try:
             response = requests.post(
-                self.url, data=orjson.dumps(data), headers=ping_headers(name), timeout=self.timeout_s
+                ping.url, data=orjson.dumps(ping.data), headers=ping_headers(name), timeout=self.timeout_s
             )
         except requests.RequestException as error:
             logger.warning("ping not delivered", extra={"ping": name, "error": str(error)})
@@ -114,31 +136,37 @@ class PingSource:
         logger.log(level, "ping delivered", extra={"ping": name, "status": response.status_code})
         return response.status_code
 
+    def due(self, moment: datetime) -> list[str]:
+        return [name for name, ping in self.pings.items() if ping.schedule.matches(moment)]
+
     def run(self) -> None:
         moment = datetime.now(timezone.utc)
         while not self.stopping.is_set():
-            moment = min(schedule.next_after(moment) for schedule, _ in self.schedules.values())
+            moment = min(ping.schedule.next_after(moment) for ping in self.pings.values())
             wait = (moment - datetime.now(timezone.utc)).total_seconds()
             if wait > 0 and self.stopping.wait(wait):
                 return
-            for name, (schedule, data) in self.schedules.items():
-                if schedule.matches(moment):
-                    self.send(name, data)
+            for name in self.due(moment):
+                self._start(name)
+
+    def _start(self, name: str) -> None:
+        # Each ping on a thread of its own, so a slow target (retention's expiry runs for minutes) delays no other
+        # ping; a ping whose previous one is still unanswered is skipped rather than piled up.
+        previous = self._senders.get(name)
+        if previous is not None and previous.is_alive():
+            logger.warning("ping skipped: the previous one is still unanswered", extra={"ping": name})
+            return
+        sender = threading.Thread(target=self.send, args=(name, self.pings[name]), name=name, daemon=True)
+        self._senders[name] = sender
+        sender.start()
 
 
 def main() -> None:
     configure_logging("ping-bridge", LoggingSettings.from_env())
-    config = PingSourceSettings.from_env()
-    source = PingSource(
-        config.retention_url,
-        {
-            "retention-refresh": (CronSchedule.parse(config.retention_refresh_schedule), {"job": "refresh"}),
-            "retention-expire": (CronSchedule.parse(config.retention_expire_schedule), {"job": "expire"}),
-        },
-    )
+    source = PingSource(pings_of(PingSourceSettings.from_env()))
     signal.signal(signal.SIGTERM, lambda *_: source.stopping.set())
     signal.signal(signal.SIGINT, lambda *_: source.stopping.set())
-    logger.info("ping source started", extra={"url": config.retention_url})
+    logger.info("ping source started", extra={"pings": {name: ping.url for name, ping in source.pings.items()}})
     source.run()
 
 

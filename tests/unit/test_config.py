@@ -174,4 +174,10 @@ def test_only_the_table_reads_the_environment():
 
     # observability reads PROMETHEUS_MULTIPROC_DIR as prometheus_client itself does.
     assert environ == {"config.py", "observability.py"}
-    assert readers == {"config.py", "cli.py", "bridges/kafka_source.py", "bridges/ping_source.py"}
+    assert readers == {
+        "config.py",
+        "cli.py",
+        "bridges/kafka_source.py",
+        "bridges/ping_source.py",
+        "bridges/outbox_relay.py",
+    }

@@ -5,11 +5,32 @@ import requests
 from support.claims import CLAIM
 from support.clock import SetClock
 
-from easysmart.bridges.kafka_source import KafkaSourceBridge, backoff_delay, is_retriable
-from easysmart.config import KafkaBridgeSettings, KafkaSettings
+from easysmart.bridges.kafka_source import (
+    KafkaSourceBridge,
+    Route,
+    backoff_delay,
+    claim_check_route,
+    extra_routes,
+    is_retriable,
+)
+from easysmart.config import ConfigError, KafkaBridgeSettings, KafkaSettings
 from easysmart.events import to_kafka
 
 Record = namedtuple("Record", "topic partition offset key value headers")
+
+
+class FakeFuture:
+    def get(self, timeout):
+        return None
+
+
+class FakeProducer:
+    def __init__(self, sent: list) -> None:
+        self.sent = sent
+
+    def send(self, topic, key, value, headers):
+        self.sent.append((topic, headers))
+        return FakeFuture()
 
 
 class FakeSession:
@@ -19,11 +40,13 @@ class FakeSession:
     def __init__(self, statuses, clock: SetClock | None = None, takes_s: float = 0):
         self.statuses = list(statuses)
         self.posts = []
+        self.urls = []
         self.clock = clock or SetClock()
         self.takes_s = takes_s
 
     def post(self, url, headers, data, timeout):
         self.posts.append(headers)
+        self.urls.append(url)
         self.clock.advance(self.takes_s)
         status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
         if status is None:
@@ -119,3 +142,44 @@ def test_undelivered_records_are_dead_lettered_before_their_offset_counts():
     b.dead_letter = lambda rec, outcome: dead.append((rec.offset, outcome.status))
     assert b.handle_partition([record(7), record(8)]) == 8
     assert dead == [(7, 400), (8, 400)]
+
+
+def test_without_bridge_routes_the_bridge_runs_the_claim_check_route_alone():
+    kafka_config = KafkaSettings(kafka_bootstrap_servers="k:1")
+    settings = KafkaBridgeSettings()
+
+    assert claim_check_route(kafka_config, settings) == Route(
+        "telemetry.raw", "http://127.0.0.1:8083/", "process-bridge", "telemetry.dlq"
+    )
+    assert extra_routes(settings.bridge_routes) == []
+
+
+def test_each_extra_route_has_its_own_group_and_dead_letter_topic():
+    routes = extra_routes("telemetry.stored=http://127.0.0.1:8086/  alerts.events=http://127.0.0.1:8087/")
+
+    assert routes == [
+        Route("telemetry.stored", "http://127.0.0.1:8086/", "telemetry.stored-bridge", "telemetry.stored.dlq"),
+        Route("alerts.events", "http://127.0.0.1:8087/", "alerts.events-bridge", "alerts.events.dlq"),
+    ]
+
+
+@pytest.mark.parametrize("spec", ["telemetry.stored", "=http://x/", "t=ftp://x/", "t=http://a/ t=http://b/"])
+def test_a_route_that_cannot_be_read_is_refused_at_start(spec):
+    with pytest.raises(ConfigError, match="BRIDGE_ROUTES"):
+        extra_routes(spec)
+
+
+def test_a_route_posts_to_its_sink_and_dead_letters_to_its_own_topic():
+    route = Route("alerts.events", "http://notify/", "alerts.events-bridge", "alerts.events.dlq")
+    routed = KafkaSourceBridge(
+        KafkaSettings(kafka_bootstrap_servers="k:1"), KafkaBridgeSettings(), FakeSession([400], SetClock()), route=route
+    )
+    sent = []
+    routed._dlq_producer = lambda: FakeProducer(sent)
+
+    outcome = routed.deliver(record())
+    routed.dead_letter(record(), outcome)
+
+    assert routed.session.urls == ["http://notify/"]
+    assert sent[0][0] == "alerts.events.dlq"
+    assert dict(sent[0][1])["ce_knativeerrordest"] == b"http://notify/"

@@ -6,7 +6,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from easysmart.bridges.ping_source import EVENT_TYPE, CronError, CronSchedule, ping_headers
+from easysmart.bridges.ping_source import EVENT_TYPE, CronError, CronSchedule, PingSource, ping_headers, pings_of
+from easysmart.config import PingSourceSettings
 from easysmart.errors import EasySmartError
 
 
@@ -98,3 +99,17 @@ def test_ping_headers_are_a_binary_mode_pingsource_event():
     assert headers["ce-source"] == "/apis/v1/namespaces/default/pingsources/retention-refresh"
     assert headers["ce-id"] == "e1" and headers["ce-specversion"] == "1.0"
     assert headers["ce-time"] == "2026-11-26T10:35:00Z"
+
+
+def test_each_ping_goes_to_its_own_function_and_an_empty_url_leaves_it_out():
+    config = PingSourceSettings(alerts_url="http://alerts/", notify_url="")
+
+    pings = pings_of(config)
+
+    assert {name: (ping.url, ping.data) for name, ping in pings.items()} == {
+        "retention-refresh": ("http://127.0.0.1:8085/", {"job": "refresh"}),
+        "retention-expire": ("http://127.0.0.1:8085/", {"job": "expire"}),
+        "alerts-tick": ("http://alerts/", {"job": "tick"}),
+    }
+    assert PingSource(pings).due(at("2026-11-26 10:36")) == ["alerts-tick"]
+    assert PingSource(pings).due(at("2026-11-26 10:35")) == ["retention-refresh", "alerts-tick"]
