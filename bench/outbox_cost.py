@@ -33,11 +33,13 @@ def main() -> None:
     parser.add_argument("--readings", type=int, default=200_000)
     args = parser.parse_args()
     rates: dict[str, list[int]] = {"with": [], "without": []}
+    cpu: dict[str, list[float]] = {"with": [], "without": []}
     for index in range(args.rounds):
         # Which goes first alternates too.
         for mode in ("without", "with") if index % 2 == 0 else ("with", "without"):
             measured = one_round(args.readings, mode == "without")
             rates[mode].append(measured["process_readings_per_s"])
+            cpu[mode].append(measured["process_cpu_s"])
             print(json.dumps({"round": index + 1, "outbox": mode, **measured}), flush=True)
     with_outbox, without = statistics.median(rates["with"]), statistics.median(rates["without"])
     print(
@@ -46,6 +48,8 @@ def main() -> None:
                 "median_readings_per_s_with_outbox": with_outbox,
                 "median_readings_per_s_without_outbox": without,
                 "change_pct": round(100 * (with_outbox - without) / without, 1),
+                "median_cpu_s_with_outbox": statistics.median(cpu["with"]),
+                "median_cpu_s_without_outbox": statistics.median(cpu["without"]),
             }
         )
     )
