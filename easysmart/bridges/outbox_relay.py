@@ -25,6 +25,7 @@ from typing import Callable
 import kafka
 import kafka.errors
 import orjson
+import psycopg2.errors
 from cloudevents.http import CloudEvent
 from cloudevents.kafka import KafkaMessage
 from cloudevents.kafka import to_binary as _to_kafka_binary
@@ -189,6 +190,11 @@ class OutboxRelay:
         while not self.stopping.is_set():
             try:
                 published = self.relay_once()
+            except psycopg2.errors.UndefinedTable as error:
+                # A fresh stack starts the relay before `esm migrate` made event_outbox.
+                logger.info("waiting for the migrations", extra={"error": str(error).strip()})
+                self.stopping.wait(2)
+                continue
             except (RelayError, UnavailableError) as error:
                 delay = backoff_delay(attempt, 0.5, 30)
                 logger.warning(

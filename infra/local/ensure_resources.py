@@ -9,6 +9,8 @@ import sys
 import time
 
 SEVEN_DAYS_MS = 7 * 24 * 3600 * 1000
+# A telemetry.stored event of a batch touching tens of thousands of sensors is a few MB (the relay allows 16 MiB).
+MAX_EVENT_BYTES = 16 * 1024 * 1024
 THIRTY_DAYS_MS = 30 * 24 * 3600 * 1000
 
 
@@ -34,6 +36,13 @@ def ensure_topics() -> None:
             os.environ.get("KAFKA_TOPIC_RAW", "telemetry.raw"), 3, 1, topic_configs={"retention.ms": str(SEVEN_DAYS_MS)}),
         os.environ.get("KAFKA_TOPIC_DLQ", "telemetry.dlq"): NewTopic(
             os.environ.get("KAFKA_TOPIC_DLQ", "telemetry.dlq"), 1, 1, topic_configs={"retention.ms": str(THIRTY_DAYS_MS)}),
+        # The outbox relay's topics (keyed by tenant) and the dead letters of their bridge routes.
+        "telemetry.stored": NewTopic("telemetry.stored", 3, 1, topic_configs={
+            "retention.ms": str(SEVEN_DAYS_MS), "max.message.bytes": str(MAX_EVENT_BYTES)}),
+        "alerts.events": NewTopic("alerts.events", 3, 1, topic_configs={"retention.ms": str(SEVEN_DAYS_MS)}),
+        "telemetry.stored.dlq": NewTopic("telemetry.stored.dlq", 1, 1, topic_configs={
+            "retention.ms": str(THIRTY_DAYS_MS), "max.message.bytes": str(MAX_EVENT_BYTES)}),
+        "alerts.events.dlq": NewTopic("alerts.events.dlq", 1, 1, topic_configs={"retention.ms": str(THIRTY_DAYS_MS)}),
     }
 
     def create() -> None:
