@@ -227,7 +227,30 @@ func CheckKnative(repo *Repo, rd *Rendered, kindConfig map[string]any, r *Report
 		checkKindSecretKeys(repo, rd, r)
 	}
 	checkEventing(repo, rd, r)
+	checkRelay(repo, rd, r)
 	checkFrontProxy(repo, rd, functionEnv, kindConfig, r)
+}
+
+// checkRelay: the outbox relay runs beside the functions (its events are what alerts and notify receive), with
+// exactly the environment its code reads.
+func checkRelay(repo *Repo, rd *Rendered, r *Report) {
+	if _, ok := repo.EnvVars["outbox-relay"]; !ok {
+		return // no relay in the code (or the code could not be asked, reported once by LoadRepo)
+	}
+	d := rd.find("apps/v1", "Deployment", "", "outbox-relay")
+	if d == nil {
+		r.Errorf(rd.Label, "no outbox-relay Deployment: the outbox's events would never leave the database")
+		return
+	}
+	for _, ps := range podSpecs(d) {
+		for _, c := range containers(ps) {
+			if cmd := fmt.Sprint(get(c, "command")); !strings.Contains(cmd, "easysmart.bridges.outbox_relay") {
+				r.Errorf(d.ID(), "must run python -m easysmart.bridges.outbox_relay, runs %s", cmd)
+			}
+			checkEnvAgainstCode(repo, d.Name, envOf(rd, d.Namespace, c, d.ID(), r), d.ID(), r)
+		}
+	}
+	r.Pass("outbox relay: Deployment and env")
 }
 
 // checkNoCommittedSecrets: a Secret rendered from the repository would ship its values with it. The
@@ -442,11 +465,42 @@ func checkEventing(repo *Repo, rd *Rendered, r *Report) {
 			}
 		}
 	}
+	rawTopic, dlqTopic := "", ""
+	if config != nil {
+		rawTopic, dlqTopic = str(config.Map, "data", "KAFKA_TOPIC_RAW"), str(config.Map, "data", "KAFKA_TOPIC_DLQ")
+	}
+	sourced := map[string]bool{}
 	for _, o := range rd.all("KafkaSource") {
+		sinkName := str(o.Map, "spec", "sink", "ref", "name")
+		var deadLetters *Object
+		if ref := mapAt(o.Map, "spec", "delivery", "deadLetterSink", "ref"); ref != nil {
+			deadLetters = resolveRef(rd, o, ref, "deadLetterSink", r)
+		}
 		for _, t := range list(o.Map, "spec", "topics") {
-			topicExists(o, fmt.Sprint(t), "topic")
-			if config != nil && fmt.Sprint(t) != str(config.Map, "data", "KAFKA_TOPIC_RAW") {
-				r.Errorf(o.ID(), "topic %v is not KAFKA_TOPIC_RAW (%s)", t, str(config.Map, "data", "KAFKA_TOPIC_RAW"))
+			topic := fmt.Sprint(t)
+			topicExists(o, topic, "topic")
+			sourced[topic] = true
+			wantDLQ := ""
+			switch {
+			case config == nil:
+			case topic == rawTopic:
+				wantDLQ = dlqTopic
+			case contains(repo.OutboxTopics, topic):
+				// As the local bridge names it; telemetry.dlq keeps claim checks only (esm dlq replay).
+				wantDLQ = topic + ".dlq"
+				if fn, ok := repo.BridgeRoutes[topic]; repo.BridgeRoutes != nil && fn != sinkName {
+					if !ok {
+						fn = "nothing"
+					}
+					r.Errorf(o.ID(), "sends %s to %s, the local kafka-source bridge to %s (BRIDGE_ROUTES in infra/local/local.env)", topic, sinkName, fn)
+				}
+			default:
+				r.Errorf(o.ID(), "topic %v is neither KAFKA_TOPIC_RAW (%s) nor an outbox topic %v (easysmart/outbox.py)", t, rawTopic, repo.OutboxTopics)
+			}
+			if wantDLQ != "" && deadLetters != nil && deadLetters.Kind == "KafkaSink" {
+				if got := str(deadLetters.Map, "spec", "topic"); got != wantDLQ {
+					r.Errorf(o.ID(), "dead-letters %s to %q, not %q", topic, got, wantDLQ)
+				}
 			}
 		}
 		checkBootstrap(o)
@@ -468,29 +522,48 @@ func checkEventing(repo *Repo, rd *Rendered, r *Report) {
 		} else {
 			r.Errorf(o.ID(), "sink.ref is required")
 		}
-		if ref := mapAt(d, "deadLetterSink", "ref"); ref != nil {
-			resolveRef(rd, o, ref, "deadLetterSink", r)
+	}
+	// Every topic the outbox relay publishes to reaches its function.
+	for _, topic := range repo.OutboxTopics {
+		if !sourced[topic] {
+			r.Errorf(rd.Label, "outbox topic %q has no KafkaSource: the relay's events would reach no function", topic)
 		}
 	}
 	for _, o := range rd.all("KafkaSink") {
 		topic := str(o.Map, "spec", "topic")
 		topicExists(o, topic, "topic")
-		if config != nil && topic != str(config.Map, "data", "KAFKA_TOPIC_DLQ") {
-			r.Errorf(o.ID(), "topic %q is not KAFKA_TOPIC_DLQ (%s)", topic, str(config.Map, "data", "KAFKA_TOPIC_DLQ"))
+		outboxDLQ := strings.HasSuffix(topic, ".dlq") && contains(repo.OutboxTopics, strings.TrimSuffix(topic, ".dlq"))
+		if config != nil && topic != dlqTopic && !outboxDLQ {
+			r.Errorf(o.ID(), "topic %q is neither KAFKA_TOPIC_DLQ (%s) nor an outbox topic's <topic>.dlq", topic, dlqTopic)
 		}
 		checkBootstrap(o)
 	}
+	pinged := map[Ping]bool{}
 	for _, o := range rd.all("PingSource") {
-		if len(repo.Jobs) > 0 && str(o.Map, "spec", "sink", "ref", "name") == "retention" {
-			var data struct{ Job string }
-			if err := sigsyaml.Unmarshal([]byte(str(o.Map, "spec", "data")), &data); err != nil || !contains(repo.Jobs, data.Job) {
+		fn := str(o.Map, "spec", "sink", "ref", "name")
+		var data struct{ Job string }
+		dataErr := sigsyaml.Unmarshal([]byte(str(o.Map, "spec", "data")), &data)
+		if len(repo.Jobs) > 0 && fn == "retention" {
+			if dataErr != nil || !contains(repo.Jobs, data.Job) {
 				r.Errorf(o.ID(), "data %q must be {\"job\": one of %v} (easysmart/retention.py)", str(o.Map, "spec", "data"), repo.Jobs)
 			}
+		}
+		// The same pings as the local ping source, to the same functions.
+		if jobs := repo.PingJobs(fn); len(jobs) > 0 {
+			if dataErr != nil || !contains(jobs, data.Job) {
+				r.Errorf(o.ID(), "data %q: the local ping source sends %s {\"job\": one of %v} (easysmart/bridges/ping_source.py)", str(o.Map, "spec", "data"), fn, jobs)
+			}
+			pinged[Ping{fn, data.Job}] = true
 		}
 		if ref := mapAt(o.Map, "spec", "sink", "ref"); ref != nil {
 			resolveRef(rd, o, ref, "sink", r)
 		} else {
 			r.Errorf(o.ID(), "sink.ref is required")
+		}
+	}
+	for _, p := range repo.Pings {
+		if rd.find("serving.knative.dev/v1", "Service", "", p.Function) != nil && !pinged[p] {
+			r.Errorf(rd.Label, "no PingSource sends %s {\"job\": %q}, as the local ping source does (easysmart/bridges/ping_source.py)", p.Function, p.Job)
 		}
 	}
 	if !haveTopics {
@@ -631,8 +704,17 @@ func CheckOpenFaaS(repo *Repo, stack map[string]*StackFunction, bridge *Rendered
 			r.Errorf(where, "WORKERS and THREADS must be set explicitly")
 		}
 	}
-	if rt := stack["retention"]; rt != nil && rt.Annotations["topic"] != "cron-function" {
-		r.Errorf("stack.yml function retention", "must be triggered by the cron-connector (annotation topic: cron-function)")
+	// What PingSources trigger in Knative, the cron-connector triggers in OpenFaaS (with an empty body).
+	cronFunctions := []string{"retention"}
+	for _, p := range repo.Pings {
+		if !contains(cronFunctions, p.Function) {
+			cronFunctions = append(cronFunctions, p.Function)
+		}
+	}
+	for _, name := range cronFunctions {
+		if fn := stack[name]; fn != nil && fn.Annotations["topic"] != "cron-function" {
+			r.Errorf("stack.yml function "+name, "must be triggered by the cron-connector (annotation topic: cron-function)")
+		}
 	}
 	// The non-secret settings must agree with the Knative ConfigMap.
 	if kindRender != nil {
@@ -649,6 +731,7 @@ func CheckOpenFaaS(repo *Repo, stack map[string]*StackFunction, bridge *Rendered
 	if bridge == nil {
 		return
 	}
+	checkRelay(repo, bridge, r)
 	d := bridge.find("apps/v1", "Deployment", "", "kafka-source-bridge")
 	if d == nil {
 		r.Errorf(bridge.Label, "no kafka-source-bridge Deployment")
@@ -670,6 +753,18 @@ func CheckOpenFaaS(repo *Repo, stack map[string]*StackFunction, bridge *Rendered
 			for _, k := range []string{"KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPIC_RAW", "KAFKA_TOPIC_DLQ"} {
 				if env[k] == "" {
 					r.Errorf(d.ID(), "%s must be set", k)
+				}
+			}
+			// The local bridge's routes, each to the gateway's /function/<name>.
+			routes := map[string]string{}
+			for _, entry := range strings.Fields(env["BRIDGE_ROUTES"]) {
+				topic, url, _ := strings.Cut(entry, "=")
+				routes[topic] = url
+			}
+			for topic, fn := range repo.BridgeRoutes {
+				url := routes[topic]
+				if !strings.HasSuffix(strings.TrimSuffix(url, "/"), "/function/"+fn) || stack[fn] == nil {
+					r.Errorf(d.ID(), "BRIDGE_ROUTES routes %s to %q, not the gateway's /function/%s (a stack.yml function), as the local bridge does", topic, url, fn)
 				}
 			}
 			if kindRender != nil {

@@ -25,7 +25,10 @@ type EnvVar struct {
 
 // Programs other than the functions whose environment is checked against what their code reads:
 // the Deployment's name -> the module it runs.
-var bridgeSources = map[string]string{"kafka-source-bridge": "easysmart/bridges/kafka_source.py"}
+var bridgeSources = map[string]string{
+	"kafka-source-bridge": "easysmart/bridges/kafka_source.py",
+	"outbox-relay":        "easysmart/bridges/outbox_relay.py",
+}
 
 // The code's answer depends only on the package and the entry points; the negative tests run the
 // checker on many copies of the same code, so answers are kept by the hash of what was read.

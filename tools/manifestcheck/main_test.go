@@ -129,6 +129,11 @@ const (
 	proxy    = "infra/k8s/base/frontproxy/frontproxy.yaml"
 	bridge   = "infra/k8s/openfaas/kafka-source-bridge.yaml"
 	stackYML = "stack.yml"
+	alerting = "infra/k8s/base/eventing/kafkasources-alerting.yaml"
+	ticks    = "infra/k8s/base/eventing/pingsources-alerting.yaml"
+	relay    = "infra/k8s/base/relay/outbox-relay.yaml"
+	localEnv = "infra/local/local.env"
+	faasKust = "infra/k8s/openfaas/kustomization.yaml"
 )
 
 // analytics's main.py made to read KafkaSettings too.
@@ -219,6 +224,24 @@ func TestEachCheckCanFail(t *testing.T) {
 		{"stack env file given where unread", stackYML, "      - infra/k8s/openfaas/env/logging.yml\n", "      - infra/k8s/openfaas/env/logging.yml\n      - infra/k8s/openfaas/env/aggregates.yml\n", []string{"stack.yml function auth", "carries AGGREGATE_TIMEZONE"}},
 		{"config key nobody takes", "infra/k8s/base/config.yaml", "  LOG_LEVEL: INFO\n", "  LOG_LEVEL: INFO\n  DEFAULT_TIMEZONE: America/Sao_Paulo\n", []string{"ConfigMap easysmart/easysmart-config", "keys given to no container: DEFAULT_TIMEZONE"}},
 		{"bridge given a variable it does not read", "infra/k8s/openfaas/kustomization.yaml", "      - LOG_LEVEL=INFO\n", "      - LOG_LEVEL=INFO\n      - DB_POOL_MAX=4\n", []string{"Deployment openfaas-fn/kafka-source-bridge", "carries DB_POOL_MAX, which kafka-source-bridge does not read"}},
+		// Alerting: the outbox relay's topics, their KafkaSources and dead letters, the pings, the relay.
+		{"outbox topic sent to another function", alerting, "      kind: Service\n      name: alerts\n", "      kind: Service\n      name: notify\n", []string{"KafkaSource easysmart/telemetry-stored-to-alerts", "sends telemetry.stored to notify, the local kafka-source bridge to alerts"}},
+		{"outbox topic without a KafkaSource", alerting, "    - alerts.events\n", "    - telemetry.stored\n", []string{"outbox topic \"alerts.events\" has no KafkaSource"}},
+		{"kafkasource topic that nobody publishes", alerting, "    - alerts.events\n", "    - alerts.event\n", []string{"KafkaSource easysmart/alerts-events-to-notify", "neither KAFKA_TOPIC_RAW"}},
+		{"outbox dead letters among the claim checks", alerting, "        name: telemetry-stored-dlq\n", "        name: telemetry-dlq\n", []string{"KafkaSource easysmart/telemetry-stored-to-alerts", "dead-letters telemetry.stored to \"telemetry.dlq\", not \"telemetry.stored.dlq\""}},
+		{"kafkasink topic of no source", alerting, "  topic: alerts.events.dlq\n", "  topic: alerts.dlq\n", []string{"KafkaSink easysmart/alerts-events-dlq", "neither KAFKA_TOPIC_DLQ"}},
+		{"outbox topic without a KafkaTopic", topics, "topicName: telemetry.stored\n", "topicName: telemetry.stored2\n", []string{"KafkaSource easysmart/telemetry-stored-to-alerts", "topic \"telemetry.stored\" has no KafkaTopic"}},
+		{"local bridge routes elsewhere", localEnv, "alerts.events=${NOTIFY_URL}", "alerts.events=${ALERTS_URL}", []string{"KafkaSource easysmart/alerts-events-to-notify", "sends alerts.events to notify, the local kafka-source bridge to alerts"}},
+		{"pingsource job the local ping source does not send", ticks, `data: '{"job": "tick"}'`, `data: '{"job": "tock"}'`, []string{"PingSource easysmart/alerts-tick", "the local ping source sends alerts"}},
+		{"pingsource missing", ticks, "      name: notify\n", "      name: alerts\n", []string{"no PingSource sends notify {\"job\": \"deliver\"}"}},
+		{"relay not deployed", "infra/k8s/base/kustomization.yaml", "  - relay/outbox-relay.yaml\n", "", []string{"infra/k8s/overlays/kind", "no outbox-relay Deployment"}},
+		{"relay runs something else", relay, `"-m", "easysmart.bridges.outbox_relay"`, `"-m", "easysmart.bridges.kafka_source"`, []string{"Deployment easysmart/outbox-relay", "must run python -m easysmart.bridges.outbox_relay"}},
+		{"relay given a variable it does not read", relay, "                  key: LOG_LEVEL\n", "                  key: LOG_LEVEL\n            - name: S3_BUCKET\n              valueFrom:\n                configMapKeyRef:\n                  name: easysmart-config\n                  key: S3_BUCKET\n", []string{"Deployment easysmart/outbox-relay", "carries S3_BUCKET, which outbox-relay does not read"}},
+		{"openfaas relay missing", faasKust, "  - outbox-relay.yaml\n", "", []string{"infra/k8s/openfaas", "no outbox-relay Deployment"}},
+		{"openfaas bridge routes elsewhere", faasKust, "/function/notify", "/function/alerts", []string{"Deployment openfaas-fn/kafka-source-bridge", "BRIDGE_ROUTES routes alerts.events"}},
+		{"stack pinged function not on the cron-connector", stackYML, "{\"job\": \"tick\"}).\n      topic: cron-function\n", "{\"job\": \"tick\"}).\n", []string{"stack.yml function alerts", "cron-connector"}},
+		{"front proxy sends channels to alerts", proxy, "location /api/v1/alerts/channels/   { set $function_host notify.", "location /api/v1/alerts/channels/   { set $function_host alerts.", []string{"/api/v1/alerts/channels/ alerts", "differ from the local front door"}},
+		{"local front door misses the alerts routes", "infra/local/nginx.conf.template", "        location = /api/v1/alerts           { proxy_pass http://alerts; }\n", "", []string{"=/api/v1/alerts alerts", "differ from the local front door"}},
 		// Code and image conventions.
 		{"version bump without new tags", "pyproject.toml", `version = "`, `version = "9`, []string{"the Dockerfile builds"}},
 		{"root Dockerfile", "Dockerfile", "USER 10001:10001", "USER root", []string{"Dockerfile", "non-root"}},

@@ -18,7 +18,17 @@ type Repo struct {
 	FrontDoor *frontDoor          // the local front door (infra/local/nginx.conf.template); nil when missing
 	Jobs      []string            // the retention jobs the code accepts (easysmart/retention.py JOBS)
 	KindKeys  map[string]bool     // the keys of easysmart-secrets make kind-up generates; nil when unknown
+	// The outbox relay's topics (easysmart/outbox.py *_TOPIC), each consumed by one function through a KafkaSource.
+	OutboxTopics []string
+	// The local kafka-source bridge's routes besides the claim checks' (BRIDGE_ROUTES in infra/local/local.env):
+	// topic -> the function it is POSTed to; nil when unknown.
+	BridgeRoutes map[string]string
+	// What the local ping source sends (easysmart/bridges/ping_source.py): one {function, job} per ping.
+	Pings []Ping
 }
+
+// Ping is one scheduled CloudEvent of the local ping source: data {"job": Job} to Function.
+type Ping struct{ Function, Job string }
 
 // Functions the manifests carry ahead of their code (docs/architecture.md §3 lists them; issue 4 asks for them).
 var plannedFunctions = []string{"analytics", "retention"}
@@ -30,6 +40,12 @@ var (
 	// infra/k8s/scripts/common.sh: GENERATED_SECRETS="..." and the --from-literal=KEY=... of ensure_secrets.
 	generatedRe = regexp.MustCompile(`(?m)^GENERATED_SECRETS="([^"]*)"`)
 	literalRe   = regexp.MustCompile(`--from-literal=([A-Z0-9_]+)=`)
+	outboxRe    = regexp.MustCompile(`(?m)^[A-Z_]+_TOPIC = "([a-z0-9._-]+)"`)
+	// infra/local/local.env: : "${BRIDGE_ROUTES:=telemetry.stored=${ALERTS_URL} ...}"
+	bridgeRoutesRe = regexp.MustCompile(`(?m)^: "\$\{BRIDGE_ROUTES:=(.*)\}"$`)
+	routeRe        = regexp.MustCompile(`([a-z0-9._-]+)=\$\{([A-Z]+)_URL\}`)
+	// easysmart/bridges/ping_source.py pings_of: "name": (config.<function>_url, config.<schedule>, {"job": "<job>"})
+	pingRe = regexp.MustCompile(`config\.([a-z]+)_url, config\.[a-z_]+, \{"job": "([a-z_]+)"\}`)
 )
 
 const kindSecretsScript = "infra/k8s/scripts/common.sh"
@@ -77,6 +93,24 @@ func LoadRepo(root, python string, r *Report) *Repo {
 			repo.KindKeys[string(lm[1])] = true
 		}
 	}
+	if data, err := os.ReadFile(filepath.Join(root, "easysmart", "outbox.py")); err == nil {
+		for _, m := range outboxRe.FindAllSubmatch(data, -1) {
+			repo.OutboxTopics = append(repo.OutboxTopics, string(m[1]))
+		}
+	}
+	if data, err := os.ReadFile(filepath.Join(root, "infra", "local", "local.env")); err == nil {
+		if m := bridgeRoutesRe.FindSubmatch(data); m != nil {
+			repo.BridgeRoutes = map[string]string{}
+			for _, rm := range routeRe.FindAllSubmatch(m[1], -1) {
+				repo.BridgeRoutes[string(rm[1])] = strings.ToLower(string(rm[2]))
+			}
+		}
+	}
+	if data, err := os.ReadFile(filepath.Join(root, "easysmart", "bridges", "ping_source.py")); err == nil {
+		for _, m := range pingRe.FindAllSubmatch(data, -1) {
+			repo.Pings = append(repo.Pings, Ping{string(m[1]), string(m[2])})
+		}
+	}
 	if data, err := os.ReadFile(filepath.Join(root, "easysmart", "retention.py")); err == nil {
 		if m := jobsRe.FindSubmatch(data); m != nil {
 			for _, q := range quotedRe.FindAllSubmatch(m[1], -1) {
@@ -88,6 +122,17 @@ func LoadRepo(root, python string, r *Report) *Repo {
 }
 
 const localFrontDoor = "infra/local/nginx.conf.template"
+
+// PingJobs lists the jobs the local ping source sends to the function.
+func (repo *Repo) PingJobs(function string) []string {
+	var jobs []string
+	for _, p := range repo.Pings {
+		if p.Function == function {
+			jobs = append(jobs, p.Job)
+		}
+	}
+	return jobs
+}
 
 // LocalRoutes lists the local front door's routes as "<route> <function>", sorted; nil when unknown.
 func (repo *Repo) LocalRoutes() []string {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make openfaas-deploy: OpenFaaS Community Edition and the cron-connector (helm) on the kind
 # cluster, the backing services of infra/k8s/backing, the images, stack.yml (faas-cli) and the
-# kafka-source bridge; then a sample upload through the gateway read back.
+# kafka-source bridge and the outbox relay; then a sample upload through the gateway read back.
 source "$(dirname "$0")/common.sh"
 need docker kind kubectl helm faas-cli curl
 ensure_cluster
@@ -40,8 +40,12 @@ for k in DATABASE_URL REDIS_URL S3_ACCESS_KEY_ID S3_SECRET_ACCESS_KEY JWT_SECRET
   export "$k=$(secret_value "$k")"
 done
 faas-cli deploy -f stack.yml --gateway "$OPENFAAS_URL"
+# The outbox relay is a Deployment beside the functions: its database URL as a Secret of its namespace.
+kubectl -n openfaas-fn create secret generic outbox-relay --from-literal=DATABASE_URL="$DATABASE_URL" \
+  --dry-run=client -o yaml | kubectl apply -f -
 kubectl apply -k infra/k8s/openfaas
 kubectl -n openfaas-fn rollout status deployment/kafka-source-bridge --timeout=300s
+kubectl -n openfaas-fn rollout status deployment/outbox-relay --timeout=300s
 for f in $FUNCTIONS; do kubectl -n openfaas-fn rollout status deployment/"$f" --timeout=300s; done
 
 # The gateway serves /function/<name>/<path>: ingest and auth see /api/v1/... unchanged.
