@@ -76,6 +76,8 @@ def local_front_door(prefix: Path, port: int, upstream_port: int) -> str:
         "AUTH_PORT": upstream_port,
         "INGEST_PORT": upstream_port,
         "ANALYTICS_PORT": upstream_port,
+        "ALERTS_PORT": upstream_port,
+        "NOTIFY_PORT": upstream_port,
         "PREFIX": prefix,
         "LOGS": prefix,
         "FRONT_PROXY_SECRET": SECRET,
@@ -145,7 +147,18 @@ FORGED = [
 ]
 
 
-@pytest.mark.parametrize("path", ["/api/v1/auth/login", "/api/v1/telemetry/bulk", "/api/v1/analytics/x"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/auth/login",
+        "/api/v1/telemetry/bulk",
+        "/api/v1/analytics/x",
+        "/api/v1/alerts",
+        "/api/v1/alerts/rules",
+        "/api/v1/alerts/channels",
+        "/api/v1/alerts/channels/x/test",
+    ],
+)
 def test_the_front_door_replaces_a_client_supplied_secret_and_addresses(front_door, path):
     status, echoed = through_front_door(front_door, path, FORGED)
 
