@@ -200,12 +200,13 @@ class CopyWriter:
             " st.battery_voltage, st.voltage, st.current, st.power"
             " FROM esm_staging st JOIN sensors s ON s.tenant_id = %s AND s.uuid = st.sensor_uuid"
             " ON CONFLICT DO NOTHING RETURNING sensor_id, ts)"
-            " SELECT s.uuid, min(m.ts), max(m.ts), count(*) FROM moved m JOIN sensors s ON s.id = m.sensor_id"
-            " GROUP BY s.uuid",
+            " SELECT s.uuid, s.id, s.equipment_id, s.kind, min(m.ts), max(m.ts), count(*)"
+            " FROM moved m JOIN sensors s ON s.id = m.sensor_id GROUP BY s.uuid, s.id, s.equipment_id, s.kind",
             (self.tenant_id,),
         )
-        for sensor_uuid, first, last, count in self.cursor.fetchall():
+        for sensor_uuid, sensor_id, equipment_id, kind, first, last, count in self.cursor.fetchall():
             self.stored += count
+            self.sensors.setdefault(sensor_uuid, (sensor_id, equipment_id, kind))
             self._note_span(sensor_uuid, _utc_text(first), _utc_text(last), count)
         self.cursor.execute("TRUNCATE esm_staging")
 
