@@ -452,6 +452,48 @@ class AggregateSettings(Group):
     )
 
 
+# --- Alerts ---------------------------------------------------------------------------------------
+
+
+@settings_group
+class AlertSettings(Group):
+    alert_silence_min_s: int = env(
+        "ALERT_SILENCE_MIN_S",
+        "an equipment is silent after at least this long without an upload (seconds), and a gap this long in a"
+        " sensor's readings ends a threshold run",
+        15 * 60,
+    )
+    alert_silence_cadence_factor: float = env(
+        "ALERT_SILENCE_CADENCE_FACTOR",
+        "or after this many times the median gap between its recent uploads, when that is longer",
+        3.0,
+    )
+    alert_silence_uploads_kept: int = env(
+        "ALERT_SILENCE_UPLOADS_KEPT", "recent upload times kept per equipment to learn its cadence", 20
+    )
+    alert_max_processing_lag_s: int = env(
+        "ALERT_MAX_PROCESSING_LAG_S",
+        "silence is not evaluated while a batch has waited longer than this to be processed, or a stored event"
+        " to be published (seconds): a backend outage pages no shop",
+        5 * 60,
+    )
+    alert_late_after_s: int = env(
+        "ALERT_LATE_AFTER_S",
+        "an alert is marked late when its readings crossed the duration this long before the upload arrived (seconds)",
+        5 * 60,
+    )
+    alert_flap_transitions: int = env(
+        "ALERT_FLAP_TRANSITIONS",
+        "an alert whose resolution would be this many transitions of its rule and sensor within"
+        " ALERT_FLAP_WINDOW_S is flapping: it stays open until the readings stay inside that long",
+        4,
+    )
+    alert_flap_window_s: int = env("ALERT_FLAP_WINDOW_S", "the window of flapping (seconds)", 30 * 60)
+    alert_history_days: int = env(
+        "ALERT_HISTORY_DAYS", "resolved alerts kept (days); older ones are pruned by retention", 730
+    )
+
+
 # --- Bridges (the local stack's stand-ins for Knative's KafkaSource and PingSource) --------------
 
 
