@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Mapping
 
+from easysmart.alerting.api import open_alerts
 from easysmart.config import AggregateSettings
 from easysmart.db import Database
 from easysmart.errors import ForbiddenError, NotFoundError
@@ -259,6 +260,7 @@ class AnalyticsService:
             rows, next_cursor = self._aggregate_rows(
                 cursor, "telemetry_hourly", "equipment_id", equipment_id, start, None, None, page, "ha"
             )
+            alerts = open_alerts(cursor, equipment_id)
         data = [
             {
                 "time": row["time"],
@@ -273,7 +275,13 @@ class AnalyticsService:
             }
             for row in rows
         ]
-        return {"equipment_uuid": equipment_uuid, "period_hours": hours, "data": data, "next_cursor": next_cursor}
+        return {
+            "equipment_uuid": equipment_uuid,
+            "period_hours": hours,
+            "data": data,
+            "next_cursor": next_cursor,
+            "open_alerts": alerts,
+        }
 
     # Queries
 

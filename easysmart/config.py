@@ -226,6 +226,16 @@ class RetentionDatabaseTimeouts(Group):
 
 
 @settings_group
+class AlertsDatabaseTimeouts(Group):
+    statement_timeout_s: float = env(
+        "ALERTS_DB_STATEMENT_TIMEOUT_S",
+        "longest statement of alerts (seconds): an API query, or one step of a batch's evaluation; past it 503",
+        30.0,
+    )
+    lock_timeout_s: float = env("ALERTS_DB_LOCK_TIMEOUT_S", "longest wait for a lock in alerts (seconds)", 5.0)
+
+
+@settings_group
 class MigrationSettings(Group):
     db_mode: str = env(
         "DB_MODE",

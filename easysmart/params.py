@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import uuid
 from datetime import datetime, timezone
 
 import orjson
 
-from easysmart.errors import BadRequestError
+from easysmart.errors import BadRequestError, NotFoundError
 
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10000
@@ -84,3 +85,19 @@ def decode_cursor(raw: str | None, tag: str, types: tuple[type, ...]) -> tuple |
 
 def iso(value: datetime | None) -> str | None:
     return None if value is None else value.astimezone(timezone.utc).isoformat()
+
+
+def cursor_uuid(raw: str) -> str:
+    """A uuid a cursor carries (as text); 400 naming `cursor` when it is not one."""
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        raise bad_parameter("cursor", "not a cursor issued by this endpoint") from None
+
+
+def path_uuid(what: str, raw: str) -> str:
+    """The uuid of a path segment; anything else names nothing the tenant has (404, like another tenant's id)."""
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        raise NotFoundError(f"{what} {raw[:64]} not found") from None

@@ -64,14 +64,17 @@ def error_response(error: EasySmartError) -> flask.Response:
 MAX_JSON_BODY_BYTES = 64 * 1024
 
 
-def json_body(request: flask.Request, max_bytes: int = MAX_JSON_BODY_BYTES) -> object:
-    """The request's JSON body, read at most `max_bytes` (413 above); 400 when empty or not JSON."""
+def json_body(request: flask.Request, max_bytes: int = MAX_JSON_BODY_BYTES, optional: bool = False) -> object:
+    """The request's JSON body, read at most `max_bytes` (413 above); 400 when not JSON, or empty unless
+    `optional` (then None)."""
     if (request.content_length or 0) > max_bytes:
         raise PayloadTooLargeError(f"the body is larger than {max_bytes} bytes")
     raw = request.stream.read(max_bytes + 1)
     if len(raw) > max_bytes:
         raise PayloadTooLargeError(f"the body is larger than {max_bytes} bytes")
     if not raw.strip():
+        if optional:
+            return None
         raise BadRequestError("the body is empty; send a JSON object")
     try:
         return orjson.loads(raw)
