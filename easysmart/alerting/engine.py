@@ -40,9 +40,10 @@ logger = logging.getLogger(__name__)
 ALERT_NAMESPACE = uuid.UUID("0b6c7c8e-3f0e-4d55-8a3e-6f2f3c9b1d27")
 # A batch's evaluation record outlives any redelivery of its event (the dead-letter retention's 30 days).
 EVALUATED_KEPT = timedelta(days=35)
-# Batches older than this that are still not processed were given up on (dead-lettered), and no longer say
-# that the backend is behind.
-LAG_LOOKBACK = timedelta(hours=6)
+# The processing lag looks at what arrived within this many times its bound: during an outage newer uploads keep
+# waiting, so the lag stays visible, while a batch given up on (dead-lettered, left 'processing') stops counting
+# once older, instead of holding silence off for everyone.
+LAG_LOOKBACK_FACTOR = 6
 _WATCHED_COLUMN = {"threshold": "value", "door_open": "value", "battery_low": "battery_pct"}
 
 
@@ -268,7 +269,8 @@ class AlertEngine:
         Returns a report: the processing lag, alerts fired."""
         now = self.clock()
         with self.db.transaction() as cursor:
-            lag_s = store.processing_lag_s(cursor, now, now - LAG_LOOKBACK)
+            lookback = timedelta(seconds=LAG_LOOKBACK_FACTOR * self.settings.alert_max_processing_lag_s)
+            lag_s = store.processing_lag_s(cursor, now, now - lookback)
             tenants = store.tenants_with_silence_rules(cursor)
         report: dict = {"processing_lag_s": lag_s, "skipped": False, "tenants": 0, "fired": []}
         if lag_s > self.settings.alert_max_processing_lag_s:

@@ -245,13 +245,14 @@ def open_silence_alerts(cursor: psycopg2.extensions.cursor, equipment_ids: list[
 
 
 def processing_lag_s(cursor: psycopg2.extensions.cursor, now: datetime, since: datetime) -> float:
-    """How far behind the backend is (seconds): the oldest batch received since `since` still waiting to be
-    processed, the oldest stored event not yet published, the oldest published one not yet evaluated."""
+    """How far behind the backend is (seconds): the oldest of what arrived since `since` and still waits, a batch
+    to be processed, a stored event to be published, a published one to be evaluated."""
     cursor.execute(
         "SELECT least("
         " (SELECT min(received_at) FROM batches"
         "   WHERE status IN ('accepted', 'processing') AND received_at > %(since)s),"
-        " (SELECT min(created_at) FROM event_outbox WHERE topic = 'telemetry.stored' AND published_at IS NULL),"
+        " (SELECT min(created_at) FROM event_outbox"
+        "   WHERE topic = 'telemetry.stored' AND published_at IS NULL AND created_at > %(since)s),"
         " (SELECT min(o.created_at) FROM event_outbox o WHERE o.topic = 'telemetry.stored'"
         "   AND o.published_at IS NOT NULL AND o.created_at > %(since)s"
         "   AND NOT EXISTS (SELECT 1 FROM alert_processed_batches p WHERE p.batch_id::text = o.data->>'batch_id')))",
