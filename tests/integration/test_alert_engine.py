@@ -30,8 +30,12 @@ def engine(database):
     return AlertEngine(database, AlertSettings())
 
 
+# Readings' times count from one instant, so a test names the same time twice alike.
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
+
+
 def minutes_ago(minutes: float) -> datetime:
-    return datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=minutes)
+    return NOW - timedelta(minutes=minutes)
 
 
 def item(readings: dict[str, tuple[str, list[tuple[datetime, object]]]], siren: tuple[str, int] = ("NÃO", 120)):
