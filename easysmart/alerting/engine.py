@@ -265,14 +265,16 @@ class AlertEngine:
     # --- The minute tick -------------------------------------------------------------------------
 
     def on_tick(self) -> dict:
-        """Evaluates silence rules, unless the backend itself is behind (then every shop would look silent).
-        Returns a report: the processing lag, alerts fired."""
+        """Evaluates silence rules, unless the backend itself is behind (then every shop would look silent), and
+        prunes the history past its days (an index range, cheap each minute). Returns a report: the processing
+        lag, alerts fired, alerts pruned."""
         now = self.clock()
         with self.db.transaction() as cursor:
             lookback = timedelta(seconds=LAG_LOOKBACK_FACTOR * self.settings.alert_max_processing_lag_s)
             lag_s = store.processing_lag_s(cursor, now, now - lookback)
             tenants = store.tenants_with_silence_rules(cursor)
         report: dict = {"processing_lag_s": lag_s, "skipped": False, "tenants": 0, "fired": []}
+        report["pruned"] = self.prune(now)
         if lag_s > self.settings.alert_max_processing_lag_s:
             logger.warning("silence not evaluated: the backend is behind", extra={"lag_s": lag_s})
             report["skipped"] = True

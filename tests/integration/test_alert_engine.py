@@ -318,3 +318,21 @@ def test_maintenance_window_keeps_rules_from_firing(processor, blobs, database, 
     report = engine.on_stored(data)
 
     assert report["rules_evaluated"] == 1 and alerts_of(database, account.tenant_id) == []
+
+
+def test_resolved_alerts_past_the_history_are_pruned(processor, blobs, database, engine, make_account):
+    account = make_account()
+    short = item({PROBE: ("temperature", temperatures([-12] * 12 + [-18], 13))})
+    data = store_upload(processor, blobs, database, account, short)
+    add_rule(database, account.tenant_id, type="threshold", sensor_kind="temperature", above=-15.0, for_s=600)
+    engine.on_stored(data)
+    (alert,) = alerts_of(database, account.tenant_id)
+    assert alert["state"] == "resolved"
+
+    engine.prune(alert["ended_at"] + timedelta(days=729))
+    assert len(alerts_of(database, account.tenant_id)) == 1
+    with database.transaction() as cursor:  # as if it had ended three years ago
+        cursor.execute("UPDATE alerts SET ended_at = ended_at - interval '3 years' WHERE id = %s", (alert["id"],))
+    engine.prune(alert["ended_at"])
+
+    assert alerts_of(database, account.tenant_id) == []
