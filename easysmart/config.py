@@ -500,7 +500,7 @@ class AlertSettings(Group):
     )
     alert_flap_window_s: int = env("ALERT_FLAP_WINDOW_S", "the window of flapping (seconds)", 30 * 60)
     alert_history_days: int = env(
-        "ALERT_HISTORY_DAYS", "resolved alerts kept (days); older ones are pruned by retention", 730
+        "ALERT_HISTORY_DAYS", "resolved alerts kept (days); older ones are pruned by the alerts' minute tick", 730
     )
 
 
