@@ -58,7 +58,7 @@ _TYPE_FIELDS = {
     ),
     "door_open": ("sensor_uuid", "equipment_uuid", "for_s"),
     "silence": ("equipment_uuid", "for_s"),
-    "battery_low": ("equipment_uuid", "below"),
+    "battery_low": ("sensor_uuid", "equipment_uuid", "below", "for_s"),
 }
 # Fields the API answers but a body cannot set: a rule read, edited and sent back is accepted.
 _ANSWERED_ONLY = ("id", "origin", "user_edited", "created_at", "updated_at")
@@ -249,10 +249,18 @@ def _silence(check: _Checker, common: dict) -> RuleSpec:
 
 
 def _battery_low(check: _Checker, common: dict) -> RuleSpec:
+    sensor_uuid, equipment_uuid, _ = _scope(check, kind_allowed=False)
     below = check.number("below", 0, 100)
     if not check.given("below"):
         check.problem("below", "is required: the battery percentage (0 to 100) below which the rule fires")
-    return RuleSpec("battery_low", **common, equipment_uuid=check.text("equipment_uuid", MAX_UUID_CHARS), below=below)
+    return RuleSpec(
+        "battery_low",
+        **common,
+        sensor_uuid=sensor_uuid,
+        equipment_uuid=equipment_uuid,
+        below=below,
+        for_s=check.duration("for_s", 0) or 0,
+    )
 
 
 _TYPE_PARSERS = {"threshold": _threshold, "door_open": _door_open, "silence": _silence, "battery_low": _battery_low}

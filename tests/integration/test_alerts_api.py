@@ -221,7 +221,7 @@ def test_scopes_resolve_to_the_tenants_equipment_and_sensor_type_is_stored_in_en
         ("threshold", None, None, "humidity", 0),
         ("door_open", tenant.equipment_id, None, "door", 120),
         ("silence", tenant.equipment_id, None, None, 900),
-        ("battery_low", None, None, None, None),
+        ("battery_low", None, None, None, 0),
     }
     assert answers[0].get_json()["sensor_type"] == "temperature"
 
@@ -541,3 +541,51 @@ def test_an_engine_outage_is_503_so_the_source_retries(functions, monkeypatch):
     answer = alerts.post("/", data=body, headers=headers)
 
     assert answer.status_code == 503 and answer.headers["Retry-After"]
+
+
+def test_a_rule_made_through_the_api_fires_on_a_stored_event_with_the_real_engine(
+    functions, make_account, database, blobs, token_settings
+):
+    # The engine's own tests hold evaluation; this one holds the path from the API's rule to the API's alert.
+    from support.claims import TEST_KEYRING
+    from test_alert_engine import PROBE, item, store_upload, temperatures
+
+    from easysmart.config import ProcessSettings, RetentionSettings, UploadLimits
+    from easysmart.process import BatchProcessor
+
+    alerts, analytics, _ = functions
+    device = make_account("device")
+    with database.transaction() as cursor:
+        user_id = accounts.create_account(cursor, device.tenant_name, "user", f"u-{device.username}", "pw-user-1")
+    user = _bearer(TokenService(token_settings), Principal(user_id, device.tenant_id, "user"))
+    processor = BatchProcessor(
+        ProcessSettings(), UploadLimits(), RetentionSettings(), database, blobs, keyring=TEST_KEYRING
+    )
+    store_upload(processor, blobs, database, device, item({PROBE: ("temperature", temperatures([-18], 30))}))
+    rule = alerts.post(
+        "/api/v1/alerts/rules",
+        json={"type": "threshold", "sensor_uuid": PROBE, "above": -15, "for_s": 600, "severity": "critical"},
+        headers=user,
+    )
+    warm = store_upload(
+        processor, blobs, database, device, item({PROBE: ("temperature", temperatures([-12] * 6 + [-9] * 6, 12))})
+    )
+    headers, body = stored_event(warm)
+
+    evaluated = alerts.post("/", data=body, headers=headers)
+    redelivered = alerts.post("/", data=body, headers=headers)
+    (alert,) = alerts.get("/api/v1/alerts?state=open", headers=user).get_json()["alerts"]
+    acked = alerts.post(f"/api/v1/alerts/{alert['id']}/ack", json={"comment": "moved the stock"}, headers=user)
+    view = analytics.get(f"/api/v1/analytics/home-assistant/{warm['equipment'][0]['equipment_uuid']}", headers=user)
+
+    assert rule.status_code == 201, rule.get_json()
+    assert evaluated.status_code == 200 and evaluated.get_json()["fired"] == [alert["id"]]
+    assert redelivered.status_code == 200 and redelivered.get_json()["fired"] == []
+    assert (alert["rule_id"], alert["sensor_uuid"], alert["trigger_value"], alert["peak_value"]) == (
+        rule.get_json()["id"],
+        PROBE,
+        -12.0,
+        -9.0,
+    )
+    assert acked.get_json()["state"] == "acknowledged"
+    assert [(a["id"], a["ack_comment"]) for a in view.get_json()["open_alerts"]] == [(alert["id"], "moved the stock")]

@@ -36,7 +36,7 @@ def test_door_silence_and_battery_rules_with_their_defaults():
 
     assert (door.sensor_kind, door.for_s, door.severity) == ("door", 120, "warning")
     assert (silence.equipment_uuid, silence.for_s) == (None, None)  # tenant-wide, the cadence's default
-    assert (battery.below, battery.equipment_uuid) == (20.0, None)
+    assert (battery.below, battery.equipment_uuid, battery.for_s) == (20.0, None, 0)
 
 
 def test_a_rule_read_from_the_api_can_be_sent_back():
@@ -93,6 +93,7 @@ def test_a_rule_read_from_the_api_can_be_sent_back():
         ({"type": "battery_low"}, ["below"]),
         ({"type": "battery_low", "below": 120}, ["below"]),
         ({"type": "battery_low", "below": 20, "above": 5}, ["above"]),
+        ({"type": "battery_low", "below": 20, "sensor_uuid": "s", "equipment_uuid": "e"}, ["equipment_uuid"]),
     ],
 )
 def test_a_bad_body_is_refused_naming_the_path(body, paths):
