@@ -16,10 +16,12 @@ from __future__ import annotations
 import math
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Mapping
 
 import psycopg2.extensions
 
+from easysmart.alerting import lifecycle, store
 from easysmart.authz import Role, require_role
 from easysmart.clock import Clock, utc_now
 from easysmart.db import Database
@@ -442,11 +444,15 @@ class RuleStore:
             return rule_view(self._row(cursor, principal.tenant_id, rule_id))
 
     def replace(self, principal: Principal, rule_id: str, body: object) -> dict:
-        """PUT: the rule becomes the body. A client rule so edited stops following the client."""
+        """PUT: the rule becomes the body. A client rule so edited stops following the client. Disabled, or
+        watching something else, its open alerts end now."""
         require_role(principal, Role.ADMIN)
         rule_id = path_uuid("rule", rule_id)
         spec = parse_rule(body)
+        now = self.clock()
         with self.db.transaction() as cursor:
+            # The engine's lock first, as the engine takes it before touching rules: no deadlock with it.
+            store.lock_tenant(cursor, principal.tenant_id)
             current = self._row(cursor, principal.tenant_id, rule_id, lock=True)
             equipment_id, sensor_id = _resolve(cursor, principal.tenant_id, spec)
             if current[2] == "client":
@@ -468,25 +474,31 @@ class RuleStore:
                     spec.for_s,
                     spec.resolve_for_s,
                     spec.enabled,
-                    self.clock(),
+                    now,
                     rule_id,
                 ),
             )
+            watched = (current[1], current[7], current[8], current[9])
+            if not spec.enabled or watched != (spec.type, spec.sensor_uuid, spec.equipment_uuid, spec.sensor_kind):
+                _end_open_alerts(cursor, rule_id, now)
             return rule_view(self._row(cursor, principal.tenant_id, rule_id))
 
     def delete(self, principal: Principal, rule_id: str) -> None:
         """A user's rule is marked deleted (its alerts keep their rule_id); a client's stays, disabled and
-        edited, so the client's next upload does not bring it back."""
+        edited, so the client's next upload does not bring it back. Its open alerts end now."""
         require_role(principal, Role.ADMIN)
         rule_id = path_uuid("rule", rule_id)
+        now = self.clock()
         with self.db.transaction() as cursor:
+            store.lock_tenant(cursor, principal.tenant_id)
             self._row(cursor, principal.tenant_id, rule_id, lock=True)
             cursor.execute(
                 "UPDATE alert_rules SET deleted_at = %(now)s, updated_at = %(now)s,"
                 " enabled = CASE WHEN origin = 'client' THEN false ELSE enabled END,"
                 " user_edited = user_edited OR origin = 'client' WHERE id = %(id)s",
-                {"now": self.clock(), "id": rule_id},
+                {"now": now, "id": rule_id},
             )
+            _end_open_alerts(cursor, rule_id, now)
 
     def _row(self, cursor: psycopg2.extensions.cursor, tenant_id: str, rule_id: str, lock: bool = False) -> tuple:
         cursor.execute(
@@ -521,6 +533,18 @@ def _resolve(cursor: psycopg2.extensions.cursor, tenant_id: str, spec: RuleSpec)
     if problems:
         raise RuleInvalidError(problems)
     return equipment_id, sensor_id
+
+
+def _end_open_alerts(cursor: psycopg2.extensions.cursor, rule_id: str, now: datetime) -> None:
+    """A rule deleted, disabled or set to watch something else no longer evaluates what its open alerts are
+    about, so nothing would ever resolve them: they end now, each with its `resolved` event (notify then stops
+    reminding of them)."""
+    cursor.execute(
+        "SELECT id, peak_value FROM alerts WHERE rule_id = %s AND state <> 'resolved' FOR UPDATE", (rule_id,)
+    )
+    for alert_id, peak_value in cursor.fetchall():
+        store.resolve_alert(cursor, str(alert_id), now, peak_value, 0, now)
+        lifecycle.emit(cursor, str(alert_id), "resolved")
 
 
 def _check_client_rule_kept(spec: RuleSpec, current: tuple) -> None:

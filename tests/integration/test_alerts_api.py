@@ -21,7 +21,7 @@ from easysmart.bridges.ping_source import ping_headers
 from easysmart.errors import UnavailableError
 from easysmart.events import to_http
 from easysmart.identity import Principal, TokenService
-from easysmart.outbox import ALERT_ACKNOWLEDGED_TYPE, TELEMETRY_STORED_TYPE
+from easysmart.outbox import ALERT_ACKNOWLEDGED_TYPE, ALERT_RESOLVED_TYPE, TELEMETRY_STORED_TYPE
 
 FUNCTIONS = Path(__file__).resolve().parents[2] / "functions"
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
@@ -323,6 +323,38 @@ def test_a_client_rule_edited_stops_following_the_client_and_deleted_stays_disab
             "SELECT enabled, user_edited, deleted_at IS NOT NULL, for_s FROM alert_rules WHERE id = %s", (rule_id,)
         )
         assert cursor.fetchone() == (False, True, True, 600)
+
+
+def test_a_rule_deleted_or_disabled_ends_its_open_alerts_with_their_resolved_events(functions, make_tenant, database):
+    alerts, _, _ = functions
+    tenant = make_tenant()
+    rules = [
+        alerts.post("/api/v1/alerts/rules", json=freezer_rule(tenant), headers=tenant.user).get_json() for _ in range(3)
+    ]
+    opened = {}
+    for rule in rules:
+        opened[rule["id"]] = add_alert(database, tenant, T0)
+        with database.transaction() as cursor:
+            cursor.execute("UPDATE alerts SET rule_id = %s WHERE id = %s", (rule["id"], opened[rule["id"]]))
+    deleted, disabled, edited = rules
+
+    alerts.delete(f"/api/v1/alerts/rules/{deleted['id']}", headers=tenant.user)
+    alerts.put(f"/api/v1/alerts/rules/{disabled['id']}", json={**disabled, "enabled": False}, headers=tenant.user)
+    alerts.put(f"/api/v1/alerts/rules/{edited['id']}", json={**edited, "above": -10.0}, headers=tenant.user)
+
+    with database.transaction() as cursor:
+        cursor.execute(
+            "SELECT a.rule_id::text, a.state, a.ended_at IS NOT NULL, count(o.id) FROM alerts a"
+            " LEFT JOIN event_outbox o ON o.subject = a.id::text AND o.type = %s"
+            " WHERE a.tenant_id = %s GROUP BY a.id",
+            (ALERT_RESOLVED_TYPE, tenant.tenant_id),
+        )
+        ended = {row[0]: row[1:] for row in cursor.fetchall()}
+    assert ended == {
+        deleted["id"]: ("resolved", True, 1),
+        disabled["id"]: ("resolved", True, 1),
+        edited["id"]: ("firing", False, 0),  # the same sensor, a new bound: the engine carries it on
+    }
 
 
 def test_rules_are_paged_by_keyset(functions, make_tenant):
