@@ -18,7 +18,7 @@ from easysmart.alerting import lifecycle
 from easysmart.alerting.store import ALERT_SELECT
 from easysmart.authz import Role, require_role
 from easysmart.clock import Clock, utc_now
-from easysmart.db import Database
+from easysmart.db import Database, dict_rows
 from easysmart.errors import BadRequestError, ForbiddenError, NotFoundError
 from easysmart.identity import Principal
 from easysmart.params import (
@@ -39,11 +39,6 @@ MAX_COMMENT_CHARS = 2000
 MAX_ACK_BODY_BYTES = 16 * 1024
 # The Home Assistant view shows at most this many open alerts of an equipment, newest first.
 MAX_OPEN_ALERTS_SHOWN = 100
-
-
-def _rows(cursor: psycopg2.extensions.cursor) -> list[dict]:
-    names = [column.name for column in cursor.description or ()]
-    return [dict(zip(names, row)) for row in cursor.fetchall()]
 
 
 def parse_comment(body: object) -> str | None:
@@ -74,7 +69,7 @@ def open_alerts(cursor: psycopg2.extensions.cursor, equipment_id: int) -> list[d
         f"{ALERT_SELECT} WHERE a.equipment_id = %s AND a.state <> 'resolved' ORDER BY a.started_at DESC, a.id LIMIT %s",
         (equipment_id, MAX_OPEN_ALERTS_SHOWN),
     )
-    return [lifecycle.alert_view(row) for row in _rows(cursor)]
+    return [lifecycle.alert_view(row) for row in dict_rows(cursor)]
 
 
 class AlertsService:
@@ -123,7 +118,7 @@ class AlertsService:
             cursor.execute(
                 f"{ALERT_SELECT} WHERE {' AND '.join(where)} ORDER BY a.started_at DESC, a.id LIMIT %(limit)s", params
             )
-            rows = _rows(cursor)
+            rows = dict_rows(cursor)
         page, more = rows[:limit], len(rows) > limit
         return {
             "alerts": [lifecycle.alert_view(row) for row in page],

@@ -24,7 +24,7 @@ import psycopg2.extensions
 from easysmart.alerting import lifecycle, store
 from easysmart.authz import Role, require_role
 from easysmart.clock import Clock, utc_now
-from easysmart.db import Database
+from easysmart.db import Database, dict_rows, one_row
 from easysmart.errors import NotFoundError, UnprocessableError
 from easysmart.identity import Principal
 from easysmart.params import bad_parameter, cursor_uuid, decode_cursor, encode_cursor, iso, parse_limit, path_uuid
@@ -308,54 +308,21 @@ def _shown(value: object) -> str:
 
 
 _RULE_SELECT = (
-    "SELECT r.id, r.type, r.origin, r.severity, r.name, r.enabled, r.user_edited, s.uuid, e.uuid, r.sensor_kind,"
-    " r.above, r.below, r.hysteresis, r.for_s, r.resolve_for_s, r.created_at, r.updated_at"
-    " FROM alert_rules r LEFT JOIN equipment e ON e.id = r.equipment_id LEFT JOIN sensors s ON s.id = r.sensor_id"
+    "SELECT r.*, s.uuid AS sensor_uuid, e.uuid AS equipment_uuid FROM alert_rules r"
+    " LEFT JOIN equipment e ON e.id = r.equipment_id LEFT JOIN sensors s ON s.id = r.sensor_id"
 )
 
 
-def rule_view(row: tuple) -> dict:
-    """A rule as the API answers it: the common fields and those of its type (null when not set)."""
-    (
-        rule_id,
-        rule_type,
-        origin,
-        severity,
-        name,
-        enabled,
-        user_edited,
-        sensor_uuid,
-        equipment_uuid,
-        kind,
-        above,
-        below,
-        hysteresis,
-        for_s,
-        resolve_for_s,
-        created_at,
-        updated_at,
-    ) = row
-    fields = {
-        "sensor_uuid": sensor_uuid,
-        "equipment_uuid": equipment_uuid,
-        "sensor_type": kind,
-        "above": above,
-        "below": below,
-        "hysteresis": hysteresis,
-        "for_s": for_s,
-        "resolve_for_s": resolve_for_s,
-    }
+def rule_view(row: Mapping) -> dict:
+    """A rule as the API answers it: the common fields and those of its type (null when not set). `row` maps
+    the alert_rules columns plus `sensor_uuid` and `equipment_uuid` (_RULE_SELECT)."""
+    fields = {**row, "sensor_type": row["sensor_kind"]}
     return {
-        "id": str(rule_id),
-        "type": rule_type,
-        "origin": origin,
-        "severity": severity,
-        "name": name,
-        "enabled": enabled,
-        "user_edited": user_edited,
-        **{name: fields[name] for name in _TYPE_FIELDS[rule_type]},
-        "created_at": iso(created_at),
-        "updated_at": iso(updated_at),
+        "id": str(row["id"]),
+        **{name: row[name] for name in ("type", "origin", "severity", "name", "enabled", "user_edited")},
+        **{name: fields[name] for name in _TYPE_FIELDS[row["type"]]},
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
     }
 
 
@@ -386,12 +353,11 @@ class RuleStore:
             cursor.execute(
                 f"{_RULE_SELECT} WHERE {' AND '.join(where)} ORDER BY r.created_at, r.id LIMIT %(limit)s", params
             )
-            rows = cursor.fetchall()
+            rows = dict_rows(cursor)
         page, more = rows[:limit], len(rows) > limit
-        last = page[-1] if page else None
         return {
             "rules": [rule_view(row) for row in page],
-            "next_cursor": encode_cursor("rules", iso(last[15]), str(last[0])) if more and last else None,
+            "next_cursor": encode_cursor("rules", iso(page[-1]["created_at"]), str(page[-1]["id"])) if more else None,
         }
 
     def get(self, principal: Principal, rule_id: str) -> dict:
@@ -405,12 +371,12 @@ class RuleStore:
         rule_id = str(uuid.uuid4())
         now = self.clock()
         with self.db.transaction() as cursor:
-            # One creator at a time per tenant, so concurrent creations cannot pass the bound together.
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 9))", (principal.tenant_id,))
+            # One writer at a time per tenant, so concurrent creations cannot pass the bound together.
+            store.lock_tenant(cursor, principal.tenant_id)
             cursor.execute(
                 "SELECT count(*) FROM alert_rules WHERE tenant_id = %s AND deleted_at IS NULL", (principal.tenant_id,)
             )
-            (count,) = cursor.fetchone() or (0,)
+            (count,) = one_row(cursor)
             if count >= self.max_rules_per_tenant:
                 raise UnprocessableError(
                     f"the tenant has {self.max_rules_per_tenant} rules, the most it may have; delete some first",
@@ -455,7 +421,7 @@ class RuleStore:
             store.lock_tenant(cursor, principal.tenant_id)
             current = self._row(cursor, principal.tenant_id, rule_id, lock=True)
             equipment_id, sensor_id = _resolve(cursor, principal.tenant_id, spec)
-            if current[2] == "client":
+            if current["origin"] == "client":
                 _check_client_rule_kept(spec, current)
             cursor.execute(
                 "UPDATE alert_rules SET type = %s, severity = %s, name = %s, equipment_id = %s, sensor_id = %s,"
@@ -478,7 +444,7 @@ class RuleStore:
                     rule_id,
                 ),
             )
-            watched = (current[1], current[7], current[8], current[9])
+            watched = (current["type"], current["sensor_uuid"], current["equipment_uuid"], current["sensor_kind"])
             if not spec.enabled or watched != (spec.type, spec.sensor_uuid, spec.equipment_uuid, spec.sensor_kind):
                 _end_open_alerts(cursor, rule_id, now)
             return rule_view(self._row(cursor, principal.tenant_id, rule_id))
@@ -500,16 +466,16 @@ class RuleStore:
             )
             _end_open_alerts(cursor, rule_id, now)
 
-    def _row(self, cursor: psycopg2.extensions.cursor, tenant_id: str, rule_id: str, lock: bool = False) -> tuple:
+    def _row(self, cursor: psycopg2.extensions.cursor, tenant_id: str, rule_id: str, lock: bool = False) -> dict:
         cursor.execute(
             f"{_RULE_SELECT} WHERE r.tenant_id = %s AND r.id = %s AND r.deleted_at IS NULL"
             + (" FOR UPDATE OF r" if lock else ""),
             (tenant_id, rule_id),
         )
-        row = cursor.fetchone()
-        if row is None:
+        rows = dict_rows(cursor)
+        if not rows:
             raise NotFoundError(f"rule {rule_id} not found")
-        return row
+        return rows[0]
 
 
 def _resolve(cursor: psycopg2.extensions.cursor, tenant_id: str, spec: RuleSpec) -> tuple[int | None, int | None]:
@@ -547,12 +513,14 @@ def _end_open_alerts(cursor: psycopg2.extensions.cursor, rule_id: str, now: date
         lifecycle.emit(cursor, str(alert_id), "resolved")
 
 
-def _check_client_rule_kept(spec: RuleSpec, current: tuple) -> None:
+def _check_client_rule_kept(spec: RuleSpec, current: Mapping) -> None:
     """A client rule may change its duration, severity, name and whether it is enabled, not what it watches."""
     problems = []
     if spec.type != "door_open":
         problems.append(("type", "a rule from the client stays a door_open rule; create a rule of your own instead"))
-    elif spec.equipment_uuid != current[8] or spec.sensor_uuid is not None:
-        problems.append(("equipment_uuid", f"a rule from the client stays on its equipment {current[8]!r}"))
+    elif spec.equipment_uuid != current["equipment_uuid"] or spec.sensor_uuid is not None:
+        problems.append(
+            ("equipment_uuid", f"a rule from the client stays on its equipment {current['equipment_uuid']!r}")
+        )
     if problems:
         raise RuleInvalidError(problems)
