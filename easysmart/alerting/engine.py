@@ -48,7 +48,7 @@ _WATCHED_COLUMN = {"threshold": "value", "door_open": "value", "battery_low": "b
 
 
 @dataclass(frozen=True)
-class _Sensor:
+class WatchedSensor:
     id: int
     equipment_id: int
     kind: str | None
@@ -63,7 +63,7 @@ def _time(data: dict, key: str) -> datetime:
         raise BadRequestError(f"{key}: an ISO-8601 time is required", parameter=key) from None
 
 
-def applies(rule: dict, sensor: _Sensor) -> bool:
+def applies(rule: dict, sensor: WatchedSensor) -> bool:
     """Whether a rule watches the sensor: the sensor itself, a kind in its equipment, or a kind in the tenant
     (door rules watch door sensors; battery rules every sensor of their equipment or tenant)."""
     if rule["sensor_id"] is not None:
@@ -114,7 +114,7 @@ class AlertEngine:
         received_at = _time(data, "received_at")
         equipment_ids = sorted({int(item["equipment_id"]) for item in data.get("equipment", [])})
         sensors = [
-            _Sensor(
+            WatchedSensor(
                 int(item["sensor_id"]),
                 int(item["equipment_id"]),
                 item.get("kind"),
@@ -164,7 +164,7 @@ class AlertEngine:
         cursor: psycopg2.extensions.cursor,
         tenant_id: str,
         rule: dict,
-        sensor: _Sensor,
+        sensor: WatchedSensor,
         gap_s: float,
         received_at: datetime,
         now: datetime,
@@ -223,7 +223,7 @@ class AlertEngine:
         cursor: psycopg2.extensions.cursor,
         tenant_id: str,
         rule: dict,
-        sensor: _Sensor,
+        sensor: WatchedSensor,
         excursion: Excursion,
         received_at: datetime,
         now: datetime,

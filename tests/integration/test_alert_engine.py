@@ -38,7 +38,11 @@ def minutes_ago(minutes: float) -> datetime:
     return NOW - timedelta(minutes=minutes)
 
 
-def item(readings: dict[str, tuple[str, list[tuple[datetime, object]]]], siren: tuple[str, int] = ("NÃO", 120)):
+def item(
+    readings: dict[str, tuple[str, list[tuple[datetime, object]]]],
+    siren: tuple[str, int] = ("NÃO", 120),
+    battery_pct: float = 90.0,
+):
     """One upload item of the freezer: readings per sensor uuid, as (kind, [(time, value)])."""
     return {
         "equip_uuid": FREEZER,
@@ -54,7 +58,7 @@ def item(readings: dict[str, tuple[str, list[tuple[datetime, object]]]], siren: 
                 "sensor_unidade": "°C" if kind == "temperature" else "",
                 "sensor_telemetria": str(value),
                 "sensor_datahora_coleta": ts.isoformat(),
-                "sensor_bateria_pct": 90.0,
+                "sensor_bateria_pct": battery_pct,
             }
             for sensor_uuid, (kind, series) in readings.items()
             for ts, value in series
@@ -336,3 +340,24 @@ def test_resolved_alerts_past_the_history_are_pruned(processor, blobs, database,
     engine.prune(alert["ended_at"])
 
     assert alerts_of(database, account.tenant_id) == []
+
+
+def test_tenant_wide_low_battery_fires_per_sensor_and_a_snooze_keeps_it_tracked(
+    processor, blobs, database, engine, make_account
+):
+    account = make_account()
+    readings = {PROBE: ("temperature", [(minutes_ago(2), -18)]), DOOR: ("door", [(minutes_ago(2), 0)])}
+    data = store_upload(processor, blobs, database, account, item(readings, battery_pct=12.0))
+    add_rule(database, account.tenant_id, type="battery_low", below=20.0, severity="warning")
+
+    engine.on_stored(data)
+
+    alerts = alerts_of(database, account.tenant_id)
+    assert sorted(a["sensor_id"] for a in alerts) == sorted(
+        sensor_id(database, account.tenant_id, uuid_) for uuid_ in (PROBE, DOOR)
+    )
+    assert {(a["type"], a["state"], a["trigger_value"]) for a in alerts} == {("battery_low", "firing", 12.0)}
+    until = NOW + timedelta(hours=4)
+    view = lifecycle.snooze(database, account.tenant_id, str(alerts[0]["id"]), until, NOW)
+    assert view is not None and (view["state"], view["snoozed_until"]) == ("firing", until.isoformat())
+    assert [event["transition"] for _, event in events_of(database, account.tenant_id)] == ["fired", "fired"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+from easysmart.alerting.engine import WatchedSensor, applies
 from easysmart.alerting.evaluation import (
     Bound,
     Excursion,
@@ -168,3 +169,19 @@ def test_maintenance_window_is_half_open():
 
     assert in_window(windows, at(0)) and in_window(windows, at(29))
     assert not in_window(windows, at(30))
+
+
+def rule(**fields) -> dict:
+    return {"type": "threshold", "sensor_id": None, "equipment_id": None, "sensor_kind": None, **fields}
+
+
+def test_a_rule_watches_its_sensor_a_kind_in_its_equipment_or_a_kind_in_the_tenant():
+    probe = WatchedSensor(7, equipment_id=3, kind="temperature", first_ts=T0, last_ts=T0)
+
+    assert applies(rule(sensor_id=7), probe) and not applies(rule(sensor_id=8), probe)
+    assert applies(rule(equipment_id=3, sensor_kind="temperature"), probe)
+    assert not applies(rule(equipment_id=4, sensor_kind="temperature"), probe)
+    assert applies(rule(sensor_kind="temperature"), probe) and not applies(rule(sensor_kind="humidity"), probe)
+    assert not applies(rule(type="door_open", equipment_id=3), probe)
+    assert applies(rule(type="door_open", equipment_id=3), WatchedSensor(9, 3, "door", T0, T0))
+    assert applies(rule(type="battery_low"), probe) and not applies(rule(type="battery_low", equipment_id=4), probe)
