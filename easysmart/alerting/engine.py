@@ -28,6 +28,7 @@ from easysmart.alerting.evaluation import (
     in_window,
     is_late,
     silence_threshold_s,
+    suppressed,
 )
 from easysmart.clock import Clock, utc_now
 from easysmart.config import AlertSettings
@@ -200,7 +201,7 @@ class AlertEngine:
             open_matches = [a for a in matches if a["state"] != "resolved"]
             if open_matches:
                 self._continue(cursor, open_matches[0], excursion, policy.bound, now, report)
-            elif not matches and not in_window(windows, excursion.fired_at):
+            elif not matches and not suppressed(windows, excursion, samples[-1].ts):
                 self._fire(cursor, tenant_id, rule, sensor, excursion, received_at, now, report)
 
     @staticmethod

@@ -181,3 +181,13 @@ def is_late(fired_at: datetime, received_at: datetime, late_after_s: float) -> b
 def in_window(windows: Iterable[tuple[datetime, datetime]], at: datetime) -> bool:
     """True when a maintenance window [start, end) contains the time."""
     return any(start <= at < end for start, end in windows)
+
+
+def suppressed(windows: Iterable[tuple[datetime, datetime]], excursion: Excursion, last_seen: datetime) -> bool:
+    """True when a maintenance window holds the whole firing part of the excursion: it fired inside the window
+    and ended before the window did, or has not been seen past it yet. An excursion that outlasts the window
+    (a defrost that does not recover) fires once the readings pass the window's end."""
+    for start, end in windows:
+        if start <= excursion.fired_at < end:
+            return (excursion.ended_at or last_seen) < end
+    return False

@@ -217,9 +217,11 @@ def resolve_alert(
     folded: int,
     now: datetime,
 ) -> None:
+    """`folded`: the transitions folded into the alert that this evaluation saw. Consecutive evaluations read
+    overlapping readings, so `transitions` keeps the largest count seen rather than a sum (never one twice)."""
     cursor.execute(
-        "UPDATE alerts SET state = 'resolved', ended_at = %s, peak_value = %s, transitions = transitions + %s + 1,"
-        " updated_at = %s WHERE id = %s",
+        "UPDATE alerts SET state = 'resolved', ended_at = %s, peak_value = %s,"
+        " transitions = greatest(transitions, 1 + %s) + 1, updated_at = %s WHERE id = %s",
         (ended_at, peak_value, folded, now, alert_id),
     )
 
@@ -228,7 +230,7 @@ def update_open_alert(
     cursor: psycopg2.extensions.cursor, alert_id: str, peak_value: float | None, folded: int, now: datetime
 ) -> None:
     cursor.execute(
-        "UPDATE alerts SET peak_value = %s, transitions = transitions + %s, updated_at = %s WHERE id = %s",
+        "UPDATE alerts SET peak_value = %s, transitions = greatest(transitions, 1 + %s), updated_at = %s WHERE id = %s",
         (peak_value, folded, now, alert_id),
     )
 

@@ -14,6 +14,7 @@ from easysmart.alerting.evaluation import (
     in_window,
     is_late,
     silence_threshold_s,
+    suppressed,
 )
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
@@ -185,3 +186,16 @@ def test_a_rule_watches_its_sensor_a_kind_in_its_equipment_or_a_kind_in_the_tena
     assert not applies(rule(type="door_open", equipment_id=3), probe)
     assert applies(rule(type="door_open", equipment_id=3), WatchedSensor(9, 3, "door", T0, T0))
     assert applies(rule(type="battery_low"), probe) and not applies(rule(type="battery_low", equipment_id=4), probe)
+
+
+def test_maintenance_suppresses_only_an_excursion_it_holds_whole():
+    defrost = [(at(0), at(30))]
+    inside = Excursion(at(5), 0.0, at(15), 2.0, ended_at=at(25))
+    outlasting = Excursion(at(5), 0.0, at(15), 2.0, ended_at=at(40))
+    still_open = Excursion(at(5), 0.0, at(15), 2.0)
+
+    assert suppressed(defrost, inside, last_seen=at(26))
+    assert not suppressed(defrost, outlasting, last_seen=at(41))
+    assert suppressed(defrost, still_open, last_seen=at(20))  # the window has not ended in the readings yet
+    assert not suppressed(defrost, still_open, last_seen=at(31))
+    assert not suppressed(defrost, Excursion(at(31), 0.0, at(41), 2.0), last_seen=at(42))
