@@ -361,3 +361,21 @@ def test_tenant_wide_low_battery_fires_per_sensor_and_a_snooze_keeps_it_tracked(
     view = lifecycle.snooze(database, account.tenant_id, str(alerts[0]["id"]), until, NOW)
     assert view is not None and (view["state"], view["snoozed_until"]) == ("firing", until.isoformat())
     assert [event["transition"] for _, event in events_of(database, account.tenant_id)] == ["fired", "fired"]
+
+
+def test_late_range_still_beyond_at_its_end_is_closed_by_readings_already_stored_after_it(
+    processor, blobs, database, engine, make_account
+):
+    account = make_account()
+    add_rule(database, account.tenant_id, type="threshold", sensor_kind="temperature", above=-15.0, for_s=600)
+    after = item({PROBE: ("temperature", temperatures([-18] * 10, 170))})
+    engine.on_stored(store_upload(processor, blobs, database, account, after))
+    late = item({PROBE: ("temperature", temperatures([-12] * 30, 200))})  # 200 to 171 minutes ago
+
+    report = engine.on_stored(store_upload(processor, blobs, database, account, late))
+
+    (alert,) = alerts_of(database, account.tenant_id)
+    assert report["fired"] == [str(alert["id"])] and report["resolved"] == []
+    assert (alert["state"], alert["late"]) == ("resolved", True)
+    assert (alert["started_at"], alert["ended_at"]) == (minutes_ago(200), minutes_ago(170))
+    assert [event["transition"] for _, event in events_of(database, account.tenant_id)] == ["fired"]
