@@ -57,11 +57,35 @@ class WatchedSensor:
     last_ts: datetime
 
 
-def _time(data: dict, key: str) -> datetime:
+def _parse_stored(data: dict) -> tuple[str, str, datetime, list[int], list[WatchedSensor]]:
+    """(tenant, batch, received_at, equipment ids, sensors) of a stored event's data; BadRequestError names
+    the field that is missing or malformed (a poison event, dead-lettered rather than retried)."""
+    path = "tenant_id"
     try:
-        return datetime.fromisoformat(str(data[key]))
-    except (KeyError, ValueError):
-        raise BadRequestError(f"{key}: an ISO-8601 time is required", parameter=key) from None
+        tenant_id = str(uuid.UUID(str(data["tenant_id"])))
+        path = "batch_id"
+        batch_id = str(uuid.UUID(str(data["batch_id"])))
+        path = "received_at"
+        received_at = datetime.fromisoformat(str(data["received_at"]))
+        equipment_ids = []
+        for index, item in enumerate(data.get("equipment") or []):
+            path = f"equipment[{index}].equipment_id"
+            equipment_ids.append(int(item["equipment_id"]))
+        sensors = []
+        for index, item in enumerate(data.get("sensors") or []):
+            path = f"sensors[{index}]"
+            sensors.append(
+                WatchedSensor(
+                    int(item["sensor_id"]),
+                    int(item["equipment_id"]),
+                    item.get("kind"),
+                    datetime.fromisoformat(str(item["first_ts"])),
+                    datetime.fromisoformat(str(item["last_ts"])),
+                )
+            )
+    except (KeyError, TypeError, ValueError) as error:
+        raise BadRequestError(f"telemetry.stored data: {path}: missing or malformed ({error})", path=path) from None
+    return tenant_id, batch_id, received_at, sorted(set(equipment_ids)), sensors
 
 
 def applies(rule: dict, sensor: WatchedSensor) -> bool:
@@ -109,21 +133,7 @@ class AlertEngine:
     def on_stored(self, data: dict) -> dict:
         """Evaluates the rules of the sensors a stored batch touched (the data of a
         com.easysmart.telemetry.stored event). Returns a report: rules evaluated, alerts fired and resolved."""
-        tenant_id, batch_id = str(data.get("tenant_id", "")), str(data.get("batch_id", ""))
-        if not tenant_id or not batch_id:
-            raise BadRequestError("tenant_id and batch_id are required")
-        received_at = _time(data, "received_at")
-        equipment_ids = sorted({int(item["equipment_id"]) for item in data.get("equipment", [])})
-        sensors = [
-            WatchedSensor(
-                int(item["sensor_id"]),
-                int(item["equipment_id"]),
-                item.get("kind"),
-                _time(item, "first_ts"),
-                _time(item, "last_ts"),
-            )
-            for item in data.get("sensors", [])
-        ]
+        tenant_id, batch_id, received_at, equipment_ids, sensors = _parse_stored(data)
         report: dict = {"tenant_id": tenant_id, "batch_id": batch_id, "redelivered": False, "rules_evaluated": 0}
         report.update(fired=[], resolved=[], client_rules_changed=0)
         now = self.clock()
@@ -132,6 +142,10 @@ class AlertEngine:
             if not store.claim_batch(cursor, tenant_id, batch_id, now):
                 report["redelivered"] = True
                 return report
+            # The event is process's, but an alert must never name another tenant's sensor or equipment.
+            owned = store.owned_sensors(cursor, tenant_id, [sensor.id for sensor in sensors])
+            sensors = [sensor for sensor in sensors if sensor.id in owned]
+            equipment_ids = store.owned_equipment(cursor, tenant_id, equipment_ids)
             all_equipment = sorted(set(equipment_ids) | {sensor.equipment_id for sensor in sensors})
             store.record_uploads(
                 cursor, tenant_id, all_equipment, received_at, self.settings.alert_silence_uploads_kept

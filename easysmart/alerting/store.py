@@ -80,6 +80,16 @@ def claim_batch(cursor: psycopg2.extensions.cursor, tenant_id: str, batch_id: st
     return cursor.fetchone() is not None
 
 
+def owned_sensors(cursor: psycopg2.extensions.cursor, tenant_id: str, sensor_ids: list[int]) -> set[int]:
+    cursor.execute("SELECT id FROM sensors WHERE tenant_id = %s AND id = ANY(%s)", (tenant_id, sensor_ids))
+    return {row[0] for row in cursor.fetchall()}
+
+
+def owned_equipment(cursor: psycopg2.extensions.cursor, tenant_id: str, equipment_ids: list[int]) -> list[int]:
+    cursor.execute("SELECT id FROM equipment WHERE tenant_id = %s AND id = ANY(%s)", (tenant_id, equipment_ids))
+    return sorted(row[0] for row in cursor.fetchall())
+
+
 def record_uploads(
     cursor: psycopg2.extensions.cursor, tenant_id: str, equipment_ids: list[int], received_at: datetime, keep: int
 ) -> None:

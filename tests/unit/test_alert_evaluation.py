@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from easysmart.alerting.engine import WatchedSensor, applies
+import pytest
+
+from easysmart.alerting.engine import AlertEngine, WatchedSensor, applies
 from easysmart.alerting.evaluation import (
     Bound,
     Excursion,
@@ -16,6 +18,8 @@ from easysmart.alerting.evaluation import (
     silence_threshold_s,
     suppressed,
 )
+from easysmart.config import AlertSettings
+from easysmart.errors import BadRequestError
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
 
@@ -199,3 +203,19 @@ def test_maintenance_suppresses_only_an_excursion_it_holds_whole():
     assert suppressed(defrost, still_open, last_seen=at(20))  # the window has not ended in the readings yet
     assert not suppressed(defrost, still_open, last_seen=at(31))
     assert not suppressed(defrost, Excursion(at(31), 0.0, at(41), 2.0), last_seen=at(42))
+
+
+def test_a_malformed_stored_event_is_refused_naming_the_field():
+    engine = AlertEngine(db=None, settings=AlertSettings())  # type: ignore[arg-type]  # refused before any query
+    data = {
+        "tenant_id": "5b50551d-2a53-4d2b-b663-21203db5f85d",
+        "batch_id": "71544285-14af-4d1f-8404-b7ba7f3247d8",
+        "received_at": T0.isoformat(),
+        "equipment": [{"equipment_id": 1}],
+        "sensors": [{"sensor_id": 2, "equipment_id": 1, "kind": "door", "first_ts": "yesterday", "last_ts": "now"}],
+    }
+
+    with pytest.raises(BadRequestError) as refused:
+        engine.on_stored(data)
+
+    assert refused.value.details["path"] == "sensors[0]"
