@@ -206,7 +206,7 @@ class AlertEngine:
                 )
         samples = [
             Sample(ts, value)
-            for ts, value in store.readings(cursor, sensor.id, _WATCHED_COLUMN[rule["type"]], start, end)
+            for ts, value in store.readings(cursor, sensor.id, _WATCHED_COLUMN[rule["type"]], start, end, policy.held)
         ]
         found = excursions(samples, policy, ongoing, history)
         windows = store.maintenance_windows(cursor, sensor.equipment_id, start, end) if found else []

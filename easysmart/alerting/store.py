@@ -168,9 +168,15 @@ def rules_for(cursor: psycopg2.extensions.cursor, tenant_id: str, sensor_ids: li
 
 
 def readings(
-    cursor: psycopg2.extensions.cursor, sensor_id: int, column: str, start: datetime, end: datetime
+    cursor: psycopg2.extensions.cursor,
+    sensor_id: int,
+    column: str,
+    start: datetime,
+    end: datetime,
+    with_previous: bool = False,
 ) -> list[tuple[datetime, float]]:
-    """(ts, value) of the sensor's readings in [start, end] that carry the column (value or battery_pct)."""
+    """(ts, value) of the sensor's readings in [start, end] that carry the column (value or battery_pct), and
+    with_previous the last one before start (a held state, such as a door's, began with it)."""
     if column not in ("value", "battery_pct"):
         raise ValueError(f"not a watched column: {column}")
     cursor.execute(
@@ -178,7 +184,15 @@ def readings(
         f" AND {column} IS NOT NULL ORDER BY ts",
         (sensor_id, start, end),
     )
-    return [(ts, float(value)) for ts, value in cursor.fetchall()]
+    found = [(ts, float(value)) for ts, value in cursor.fetchall()]
+    if with_previous:
+        cursor.execute(
+            f"SELECT ts, {column} FROM telemetry_data WHERE sensor_id = %s AND ts < %s AND {column} IS NOT NULL"
+            " ORDER BY ts DESC LIMIT 1",
+            (sensor_id, start),
+        )
+        found[:0] = [(ts, float(value)) for ts, value in cursor.fetchall()]
+    return found
 
 
 def alerts_near(

@@ -379,3 +379,17 @@ def test_late_range_still_beyond_at_its_end_is_closed_by_readings_already_stored
     assert (alert["state"], alert["late"]) == ("resolved", True)
     assert (alert["started_at"], alert["ended_at"]) == (minutes_ago(200), minutes_ago(170))
     assert [event["transition"] for _, event in events_of(database, account.tenant_id)] == ["fired"]
+
+
+def test_a_door_reporting_only_its_changes_is_an_excursion_from_its_opening(
+    processor, blobs, database, engine, make_account
+):
+    account = make_account()
+    add_rule(database, account.tenant_id, type="door_open", sensor_kind="door", for_s=120, severity="warning")
+    engine.on_stored(store_upload(processor, blobs, database, account, item({DOOR: ("door", [(minutes_ago(40), 1)])})))
+    assert alerts_of(database, account.tenant_id) == []
+
+    engine.on_stored(store_upload(processor, blobs, database, account, item({DOOR: ("door", [(minutes_ago(0), 0)])})))
+
+    (alert,) = alerts_of(database, account.tenant_id)
+    assert (alert["state"], alert["started_at"], alert["ended_at"]) == ("resolved", minutes_ago(40), minutes_ago(0))
