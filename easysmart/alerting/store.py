@@ -36,8 +36,8 @@ def mark_acknowledged(
     cursor: psycopg2.extensions.cursor, alert_id: str, account_id: str, comment: str | None, now: datetime
 ) -> None:
     cursor.execute(
-        "UPDATE alerts SET state = 'acknowledged', acknowledged_by = %s, acknowledged_at = %s, ack_comment = %s,"
-        " updated_at = %s WHERE id = %s",
+        "UPDATE alerts SET state = CASE WHEN state = 'firing' THEN 'acknowledged' ELSE state END,"
+        " acknowledged_by = %s, acknowledged_at = %s, ack_comment = %s, updated_at = %s WHERE id = %s",
         (account_id, now, comment, now, alert_id),
     )
 

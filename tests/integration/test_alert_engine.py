@@ -205,6 +205,10 @@ def test_late_excursion_that_ended_in_the_upload_is_one_fired_event_with_its_end
     ((kind, event),) = events_of(database, account.tenant_id)
     assert (kind, event["transition"], event["alert"]["state"]) == (ALERT_FIRED_TYPE, "fired", "resolved")
     assert event["alert"]["ended_at"] == minutes_ago(hours_ago - 21).isoformat()
+    now = datetime.now(timezone.utc)
+    view = lifecycle.acknowledge(database, account.tenant_id, str(alert["id"]), account.account_id, "checked", now)
+    assert view is not None and (view["state"], view["ack_comment"]) == ("resolved", "checked")
+    assert len(events_of(database, account.tenant_id)) == 1  # the corrective action recorded, nothing notified
 
 
 def test_client_door_rule_follows_the_siren_until_a_user_edits_it_and_fires(
