@@ -397,3 +397,20 @@ def test_a_door_reporting_only_its_changes_is_an_excursion_from_its_opening(
 
     (alert,) = alerts_of(database, account.tenant_id)
     assert (alert["state"], alert["started_at"], alert["ended_at"]) == ("resolved", minutes_ago(40), minutes_ago(0))
+
+
+def test_a_flapping_sensor_is_folded_into_one_alert_instead_of_firing_again(
+    processor, blobs, database, engine, make_account
+):
+    account = make_account()
+    add_rule(database, account.tenant_id, type="threshold", sensor_kind="temperature", above=-15.0, for_s=60)
+    flapping = [-14, -14, -16, -16] * 5 + [-16] * 31  # two minutes beyond, two inside, five times; then inside
+    data = store_upload(processor, blobs, database, account, item({PROBE: ("temperature", temperatures(flapping, 55))}))
+
+    engine.on_stored(data)
+
+    first, second = alerts_of(database, account.tenant_id)
+    assert (first["started_at"], first["ended_at"]) == (minutes_ago(55), minutes_ago(53))
+    assert (second["started_at"], second["ended_at"], second["transitions"]) == (minutes_ago(51), minutes_ago(37), 8)
+    transitions = [event["transition"] for _, event in events_of(database, account.tenant_id)]
+    assert transitions == ["fired", "fired"]  # each ended within the upload: one event each, carrying its end
