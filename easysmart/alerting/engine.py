@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import psycopg2.extensions
 
@@ -115,6 +115,11 @@ def policy_of(rule: dict, gap_s: float, settings: AlertSettings) -> Policy:
         flap_window_s=settings.alert_flap_window_s,
         held=rule["type"] == "door_open",
     )
+
+
+def _utc_text(moment: datetime) -> str:
+    """The instant as one text whatever the session's zone (alert ids derive from it)."""
+    return moment.astimezone(timezone.utc).isoformat()
 
 
 def _overlaps(excursion: Excursion, alert: dict) -> bool:
@@ -244,11 +249,8 @@ class AlertEngine:
         now: datetime,
         report: dict,
     ) -> None:
-        alert_id = str(
-            uuid.uuid5(
-                ALERT_NAMESPACE, f"{rule['id']}:{sensor.equipment_id}:{sensor.id}:{excursion.started_at.isoformat()}"
-            )
-        )
+        started = _utc_text(excursion.started_at)
+        alert_id = str(uuid.uuid5(ALERT_NAMESPACE, f"{rule['id']}:{sensor.equipment_id}:{sensor.id}:{started}"))
         resolved = excursion.ended_at is not None
         inserted = store.insert_alert(
             cursor,
@@ -322,7 +324,7 @@ class AlertEngine:
                     continue
                 if in_window(store.maintenance_windows(cursor, equipment_id, now, now), now):
                     continue
-                alert_id = str(uuid.uuid5(ALERT_NAMESPACE, f"{rule['id']}:{equipment_id}:silence:{last.isoformat()}"))
+                alert_id = str(uuid.uuid5(ALERT_NAMESPACE, f"{rule['id']}:{equipment_id}:silence:{_utc_text(last)}"))
                 inserted = store.insert_alert(
                     cursor,
                     {
