@@ -490,7 +490,7 @@ class AlertSettings(Group):
     alert_late_after_s: int = env(
         "ALERT_LATE_AFTER_S",
         "an alert is marked late when its readings crossed the duration this long before the upload arrived (seconds)",
-        5 * 60,
+        10 * 60,
     )
     alert_flap_transitions: int = env(
         "ALERT_FLAP_TRANSITIONS",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import psycopg2.extensions
 
@@ -28,6 +28,7 @@ from easysmart.alerting.evaluation import (
     in_window,
     is_late,
     silence_threshold_s,
+    suppressed,
 )
 from easysmart.clock import Clock, utc_now
 from easysmart.config import AlertSettings
@@ -48,7 +49,7 @@ _WATCHED_COLUMN = {"threshold": "value", "door_open": "value", "battery_low": "b
 
 
 @dataclass(frozen=True)
-class _Sensor:
+class WatchedSensor:
     id: int
     equipment_id: int
     kind: str | None
@@ -56,14 +57,38 @@ class _Sensor:
     last_ts: datetime
 
 
-def _time(data: dict, key: str) -> datetime:
+def _parse_stored(data: dict) -> tuple[str, str, datetime, list[int], list[WatchedSensor]]:
+    """(tenant, batch, received_at, equipment ids, sensors) of a stored event's data; BadRequestError names
+    the field that is missing or malformed (a poison event, dead-lettered rather than retried)."""
+    path = "tenant_id"
     try:
-        return datetime.fromisoformat(str(data[key]))
-    except (KeyError, ValueError):
-        raise BadRequestError(f"{key}: an ISO-8601 time is required", parameter=key) from None
+        tenant_id = str(uuid.UUID(str(data["tenant_id"])))
+        path = "batch_id"
+        batch_id = str(uuid.UUID(str(data["batch_id"])))
+        path = "received_at"
+        received_at = datetime.fromisoformat(str(data["received_at"]))
+        equipment_ids = []
+        for index, item in enumerate(data.get("equipment") or []):
+            path = f"equipment[{index}].equipment_id"
+            equipment_ids.append(int(item["equipment_id"]))
+        sensors = []
+        for index, item in enumerate(data.get("sensors") or []):
+            path = f"sensors[{index}]"
+            sensors.append(
+                WatchedSensor(
+                    int(item["sensor_id"]),
+                    int(item["equipment_id"]),
+                    item.get("kind"),
+                    datetime.fromisoformat(str(item["first_ts"])),
+                    datetime.fromisoformat(str(item["last_ts"])),
+                )
+            )
+    except (KeyError, TypeError, ValueError) as error:
+        raise BadRequestError(f"telemetry.stored data: {path}: missing or malformed ({error})", path=path) from None
+    return tenant_id, batch_id, received_at, sorted(set(equipment_ids)), sensors
 
 
-def applies(rule: dict, sensor: _Sensor) -> bool:
+def applies(rule: dict, sensor: WatchedSensor) -> bool:
     """Whether a rule watches the sensor: the sensor itself, a kind in its equipment, or a kind in the tenant
     (door rules watch door sensors; battery rules every sensor of their equipment or tenant)."""
     if rule["sensor_id"] is not None:
@@ -92,6 +117,11 @@ def policy_of(rule: dict, gap_s: float, settings: AlertSettings) -> Policy:
     )
 
 
+def _utc_text(moment: datetime) -> str:
+    """The instant as one text whatever the session's zone (alert ids derive from it)."""
+    return moment.astimezone(timezone.utc).isoformat()
+
+
 def _overlaps(excursion: Excursion, alert: dict) -> bool:
     far = datetime.max.replace(tzinfo=excursion.started_at.tzinfo)
     return excursion.started_at <= (alert["ended_at"] or far) and alert["started_at"] <= (excursion.ended_at or far)
@@ -108,21 +138,7 @@ class AlertEngine:
     def on_stored(self, data: dict) -> dict:
         """Evaluates the rules of the sensors a stored batch touched (the data of a
         com.easysmart.telemetry.stored event). Returns a report: rules evaluated, alerts fired and resolved."""
-        tenant_id, batch_id = str(data.get("tenant_id", "")), str(data.get("batch_id", ""))
-        if not tenant_id or not batch_id:
-            raise BadRequestError("tenant_id and batch_id are required")
-        received_at = _time(data, "received_at")
-        equipment_ids = sorted({int(item["equipment_id"]) for item in data.get("equipment", [])})
-        sensors = [
-            _Sensor(
-                int(item["sensor_id"]),
-                int(item["equipment_id"]),
-                item.get("kind"),
-                _time(item, "first_ts"),
-                _time(item, "last_ts"),
-            )
-            for item in data.get("sensors", [])
-        ]
+        tenant_id, batch_id, received_at, equipment_ids, sensors = _parse_stored(data)
         report: dict = {"tenant_id": tenant_id, "batch_id": batch_id, "redelivered": False, "rules_evaluated": 0}
         report.update(fired=[], resolved=[], client_rules_changed=0)
         now = self.clock()
@@ -131,6 +147,10 @@ class AlertEngine:
             if not store.claim_batch(cursor, tenant_id, batch_id, now):
                 report["redelivered"] = True
                 return report
+            # The event is process's, but an alert must never name another tenant's sensor or equipment.
+            owned = store.owned_sensors(cursor, tenant_id, [sensor.id for sensor in sensors])
+            sensors = [sensor for sensor in sensors if sensor.id in owned]
+            equipment_ids = store.owned_equipment(cursor, tenant_id, equipment_ids)
             all_equipment = sorted(set(equipment_ids) | {sensor.equipment_id for sensor in sensors})
             store.record_uploads(
                 cursor, tenant_id, all_equipment, received_at, self.settings.alert_silence_uploads_kept
@@ -164,7 +184,7 @@ class AlertEngine:
         cursor: psycopg2.extensions.cursor,
         tenant_id: str,
         rule: dict,
-        sensor: _Sensor,
+        sensor: WatchedSensor,
         gap_s: float,
         received_at: datetime,
         now: datetime,
@@ -191,7 +211,7 @@ class AlertEngine:
                 )
         samples = [
             Sample(ts, value)
-            for ts, value in store.readings(cursor, sensor.id, _WATCHED_COLUMN[rule["type"]], start, end)
+            for ts, value in store.readings(cursor, sensor.id, _WATCHED_COLUMN[rule["type"]], start, end, policy.held)
         ]
         found = excursions(samples, policy, ongoing, history)
         windows = store.maintenance_windows(cursor, sensor.equipment_id, start, end) if found else []
@@ -200,7 +220,7 @@ class AlertEngine:
             open_matches = [a for a in matches if a["state"] != "resolved"]
             if open_matches:
                 self._continue(cursor, open_matches[0], excursion, policy.bound, now, report)
-            elif not matches and not in_window(windows, excursion.fired_at):
+            elif not matches and not suppressed(windows, excursion, samples[-1].ts):
                 self._fire(cursor, tenant_id, rule, sensor, excursion, received_at, now, report)
 
     @staticmethod
@@ -223,17 +243,14 @@ class AlertEngine:
         cursor: psycopg2.extensions.cursor,
         tenant_id: str,
         rule: dict,
-        sensor: _Sensor,
+        sensor: WatchedSensor,
         excursion: Excursion,
         received_at: datetime,
         now: datetime,
         report: dict,
     ) -> None:
-        alert_id = str(
-            uuid.uuid5(
-                ALERT_NAMESPACE, f"{rule['id']}:{sensor.equipment_id}:{sensor.id}:{excursion.started_at.isoformat()}"
-            )
-        )
+        started = _utc_text(excursion.started_at)
+        alert_id = str(uuid.uuid5(ALERT_NAMESPACE, f"{rule['id']}:{sensor.equipment_id}:{sensor.id}:{started}"))
         resolved = excursion.ended_at is not None
         inserted = store.insert_alert(
             cursor,
@@ -307,7 +324,7 @@ class AlertEngine:
                     continue
                 if in_window(store.maintenance_windows(cursor, equipment_id, now, now), now):
                     continue
-                alert_id = str(uuid.uuid5(ALERT_NAMESPACE, f"{rule['id']}:{equipment_id}:silence:{last.isoformat()}"))
+                alert_id = str(uuid.uuid5(ALERT_NAMESPACE, f"{rule['id']}:{equipment_id}:silence:{_utc_text(last)}"))
                 inserted = store.insert_alert(
                     cursor,
                     {

@@ -6,8 +6,8 @@ An excursion starts at the first of consecutive readings beyond the bound and fi
 beyond for `for_s` (t1 − t0 ≥ for_s); a gap between two readings longer than `gap_s` ends the run. A firing
 excursion ends at the first reading back inside the bound (less the hysteresis) once the readings have stayed
 inside for `resolve_for_s`; readings in the hysteresis band neither fire nor resolve. A held state (a door)
-lasts until the next reading, so a door opened at t0 and closed at t1 ≥ t0 + for_s was an excursion even when
-no reading came in between.
+lasts until the next reading, gaps included, so a door opened at t0 and closed at t1 ≥ t0 + for_s was an
+excursion even when no reading came in between.
 
 Flapping: a resolution that would be the `flap_transitions`-th transition (fired or resolved) of the rule and
 sensor within `flap_window_s` is held back, so the alert stays open until the readings have stayed inside for
@@ -117,7 +117,8 @@ def excursions(
     bound = policy.bound
     for sample in samples:
         ts, value = sample.ts, sample.value
-        gap = previous is not None and (ts - previous).total_seconds() > policy.gap_s
+        # A held state lasts through a gap; a sampled value does not (the readings missed may have been inside).
+        gap = not policy.held and previous is not None and (ts - previous).total_seconds() > policy.gap_s
         previous = ts
         if current is None:
             if gap:
@@ -181,3 +182,13 @@ def is_late(fired_at: datetime, received_at: datetime, late_after_s: float) -> b
 def in_window(windows: Iterable[tuple[datetime, datetime]], at: datetime) -> bool:
     """True when a maintenance window [start, end) contains the time."""
     return any(start <= at < end for start, end in windows)
+
+
+def suppressed(windows: Iterable[tuple[datetime, datetime]], excursion: Excursion, last_seen: datetime) -> bool:
+    """True when a maintenance window holds the whole firing part of the excursion: it fired inside the window
+    and ended before the window did, or has not been seen past it yet. An excursion that outlasts the window
+    (a defrost that does not recover) fires once the readings pass the window's end."""
+    for start, end in windows:
+        if start <= excursion.fired_at < end:
+            return (excursion.ended_at or last_seen) < end
+    return False

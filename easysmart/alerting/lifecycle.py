@@ -104,15 +104,17 @@ def acknowledge(
     db: Database, tenant_id: str, alert_id: str, account_id: str, comment: str | None, now: datetime
 ) -> dict | None:
     """Acknowledges a firing alert (who, when, the comment kept as the corrective-action record) and emits the
-    transition. An alert already acknowledged or resolved is answered as it is, nothing emitted; None when the
-    tenant has no such alert."""
+    transition. A resolved alert nobody acknowledged (a late one, say) records the acknowledgment and stays
+    resolved, nothing emitted; an acknowledged one is answered as it is. None when the tenant has no such
+    alert."""
     with db.transaction() as cursor:
         row = store.lock_alert(cursor, tenant_id, alert_id)
         if row is None:
             return None
-        if row["state"] == "firing":
+        if row["acknowledged_at"] is None:
             store.mark_acknowledged(cursor, alert_id, account_id, comment, now)
-            emit(cursor, alert_id, "acknowledged")
+            if row["state"] == "firing":
+                emit(cursor, alert_id, "acknowledged")
             row = store.lock_alert(cursor, tenant_id, alert_id)
     return alert_view(row) if row is not None else None
 

@@ -36,8 +36,8 @@ def mark_acknowledged(
     cursor: psycopg2.extensions.cursor, alert_id: str, account_id: str, comment: str | None, now: datetime
 ) -> None:
     cursor.execute(
-        "UPDATE alerts SET state = 'acknowledged', acknowledged_by = %s, acknowledged_at = %s, ack_comment = %s,"
-        " updated_at = %s WHERE id = %s",
+        "UPDATE alerts SET state = CASE WHEN state = 'firing' THEN 'acknowledged' ELSE state END,"
+        " acknowledged_by = %s, acknowledged_at = %s, ack_comment = %s, updated_at = %s WHERE id = %s",
         (account_id, now, comment, now, alert_id),
     )
 
@@ -78,6 +78,16 @@ def claim_batch(cursor: psycopg2.extensions.cursor, tenant_id: str, batch_id: st
         (batch_id, tenant_id, now),
     )
     return cursor.fetchone() is not None
+
+
+def owned_sensors(cursor: psycopg2.extensions.cursor, tenant_id: str, sensor_ids: list[int]) -> set[int]:
+    cursor.execute("SELECT id FROM sensors WHERE tenant_id = %s AND id = ANY(%s)", (tenant_id, sensor_ids))
+    return {row[0] for row in cursor.fetchall()}
+
+
+def owned_equipment(cursor: psycopg2.extensions.cursor, tenant_id: str, equipment_ids: list[int]) -> list[int]:
+    cursor.execute("SELECT id FROM equipment WHERE tenant_id = %s AND id = ANY(%s)", (tenant_id, equipment_ids))
+    return sorted(row[0] for row in cursor.fetchall())
 
 
 def record_uploads(
@@ -158,9 +168,15 @@ def rules_for(cursor: psycopg2.extensions.cursor, tenant_id: str, sensor_ids: li
 
 
 def readings(
-    cursor: psycopg2.extensions.cursor, sensor_id: int, column: str, start: datetime, end: datetime
+    cursor: psycopg2.extensions.cursor,
+    sensor_id: int,
+    column: str,
+    start: datetime,
+    end: datetime,
+    with_previous: bool = False,
 ) -> list[tuple[datetime, float]]:
-    """(ts, value) of the sensor's readings in [start, end] that carry the column (value or battery_pct)."""
+    """(ts, value) of the sensor's readings in [start, end] that carry the column (value or battery_pct), and
+    with_previous the last one before start (a held state, such as a door's, began with it)."""
     if column not in ("value", "battery_pct"):
         raise ValueError(f"not a watched column: {column}")
     cursor.execute(
@@ -168,7 +184,15 @@ def readings(
         f" AND {column} IS NOT NULL ORDER BY ts",
         (sensor_id, start, end),
     )
-    return [(ts, float(value)) for ts, value in cursor.fetchall()]
+    found = [(ts, float(value)) for ts, value in cursor.fetchall()]
+    if with_previous:
+        cursor.execute(
+            f"SELECT ts, {column} FROM telemetry_data WHERE sensor_id = %s AND ts < %s AND {column} IS NOT NULL"
+            " ORDER BY ts DESC LIMIT 1",
+            (sensor_id, start),
+        )
+        found[:0] = [(ts, float(value)) for ts, value in cursor.fetchall()]
+    return found
 
 
 def alerts_near(
@@ -217,9 +241,11 @@ def resolve_alert(
     folded: int,
     now: datetime,
 ) -> None:
+    """`folded`: the transitions folded into the alert that this evaluation saw. Consecutive evaluations read
+    overlapping readings, so `transitions` keeps the largest count seen rather than a sum (never one twice)."""
     cursor.execute(
-        "UPDATE alerts SET state = 'resolved', ended_at = %s, peak_value = %s, transitions = transitions + %s + 1,"
-        " updated_at = %s WHERE id = %s",
+        "UPDATE alerts SET state = 'resolved', ended_at = %s, peak_value = %s,"
+        " transitions = greatest(transitions, 1 + %s) + 1, updated_at = %s WHERE id = %s",
         (ended_at, peak_value, folded, now, alert_id),
     )
 
@@ -228,7 +254,7 @@ def update_open_alert(
     cursor: psycopg2.extensions.cursor, alert_id: str, peak_value: float | None, folded: int, now: datetime
 ) -> None:
     cursor.execute(
-        "UPDATE alerts SET peak_value = %s, transitions = transitions + %s, updated_at = %s WHERE id = %s",
+        "UPDATE alerts SET peak_value = %s, transitions = greatest(transitions, 1 + %s), updated_at = %s WHERE id = %s",
         (peak_value, folded, now, alert_id),
     )
 

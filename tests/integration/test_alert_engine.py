@@ -38,7 +38,11 @@ def minutes_ago(minutes: float) -> datetime:
     return NOW - timedelta(minutes=minutes)
 
 
-def item(readings: dict[str, tuple[str, list[tuple[datetime, object]]]], siren: tuple[str, int] = ("NÃO", 120)):
+def item(
+    readings: dict[str, tuple[str, list[tuple[datetime, object]]]],
+    siren: tuple[str, int] = ("NÃO", 120),
+    battery_pct: float = 90.0,
+):
     """One upload item of the freezer: readings per sensor uuid, as (kind, [(time, value)])."""
     return {
         "equip_uuid": FREEZER,
@@ -54,7 +58,7 @@ def item(readings: dict[str, tuple[str, list[tuple[datetime, object]]]], siren: 
                 "sensor_unidade": "°C" if kind == "temperature" else "",
                 "sensor_telemetria": str(value),
                 "sensor_datahora_coleta": ts.isoformat(),
-                "sensor_bateria_pct": 90.0,
+                "sensor_bateria_pct": battery_pct,
             }
             for sensor_uuid, (kind, series) in readings.items()
             for ts, value in series
@@ -201,6 +205,10 @@ def test_late_excursion_that_ended_in_the_upload_is_one_fired_event_with_its_end
     ((kind, event),) = events_of(database, account.tenant_id)
     assert (kind, event["transition"], event["alert"]["state"]) == (ALERT_FIRED_TYPE, "fired", "resolved")
     assert event["alert"]["ended_at"] == minutes_ago(hours_ago - 21).isoformat()
+    now = datetime.now(timezone.utc)
+    view = lifecycle.acknowledge(database, account.tenant_id, str(alert["id"]), account.account_id, "checked", now)
+    assert view is not None and (view["state"], view["ack_comment"]) == ("resolved", "checked")
+    assert len(events_of(database, account.tenant_id)) == 1  # the corrective action recorded, nothing notified
 
 
 def test_client_door_rule_follows_the_siren_until_a_user_edits_it_and_fires(
@@ -336,3 +344,73 @@ def test_resolved_alerts_past_the_history_are_pruned(processor, blobs, database,
     engine.prune(alert["ended_at"])
 
     assert alerts_of(database, account.tenant_id) == []
+
+
+def test_tenant_wide_low_battery_fires_per_sensor_and_a_snooze_keeps_it_tracked(
+    processor, blobs, database, engine, make_account
+):
+    account = make_account()
+    readings = {PROBE: ("temperature", [(minutes_ago(2), -18)]), DOOR: ("door", [(minutes_ago(2), 0)])}
+    data = store_upload(processor, blobs, database, account, item(readings, battery_pct=12.0))
+    add_rule(database, account.tenant_id, type="battery_low", below=20.0, severity="warning")
+
+    engine.on_stored(data)
+
+    alerts = alerts_of(database, account.tenant_id)
+    assert sorted(a["sensor_id"] for a in alerts) == sorted(
+        sensor_id(database, account.tenant_id, uuid_) for uuid_ in (PROBE, DOOR)
+    )
+    assert {(a["type"], a["state"], a["trigger_value"]) for a in alerts} == {("battery_low", "firing", 12.0)}
+    until = NOW + timedelta(hours=4)
+    view = lifecycle.snooze(database, account.tenant_id, str(alerts[0]["id"]), until, NOW)
+    assert view is not None and (view["state"], view["snoozed_until"]) == ("firing", until.isoformat())
+    assert [event["transition"] for _, event in events_of(database, account.tenant_id)] == ["fired", "fired"]
+
+
+def test_late_range_still_beyond_at_its_end_is_closed_by_readings_already_stored_after_it(
+    processor, blobs, database, engine, make_account
+):
+    account = make_account()
+    add_rule(database, account.tenant_id, type="threshold", sensor_kind="temperature", above=-15.0, for_s=600)
+    after = item({PROBE: ("temperature", temperatures([-18] * 10, 170))})
+    engine.on_stored(store_upload(processor, blobs, database, account, after))
+    late = item({PROBE: ("temperature", temperatures([-12] * 30, 200))})  # 200 to 171 minutes ago
+
+    report = engine.on_stored(store_upload(processor, blobs, database, account, late))
+
+    (alert,) = alerts_of(database, account.tenant_id)
+    assert report["fired"] == [str(alert["id"])] and report["resolved"] == []
+    assert (alert["state"], alert["late"]) == ("resolved", True)
+    assert (alert["started_at"], alert["ended_at"]) == (minutes_ago(200), minutes_ago(170))
+    assert [event["transition"] for _, event in events_of(database, account.tenant_id)] == ["fired"]
+
+
+def test_a_door_reporting_only_its_changes_is_an_excursion_from_its_opening(
+    processor, blobs, database, engine, make_account
+):
+    account = make_account()
+    add_rule(database, account.tenant_id, type="door_open", sensor_kind="door", for_s=120, severity="warning")
+    engine.on_stored(store_upload(processor, blobs, database, account, item({DOOR: ("door", [(minutes_ago(40), 1)])})))
+    assert alerts_of(database, account.tenant_id) == []
+
+    engine.on_stored(store_upload(processor, blobs, database, account, item({DOOR: ("door", [(minutes_ago(0), 0)])})))
+
+    (alert,) = alerts_of(database, account.tenant_id)
+    assert (alert["state"], alert["started_at"], alert["ended_at"]) == ("resolved", minutes_ago(40), minutes_ago(0))
+
+
+def test_a_flapping_sensor_is_folded_into_one_alert_instead_of_firing_again(
+    processor, blobs, database, engine, make_account
+):
+    account = make_account()
+    add_rule(database, account.tenant_id, type="threshold", sensor_kind="temperature", above=-15.0, for_s=60)
+    flapping = [-14, -14, -16, -16] * 5 + [-16] * 31  # two minutes beyond, two inside, five times; then inside
+    data = store_upload(processor, blobs, database, account, item({PROBE: ("temperature", temperatures(flapping, 55))}))
+
+    engine.on_stored(data)
+
+    first, second = alerts_of(database, account.tenant_id)
+    assert (first["started_at"], first["ended_at"]) == (minutes_ago(55), minutes_ago(53))
+    assert (second["started_at"], second["ended_at"], second["transitions"]) == (minutes_ago(51), minutes_ago(37), 8)
+    transitions = [event["transition"] for _, event in events_of(database, account.tenant_id)]
+    assert transitions == ["fired", "fired"]  # each ended within the upload: one event each, carrying its end

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
+from easysmart.alerting.engine import AlertEngine, WatchedSensor, applies
 from easysmart.alerting.evaluation import (
     Bound,
     Excursion,
@@ -13,7 +16,10 @@ from easysmart.alerting.evaluation import (
     in_window,
     is_late,
     silence_threshold_s,
+    suppressed,
 )
+from easysmart.config import AlertSettings
+from easysmart.errors import BadRequestError
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
 
@@ -101,8 +107,8 @@ def test_door_open_longer_than_the_duration_fires_and_closing_resolves():
     (found,) = excursions(series([0, 1, 1, 1, 1, 1, 0], every_min=0.5), door)
     assert (found.started_at, found.fired_at, found.ended_at) == (at(0.5), at(2.5), at(3))
 
-    (found,) = excursions([Sample(at(0), 0), Sample(at(1), 1), Sample(at(4), 0)], door)  # reported on change
-    assert (found.started_at, found.fired_at, found.ended_at) == (at(1), at(3), at(4))
+    (found,) = excursions([Sample(at(0), 0), Sample(at(1), 1), Sample(at(41), 0)], door)  # reported on change
+    assert (found.started_at, found.fired_at, found.ended_at) == (at(1), at(3), at(41))
 
     assert excursions(series([0, 1, 1, 1, 0], every_min=0.5), door) == []  # open 90 s only
 
@@ -168,3 +174,48 @@ def test_maintenance_window_is_half_open():
 
     assert in_window(windows, at(0)) and in_window(windows, at(29))
     assert not in_window(windows, at(30))
+
+
+def rule(**fields) -> dict:
+    return {"type": "threshold", "sensor_id": None, "equipment_id": None, "sensor_kind": None, **fields}
+
+
+def test_a_rule_watches_its_sensor_a_kind_in_its_equipment_or_a_kind_in_the_tenant():
+    probe = WatchedSensor(7, equipment_id=3, kind="temperature", first_ts=T0, last_ts=T0)
+
+    assert applies(rule(sensor_id=7), probe) and not applies(rule(sensor_id=8), probe)
+    assert applies(rule(equipment_id=3, sensor_kind="temperature"), probe)
+    assert not applies(rule(equipment_id=4, sensor_kind="temperature"), probe)
+    assert applies(rule(sensor_kind="temperature"), probe) and not applies(rule(sensor_kind="humidity"), probe)
+    assert not applies(rule(type="door_open", equipment_id=3), probe)
+    assert applies(rule(type="door_open", equipment_id=3), WatchedSensor(9, 3, "door", T0, T0))
+    assert applies(rule(type="battery_low"), probe) and not applies(rule(type="battery_low", equipment_id=4), probe)
+
+
+def test_maintenance_suppresses_only_an_excursion_it_holds_whole():
+    defrost = [(at(0), at(30))]
+    inside = Excursion(at(5), 0.0, at(15), 2.0, ended_at=at(25))
+    outlasting = Excursion(at(5), 0.0, at(15), 2.0, ended_at=at(40))
+    still_open = Excursion(at(5), 0.0, at(15), 2.0)
+
+    assert suppressed(defrost, inside, last_seen=at(26))
+    assert not suppressed(defrost, outlasting, last_seen=at(41))
+    assert suppressed(defrost, still_open, last_seen=at(20))  # the window has not ended in the readings yet
+    assert not suppressed(defrost, still_open, last_seen=at(31))
+    assert not suppressed(defrost, Excursion(at(31), 0.0, at(41), 2.0), last_seen=at(42))
+
+
+def test_a_malformed_stored_event_is_refused_naming_the_field():
+    engine = AlertEngine(db=None, settings=AlertSettings())  # type: ignore[arg-type]  # refused before any query
+    data = {
+        "tenant_id": "5b50551d-2a53-4d2b-b663-21203db5f85d",
+        "batch_id": "71544285-14af-4d1f-8404-b7ba7f3247d8",
+        "received_at": T0.isoformat(),
+        "equipment": [{"equipment_id": 1}],
+        "sensors": [{"sensor_id": 2, "equipment_id": 1, "kind": "door", "first_ts": "yesterday", "last_ts": "now"}],
+    }
+
+    with pytest.raises(BadRequestError) as refused:
+        engine.on_stored(data)
+
+    assert refused.value.details["path"] == "sensors[0]"
