@@ -108,7 +108,10 @@ class AlertsService:
             if "start" in params and params["start"] >= params["end"]:
                 raise bad_parameter("start_date", "must be before end_date")
         if after:
-            where.append("(a.started_at < %(after_time)s OR (a.started_at = %(after_time)s AND a.id > %(after_id)s))")
+            # started_at descending, id ascending: no row comparison fits; the first term bounds the index scan.
+            where.append(
+                "a.started_at <= %(after_time)s AND (a.started_at < %(after_time)s OR a.id > %(after_id)s::uuid)"
+            )
             params.update(after_time=after[0], after_id=cursor_uuid(after[1]))
         with self.db.transaction() as cursor:
             for name, table in (("equipment_uuid", "equipment"), ("sensor_uuid", "sensors")):
