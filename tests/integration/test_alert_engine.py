@@ -34,6 +34,16 @@ def engine(database):
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 
 
+@pytest.fixture
+def disabled_afterwards(database):
+    """Rules the test appends are disabled when it ends: a silence rule left enabled would make every later
+    tick (the stack's too) fire for the test's tenant."""
+    rules: list[str] = []
+    yield rules
+    with database.transaction() as cursor:
+        cursor.execute("UPDATE alert_rules SET enabled = false WHERE id = ANY(%s::uuid[])", (rules,))
+
+
 def minutes_ago(minutes: float) -> datetime:
     return NOW - timedelta(minutes=minutes)
 
@@ -250,11 +260,11 @@ def rule_settings(database, tenant_id: str) -> list[tuple]:
 
 
 def test_silence_fires_past_the_threshold_is_resolved_by_the_next_upload_and_waits_while_the_backend_is_behind(
-    processor, blobs, database, make_account
+    processor, blobs, database, make_account, disabled_afterwards
 ):
     account = make_account()
     data = store_upload(processor, blobs, database, account, item({PROBE: ("temperature", [(minutes_ago(1), -18)])}))
-    add_rule(database, account.tenant_id, type="silence", severity="warning")
+    disabled_afterwards.append(add_rule(database, account.tenant_id, type="silence", severity="warning"))
     # Ticks two days ahead: the shared database's own pending batches are then too old to count as lag.
     later = datetime.now(timezone.utc) + timedelta(days=2)
     settings = AlertSettings()
