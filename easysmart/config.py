@@ -226,6 +226,16 @@ class RetentionDatabaseTimeouts(Group):
 
 
 @settings_group
+class AlertsDatabaseTimeouts(Group):
+    statement_timeout_s: float = env(
+        "ALERTS_DB_STATEMENT_TIMEOUT_S",
+        "longest statement of alerts (seconds): an API query, or one step of a batch's evaluation; past it 503",
+        30.0,
+    )
+    lock_timeout_s: float = env("ALERTS_DB_LOCK_TIMEOUT_S", "longest wait for a lock in alerts (seconds)", 5.0)
+
+
+@settings_group
 class MigrationSettings(Group):
     db_mode: str = env(
         "DB_MODE",
@@ -449,6 +459,48 @@ class AggregateSettings(Group):
         " UTC hours); changing it rebuilds the daily buckets whose raw data is still kept,"
         " older ones stay as they were",
         "America/Sao_Paulo",
+    )
+
+
+# --- Alerts ---------------------------------------------------------------------------------------
+
+
+@settings_group
+class AlertSettings(Group):
+    alert_silence_min_s: int = env(
+        "ALERT_SILENCE_MIN_S",
+        "an equipment is silent after at least this long without an upload (seconds), and a gap this long in a"
+        " sensor's readings ends a threshold run",
+        15 * 60,
+    )
+    alert_silence_cadence_factor: float = env(
+        "ALERT_SILENCE_CADENCE_FACTOR",
+        "or after this many times the median gap between its recent uploads, when that is longer",
+        3.0,
+    )
+    alert_silence_uploads_kept: int = env(
+        "ALERT_SILENCE_UPLOADS_KEPT", "recent upload times kept per equipment to learn its cadence", 20
+    )
+    alert_max_processing_lag_s: int = env(
+        "ALERT_MAX_PROCESSING_LAG_S",
+        "silence is not evaluated while a batch has waited longer than this to be processed, or a stored event"
+        " to be published (seconds): a backend outage pages no shop",
+        5 * 60,
+    )
+    alert_late_after_s: int = env(
+        "ALERT_LATE_AFTER_S",
+        "an alert is marked late when its readings crossed the duration this long before the upload arrived (seconds)",
+        10 * 60,
+    )
+    alert_flap_transitions: int = env(
+        "ALERT_FLAP_TRANSITIONS",
+        "an alert whose resolution would be this many transitions of its rule and sensor within"
+        " ALERT_FLAP_WINDOW_S is flapping: it stays open until the readings stay inside that long",
+        4,
+    )
+    alert_flap_window_s: int = env("ALERT_FLAP_WINDOW_S", "the window of flapping (seconds)", 30 * 60)
+    alert_history_days: int = env(
+        "ALERT_HISTORY_DAYS", "resolved alerts kept (days); older ones are pruned by the alerts' minute tick", 730
     )
 
 
