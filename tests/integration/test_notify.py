@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from email import message_from_bytes
 from email.policy import default as default_policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,6 +23,7 @@ from functions_framework import create_app
 from support.clock import SetClock
 
 from easysmart.config import NotifySettings, SmtpSettings
+from easysmart.errors import NotFoundError
 from easysmart.events import to_http
 from easysmart.identity import Principal, TokenService
 from easysmart.mail import Mailer
@@ -47,6 +49,7 @@ class Receiver:
         self.port = free_port()
         self.requests: list[tuple[str, dict, bytes]] = []
         self.server: ThreadingHTTPServer | None = None
+        self.delay_s = 0.0
 
     def start(self) -> None:
         receiver = self
@@ -54,6 +57,7 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                time.sleep(receiver.delay_s)
                 receiver.requests.append((self.path, dict(self.headers), body))
                 if self.path.startswith("/redirect"):
                     self.send_response(302)
@@ -345,15 +349,21 @@ def test_a_rotated_secret_signs_what_follows(notify, user, receiver):
 # --- Retries, order, reminders: the service with a clock the test moves --------------------------
 
 
+def make_service(database, smtp_port: int, clock: SetClock, policy=None, resolver=None, **settings) -> NotifyService:
+    defaults = dict(
+        notify_backoff_base_s=30, notify_backoff_max_s=600, notify_retry_window_s=3600, notify_critical_reminder_s=900
+    )
+    mailer = Mailer(SmtpSettings(smtp_host="127.0.0.1", smtp_port=smtp_port, smtp_security="none"))
+    webhooks = WebhookSender(
+        policy or AddressPolicy(allow_loopback=True), timeout_s=2.0, **({"resolver": resolver} if resolver else {})
+    )
+    return NotifyService(database, NotifySettings(**{**defaults, **settings}), webhooks, mailer, clock=clock)
+
+
 @pytest.fixture
 def service(database, mailbox):
     clock = SetClock()
-    settings = NotifySettings(
-        notify_backoff_base_s=30, notify_backoff_max_s=600, notify_retry_window_s=3600, notify_critical_reminder_s=900
-    )
-    mailer = Mailer(SmtpSettings(smtp_host="127.0.0.1", smtp_port=mailbox[1], smtp_security="none"))
-    webhooks = WebhookSender(AddressPolicy(allow_loopback=True), timeout_s=2.0)
-    return NotifyService(database, settings, webhooks, mailer, clock=clock), clock
+    return make_service(database, mailbox[1], clock), clock
 
 
 def test_a_receiver_down_for_a_while_gets_everything_once_in_order_when_back(service, make_account, receiver):
@@ -425,3 +435,98 @@ def test_an_unacknowledged_critical_alert_is_notified_again_until_acknowledged(s
     clock.advance(3600)
     notifier.tick()
     assert [event["data"]["transition"] for event in receiver.events()] == ["fired", "reminder", "acknowledged"]
+
+
+def test_concurrent_ticks_send_each_delivery_once(database, mailbox, make_account, receiver):
+    clock = SetClock()
+    workers = [make_service(database, mailbox[1], clock) for _ in range(3)]
+    account = make_account("user")
+    principal = Principal(account.account_id, account.tenant_id, "user")
+    for path in ("/one", "/two"):
+        workers[0].create_channel(principal, orjson.dumps({"type": "webhook", "url": receiver.url(path)}))
+    receiver.stop()
+    for _ in range(10):
+        workers[0].receive(transition_event(account.tenant_id, str(uuid.uuid4()), "fired", 1, severity="warning"))
+    receiver.start()
+    receiver.delay_s = 0.02
+    clock.advance(60)
+
+    with ThreadPoolExecutor(max_workers=len(workers)) as pool:
+        for ticked in [pool.submit(worker.tick) for worker in workers]:
+            ticked.result()
+    clock.advance(60)
+    workers[1].tick()
+
+    ids = [headers[DELIVERY_HEADER] for _, headers, _ in receiver.requests]
+    assert len(ids) == 20 and len(set(ids)) == 20
+
+
+def test_a_name_that_resolves_elsewhere_by_delivery_time_is_refused_then(database, mailbox, make_account, receiver):
+    """DNS rebinding: public when the channel was made, loopback when it is called."""
+    answers = {"hooks.rebind.test": ["93.184.216.34"]}
+    notifier = make_service(
+        database, mailbox[1], SetClock(), policy=AddressPolicy(), resolver=lambda host, port: answers[host]
+    )
+    account = make_account("user")
+    principal = Principal(account.account_id, account.tenant_id, "user")
+    notifier.create_channel(
+        principal, orjson.dumps({"type": "webhook", "url": f"http://hooks.rebind.test:{receiver.port}/"})
+    )
+    answers["hooks.rebind.test"] = ["127.0.0.1"]
+
+    notifier.receive(transition_event(account.tenant_id, str(uuid.uuid4()), "fired", 1))
+
+    assert receiver.requests == []
+    [channel] = notifier.list_channels(principal, {})["channels"]
+    assert "loopback" in channel["last_delivery"]["reason"]
+
+
+def test_the_call_goes_to_the_checked_address_with_the_name_in_host(database, mailbox, make_account, receiver):
+    answers = {"hooks.pinned.test": ["127.0.0.1"]}
+    notifier = make_service(database, mailbox[1], SetClock(), resolver=lambda host, port: answers[host])
+    account = make_account("user")
+    principal = Principal(account.account_id, account.tenant_id, "user")
+    url = f"http://hooks.pinned.test:{receiver.port}/hook"
+    notifier.create_channel(principal, orjson.dumps({"type": "webhook", "url": url}))
+    notifier.receive(transition_event(account.tenant_id, str(uuid.uuid4()), "fired", 1))
+    [(_, headers, _)] = receiver.requests
+    assert headers["Host"] == f"hooks.pinned.test:{receiver.port}"
+
+
+def test_a_tenants_emails_past_its_hourly_limit_wait(database, mailbox, make_account, notify):
+    clock = SetClock()
+    notifier = make_service(database, mailbox[1], clock, notify_email_per_tenant_per_hour=2)
+    account = make_account("user")
+    principal = Principal(account.account_id, account.tenant_id, "user")
+    notifier.create_channel(principal, orjson.dumps({"type": "email", "to": ["ops@example.com"]}))
+    confirm_from_mail(notify, mailbox[0])
+    for _ in range(2):
+        notifier.receive(transition_event(account.tenant_id, str(uuid.uuid4()), "fired", 1, severity="warning"))
+    assert len(mailbox[0].messages) == 2  # the confirmation and one alert
+    [channel] = notifier.list_channels(principal, {})["channels"]
+    assert channel["pending_deliveries"] == 1 and "hourly" in channel["last_delivery"]["reason"]
+    clock.advance(3601)
+    notifier.tick()
+    assert len(mailbox[0].messages) == 3
+
+
+def test_a_confirmation_link_expires(database, mailbox, make_account):
+    clock = SetClock()
+    notifier = make_service(database, mailbox[1], clock, notify_confirm_ttl_s=60)
+    account = make_account("user")
+    principal = Principal(account.account_id, account.tenant_id, "user")
+    notifier.create_channel(principal, orjson.dumps({"type": "email", "to": ["late@example.com"]}))
+    [(_, message)] = mailbox[0].parsed()
+    link = next(line for line in message.get_body(("plain",)).get_content().splitlines() if "token=" in line)
+    clock.advance(61)
+    with pytest.raises(NotFoundError):
+        notifier.confirm_recipient(parse_qs(urlsplit(link).query)["token"][0])
+
+
+def test_a_deleted_channel_is_gone_with_its_deliveries(notify, user, receiver):
+    tenant_id, headers = user()
+    channel = notify.post("/api/v1/alerts/channels", json={"type": "webhook", "url": receiver.url()}, headers=headers)
+    assert notify.delete(f"/api/v1/alerts/channels/{channel.get_json()['id']}", headers=headers).status_code == 204
+    assert notify.get("/api/v1/alerts/channels", headers=headers).get_json()["channels"] == []
+    post_event(notify, transition_event(tenant_id, str(uuid.uuid4()), "fired", 1))
+    assert receiver.requests == []

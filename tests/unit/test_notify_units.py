@@ -180,3 +180,15 @@ def test_confirmation_mail_carries_the_link():
 )
 def test_valid_address_takes_one_plain_address(address, ok):
     assert valid_address(address) is ok
+
+
+def test_a_webhook_call_checks_the_address_again_and_never_connects_to_a_refused_one():
+    from easysmart.webhooks import WebhookSender
+
+    def resolver(host, port):
+        return ["169.254.169.254"]
+
+    outcome = WebhookSender(AddressPolicy(), resolver=resolver).post(
+        "http://hooks.example.com/", "secret", b"{}", "d1", now_s=1
+    )
+    assert not outcome.ok and outcome.status is None and "metadata" in outcome.reason
