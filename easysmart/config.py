@@ -501,6 +501,14 @@ class NotifySettings(Group):
         "NOTIFY_TICK_BUDGET_S", "after this long a tick starts no new delivery (seconds)", 45.0
     )
     notify_tick_workers: int = env("NOTIFY_TICK_WORKERS", "channels a tick delivers to at the same time", 4)
+    notify_channel_max_per_window: int = env(
+        "NOTIFY_CHANNEL_MAX_PER_WINDOW",
+        "messages a channel gets per NOTIFY_CHANNEL_WINDOW_S; past it each tick folds what is due into one digest",
+        10,
+    )
+    notify_channel_window_s: int = env(
+        "NOTIFY_CHANNEL_WINDOW_S", "the window of NOTIFY_CHANNEL_MAX_PER_WINDOW (seconds)", 600
+    )
     notify_critical_reminder_s: int = env(
         "NOTIFY_CRITICAL_REMINDER_S",
         "an unacknowledged critical alert is notified again after this long, and again each time (seconds; 0: never)",

@@ -33,6 +33,10 @@ _TEXTS: dict[str, dict[str, str]] = {
         "resolved": "Alerta resolvido",
         "reminder": "Lembrete: alerta crítico não reconhecido",
         "test": "Notificação de teste",
+        "digest": "Resumo: {count} notificações de alerta",
+        "digest_intro": (
+            "Muitas notificações em pouco tempo neste canal; aqui estão juntas, da mais antiga à mais nova:"
+        ),
         "critical": "crítico",
         "warning": "aviso",
         "equipment": "Equipamento",
@@ -61,6 +65,8 @@ _TEXTS: dict[str, dict[str, str]] = {
         "resolved": "Alert resolved",
         "reminder": "Reminder: critical alert not acknowledged",
         "test": "Test notification",
+        "digest": "Digest: {count} alert notifications",
+        "digest_intro": "Many notifications in a short time on this channel; here they are together, oldest first:",
         "critical": "critical",
         "warning": "warning",
         "equipment": "Equipment",
@@ -184,6 +190,24 @@ def render_alert(data: dict, kind: str, base_url: str, language: str | None = No
         f"<html><body><h2>{escape(headline)}</h2><table>{table}</table>"
         + "".join(f"<p>{escape(note)}</p>" for note in notes)
         + f'<p><a href="{escape(link)}">{escape(words["open"])}</a></p></body></html>'
+    )
+    return Rendered(subject, text + "\n", body)
+
+
+def render_digest(items: list[tuple[dict, str]], base_url: str, language: str | None = None) -> Rendered:
+    """One message for a storm: each (event data, kind) as its one-line headline, oldest first."""
+    words = texts_for(language)
+    subject = words["digest"].format(count=len(items))
+    lines = [render_alert(data, kind, base_url, language).subject for data, kind in items]
+    link = f"{base_url.rstrip('/')}/api/v1/alerts"
+    text = "\n".join(
+        [subject, "", words["digest_intro"], *(f"- {line}" for line in lines), "", f"{words['open']}: {link}"]
+    )
+    escape = html.escape
+    body = (
+        f"<html><body><h2>{escape(subject)}</h2><p>{escape(words['digest_intro'])}</p><ul>"
+        + "".join(f"<li>{escape(line)}</li>" for line in lines)
+        + f'</ul><p><a href="{escape(link)}">{escape(words["open"])}</a></p></body></html>'
     )
     return Rendered(subject, text + "\n", body)
 

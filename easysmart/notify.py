@@ -37,7 +37,15 @@ from easysmart.config import NotifySettings
 from easysmart.db import Database, one_row
 from easysmart.errors import BadRequestError, NotFoundError, UnprocessableError
 from easysmart.identity import Principal
-from easysmart.mail import DEFAULT_LANGUAGE, Mailer, MailError, render_alert, render_confirmation, valid_address
+from easysmart.mail import (
+    DEFAULT_LANGUAGE,
+    Mailer,
+    MailError,
+    render_alert,
+    render_confirmation,
+    render_digest,
+    valid_address,
+)
 from easysmart.netguard import RefusedDestinationError, resolve
 from easysmart.outbox import ALERT_ACKNOWLEDGED_TYPE, ALERT_FIRED_TYPE, ALERT_RESOLVED_TYPE
 from easysmart.webhooks import Outcome, WebhookSender, new_secret
@@ -47,6 +55,7 @@ logger = logging.getLogger(__name__)
 TRANSITION_TYPES = {"fired": ALERT_FIRED_TYPE, "acknowledged": ALERT_ACKNOWLEDGED_TYPE, "resolved": ALERT_RESOLVED_TYPE}
 REMINDER_TYPE = "com.easysmart.alert.reminder"
 TEST_TYPE = "com.easysmart.alert.test"
+DIGEST_TYPE = "com.easysmart.alert.digest"
 PING_TYPE = "dev.knative.sources.ping"
 NOTIFY_SOURCE = "/easysmart/notify"
 CONFIRM_PATH = "/api/v1/alerts/channels/confirm"
@@ -299,7 +308,7 @@ class NotifyService:
             "datacontenttype": "application/json",
             "data": {"tenant_id": channel.tenant_id, "transition": "test", "alert": {"severity": "warning"}},
         }
-        outcome = self._send(channel, str(uuid.uuid4()), event, "test")
+        outcome = self._send(channel, str(uuid.uuid4()), event)
         answer: dict = {"ok": outcome.ok, "status_class": f"{outcome.status // 100}xx" if outcome.status else None}
         if not outcome.ok:
             answer["reason"] = outcome.reason
@@ -451,7 +460,8 @@ class NotifyService:
                 (self.clock(), self.settings.notify_tick_max_deliveries),
             )
             channel_ids = [str(row[0]) for row in cursor.fetchall()]
-        delivered = self.deliver(channel_ids, self.settings.notify_tick_budget_s, self.settings.notify_tick_workers)
+        settings = self.settings
+        delivered = self.deliver(channel_ids, settings.notify_tick_budget_s, settings.notify_tick_workers, fold=True)
         return {"reminders": reminders, "confirmations": confirmations, **delivered}
 
     def remind(self) -> int:
@@ -484,45 +494,93 @@ class NotifyService:
 
     # --- Delivery ----------------------------------------------------------------------------------
 
-    def deliver(self, channel_ids: list[str], budget_s: float, workers: int = 1) -> dict:
-        """Sends the due deliveries of these channels, each channel on its own, starting none after budget_s."""
+    def deliver(self, channel_ids: list[str], budget_s: float, workers: int = 1, fold: bool = False) -> dict:
+        """Sends the due deliveries of these channels, each channel on its own, starting none after budget_s.
+        Past a channel's rate, `fold` sends what is due as one digest; otherwise it is left to the tick."""
         deadline = time.monotonic() + budget_s
         totals = {"sent": 0, "failed_attempts": 0}
-        per_channel = self.settings.notify_channel_max_per_tick
+
+        def one(channel_id: str) -> tuple[int, int]:
+            return self._deliver_channel(channel_id, deadline, fold)
+
         if workers <= 1 or len(channel_ids) <= 1:
-            results = [self._deliver_channel(channel_id, per_channel, deadline) for channel_id in channel_ids]
+            results = [one(channel_id) for channel_id in channel_ids]
         else:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="notify-deliver") as pool:
-                results = list(pool.map(lambda c: self._deliver_channel(c, per_channel, deadline), channel_ids))
+                results = list(pool.map(one, channel_ids))
         for sent, failed in results:
             totals["sent"] += sent
             totals["failed_attempts"] += failed
         return totals
 
-    def _deliver_channel(self, channel_id: str, limit: int, deadline: float) -> tuple[int, int]:
+    def _deliver_channel(self, channel_id: str, deadline: float, fold: bool) -> tuple[int, int]:
+        """(messages sent, failed attempts) for one channel; the first failure ends its run."""
         if time.monotonic() >= deadline:
             return 0, 0
-        channel, claimed = self._claim(channel_id, limit)
+        channel, claimed = self._claim(channel_id, self.settings.notify_channel_max_per_tick)
+        if channel is None or not claimed:
+            return 0, 0
+        messages = self._messages(channel, claimed, fold)
         sent = 0
-        for index, delivery in enumerate(claimed):
+        for index, message in enumerate(messages):
+            waiting = [delivery for later in messages[index:] for delivery in later]
             if time.monotonic() >= deadline:
-                self._release(claimed[index:])
+                self._release(waiting)
                 break
-            if channel is not None and channel.type == "email" and self._email_budget_spent(channel.tenant_id, 0):
-                self._postpone(claimed[index:], timedelta(minutes=5))
+            if channel.type == "email" and self._email_budget_spent(channel.tenant_id, 0):
+                self._postpone(waiting, timedelta(minutes=5))
                 break
-            kind = str(delivery.event.get("data", {}).get("transition", "fired"))
-            outcome = (
-                self._send(channel, delivery.delivery_id, delivery.event, kind, deadline - time.monotonic())
-                if channel is not None
-                else Outcome(False, reason="the channel was deleted")
-            )
-            self._record(delivery, outcome)
+            sent_as, event = self._message_event(channel, message)
+            outcome = self._send(channel, sent_as, event, deadline - time.monotonic())
+            self._record(message, outcome, sent_as)
             if not outcome.ok:
-                self._release(claimed[index + 1 :])
+                self._release(waiting[len(message) :])
                 return sent, 1
             sent += 1
         return sent, 0
+
+    def _messages(self, channel: _Channel, claimed: list[_Delivery], fold: bool) -> list[list[_Delivery]]:
+        """The claimed deliveries as messages: one each while the channel is within its rate, then (fold) one
+        digest of all the rest; without fold the rest is released for the tick to fold."""
+        since = self.clock() - timedelta(seconds=self.settings.notify_channel_window_s)
+        with self.db.transaction() as cursor:
+            cursor.execute(
+                "SELECT count(DISTINCT sent_as) FROM notification_deliveries"
+                " WHERE channel_id = %s AND state = 'done' AND finished_at > %s",
+                (channel.id, since),
+            )
+            recent = one_row(cursor)[0]
+        allowance = max(self.settings.notify_channel_max_per_window - recent, 0)
+        singles = [[delivery] for delivery in claimed[:allowance]]
+        rest = claimed[allowance:]
+        if not rest:
+            return singles
+        if not fold:
+            self._release(rest)
+            return singles
+        return singles + [rest]
+
+    def _message_event(self, channel: _Channel, message: list[_Delivery]) -> tuple[str, dict]:
+        """(X-Easysmart-Delivery, CloudEvent) of a message: the delivery itself, or a digest of several."""
+        if len(message) == 1:
+            return message[0].delivery_id, message[0].event
+        digest_id = str(uuid.uuid5(_DELIVERY_NAMESPACE, "digest/" + ",".join(d.delivery_id for d in message)))
+        return digest_id, {
+            "specversion": "1.0",
+            "id": digest_id,
+            "type": DIGEST_TYPE,
+            "source": NOTIFY_SOURCE,
+            "subject": channel.id,
+            "time": iso(self.clock()),
+            "datacontenttype": "application/json",
+            "data": {
+                "tenant_id": channel.tenant_id,
+                "transition": "digest",
+                "count": len(message),
+                "deliveries": [delivery.delivery_id for delivery in message],
+                "events": [delivery.event for delivery in message],
+            },
+        }
 
     def _claim(self, channel_id: str, limit: int) -> tuple[_Channel | None, list[_Delivery]]:
         """Leases the channel's due deliveries in order, skipping any whose alert has an earlier one still
@@ -548,7 +606,7 @@ class NotifyService:
             claimed = sorted((_Delivery(row[0], str(row[1]), *row[2:]) for row in cursor.fetchall()), key=_by_id)
         return channel, claimed
 
-    def _send(self, channel: _Channel, delivery_id: str, event: dict, kind: str, timeout_s: float = 30.0) -> Outcome:
+    def _send(self, channel: _Channel, delivery_id: str, event: dict, timeout_s: float = 30.0) -> Outcome:
         if channel.type == "webhook":
             body = orjson.dumps(event)
             now_s = int(self.clock().timestamp())
@@ -563,34 +621,52 @@ class NotifyService:
             recipients = [row[0] for row in cursor.fetchall()]
         if not recipients:
             return Outcome(False, reason=NO_CONFIRMED_RECIPIENT)
+        base_url, language = self.settings.notify_public_base_url, self.language_of(channel.tenant_id)
         data = event.get("data") or {}
-        rendered = render_alert(data, kind, self.settings.notify_public_base_url, self.language_of(channel.tenant_id))
+        if event.get("type") == DIGEST_TYPE:
+            items = [(item.get("data") or {}, _kind(item.get("data") or {})) for item in data.get("events", [])]
+            rendered = render_digest(items, base_url, language)
+        else:
+            rendered = render_alert(data, _kind(data), base_url, language)
         try:
             self.mailer.send(recipients, rendered, message_id_key=delivery_id)
         except MailError as error:
             return Outcome(False, reason=error.message)
         return Outcome(True)
 
-    def _record(self, delivery: _Delivery, outcome: Outcome) -> None:
+    def _record(self, message: list[_Delivery], outcome: Outcome, sent_as: str) -> None:
+        """What an attempt at a message came to, on each of its deliveries."""
         now = self.clock()
-        attempts = delivery.attempts + 1
-        if outcome.ok:
-            state, due = "done", now
-        elif outcome.reason == NO_CONFIRMED_RECIPIENT:
-            state, due = "skipped", now
-        else:
-            due = now + backoff(attempts, self.settings.notify_backoff_base_s, self.settings.notify_backoff_max_s)
-            expired = due > delivery.created_at + timedelta(seconds=self.settings.notify_retry_window_s)
-            state = "failed" if expired else "pending"
         if not outcome.ok:
-            logger.info("delivery %s attempt %d failed: %s", delivery.delivery_id, attempts, outcome.reason)
+            logger.info("message %s (%d deliveries) failed: %s", sent_as, len(message), outcome.reason)
         with self.db.transaction() as cursor:
-            cursor.execute(
-                "UPDATE notification_deliveries SET state = %s, attempts = %s, next_attempt_at = %s,"
-                " leased_until = NULL, last_status = %s, last_error = %s,"
-                " finished_at = CASE WHEN %s <> 'pending' THEN %s END WHERE id = %s AND state = 'pending'",
-                (state, attempts, due, outcome.status, outcome.reason, state, now, delivery.id),
-            )
+            for delivery in message:
+                attempts = delivery.attempts + 1
+                if outcome.ok:
+                    state, due = "done", now
+                elif outcome.reason == NO_CONFIRMED_RECIPIENT:
+                    state, due = "skipped", now
+                else:
+                    settings = self.settings
+                    due = now + backoff(attempts, settings.notify_backoff_base_s, settings.notify_backoff_max_s)
+                    expired = due > delivery.created_at + timedelta(seconds=settings.notify_retry_window_s)
+                    state = "failed" if expired else "pending"
+                cursor.execute(
+                    "UPDATE notification_deliveries SET state = %s, attempts = %s, next_attempt_at = %s,"
+                    " leased_until = NULL, last_status = %s, last_error = %s, sent_as = %s,"
+                    " finished_at = CASE WHEN %s <> 'pending' THEN %s END WHERE id = %s AND state = 'pending'",
+                    (
+                        state,
+                        attempts,
+                        due,
+                        outcome.status,
+                        outcome.reason,
+                        sent_as if outcome.ok else None,
+                        state,
+                        now,
+                        delivery.id,
+                    ),
+                )
 
     def _release(self, deliveries: list[_Delivery]) -> None:
         if deliveries:
@@ -626,7 +702,7 @@ class NotifyService:
         since = self.clock() - timedelta(hours=1)
         with self.db.transaction() as cursor:
             cursor.execute(
-                "SELECT (SELECT count(*) FROM notification_deliveries d JOIN notification_channels c"
+                "SELECT (SELECT count(DISTINCT d.sent_as) FROM notification_deliveries d JOIN notification_channels c"
                 "  ON c.id = d.channel_id WHERE d.tenant_id = %(tenant)s AND d.state = 'done' AND c.type = 'email'"
                 "  AND d.finished_at > %(since)s)"
                 " + (SELECT count(*) FROM email_recipients r JOIN notification_channels c ON c.id = r.channel_id"
@@ -675,6 +751,12 @@ class NotifyService:
                 )
                 sent[str(tenant_id)] = sent.get(str(tenant_id), 0) + 1
         return sum(sent.values())
+
+
+def _kind(data: dict) -> str:
+    """What an e-mail says happened: the transition (fired, acknowledged, resolved, reminder or test)."""
+    kind = str(data.get("transition") or "fired")
+    return kind if kind in ("fired", "acknowledged", "resolved", "reminder", "test") else "fired"
 
 
 def _by_id(delivery: _Delivery) -> int:

@@ -29,6 +29,7 @@ CREATE INDEX email_recipients_unsent ON email_recipients (channel_id)
 -- One row per (event, channel): a redelivered event inserts nothing. delivery_id is the stable
 -- X-Easysmart-Delivery of (alert, transition, sequence, channel). States: pending (next_attempt_at says when),
 -- done (never sent again), failed (out of retries), skipped (an e-mail channel with no confirmed recipient).
+-- Past a channel's rate, what is due goes out folded into one digest message (sent_as: the digest's id).
 CREATE TABLE notification_deliveries (
     id               bigserial PRIMARY KEY,
     delivery_id      uuid NOT NULL UNIQUE,
@@ -43,6 +44,7 @@ CREATE TABLE notification_deliveries (
     leased_until     timestamptz,          -- a worker is sending it: nobody else may until then
     last_status      integer,              -- the remote's HTTP status (its body is never kept)
     last_error       text,                 -- why the last attempt failed, in our words
+    sent_as          uuid,                 -- the message it went out in: its delivery_id, or a digest's id
     created_at       timestamptz NOT NULL,
     finished_at      timestamptz,
     UNIQUE (event_id, channel_id)
@@ -50,6 +52,8 @@ CREATE TABLE notification_deliveries (
 CREATE INDEX notification_deliveries_due ON notification_deliveries (channel_id, id) WHERE state = 'pending';
 CREATE INDEX notification_deliveries_alert ON notification_deliveries (channel_id, alert_id, id);
 CREATE INDEX notification_deliveries_sent ON notification_deliveries (tenant_id, finished_at) WHERE state = 'done';
+CREATE INDEX notification_deliveries_channel_sent ON notification_deliveries (channel_id, finished_at)
+    WHERE state = 'done';
 
 -- The newest transition notify has seen of each alert: an unacknowledged critical alert is notified again.
 CREATE TABLE notified_alerts (

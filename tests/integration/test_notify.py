@@ -530,3 +530,24 @@ def test_a_deleted_channel_is_gone_with_its_deliveries(notify, user, receiver):
     assert notify.get("/api/v1/alerts/channels", headers=headers).get_json()["channels"] == []
     post_event(notify, transition_event(tenant_id, str(uuid.uuid4()), "fired", 1))
     assert receiver.requests == []
+
+
+def test_a_storm_past_the_channels_rate_is_folded_into_one_digest(database, mailbox, make_account, receiver):
+    clock = SetClock()
+    notifier = make_service(database, mailbox[1], clock, notify_channel_max_per_window=2)
+    account = make_account("user")
+    principal = Principal(account.account_id, account.tenant_id, "user")
+    notifier.create_channel(principal, orjson.dumps({"type": "webhook", "url": receiver.url()}))
+    alerts = [str(uuid.uuid4()) for _ in range(5)]
+    for alert_id in alerts:
+        notifier.receive(transition_event(account.tenant_id, alert_id, "fired", 1, severity="warning"))
+        clock.advance(1)
+
+    notifier.tick()
+
+    single_one, single_two, digest = receiver.events()
+    assert [single_one["subject"], single_two["subject"]] == alerts[:2]
+    assert digest["type"] == "com.easysmart.alert.digest" and digest["data"]["count"] == 3
+    assert [event["subject"] for event in digest["data"]["events"]] == alerts[2:]
+    assert receiver.requests[2][1][DELIVERY_HEADER] == digest["id"]
+    assert notifier.list_channels(principal, {})["channels"][0]["pending_deliveries"] == 0

@@ -192,3 +192,13 @@ def test_a_webhook_call_checks_the_address_again_and_never_connects_to_a_refused
         "http://hooks.example.com/", "secret", b"{}", "d1", now_s=1
     )
     assert not outcome.ok and outcome.status is None and "metadata" in outcome.reason
+
+
+def test_a_digest_mail_lists_each_notification_oldest_first():
+    from easysmart.mail import render_digest
+
+    items = [(_fired(equipment_name="Freezer 1"), "fired"), (_fired(equipment_name="<Câmara 2>"), "resolved")]
+    rendered = render_digest(items, "https://monitor.example")
+    assert rendered.subject == "Resumo: 2 notificações de alerta"
+    assert rendered.text.index("Alerta (crítico): Freezer 1") < rendered.text.index("Alerta resolvido (crítico)")
+    assert "&lt;Câmara 2&gt;" in rendered.html and "<Câmara 2>" not in rendered.html
