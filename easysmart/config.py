@@ -491,8 +491,10 @@ class NotifySettings(Group):
         "a delivery not done this long after its event is marked failed (seconds)",
         2 * DAY_SECONDS,
     )
-    notify_tick_max_deliveries: int = env(
-        "NOTIFY_TICK_MAX_DELIVERIES", "most deliveries one minute tick attempts, over every channel", 500
+    notify_tick_max_channels: int = env(
+        "NOTIFY_TICK_MAX_CHANNELS",
+        "most channels one minute tick delivers to (those waiting longest first; the rest wait for the next tick)",
+        200,
     )
     notify_channel_max_per_tick: int = env(
         "NOTIFY_CHANNEL_MAX_PER_TICK", "most deliveries one tick attempts for one channel", 50

@@ -297,6 +297,8 @@ class NotifyService:
             channel = self._channel(cursor, _channel_uuid(channel_id), principal.tenant_id)
         if channel is None:
             raise NotFoundError(f"channel {channel_id} not found")
+        if channel.type == "email" and self._email_budget_spent(channel.tenant_id, 0):
+            return {"ok": False, "status_class": None, "reason": "the tenant sent its hourly e-mails; try later"}
         now = self.clock()
         event = {
             "specversion": "1.0",
@@ -412,9 +414,15 @@ class NotifyService:
                 },
             )
             return self._insert_deliveries(
-                cursor, transition.tenant_id, transition.alert_id, transition.event_id, transition.transition,
-                transition.sequence, event, now,
-            )  # fmt: skip
+                cursor,
+                transition.tenant_id,
+                transition.alert_id,
+                transition.event_id,
+                transition.transition,
+                transition.sequence,
+                event,
+                now,
+            )
 
     def _insert_deliveries(
         self,
@@ -457,7 +465,7 @@ class NotifyService:
             cursor.execute(
                 "SELECT channel_id FROM notification_deliveries WHERE state = 'pending' AND next_attempt_at <= %s"
                 " GROUP BY channel_id ORDER BY min(next_attempt_at) LIMIT %s",
-                (self.clock(), self.settings.notify_tick_max_deliveries),
+                (self.clock(), self.settings.notify_tick_max_channels),
             )
             channel_ids = [str(row[0]) for row in cursor.fetchall()]
         settings = self.settings
