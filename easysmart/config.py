@@ -456,6 +456,12 @@ class AggregateSettings(Group):
 
 
 @settings_group
+class NotifyDatabaseTimeouts(Group):
+    statement_timeout_s: float = env("NOTIFY_DB_STATEMENT_TIMEOUT_S", "longest statement of notify (seconds)", 5.0)
+    lock_timeout_s: float = env("NOTIFY_DB_LOCK_TIMEOUT_S", "longest wait for a lock in notify (seconds)", 2.0)
+
+
+@settings_group
 class NotifySettings(Group):
     notify_public_base_url: str = env(
         "NOTIFY_PUBLIC_BASE_URL",

@@ -14,6 +14,7 @@ from easysmart.config import (
     BackendSettings,
     DatabaseSettings,
     LoggingSettings,
+    NotifyDatabaseTimeouts,
     NotifySettings,
     RedisSettings,
     SmtpSettings,
@@ -35,7 +36,13 @@ configure_logging("notify", LoggingSettings.from_env())
 @functools.cache
 def _clients() -> tuple[NotifyService, TokenService, AccountStates]:
     database, settings = DatabaseSettings.from_env(), NotifySettings.from_env()
-    db = Database(database.database_url, database.db_pool_max)
+    timeouts = NotifyDatabaseTimeouts.from_env()
+    db = Database(
+        database.database_url,
+        database.db_pool_max,
+        statement_timeout_s=timeouts.statement_timeout_s,
+        lock_timeout_s=timeouts.lock_timeout_s,
+    )
     timeout_s = BackendSettings.from_env().backend_timeout_s
     redis_client = redis.Redis.from_url(
         RedisSettings.from_env().redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s

@@ -5,6 +5,8 @@ allowed by the test's configuration, as on the local stack)."""
 from __future__ import annotations
 
 import socket
+import ssl
+import subprocess
 import threading
 import time
 import uuid
@@ -551,3 +553,65 @@ def test_a_storm_past_the_channels_rate_is_folded_into_one_digest(database, mail
     assert [event["subject"] for event in digest["data"]["events"]] == alerts[2:]
     assert receiver.requests[2][1][DELIVERY_HEADER] == digest["id"]
     assert notifier.list_channels(principal, {})["channels"][0]["pending_deliveries"] == 0
+
+
+@pytest.fixture
+def tls_receiver(tmp_path):
+    """An HTTPS receiver on 127.0.0.1 whose certificate names hooks.tls.test; (port, CA file)."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=hooks.tls.test",
+            "-addext",
+            "subjectAltName=DNS:hooks.tls.test",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    hosts: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            hosts.append(self.headers["Host"])
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1], str(cert), hosts
+    server.shutdown()
+    server.server_close()
+
+
+def test_https_webhooks_check_the_certificate_against_the_name_while_connecting_to_the_checked_address(tls_receiver):
+    port, ca_file, hosts = tls_receiver
+    answers = {"hooks.tls.test": ["127.0.0.1"], "other.tls.test": ["127.0.0.1"]}
+    sender = WebhookSender(
+        AddressPolicy(allow_loopback=True),
+        resolver=lambda host, _: answers[host],
+        tls_context=ssl.create_default_context(cafile=ca_file),
+    )
+    assert sender.post(f"https://hooks.tls.test:{port}/", "secret", b"{}", "d1", int(time.time())).ok
+    assert hosts == [f"hooks.tls.test:{port}"]
+    refused = sender.post(f"https://other.tls.test:{port}/", "secret", b"{}", "d2", int(time.time()))
+    assert not refused.ok and refused.reason.startswith("TLS failed")
