@@ -58,6 +58,7 @@ _TEXTS: dict[str, dict[str, str]] = {
         "confirm_body": "Este endereço foi indicado para receber alertas do Easy Smart Monitor. Para confirmar, abra:",
         "confirm_ignore": "Se você não esperava esta mensagem, ignore-a: nada mais será enviado.",
         "time_format": "%d/%m/%Y %H:%M:%S",
+        "decimal": ",",
     },
     "en": {
         "fired": "Alert",
@@ -88,6 +89,7 @@ _TEXTS: dict[str, dict[str, str]] = {
         "confirm_body": "This address was given to receive Easy Smart Monitor alerts. To confirm, open:",
         "confirm_ignore": "If you did not expect this message, ignore it: nothing else will be sent.",
         "time_format": "%Y-%m-%d %H:%M:%S",
+        "decimal": ".",
     },
 }
 
@@ -131,11 +133,11 @@ def local_time(value: str | None, zone_name: str | None, time_format: str) -> st
     return f"{moment.astimezone(zone).strftime(time_format)} ({zone_name or 'UTC'})"
 
 
-def _number(value: object, unit: object) -> str | None:
+def _number(value: object, unit: object, decimal: str) -> str | None:
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return None
     suffix = f" {header_safe(unit)}" if unit else ""
-    return f"{value:g}{suffix}"
+    return f"{value:g}".replace(".", decimal) + suffix
 
 
 def alert_link(base_url: str, alert: dict) -> str:
@@ -155,7 +157,7 @@ def render_alert(data: dict, kind: str, base_url: str, language: str | None = No
     severity = words.get(str(alert.get("severity")), header_safe(alert.get("severity")))
     condition = ""
     for bound in ("above", "below"):
-        limit = _number(rule.get(bound), unit)
+        limit = _number(rule.get(bound), unit, words["decimal"])
         if limit is not None:
             condition = f"{words[bound]} {limit}"
     if condition and isinstance(rule.get("for_s"), int) and rule["for_s"] > 0:
@@ -168,7 +170,7 @@ def render_alert(data: dict, kind: str, base_url: str, language: str | None = No
     if rule.get("name") or condition:
         rows.append((words["rule"], " ".join(part for part in (header_safe(rule.get("name")), condition) if part)))
     for field in ("trigger_value", "peak_value"):
-        shown = _number(alert.get(field), unit)
+        shown = _number(alert.get(field), unit, words["decimal"])
         if shown is not None:
             rows.append((words[field], shown))
     for field in ("started_at", "ended_at", "acknowledged_at"):

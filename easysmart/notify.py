@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Callable, Mapping
+from urllib.parse import urlsplit
 
 import orjson
 import psycopg2.extensions
@@ -93,6 +94,7 @@ class Transition:
 
     event_id: str
     type: str
+    source: str
     tenant_id: str
     alert_id: str
     transition: str
@@ -119,6 +121,7 @@ class Transition:
         return cls(
             str(event["id"]),
             event["type"],
+            str(event["source"]),
             tenant_id,
             alert_id,
             str(transition),
@@ -129,17 +132,17 @@ class Transition:
         )
 
     def structured(self) -> dict:
-        """The CloudEvent in structured JSON mode, as a webhook receives it."""
-        return {
+        """The CloudEvent in structured JSON mode, as a webhook receives it (its id and source unchanged)."""
+        event = {
             "specversion": "1.0",
             "id": self.event_id,
             "type": self.type,
-            "source": NOTIFY_SOURCE,
+            "source": self.source,
             "subject": self.alert_id,
-            "time": self.time,
             "datacontenttype": "application/json",
             "data": self.data,
         }
+        return {**event, "time": self.time} if self.time else event
 
 
 @dataclass(frozen=True)
@@ -212,7 +215,7 @@ class NotifyService:
         for channel_id, kind, url, created_at, pending, failed, state, attempts, status, error, finished, due in page:
             channel: dict = {"id": str(channel_id), "type": kind, "created_at": iso(created_at)}
             if kind == "webhook":
-                channel["url"] = url
+                channel["url"] = redacted_url(url)
             else:
                 channel["to"] = recipients.get(str(channel_id), [])
             channel["pending_deliveries"] = pending
@@ -492,7 +495,14 @@ class NotifyService:
                 number = reminders + 1
                 event_id = str(uuid.uuid5(_DELIVERY_NAMESPACE, f"{alert_id}/reminder/{number}"))
                 data = {**fired["data"], "transition": "reminder", "reminder": number}
-                event = {**fired, "id": event_id, "type": REMINDER_TYPE, "time": iso(now), "data": data}
+                event = {
+                    **fired,
+                    "id": event_id,
+                    "type": REMINDER_TYPE,
+                    "source": NOTIFY_SOURCE,
+                    "time": iso(now),
+                    "data": data,
+                }
                 self._insert_deliveries(cursor, str(tenant_id), str(alert_id), event_id, "reminder", number, event, now)
                 cursor.execute(
                     "UPDATE notified_alerts SET reminders = %s, last_notified_at = %s WHERE alert_id = %s",
@@ -759,6 +769,14 @@ class NotifyService:
                 )
                 sent[str(tenant_id)] = sent.get(str(tenant_id), 0) + 1
         return sum(sent.values())
+
+
+def redacted_url(url: str) -> str:
+    """A webhook URL as listed: its origin only. Chat tools put their credential in the path
+    (https://hooks.slack.com/services/T../B../secret), and viewers may list channels."""
+    parts = urlsplit(url)
+    rest = "/…" if parts.path not in ("", "/") or parts.query else "/"
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{rest}"
 
 
 def _kind(data: dict) -> str:

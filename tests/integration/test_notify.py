@@ -427,8 +427,9 @@ def test_an_unacknowledged_critical_alert_is_notified_again_until_acknowledged(s
     account = make_account("user")
     principal = Principal(account.account_id, account.tenant_id, "user")
     notifier.create_channel(principal, orjson.dumps({"type": "webhook", "url": receiver.url()}))
-    alert_id = str(uuid.uuid4())
+    alert_id, ended_late = str(uuid.uuid4()), str(uuid.uuid4())
     notifier.receive(transition_event(account.tenant_id, alert_id, "fired", 1))
+    notifier.receive(transition_event(account.tenant_id, ended_late, "fired", 1, ended_at="2026-12-01T14:30:00Z"))
     clock.advance(901)
     notifier.tick()
     clock.advance(10)
@@ -436,7 +437,12 @@ def test_an_unacknowledged_critical_alert_is_notified_again_until_acknowledged(s
     notifier.receive(transition_event(account.tenant_id, alert_id, "acknowledged", 2))
     clock.advance(3600)
     notifier.tick()
-    assert [event["data"]["transition"] for event in receiver.events()] == ["fired", "reminder", "acknowledged"]
+    assert [(event["subject"], event["data"]["transition"]) for event in receiver.events()] == [
+        (alert_id, "fired"),
+        (ended_late, "fired"),
+        (alert_id, "reminder"),
+        (alert_id, "acknowledged"),
+    ]
 
 
 def test_concurrent_ticks_send_each_delivery_once(database, mailbox, make_account, receiver):

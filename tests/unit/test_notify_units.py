@@ -139,8 +139,9 @@ def _fired(**alert):
 def test_alert_email_is_in_portuguese_with_times_in_the_tenants_zone():
     rendered = render_alert(_fired(late=True), "fired", "https://monitor.example")
     assert rendered.subject == "Alerta (crítico): Freezer 1 / Temperatura acima de -15 °C por 10 min"
+    assert "Valor que disparou: -14,5 °C" in rendered.text
     assert "Início: 01/12/2026 11:00:00 (America/Sao_Paulo)" in rendered.text
-    assert "Pico: -12.25 °C" in rendered.text
+    assert "Pico: -12,25 °C" in rendered.text
     assert "Recebido com atraso" in rendered.text
     assert "https://monitor.example/api/v1/alerts?equipment_uuid=eq-1" in rendered.text
 
@@ -202,3 +203,23 @@ def test_a_digest_mail_lists_each_notification_oldest_first():
     assert rendered.subject == "Resumo: 2 notificações de alerta"
     assert rendered.text.index("Alerta (crítico): Freezer 1") < rendered.text.index("Alerta resolvido (crítico)")
     assert "&lt;Câmara 2&gt;" in rendered.html and "<Câmara 2>" not in rendered.html
+
+
+def test_a_late_excursion_that_already_ended_shows_its_end_in_one_message():
+    rendered = render_alert(_fired(late=True, ended_at="2026-12-01T14:30:00Z"), "fired", "https://monitor.example")
+    assert "Fim: 01/12/2026 11:30:00 (America/Sao_Paulo)" in rendered.text
+
+
+def test_non_ascii_client_names_are_encoded_in_the_subject_header():
+    rendered = render_alert(_fired(equipment_name="Câmara fria"), "fired", "https://monitor.example")
+    settings = SmtpSettings(smtp_host="smtp.example", smtp_from="Alerts <alerts@example.com>")
+    raw = Mailer(settings).message(["ops@example.com"], rendered).as_bytes()
+    subject_line = next(line for line in raw.split(b"\r\n") if line.startswith(b"Subject:"))
+    assert b"=?utf-8?" in subject_line and "Câmara".encode() not in raw.split(b"\r\n\r\n", 1)[0]
+
+
+def test_listed_webhook_urls_show_only_their_origin():
+    from easysmart.notify import redacted_url
+
+    assert redacted_url("https://hooks.slack.com/services/T0/B0/secret") == "https://hooks.slack.com/…"
+    assert redacted_url("http://relay.example:8080/") == "http://relay.example:8080/"
