@@ -88,6 +88,12 @@ def backoff(attempts: int, base_s: int, max_s: int) -> timedelta:
     return timedelta(seconds=min(max_s, base_s * 2 ** min(attempts - 1, 30)))
 
 
+class InvalidAlertEventError(BadRequestError):
+    """An event notify cannot use (400: a KafkaSource dead-letters it rather than retrying)."""
+
+    code = "invalid_alert_event"
+
+
 @dataclass(frozen=True)
 class Transition:
     """An alert transition as the alerts engine publishes it (the event data contract)."""
@@ -107,17 +113,19 @@ class Transition:
     def from_cloudevent(cls, event: CloudEvent) -> Transition:
         data = event.get_data()
         if not isinstance(data, dict) or not isinstance(data.get("alert"), dict):
-            raise BadRequestError("the alert event's data must be an object with an alert")
+            raise InvalidAlertEventError("the alert event's data must be an object with an alert")
         alert = data["alert"]
         transition, sequence = data.get("transition"), data.get("sequence")
         if TRANSITION_TYPES.get(str(transition)) != event["type"]:
-            raise BadRequestError(f"the event type {event['type']!r} does not match its transition {transition!r}")
+            raise InvalidAlertEventError(
+                f"the event type {event['type']!r} does not match its transition {transition!r}"
+            )
         if not isinstance(sequence, int) or isinstance(sequence, bool):
-            raise BadRequestError("the alert event's sequence must be an integer")
+            raise InvalidAlertEventError("the alert event's sequence must be an integer")
         try:
             tenant_id, alert_id = str(uuid.UUID(str(data.get("tenant_id")))), str(uuid.UUID(str(alert.get("id"))))
         except ValueError:
-            raise BadRequestError("the alert event's tenant_id and alert.id must be UUIDs") from None
+            raise InvalidAlertEventError("the alert event's tenant_id and alert.id must be UUIDs") from None
         return cls(
             str(event["id"]),
             event["type"],
@@ -382,10 +390,10 @@ class NotifyService:
             data = event.get_data()
             job = data.get("job") if isinstance(data, dict) else None
             if job != "deliver":
-                raise BadRequestError(f"unknown ping job {job!r}; notify runs 'deliver'")
+                raise InvalidAlertEventError(f"unknown ping job {job!r}; notify runs 'deliver'")
             return self.tick()
         if event["type"] not in TRANSITION_TYPES.values():
-            raise BadRequestError(f"notify does not handle events of type {event['type']!r}")
+            raise InvalidAlertEventError(f"notify does not handle events of type {event['type']!r}")
         transition = Transition.from_cloudevent(event)
         channel_ids = self.record(transition)
         delivered = self.deliver(channel_ids, self.settings.notify_inline_budget_s) if channel_ids else {}

@@ -223,3 +223,21 @@ def test_listed_webhook_urls_show_only_their_origin():
 
     assert redacted_url("https://hooks.slack.com/services/T0/B0/secret") == "https://hooks.slack.com/…"
     assert redacted_url("http://relay.example:8080/") == "http://relay.example:8080/"
+
+
+@pytest.mark.parametrize(
+    "attributes, data",
+    [
+        ({"type": "com.easysmart.alert.fired"}, {"transition": "resolved", "sequence": 1, "alert": {}}),
+        ({"type": "com.easysmart.alert.fired"}, {"transition": "fired", "sequence": "1", "alert": {}}),
+        ({"type": "com.easysmart.alert.fired"}, {"transition": "fired", "sequence": 1, "tenant_id": "x", "alert": {}}),
+        ({"type": "com.easysmart.alert.fired"}, {"transition": "fired", "sequence": 1}),
+    ],
+)
+def test_alert_events_that_break_the_contract_are_refused(attributes, data):
+    from cloudevents.http import CloudEvent
+
+    from easysmart.notify import InvalidAlertEventError, Transition
+
+    with pytest.raises(InvalidAlertEventError):
+        Transition.from_cloudevent(CloudEvent({"source": "/easysmart/alerts", **attributes}, data))
