@@ -388,24 +388,7 @@ class RuleStore:
                 "INSERT INTO alert_rules (id, tenant_id, type, origin, severity, name, equipment_id, sensor_id,"
                 " sensor_kind, above, below, hysteresis, for_s, resolve_for_s, enabled, created_at, updated_at)"
                 " VALUES (%s, %s, %s, 'user', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (
-                    rule_id,
-                    principal.tenant_id,
-                    spec.type,
-                    spec.severity,
-                    spec.name,
-                    equipment_id,
-                    sensor_id,
-                    spec.sensor_kind,
-                    spec.above,
-                    spec.below,
-                    spec.hysteresis,
-                    spec.for_s,
-                    spec.resolve_for_s,
-                    spec.enabled,
-                    now,
-                    now,
-                ),
+                (rule_id, principal.tenant_id, spec.type, *_stored_fields(spec, equipment_id, sensor_id), now, now),
             )
             return rule_view(self._row(cursor, principal.tenant_id, rule_id))
 
@@ -427,22 +410,7 @@ class RuleStore:
                 "UPDATE alert_rules SET type = %s, severity = %s, name = %s, equipment_id = %s, sensor_id = %s,"
                 " sensor_kind = %s, above = %s, below = %s, hysteresis = %s, for_s = %s, resolve_for_s = %s,"
                 " enabled = %s, user_edited = (origin = 'client'), updated_at = %s WHERE id = %s",
-                (
-                    spec.type,
-                    spec.severity,
-                    spec.name,
-                    equipment_id,
-                    sensor_id,
-                    spec.sensor_kind,
-                    spec.above,
-                    spec.below,
-                    spec.hysteresis,
-                    spec.for_s,
-                    spec.resolve_for_s,
-                    spec.enabled,
-                    now,
-                    rule_id,
-                ),
+                (spec.type, *_stored_fields(spec, equipment_id, sensor_id), now, rule_id),
             )
             watched = (current["type"], current["sensor_uuid"], current["equipment_uuid"], current["sensor_kind"])
             if not spec.enabled or watched != (spec.type, spec.sensor_uuid, spec.equipment_uuid, spec.sensor_kind):
@@ -476,6 +444,23 @@ class RuleStore:
         if not rows:
             raise NotFoundError(f"rule {rule_id} not found")
         return rows[0]
+
+
+def _stored_fields(spec: RuleSpec, equipment_id: int | None, sensor_id: int | None) -> tuple:
+    """The columns a rule body sets, in the order of INSERT and UPDATE: severity .. enabled."""
+    return (
+        spec.severity,
+        spec.name,
+        equipment_id,
+        sensor_id,
+        spec.sensor_kind,
+        spec.above,
+        spec.below,
+        spec.hysteresis,
+        spec.for_s,
+        spec.resolve_for_s,
+        spec.enabled,
+    )
 
 
 def _resolve(cursor: psycopg2.extensions.cursor, tenant_id: str, spec: RuleSpec) -> tuple[int | None, int | None]:
