@@ -21,6 +21,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from typing import Mapping
 
 import psycopg2.extensions
 import redis
@@ -28,7 +29,8 @@ import redis
 from easysmart.clock import MonotonicClock
 from easysmart.db import Database
 from easysmart.errors import UnauthorizedError
-from easysmart.identity import Principal
+from easysmart.identity import Principal, TokenService, bearer_principal
+from easysmart.observability import tenant_id_var
 from easysmart.ratelimit import Limit, RateLimiter
 
 logger = logging.getLogger(__name__)
@@ -127,6 +129,13 @@ class AccountStates:
         self.cache_s = cache_s
         self._cache: dict[str, tuple[AccountState | None, float]] = {}
         self._lock = threading.Lock()
+
+    def principal(self, headers: Mapping[str, str], tokens: TokenService) -> Principal:
+        """The principal of a request's bearer token once its account admits it; the logs then name its tenant."""
+        principal = bearer_principal(headers, tokens)
+        self.check(principal)
+        tenant_id_var.set(principal.tenant_id)
+        return principal
 
     def check(self, principal: Principal) -> None:
         """401 unless the principal's account admits its token (one Redis read, or the database)."""

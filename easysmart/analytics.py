@@ -8,22 +8,27 @@ are ISO-8601 in UTC; statistics are JSON numbers or null. Every list is paged by
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Mapping
 
-import orjson
-
+from easysmart.alerting.api import open_alerts
 from easysmart.config import AggregateSettings
 from easysmart.db import Database
-from easysmart.errors import BadRequestError, ForbiddenError, NotFoundError
+from easysmart.errors import ForbiddenError, NotFoundError
 from easysmart.identity import Principal
+from easysmart.params import (
+    MAX_LIMIT,
+    bad_parameter,
+    decode_cursor,
+    encode_cursor,
+    iso,
+    parse_int,
+    parse_limit,
+    parse_time,
+)
 from easysmart.payload import canonical_kind
 
-DEFAULT_LIMIT = 1000
-MAX_LIMIT = 10000
 DEFAULT_WINDOW = timedelta(hours=24)
 RAW_UP_TO = timedelta(days=2)
 HOURLY_UP_TO = timedelta(days=60)
@@ -35,10 +40,6 @@ STATS_PERIODS = {
     "1y": timedelta(days=365),
 }
 _RELATIONS = {"hour": "telemetry_hourly", "day": "telemetry_daily"}
-# Times a request may name: far enough either side of any stored reading, and far enough from
-# datetime's limits that a window derived from them never overflows.
-EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
-LATEST = datetime(2100, 1, 1, tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -59,22 +60,6 @@ _METADATA = ("battery_pct", "lqi", "rssi", "battery_voltage", "voltage", "curren
 # Parameters (pure functions: unit-tested without a database)
 
 
-def _bad(parameter: str, message: str) -> BadRequestError:
-    return BadRequestError(f"{parameter}: {message}", parameter=parameter)
-
-
-def parse_time(parameter: str, raw: str) -> datetime:
-    """An ISO-8601 time between EARLIEST and LATEST; a naive one is read as UTC."""
-    try:
-        value = datetime.fromisoformat(raw.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-        value = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
-    except (ValueError, OverflowError):
-        raise _bad(parameter, f"not an ISO-8601 time: {raw[:64]!r}") from None
-    if not EARLIEST <= value <= LATEST:
-        raise _bad(parameter, f"must be between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}, not {value.isoformat()}")
-    return value
-
-
 def parse_window(args: Mapping[str, str], now: datetime) -> tuple[datetime, datetime]:
     """start_date/end_date; the last 24 hours by default, 24 hours around the one given."""
     start_text, end_text = args.get("start_date"), args.get("end_date")
@@ -85,7 +70,7 @@ def parse_window(args: Mapping[str, str], now: datetime) -> tuple[datetime, date
         end = parse_time("end_date", end_text) if end_text else now
         start = end - DEFAULT_WINDOW
     if start >= end:
-        raise _bad("start_date", "must be before end_date")
+        raise bad_parameter("start_date", "must be before end_date")
     return start, end
 
 
@@ -93,13 +78,13 @@ def parse_period(raw: str | None, start: datetime, end: datetime, spans: PeriodS
     """The period asked for (auto: by the span), refused when the window is longer than it may cover."""
     period = (raw or "auto").strip().lower()
     if period not in PERIODS:
-        raise _bad("period", f"must be one of {', '.join(PERIODS)}, not {(raw or '')[:32]!r}")
+        raise bad_parameter("period", f"must be one of {', '.join(PERIODS)}, not {(raw or '')[:32]!r}")
     span = end - start
     if period == "auto":
         period = "raw" if span <= RAW_UP_TO else "hour" if span <= HOURLY_UP_TO else "day"
     longest = spans.of(period)
     if span > longest:
-        raise _bad(
+        raise bad_parameter(
             "period",
             f"{period} covers at most {longest.days} days; ask for a shorter window"
             f" between start_date and end_date or a coarser period",
@@ -107,58 +92,13 @@ def parse_period(raw: str | None, start: datetime, end: datetime, spans: PeriodS
     return period
 
 
-def parse_int(parameter: str, raw: str | None, default: int, low: int, high: int) -> int:
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise _bad(parameter, f"not an integer: {raw!r}") from None
-    if not low <= value <= high:
-        raise _bad(parameter, f"must be between {low} and {high}, not {value}")
-    return value
-
-
-def parse_limit(raw: str | None) -> int:
-    return parse_int("limit", raw, DEFAULT_LIMIT, 1, MAX_LIMIT)
-
-
 def parse_sensor_type(raw: str | None) -> str | None:
     if raw is None:
         return None
     kind = canonical_kind(raw)
     if kind is None:
-        raise _bad("sensor_type", "must not be empty")
+        raise bad_parameter("sensor_type", "must not be empty")
     return kind
-
-
-def encode_cursor(tag: str, *values: object) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps([tag, *values])).decode().rstrip("=")
-
-
-def decode_cursor(raw: str | None, tag: str, types: tuple[type, ...]) -> tuple | None:
-    """The values of a cursor this kind of request issued, or 400 naming `cursor`."""
-    if not raw:
-        return None
-    try:
-        decoded = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-    except (binascii.Error, ValueError, orjson.JSONDecodeError):
-        raise _bad("cursor", "not a cursor issued by this endpoint") from None
-    if (
-        not isinstance(decoded, list)
-        or len(decoded) != len(types) + 1
-        or decoded[0] != tag
-        or not all(isinstance(v, t) and not isinstance(v, bool) for v, t in zip(decoded[1:], types))
-    ):
-        raise _bad("cursor", "not a cursor issued by this endpoint")
-    values = tuple(decoded[1:])
-    if types and types[0] is str:
-        values = (parse_time("cursor", values[0]), *values[1:])
-    return values
-
-
-def iso(value: datetime | None) -> str | None:
-    return None if value is None else value.astimezone(timezone.utc).isoformat()
 
 
 def hour_floor(value: datetime) -> datetime:
@@ -270,7 +210,7 @@ class AnalyticsService:
         _require_user(principal)
         raw_period = args.get("period") or "24h"
         if raw_period not in STATS_PERIODS:
-            raise _bad("period", f"must be one of {', '.join(STATS_PERIODS)}, not {raw_period!r}")
+            raise bad_parameter("period", f"must be one of {', '.join(STATS_PERIODS)}, not {raw_period!r}")
         end = now or datetime.now(timezone.utc)
         start = end - STATS_PERIODS[raw_period]
         relation = "telemetry_daily" if raw_period == "1y" else "telemetry_hourly"
@@ -320,6 +260,7 @@ class AnalyticsService:
             rows, next_cursor = self._aggregate_rows(
                 cursor, "telemetry_hourly", "equipment_id", equipment_id, start, None, None, page, "ha"
             )
+            alerts = open_alerts(cursor, equipment_id)
         data = [
             {
                 "time": row["time"],
@@ -334,7 +275,13 @@ class AnalyticsService:
             }
             for row in rows
         ]
-        return {"equipment_uuid": equipment_uuid, "period_hours": hours, "data": data, "next_cursor": next_cursor}
+        return {
+            "equipment_uuid": equipment_uuid,
+            "period_hours": hours,
+            "data": data,
+            "next_cursor": next_cursor,
+            "open_alerts": alerts,
+        }
 
     # Queries
 

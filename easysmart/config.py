@@ -226,6 +226,16 @@ class RetentionDatabaseTimeouts(Group):
 
 
 @settings_group
+class AlertsDatabaseTimeouts(Group):
+    statement_timeout_s: float = env(
+        "ALERTS_DB_STATEMENT_TIMEOUT_S",
+        "longest statement of alerts (seconds): an API query, or one step of a batch's evaluation; past it 503",
+        30.0,
+    )
+    lock_timeout_s: float = env("ALERTS_DB_LOCK_TIMEOUT_S", "longest wait for a lock in alerts (seconds)", 5.0)
+
+
+@settings_group
 class MigrationSettings(Group):
     db_mode: str = env(
         "DB_MODE",
@@ -450,6 +460,144 @@ class AggregateSettings(Group):
         " older ones stay as they were",
         "America/Sao_Paulo",
     )
+
+
+# --- Alerts ---------------------------------------------------------------------------------------
+
+
+@settings_group
+class AlertSettings(Group):
+    alert_silence_min_s: int = env(
+        "ALERT_SILENCE_MIN_S",
+        "an equipment is silent after at least this long without an upload (seconds), and a gap this long in a"
+        " sensor's readings ends a threshold run",
+        15 * 60,
+    )
+    alert_silence_cadence_factor: float = env(
+        "ALERT_SILENCE_CADENCE_FACTOR",
+        "or after this many times the median gap between its recent uploads, when that is longer",
+        3.0,
+    )
+    alert_silence_uploads_kept: int = env(
+        "ALERT_SILENCE_UPLOADS_KEPT", "recent upload times kept per equipment to learn its cadence", 20
+    )
+    alert_max_processing_lag_s: int = env(
+        "ALERT_MAX_PROCESSING_LAG_S",
+        "silence is not evaluated while a batch has waited longer than this to be processed, or a stored event"
+        " to be published (seconds): a backend outage pages no shop",
+        5 * 60,
+    )
+    alert_late_after_s: int = env(
+        "ALERT_LATE_AFTER_S",
+        "an alert is marked late when its readings crossed the duration this long before the upload arrived (seconds)",
+        10 * 60,
+    )
+    alert_flap_transitions: int = env(
+        "ALERT_FLAP_TRANSITIONS",
+        "an alert whose resolution would be this many transitions of its rule and sensor within"
+        " ALERT_FLAP_WINDOW_S is flapping: it stays open until the readings stay inside that long",
+        4,
+    )
+    alert_flap_window_s: int = env("ALERT_FLAP_WINDOW_S", "the window of flapping (seconds)", 30 * 60)
+    alert_history_days: int = env(
+        "ALERT_HISTORY_DAYS", "resolved alerts kept (days); older ones are pruned by the alerts' minute tick", 730
+    )
+
+
+# --- Notifications (notify) -----------------------------------------------------------------------
+
+
+@settings_group
+class NotifyDatabaseTimeouts(Group):
+    statement_timeout_s: float = env("NOTIFY_DB_STATEMENT_TIMEOUT_S", "longest statement of notify (seconds)", 5.0)
+    lock_timeout_s: float = env("NOTIFY_DB_LOCK_TIMEOUT_S", "longest wait for a lock in notify (seconds)", 2.0)
+
+
+@settings_group
+class NotifySettings(Group):
+    notify_public_base_url: str = env(
+        "NOTIFY_PUBLIC_BASE_URL",
+        "public URL of the API, for the links in e-mails (alerts, recipient confirmation)",
+        "http://127.0.0.1:8080",
+    )
+    notify_webhook_allow_loopback: bool = env(
+        "NOTIFY_WEBHOOK_ALLOW_LOOPBACK",
+        "let webhooks call loopback addresses (the local stack and its tests receive their own webhooks);"
+        " never in production",
+        False,
+    )
+    notify_webhook_allowed_networks: tuple[str, ...] = env(
+        "NOTIFY_WEBHOOK_ALLOWED_NETWORKS",
+        "networks (CIDR) webhooks may call although they are not public, e.g. a relay inside the cluster",
+        (),
+    )
+    notify_webhook_timeout_s: float = env(
+        "NOTIFY_WEBHOOK_TIMEOUT_S", "longest connect and longest read of one webhook call (seconds)", 5.0
+    )
+    notify_inline_budget_s: float = env(
+        "NOTIFY_INLINE_BUDGET_S",
+        "how long the handler of an alert event spends trying its deliveries before answering (seconds);"
+        " the rest is left to the minute tick",
+        3.0,
+    )
+    notify_backoff_base_s: int = env(
+        "NOTIFY_BACKOFF_BASE_S", "delay before a failed delivery's first retry (seconds), doubled per attempt", 30
+    )
+    notify_backoff_max_s: int = env("NOTIFY_BACKOFF_MAX_S", "longest delay between retries (seconds)", 3600)
+    notify_retry_window_s: int = env(
+        "NOTIFY_RETRY_WINDOW_S",
+        "a delivery not done this long after its event is marked failed (seconds)",
+        2 * DAY_SECONDS,
+    )
+    notify_tick_max_channels: int = env(
+        "NOTIFY_TICK_MAX_CHANNELS",
+        "most channels one minute tick delivers to (those waiting longest first; the rest wait for the next tick)",
+        200,
+    )
+    notify_channel_max_per_tick: int = env(
+        "NOTIFY_CHANNEL_MAX_PER_TICK", "most deliveries one tick attempts for one channel", 50
+    )
+    notify_tick_budget_s: float = env(
+        "NOTIFY_TICK_BUDGET_S", "after this long a tick starts no new delivery (seconds)", 45.0
+    )
+    notify_tick_workers: int = env("NOTIFY_TICK_WORKERS", "channels a tick delivers to at the same time", 4)
+    notify_channel_max_per_window: int = env(
+        "NOTIFY_CHANNEL_MAX_PER_WINDOW",
+        "messages a channel gets per NOTIFY_CHANNEL_WINDOW_S; past it each tick folds what is due into one digest",
+        10,
+    )
+    notify_channel_window_s: int = env(
+        "NOTIFY_CHANNEL_WINDOW_S", "the window of NOTIFY_CHANNEL_MAX_PER_WINDOW (seconds)", 600
+    )
+    notify_critical_reminder_s: int = env(
+        "NOTIFY_CRITICAL_REMINDER_S",
+        "an unacknowledged critical alert is notified again after this long, and again each time (seconds; 0: never)",
+        3600,
+    )
+    notify_email_per_tenant_per_hour: int = env(
+        "NOTIFY_EMAIL_PER_TENANT_PER_HOUR",
+        "e-mails (alerts and confirmations) a tenant may send per hour; past it they wait",
+        120,
+    )
+    notify_confirm_ttl_s: int = env(
+        "NOTIFY_CONFIRM_TTL_S", "how long an e-mail recipient's confirmation link works (seconds)", 7 * DAY_SECONDS
+    )
+
+
+@settings_group
+class SmtpSettings(Group):
+    smtp_host: str = env("SMTP_HOST", "SMTP server of e-mail notifications (unset: e-mail channels fail)", "")
+    smtp_port: int = env("SMTP_PORT", "its port (587 for STARTTLS, 465 for TLS)", 587)
+    smtp_security: str = env(
+        "SMTP_SECURITY",
+        "starttls (upgrade after connecting), tls (TLS from the start) or none (local test servers only)",
+        "starttls",
+        choices=("starttls", "tls", "none"),
+    )
+    smtp_username: str = env("SMTP_USERNAME", "SMTP login (unset: none)", "")
+    smtp_password: str = env("SMTP_PASSWORD", "its password", "", secret=True)
+    smtp_from: str = env("SMTP_FROM", "From: of notifications", "Easy Smart Monitor <alerts@easysmart.invalid>")
+    smtp_timeout_s: float = env("SMTP_TIMEOUT_S", "timeout of each SMTP operation (seconds)", 10.0)
 
 
 # --- Bridges (the local stack's stand-ins for Knative's KafkaSource and PingSource) --------------

@@ -63,6 +63,12 @@ def one_row(cursor: psycopg2.extensions.cursor) -> tuple:
     return row
 
 
+def dict_rows(cursor: psycopg2.extensions.cursor) -> list[dict]:
+    """The rows of the last query, each as {column name: value}."""
+    names = [column.name for column in cursor.description or ()]
+    return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
 def _alive(conn: psycopg2.extensions.connection) -> bool:
     try:
         with conn.cursor() as cursor:

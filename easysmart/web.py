@@ -19,9 +19,11 @@ import orjson
 
 from easysmart.config import ConfigError, ProxySettings
 from easysmart.errors import (
+    BadRequestError,
     EasySmartError,
     MethodNotAllowedError,
     NotFoundError,
+    PayloadTooLargeError,
     RateLimitedError,
     UnavailableError,
 )
@@ -57,6 +59,27 @@ def error_response(error: EasySmartError) -> flask.Response:
     if isinstance(error, RateLimitedError):
         headers.update(error.headers)
     return json_response(error.status, error.to_body(), headers)
+
+
+MAX_JSON_BODY_BYTES = 64 * 1024
+
+
+def json_body(request: flask.Request, max_bytes: int = MAX_JSON_BODY_BYTES, optional: bool = False) -> object:
+    """The request's JSON body, read at most `max_bytes` (413 above); 400 when not JSON, or empty unless
+    `optional` (then None)."""
+    if (request.content_length or 0) > max_bytes:
+        raise PayloadTooLargeError(f"the body is larger than {max_bytes} bytes")
+    raw = request.stream.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise PayloadTooLargeError(f"the body is larger than {max_bytes} bytes")
+    if not raw.strip():
+        if optional:
+            return None
+        raise BadRequestError("the body is empty; send a JSON object")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise BadRequestError(f"the body is not valid JSON: {error}") from None
 
 
 # The front proxy sets this header from its Secret and replaces any copy a client sends.

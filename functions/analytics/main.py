@@ -20,8 +20,8 @@ from easysmart.config import (
     TokenSettings,
 )
 from easysmart.db import Database
-from easysmart.identity import Principal, TokenService, bearer_principal
-from easysmart.observability import configure_logging, tenant_id_var
+from easysmart.identity import Principal, TokenService
+from easysmart.observability import configure_logging
 from easysmart.web import Reply, Router
 
 configure_logging("analytics", LoggingSettings.from_env())
@@ -49,10 +49,7 @@ def _clients() -> tuple[AnalyticsService, TokenService, AccountStates]:
 
 def _principal(request: flask.Request) -> Principal:
     _, tokens, states = _clients()
-    principal = bearer_principal(request.headers, tokens)
-    states.check(principal)
-    tenant_id_var.set(principal.tenant_id)
-    return principal
+    return states.principal(request.headers, tokens)
 
 
 def equipments(request: flask.Request) -> Reply:

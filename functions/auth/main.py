@@ -6,7 +6,6 @@ import functools
 
 import flask
 import functions_framework
-import orjson
 import redis
 
 from easysmart.accountstate import AccountStates
@@ -22,11 +21,10 @@ from easysmart.config import (
     TokenSettings,
 )
 from easysmart.db import Database
-from easysmart.errors import BadRequestError, PayloadTooLargeError
 from easysmart.identity import TokenService, bearer_principal
 from easysmart.observability import configure_logging
 from easysmart.ratelimit import RateLimiter
-from easysmart.web import ProxyTrust, Reply, Router, client_address
+from easysmart.web import ProxyTrust, Reply, Router, client_address, json_body
 
 configure_logging("auth", LoggingSettings.from_env())
 _PROXY_TRUST = ProxyTrust.from_settings(ProxySettings.from_env())
@@ -54,26 +52,9 @@ def _service() -> AuthService:
     )
 
 
-_MAX_BODY_BYTES = 64 * 1024
-
-
-def _json_body(request: flask.Request) -> object:
-    if (request.content_length or 0) > _MAX_BODY_BYTES:
-        raise PayloadTooLargeError(f"the body is larger than {_MAX_BODY_BYTES} bytes")
-    raw = request.stream.read(_MAX_BODY_BYTES + 1)
-    if len(raw) > _MAX_BODY_BYTES:
-        raise PayloadTooLargeError(f"the body is larger than {_MAX_BODY_BYTES} bytes")
-    if not raw.strip():
-        raise BadRequestError("the body is empty; send a JSON object")
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as error:
-        raise BadRequestError(f"the body is not valid JSON: {error}") from None
-
-
 def _login(request: flask.Request, kind: str) -> Reply:
     service = _service()
-    credentials = Credentials.from_body(_json_body(request))
+    credentials = Credentials.from_body(json_body(request))
     return Reply(200, service.login(credentials, kind, client_address(request, _PROXY_TRUST)))
 
 
@@ -86,7 +67,7 @@ def user_login(request: flask.Request) -> Reply:
 
 
 def refresh(request: flask.Request) -> Reply:
-    return Reply(200, _service().refresh(refresh_token_from_body(_json_body(request))))
+    return Reply(200, _service().refresh(refresh_token_from_body(json_body(request))))
 
 
 def me(request: flask.Request) -> Reply:

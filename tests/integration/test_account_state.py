@@ -14,6 +14,7 @@ import orjson
 import pytest
 import redis
 from functions_framework import create_app
+from support.claims import TEST_KEYRING
 from support.clock import SetClock
 from support.samples import recent_sample
 
@@ -135,7 +136,14 @@ def test_redis_down_ingest_asks_the_database_and_still_refuses_a_blocked_device(
         accounts.set_blocked(cursor, blocked.username, True)  # Redis cannot be told
     limiter = RateLimiter(closed_redis())
     ingest = IngestService(
-        UploadLimits(), RateLimits(), RetentionSettings(), database, blobs=None, publisher=None, limiter=limiter
+        UploadLimits(),
+        RateLimits(),
+        RetentionSettings(),
+        database,
+        blobs=None,
+        publisher=None,
+        limiter=limiter,
+        keyring=TEST_KEYRING,
     )
 
     with pytest.raises(UnauthorizedError):

@@ -498,7 +498,7 @@ def test_http_unknown_wrong_and_blocked_answer_with_the_same_status_body_and_hea
         client.post(
             "/api/v1/auth/device/login",
             json=body,
-            headers={"X-Forwarded-For": f"10.11.0.{number}", "X-Request-Id": "same"},
+            headers={"X-Real-IP": f"10.11.0.{number}", PROXY_SECRET_HEADER: FRONT_PROXY_SECRET, "X-Request-Id": "same"},
         )
         for number, body in enumerate(attempts)
     ]
@@ -515,9 +515,8 @@ def test_http_the_locked_answer_is_the_same_for_known_and_unknown_usernames(clie
         body = {"username": username, "password": "guess"}
         for _ in range(login_settings.login_max_failures):
             post(client, "/api/v1/auth/device/login", body, address)
-        locked = client.post(
-            "/api/v1/auth/device/login", json=body, headers={"X-Forwarded-For": address, "X-Request-Id": "same"}
-        )
+        headers = {"X-Real-IP": address, PROXY_SECRET_HEADER: FRONT_PROXY_SECRET, "X-Request-Id": "same"}
+        locked = client.post("/api/v1/auth/device/login", json=body, headers=headers)
         answers.append((locked.status_code, locked.get_data(), tuple(sorted(locked.headers.items()))))
 
     assert answers[0] == answers[1]

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from functions_framework import create_app
 
+from easysmart.accountstate import AccountStates
 from easysmart.analytics import AnalyticsService
 from easysmart.config import AggregateSettings
 from easysmart.db import Database
@@ -55,7 +56,7 @@ def analytics(database_url, token_settings, monkeypatch):
 def test_the_analytics_function_s_pool_has_its_configured_timeouts(analytics):
     module, _ = analytics
 
-    service, _ = module._clients()
+    service, _, _ = module._clients()
 
     try:
         assert (shown(service.db, "statement_timeout"), shown(service.db, "lock_timeout")) == ("50ms", "500ms")
@@ -79,14 +80,16 @@ def test_an_analytics_query_past_its_statement_timeout_answers_503_with_retry_af
     module, client = analytics
     account = make_account("user")
     tokens = TokenService(token_settings)
-    slow = SlowDatabase(database_url, 1, statement_timeout_s=0.05)
-    monkeypatch.setattr(module, "_clients", lambda: (AnalyticsService(slow, AggregateSettings()), tokens))
+    slow, accounts_db = SlowDatabase(database_url, 1, statement_timeout_s=0.05), Database(database_url, 1)
+    states = AccountStates(accounts_db, None)  # the account's state is read in time; the query is what is slow
+    monkeypatch.setattr(module, "_clients", lambda: (AnalyticsService(slow, AggregateSettings()), tokens, states))
     token = tokens.access_token(Principal(account.account_id, account.tenant_id, "user", account.username))
 
     try:
         response = client.get("/api/v1/analytics/equipments", headers={"Authorization": f"Bearer {token}"})
     finally:
         slow.close()
+        accounts_db.close()
 
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "5"

@@ -13,6 +13,7 @@ import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from support.claims import TEST_KEYRING
 from support.fakes import FakeBlobStore, FakeLedger, FakePublisher
 from support.samples import client_backlog
 
@@ -52,9 +53,19 @@ def pipeline(database, blobs, budget):
     """(ingest, its publisher, process) as the functions build them, with a publisher that keeps the claim checks."""
     publisher = FakePublisher([])
     ingest = IngestService(
-        LIMITS, RateLimits(), RetentionSettings(), database, blobs, publisher, limiter=None, budget=budget
+        LIMITS,
+        RateLimits(),
+        RetentionSettings(),
+        database,
+        blobs,
+        publisher,
+        limiter=None,
+        budget=budget,
+        keyring=TEST_KEYRING,
     )
-    process = BatchProcessor(ProcessSettings(), LIMITS, RetentionSettings(), database, blobs, budget=budget)
+    process = BatchProcessor(
+        ProcessSettings(), LIMITS, RetentionSettings(), database, blobs, budget=budget, keyring=TEST_KEYRING
+    )
     return ingest, publisher, process
 
 
@@ -108,9 +119,19 @@ def test_process_charges_the_rest_so_the_device_s_next_upload_is_refused(databas
     budget = DecompressionBudget(redis_client, bytes_per_hour=MiB)
     publisher = FakePublisher([])
     ingest = IngestService(
-        LIMITS, RateLimits(), RetentionSettings(), database, blobs, publisher, limiter=None, budget=budget
+        LIMITS,
+        RateLimits(),
+        RetentionSettings(),
+        database,
+        blobs,
+        publisher,
+        limiter=None,
+        budget=budget,
+        keyring=TEST_KEYRING,
     )
-    process = BatchProcessor(ProcessSettings(), LIMITS, RetentionSettings(), database, blobs, budget=budget)
+    process = BatchProcessor(
+        ProcessSettings(), LIMITS, RetentionSettings(), database, blobs, budget=budget, keyring=TEST_KEYRING
+    )
     device, neighbour = principal_of(make_account()), principal_of(make_account())
 
     accepted = upload(ingest, device, gzip.compress(text))  # ingest charges its window only: within the budget
@@ -129,7 +150,7 @@ def test_a_device_past_its_budget_gets_429_with_retry_after_and_another_device_d
     budget = DecompressionBudget(redis_client, bytes_per_hour=512 * KiB)
     ingest = IngestService(
         UploadLimits(), RateLimits(), RetentionSettings(), None, FakeBlobStore([]), FakePublisher([]),
-        limiter=None, ledger=FakeLedger([]), budget=budget,
+        limiter=None, ledger=FakeLedger([]), budget=budget, keyring=TEST_KEYRING,
     )  # fmt: skip
     device, other = (Principal(account_id=str(uuid.uuid4()), tenant_id="t", kind="device") for _ in range(2))
     body = gzip.compress(backlog_text(300))  # ~730 kB decompressed: one upload spends the budget

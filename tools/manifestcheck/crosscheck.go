@@ -704,17 +704,8 @@ func CheckOpenFaaS(repo *Repo, stack map[string]*StackFunction, bridge *Rendered
 			r.Errorf(where, "WORKERS and THREADS must be set explicitly")
 		}
 	}
-	// What PingSources trigger in Knative, the cron-connector triggers in OpenFaaS (with an empty body).
-	cronFunctions := []string{"retention"}
-	for _, p := range repo.Pings {
-		if !contains(cronFunctions, p.Function) {
-			cronFunctions = append(cronFunctions, p.Function)
-		}
-	}
-	for _, name := range cronFunctions {
-		if fn := stack[name]; fn != nil && fn.Annotations["topic"] != "cron-function" {
-			r.Errorf("stack.yml function "+name, "must be triggered by the cron-connector (annotation topic: cron-function)")
-		}
+	if rt := stack["retention"]; rt != nil && rt.Annotations["topic"] != "cron-function" {
+		r.Errorf("stack.yml function retention", "must be triggered by the cron-connector (annotation topic: cron-function)")
 	}
 	// The non-secret settings must agree with the Knative ConfigMap.
 	if kindRender != nil {
@@ -732,6 +723,7 @@ func CheckOpenFaaS(repo *Repo, stack map[string]*StackFunction, bridge *Rendered
 		return
 	}
 	checkRelay(repo, bridge, r)
+	checkPingBridge(repo, stack, bridge, r)
 	d := bridge.find("apps/v1", "Deployment", "", "kafka-source-bridge")
 	if d == nil {
 		r.Errorf(bridge.Label, "no kafka-source-bridge Deployment")
@@ -783,6 +775,39 @@ func CheckOpenFaaS(repo *Repo, stack map[string]*StackFunction, bridge *Rendered
 		}
 	}
 	r.Pass("openfaas: stack.yml cross checks")
+}
+
+// checkPingBridge: what PingSources trigger in Knative is triggered in OpenFaaS by the cron-connector (an empty
+// POST: retention) or by the ping-source bridge Deployment (PingSource CloudEvents to <FUNCTION>_URL at the
+// gateway: the functions that take CloudEvents only).
+func checkPingBridge(repo *Repo, stack map[string]*StackFunction, bridge *Rendered, r *Report) {
+	urls := map[string]string{} // function -> where the ping-source bridge sends its pings
+	if d := bridge.find("apps/v1", "Deployment", "", "ping-source-bridge"); d != nil {
+		for _, ps := range podSpecs(d) {
+			for _, c := range containers(ps) {
+				if cmd := fmt.Sprint(get(c, "command")); !strings.Contains(cmd, "easysmart.bridges.ping_source") {
+					r.Errorf(d.ID(), "must run python -m easysmart.bridges.ping_source, runs %s", cmd)
+				}
+				env := envOf(bridge, d.Namespace, c, d.ID(), r)
+				checkEnvAgainstCode(repo, d.Name, env, d.ID(), r)
+				for k, v := range env {
+					if fn, ok := strings.CutSuffix(k, "_URL"); ok && v != "" {
+						urls[strings.ToLower(fn)] = v
+					}
+				}
+			}
+		}
+	}
+	for _, p := range repo.Pings {
+		fn := stack[p.Function]
+		if fn == nil || fn.Annotations["topic"] == "cron-function" {
+			continue
+		}
+		if url := urls[p.Function]; !strings.HasSuffix(strings.TrimSuffix(url, "/"), "/function/"+p.Function) {
+			r.Errorf("stack.yml function "+p.Function, "is pinged neither by the cron-connector (annotation topic: cron-function) nor by the ping-source bridge (%s_URL at the gateway's /function/%s; it is %q)", strings.ToUpper(p.Function), p.Function, url)
+		}
+	}
+	r.Pass("openfaas: pings")
 }
 
 func loadKindConfig(root string, r *Report) map[string]any {

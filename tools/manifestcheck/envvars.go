@@ -28,6 +28,7 @@ type EnvVar struct {
 var bridgeSources = map[string]string{
 	"kafka-source-bridge": "easysmart/bridges/kafka_source.py",
 	"outbox-relay":        "easysmart/bridges/outbox_relay.py",
+	"ping-source-bridge":  "easysmart/bridges/ping_source.py",
 }
 
 // The code's answer depends only on the package and the entry points; the negative tests run the

@@ -239,7 +239,7 @@ func TestEachCheckCanFail(t *testing.T) {
 		{"relay given a variable it does not read", relay, "                  key: LOG_LEVEL\n", "                  key: LOG_LEVEL\n            - name: S3_BUCKET\n              valueFrom:\n                configMapKeyRef:\n                  name: easysmart-config\n                  key: S3_BUCKET\n", []string{"Deployment easysmart/outbox-relay", "carries S3_BUCKET, which outbox-relay does not read"}},
 		{"openfaas relay missing", faasKust, "  - outbox-relay.yaml\n", "", []string{"infra/k8s/openfaas", "no outbox-relay Deployment"}},
 		{"openfaas bridge routes elsewhere", faasKust, "/function/notify", "/function/alerts", []string{"Deployment openfaas-fn/kafka-source-bridge", "BRIDGE_ROUTES routes alerts.events"}},
-		{"stack pinged function not on the cron-connector", stackYML, "{\"job\": \"tick\"}).\n      topic: cron-function\n", "{\"job\": \"tick\"}).\n", []string{"stack.yml function alerts", "cron-connector"}},
+		{"openfaas ping bridge misses a function", faasKust, "NOTIFY_URL=http://gateway.openfaas.svc.cluster.local:8080/function/notify", "NOTIFY_URL=", []string{"stack.yml function notify", "is pinged neither by the cron-connector"}},
 		{"front proxy sends channels to alerts", proxy, "location /api/v1/alerts/channels/   { set $function_host notify.", "location /api/v1/alerts/channels/   { set $function_host alerts.", []string{"/api/v1/alerts/channels/ alerts", "differ from the local front door"}},
 		{"local front door misses the alerts routes", "infra/local/nginx.conf.template", "        location = /api/v1/alerts           { proxy_pass http://alerts; }\n", "", []string{"=/api/v1/alerts alerts", "differ from the local front door"}},
 		// Code and image conventions.

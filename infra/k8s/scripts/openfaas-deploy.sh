@@ -45,6 +45,7 @@ kubectl -n openfaas-fn create secret generic outbox-relay --from-literal=DATABAS
   --dry-run=client -o yaml | kubectl apply -f -
 kubectl apply -k infra/k8s/openfaas
 kubectl -n openfaas-fn rollout status deployment/kafka-source-bridge --timeout=300s
+kubectl -n openfaas-fn rollout status deployment/ping-source-bridge --timeout=300s
 kubectl -n openfaas-fn rollout status deployment/outbox-relay --timeout=300s
 for f in $FUNCTIONS; do kubectl -n openfaas-fn rollout status deployment/"$f" --timeout=300s; done
 
