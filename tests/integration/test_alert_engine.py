@@ -1,5 +1,6 @@
-"""The alerts engine against the real PostgreSQL: readings stored through process, the stored event's data
-handed to on_stored, alerts rows and their outbox events checked; silence on the tick and its lag guard."""
+"""The alerts engine against the real PostgreSQL: readings stored through process, the stored event process
+wrote to the outbox handed to on_stored, alerts rows and their outbox events checked; silence on the tick and
+its lag guard."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from easysmart.alerting import lifecycle
 from easysmart.alerting.engine import AlertEngine
 from easysmart.config import AlertSettings, ProcessSettings, RetentionSettings, UploadLimits
 from easysmart.outbox import ALERT_EVENTS_TOPIC, ALERT_FIRED_TYPE
-from easysmart.process import BatchProcessor
+from easysmart.process import STORED_EVENT_NAMESPACE, BatchProcessor
 
 FREEZER = "f0000000-0000-4000-8000-000000000001"
 PROBE = "f0000000-0000-4000-8000-0000000000a1"
@@ -77,40 +78,15 @@ def item(
 
 
 def store_upload(processor, blobs, database, account, upload: dict) -> dict:
-    """Stores the upload through process and answers the data of its telemetry.stored event."""
+    """Stores the upload through process and answers the data of the telemetry.stored event it wrote."""
     claim = stage(blobs, account, [upload])
     assert processor.process(claim).stored > 0
-    sensors = []
     with database.transaction() as cursor:
-        cursor.execute("SELECT id, uuid FROM equipment WHERE tenant_id = %s", (account.tenant_id,))
-        equipment = [{"equipment_id": eid, "equipment_uuid": euuid} for eid, euuid in cursor.fetchall()]
-        for sensor_uuid in {reading["sensor_uuid"] for reading in upload["sensor"]}:
-            times = [datetime.fromisoformat(r["sensor_datahora_coleta"]) for r in upload["sensor"]]
-            cursor.execute(
-                "SELECT id, equipment_id, kind FROM sensors WHERE tenant_id = %s AND uuid = %s",
-                (account.tenant_id, sensor_uuid),
-            )
-            sensor_id, equipment_id, kind = cursor.fetchone()
-            sensors.append(
-                {
-                    "sensor_id": sensor_id,
-                    "sensor_uuid": sensor_uuid,
-                    "equipment_id": equipment_id,
-                    "kind": kind,
-                    "first_ts": min(times).isoformat(),
-                    "last_ts": max(times).isoformat(),
-                    "count": len(times),
-                }
-            )
-    return {
-        "tenant_id": account.tenant_id,
-        "batch_id": claim.batch_id,
-        "account_id": account.account_id,
-        "received_at": claim.received_at,
-        "stored_at": datetime.now(timezone.utc).isoformat(),
-        "equipment": equipment,
-        "sensors": sensors,
-    }
+        cursor.execute(
+            "SELECT data FROM event_outbox WHERE event_id = %s",
+            (str(uuid.uuid5(STORED_EVENT_NAMESPACE, claim.batch_id)),),
+        )
+        return cursor.fetchone()[0]
 
 
 def add_rule(database, tenant_id: str, **fields) -> str:
