@@ -182,7 +182,14 @@ def cmd_demo(args) -> None:
     except ConfigError:
         database_url = None  # the demo then shows the API's answers only
     zone = _read(TenantSettings).default_timezone
-    run_demo(demo.esm_base_url, demo.demo_device_user, demo.demo_device_password, zone, database_url)
+    run_demo(
+        demo.esm_base_url,
+        demo.demo_device_user,
+        demo.demo_device_password,
+        zone,
+        database_url,
+        admin=(demo.demo_admin_user, demo.demo_admin_password),
+    )
 
 
 def cmd_dlq_replay(args) -> None:

@@ -1,4 +1,5 @@
-"""A demo upload in the real client's format, sent through the public API, then what was stored."""
+"""A demo upload in the real client's format, sent through the public API, then what was stored; with the demo
+user's credentials, also the demo's alert rule and the alert it raises (a freezer above its threshold)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,16 @@ import psycopg2
 import requests
 
 DEMO_NAMESPACE = uuid.UUID("6f1d2c3b-4a59-4e68-8d7c-0b1a2c3d4e5f")
+# Every temperature sensor of the demo tenant: Freezer Demo 2 (about 2 °C) is above it for the whole upload, Freezer
+# Demo 1 (about -18 °C) never. Found again by its name, so a rerun makes no second rule; the open alert stays one.
+DEMO_RULE = {
+    "type": "threshold",
+    "name": "demo: freezer above -15 °C for 10 minutes",
+    "sensor_type": "temperature",
+    "above": -15.0,
+    "for_s": 600,
+    "severity": "critical",
+}
 
 
 def _sensor(equip: str, name: str, tipo: str, unit: str) -> dict:
@@ -88,9 +99,19 @@ def demo_upload(now: datetime, zone: str, minutes: int = 30, equipments: int = 2
 
 
 def run_demo(
-    base_url: str, username: str, password: str, zone: str, database_url: str | None, timeout_s: float = 60.0, say=print
+    base_url: str,
+    username: str,
+    password: str,
+    zone: str,
+    database_url: str | None,
+    timeout_s: float = 60.0,
+    say=print,
+    admin: tuple[str, str] | None = None,
 ) -> dict:
+    """Uploads as the device; with `admin` (the demo user's name and password), first makes sure the demo's rule
+    exists, and afterwards waits for the alert the upload raises and prints it."""
     session = requests.Session()
+    user_token = _ensure_demo_rule(session, base_url, *admin, say) if admin else None
     say(f"==> logging in as device {username!r} at {base_url}")
     login = session.post(
         f"{base_url}/api/v1/auth/device/login", json={"username": username, "password": password}, timeout=10
@@ -127,7 +148,58 @@ def run_demo(
         raise RuntimeError(f"the demo batch did not finish in {timeout_s} s: {batch or status.text}")
     if database_url:
         _print_stored(database_url, [i["equip_uuid"] for i in items], say)
+    if user_token:
+        _print_demo_alert(session, base_url, user_token, items, deadline + timeout_s, say)
     return batch
+
+
+def _ensure_demo_rule(session: requests.Session, base_url: str, username: str, password: str, say) -> str:
+    """Logs the demo user in, makes the demo rule unless it exists; the user's token."""
+    login = session.post(f"{base_url}/api/v1/auth/login", json={"username": username, "password": password}, timeout=10)
+    login.raise_for_status()
+    headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+    listed = session.get(f"{base_url}/api/v1/alerts/rules", params={"type": "threshold"}, headers=headers, timeout=10)
+    listed.raise_for_status()
+    if not any(rule.get("name") == DEMO_RULE["name"] for rule in listed.json()["rules"]):
+        made = session.post(f"{base_url}/api/v1/alerts/rules", json=DEMO_RULE, headers=headers, timeout=10)
+        made.raise_for_status()
+        say(f"==> alert rule {DEMO_RULE['name']!r} created ({made.json()['id']})")
+    return headers["Authorization"].removeprefix("Bearer ")
+
+
+def _print_demo_alert(
+    session: requests.Session, base_url: str, token: str, items: list[dict], deadline: float, say
+) -> None:
+    """Waits for the open alerts of the demo's temperature sensors (process -> outbox relay -> telemetry.stored ->
+    alerts) and prints them."""
+    names = {
+        r["sensor_uuid"]: r["sensor_nome"]
+        for item in items
+        for r in item["sensor"]
+        if r["sensor_tipo"] == "temperature"
+    }
+    while True:
+        answer = session.get(
+            f"{base_url}/api/v1/alerts",
+            params={"state": "open"},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+        answer.raise_for_status()
+        alerts = [alert for alert in answer.json()["alerts"] if alert["sensor_uuid"] in names]
+        if alerts or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if not alerts:
+        raise RuntimeError(
+            "the demo's alert did not appear: see .local/log/outbox-relay.log, kafka-bridge.log, alerts.log"
+        )
+    say("==> open alerts:")
+    for alert in alerts:
+        say(
+            f"    {names[alert['sensor_uuid']]:34} {alert['state']:8} {alert['severity']:8} since"
+            f" {alert['started_at']}  trigger {alert['trigger_value']}  peak {alert['peak_value']}"
+        )
 
 
 def _print_stored(database_url: str, equipment_uuids: list[str], say) -> None:
