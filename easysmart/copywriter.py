@@ -211,19 +211,18 @@ class CopyWriter:
         self.cursor.execute("TRUNCATE esm_staging")
 
     def _note_stored(self, rows: list[tuple[str, str]]) -> None:
-        """Adds rows just stored to their sensors' spans (a row's COPY text starts with its ISO-8601 UTC time)."""
-        spans = self.stored_spans
+        """Adds rows just stored to their sensors' spans. A row's COPY text starts with its ISO-8601 UTC time and a
+        tab, and no such time is a prefix of another, so the least and greatest lines of a sensor are its first and
+        last times: grouped here, compared by min() and max() in C (the writer holds the parser's GIL meanwhile)."""
+        lines: dict[str, list[str]] = {}
         for sensor_uuid, rest in rows:
-            ts = rest[: rest.index("\t")]
-            span = spans.get(sensor_uuid)
-            if span is None:
-                spans[sensor_uuid] = [ts, ts, 1]
-            else:
-                if ts < span[0]:
-                    span[0] = ts
-                elif ts > span[1]:
-                    span[1] = ts
-                span[2] += 1
+            group = lines.get(sensor_uuid)
+            if group is None:
+                lines[sensor_uuid] = group = []
+            group.append(rest)
+        for sensor_uuid, group in lines.items():
+            first, last = min(group), max(group)
+            self._note_span(sensor_uuid, first[: first.index("\t")], last[: last.index("\t")], len(group))
 
     def _note_span(self, sensor_uuid: str, first: str, last: str, count: int) -> None:
         span = self.stored_spans.get(sensor_uuid)

@@ -38,9 +38,15 @@ def stored_readings(items: list) -> Counter:
     return Counter(reading["sensor_uuid"] for item in items for reading in item["sensor"])
 
 
-def test_a_processed_batch_writes_one_stored_event_with_its_sensors_ranges(processor, blobs, database, make_account):
+@pytest.mark.parametrize("order", ["as sent", "newest first"])
+def test_a_processed_batch_writes_one_stored_event_with_its_sensors_ranges(
+    order, processor, blobs, database, make_account
+):
     account = make_account()
     items = recent_sample("ha-bulk-small.json")
+    if order == "newest first":
+        # A sensor's first and last times are its least and greatest, not its first and last readings.
+        items = [{**item, "sensor": item["sensor"][::-1]} for item in items]
     claim = stage(blobs, account, items)
 
     result = processor.process(claim)
