@@ -193,18 +193,20 @@ def cmd_demo(args) -> None:
 
 
 def cmd_dlq_replay(args) -> None:
-    from easysmart.dlq import replay
+    from easysmart.dlq import dead_letter_topic, replay
 
     kafka = _read(KafkaSettings)
+    topic = args.topic or kafka.kafka_topic_raw
     report = replay(
         kafka.kafka_bootstrap_servers,
-        kafka.kafka_topic_dlq,
-        kafka.kafka_topic_raw,
+        dead_letter_topic(topic, kafka.kafka_topic_raw, kafka.kafka_topic_dlq),
+        topic,
         limit=args.limit,
         dry_run=args.dry_run,
     )
     verb = "listed" if args.dry_run else "replayed"
-    print(f"==> {report.replayed if not args.dry_run else report.listed} dead-lettered claim check(s) {verb}")
+    what = "claim check(s)" if topic == kafka.kafka_topic_raw else f"record(s) of {topic}"
+    print(f"==> {report.replayed if not args.dry_run else report.listed} dead-lettered {what} {verb}")
 
 
 def groups_read_by(source: str) -> list[type[Group]]:
@@ -310,6 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     dlq = commands.add_parser("dlq", help="dead-letter queue").add_subparsers(dest="action", required=True)
     replay = dlq.add_parser("replay", help="move dead-lettered claim checks back to telemetry.raw")
+    replay.add_argument(
+        "--topic",
+        help="whose dead letters: KAFKA_TOPIC_RAW's (claim checks, the default) or another routed topic's,"
+        " replayed from <topic>.dlq (e.g. telemetry.stored, alerts.events)",
+    )
     replay.add_argument("--limit", type=int, help="replay at most this many")
     replay.add_argument("--dry-run", action="store_true", help="list them only")
     replay.set_defaults(run=cmd_dlq_replay)

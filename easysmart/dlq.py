@@ -1,4 +1,5 @@
-"""Replays dead-lettered claim checks from telemetry.dlq back onto telemetry.raw."""
+"""Replays dead-lettered records back onto their topic: claim checks from telemetry.dlq onto telemetry.raw,
+the outbox's events from <topic>.dlq onto <topic>."""
 
 from __future__ import annotations
 
@@ -14,6 +15,12 @@ logger = logging.getLogger(__name__)
 
 REPLAY_GROUP = "dlq-replay"
 _DROPPED_HEADERS = {*DLQ_ERROR_HEADERS, DLQ_SOURCE_HEADER}
+
+
+def dead_letter_topic(topic: str, raw_topic: str, raw_dlq_topic: str) -> str:
+    """Where a topic's records are dead-lettered (by the kafka-source bridge and the KafkaSources): claim checks to
+    KAFKA_TOPIC_DLQ, every other topic's to <topic>.dlq."""
+    return raw_dlq_topic if topic == raw_topic else f"{topic}.dlq"
 
 
 @dataclass

@@ -14,6 +14,7 @@ from easysmart.bridges.kafka_source import (
     is_retriable,
 )
 from easysmart.config import ConfigError, KafkaBridgeSettings, KafkaSettings
+from easysmart.dlq import dead_letter_topic
 from easysmart.events import to_kafka
 
 Record = namedtuple("Record", "topic partition offset key value headers")
@@ -183,3 +184,15 @@ def test_a_route_posts_to_its_sink_and_dead_letters_to_its_own_topic():
     assert routed.session.urls == ["http://notify/"]
     assert sent[0][0] == "alerts.events.dlq"
     assert dict(sent[0][1])["ce_knativeerrordest"] == b"http://notify/"
+
+
+def test_esm_dlq_replay_reads_the_dead_letters_where_the_bridge_puts_them():
+    kafka_config = KafkaSettings(kafka_bootstrap_servers="k:1")
+    [stored] = extra_routes("telemetry.stored=http://alerts/")
+    claim_checks = claim_check_route(kafka_config, KafkaBridgeSettings())
+
+    for route in (stored, claim_checks):
+        assert (
+            dead_letter_topic(route.topic, kafka_config.kafka_topic_raw, kafka_config.kafka_topic_dlq)
+            == route.dlq_topic
+        )
