@@ -1,4 +1,4 @@
-"""make bench: process throughput and memory, ingest latency and memory, on this machine.
+"""make bench: process throughput and memory, ingest latency and memory, analytics, alerts, on this machine.
 
 Every figure is printed with the command that produced it. Needs the local stack (make bench starts it).
 """
@@ -64,6 +64,13 @@ def main() -> None:
         " from raw rows (target >= 100x), the HTTP endpoint via :8080 (target p95 <= 20 ms), a refresh after one hour"
     )
     run([str(HERE / "analytics_query.py")])
+    print(
+        "\n== alerts: an upload's 201 to its alert's webhook through the whole stack"
+        " (40-reading batches, 5/s for 30 s),"
+        " then AlertEngine.on_stored per 40-reading batch with 4 and with 10,000 rules in the tenant"
+    )
+    run([str(HERE / "alert_latency.py"), "--rate", "5", "--seconds", "30"])
+    run([str(HERE / "alert_rules_cost.py"), "--rules", "10000", "--calls", "21"])
 
 
 if __name__ == "__main__":
