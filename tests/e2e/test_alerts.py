@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default as default_policy
@@ -25,8 +25,21 @@ from zoneinfo import ZoneInfo
 import orjson
 import pytest
 import requests
-from support.stack import BASE_URL, Tenant, new_tenant, query_one, signed_for_stack, upload, wait_for_batch, wait_until
+from support.stack import (
+    BASE_URL,
+    Tenant,
+    db,
+    new_tenant,
+    query_one,
+    signed_for_stack,
+    upload,
+    wait_for_batch,
+    wait_until,
+)
 
+from easysmart.alerting import store
+from easysmart.alerting.engine import LAG_LOOKBACK_FACTOR
+from easysmart.config import AlertSettings
 from easysmart.events import ClaimCheck, to_cloudevent, to_http
 from easysmart.outbox import ALERT_FIRED_TYPE, ALERT_RESOLVED_TYPE
 
@@ -465,13 +478,37 @@ def test_an_equipment_that_stops_uploading_raises_a_silence_alert_resolved_by_it
 
     # Silent for 60 s; alerts ticks every minute: fired within a minute past the threshold.
     remaining = 60 + 60 + 15 - (time.monotonic() - silent_equipment["since"])
-    [alert] = wait_until(
-        lambda: alerts_of(headers, state="open", equipment_uuid=equip), max(remaining, 5), message="the silence alert"
-    )
+    try:
+        [alert] = wait_until(
+            lambda: alerts_of(headers, state="open", equipment_uuid=equip), max(remaining, 5), message="silence alert"
+        )
+    except AssertionError:
+        lag_s, bound_s = processing_lag_s()
+        if lag_s > bound_s:
+            pytest.skip(
+                f"the stack held silence off, as it must while behind: the shared database holds other tests' batches"
+                f" or stored events waiting ({lag_s:.0f} s > ALERT_MAX_PROCESSING_LAG_S {bound_s} s)"
+            )
+        raise
     assert (alert["type"], alert["severity"], alert["sensor_uuid"]) == ("silence", "critical", None)
+    silent_for = datetime.fromisoformat(alert["learnt_at"]) - datetime.fromisoformat(alert["started_at"])
+    assert timedelta(seconds=60) < silent_for <= timedelta(seconds=60 + 60 + 15)
     probe = silent_equipment["probe"]
 
     uploaded(silent_equipment["tenant"], [equipment(equip, series(probe, "temperature", ["-18.0"], minutes_ago(0)))])
 
     [resolved] = alerts_of(headers, equipment_uuid=equip)
     assert (resolved["id"], resolved["state"]) == (alert["id"], "resolved")
+
+
+def processing_lag_s() -> tuple[float, int]:
+    """How far behind the alerts function finds the backend, as its tick measures it, and its bound."""
+    settings = AlertSettings.from_env()
+    lookback = timedelta(seconds=LAG_LOOKBACK_FACTOR * settings.alert_max_processing_lag_s)
+    conn = db()
+    try:
+        with conn.cursor() as cursor:
+            now = datetime.now(timezone.utc)
+            return store.processing_lag_s(cursor, now, now - lookback), settings.alert_max_processing_lag_s
+    finally:
+        conn.close()
