@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 import orjson
 import pytest
 import requests
+from aiosmtpd.controller import Controller
 from support.stack import (
     BASE_URL,
     Tenant,
@@ -124,9 +125,7 @@ def mailbox():
     """An SMTP server where the stack's notify sends (SMTP_HOST/SMTP_PORT of infra/local/local.env)."""
     host, port = os.environ.get("SMTP_HOST", ""), os.environ.get("SMTP_PORT", "")
     if host not in ("127.0.0.1", "localhost") or not port:
-        pytest.skip("the local stack sends no e-mail to this machine: SMTP_HOST/SMTP_PORT unset in local.env")
-    from aiosmtpd.controller import Controller
-
+        pytest.skip("the local stack sends no e-mail to this machine: local.env names no SMTP_HOST/SMTP_PORT here")
     box = Mailbox()
     controller = Controller(box, hostname="127.0.0.1", port=int(port))
     controller.start()
@@ -218,10 +217,10 @@ def silent_equipment():
     tenant = new_tenant(ZONE)
     headers = user_headers(tenant)
     equip, probe = str(uuid.uuid4()), str(uuid.uuid4())
-    items = [equipment(equip, series(probe, "temperature", ["-18.0"], minutes_ago(0.1)))]
-    uploaded(tenant, items)
+    since = time.monotonic()  # silence is measured from the upload's arrival
+    uploaded(tenant, [equipment(equip, series(probe, "temperature", ["-18.0"], minutes_ago(0.1)))])
     made(RULES, {"type": "silence", "equipment_uuid": equip, "for_s": 60, "severity": "critical"}, headers)
-    return {"tenant": tenant, "headers": headers, "equip": equip, "probe": probe, "since": time.monotonic()}
+    return {"tenant": tenant, "headers": headers, "equip": equip, "probe": probe, "since": since}
 
 
 @pytest.fixture(scope="module")
