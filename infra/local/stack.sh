@@ -197,6 +197,8 @@ CONF
   done
   as_postgres psql -q -h "$PG_SOCKETS" -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 <<SQL >/dev/null
 SELECT 'CREATE ROLE esm LOGIN PASSWORD ''esm''' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'esm') \gexec
+-- The integration tests make a database of their own per session (tests/integration/conftest.py).
+ALTER ROLE esm CREATEDB;
 SELECT 'CREATE DATABASE esm OWNER esm' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'esm') \gexec
 SQL
 }
