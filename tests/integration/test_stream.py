@@ -31,7 +31,7 @@ TYPES = {"fired": ALERT_FIRED_TYPE, "acknowledged": ALERT_ACKNOWLEDGED_TYPE, "re
 
 class SteppingClock(SetClock):
     """A monotonic clock that moves on by `step` seconds each time it is read, so a stream's loop advances
-    through time without the test sleeping (Redis blocks at most a millisecond each round)."""
+    through time without the test sleeping (each round still waits for Redis's blocking timeout, ~0.1 s)."""
 
     def __init__(self, step: float) -> None:
         super().__init__()
@@ -208,7 +208,7 @@ def test_a_stream_without_last_event_id_starts_at_now_and_a_bad_one_is_400(redis
 
 
 def test_an_idle_stream_sends_a_heartbeat_every_interval_and_ends_after_its_lifetime(redis_client, tenant):
-    clock = SteppingClock(step=0.25)
+    clock = SteppingClock(step=1.0)
     service = make_stream_service(
         redis_client, clock, clock.monotonic, stream_heartbeat_s=15.0, stream_max_lifetime_s=100
     )
@@ -227,9 +227,9 @@ def test_an_idle_stream_sends_a_heartbeat_every_interval_and_ends_after_its_life
         stream.close()
 
     gaps = [later - earlier for earlier, later in zip([0.0] + heartbeats, heartbeats)]
-    assert len(heartbeats) == 6  # 15, 30, ... 90 s; the lifetime ends the stream at 100 s
-    assert all(15.0 <= gap <= 16.0 for gap in gaps), gaps
-    assert ended is not None and 100.0 <= ended <= 101.0
+    assert len(heartbeats) >= 5  # about every 15 s until the lifetime ends the stream at 100 s
+    assert all(15.0 <= gap <= 18.0 for gap in gaps), gaps  # a few clock steps late at most
+    assert ended is not None and 100.0 <= ended <= 103.0 and ended - heartbeats[-1] <= 18.0
 
 
 def test_another_tenants_stream_never_sees_this_tenants_transitions(redis_client, tenant, notifier):
