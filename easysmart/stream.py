@@ -9,7 +9,8 @@
 - `GET /api/v1/alerts/stream?ticket=...` redeems the ticket and streams the tenant's entries after the
   `Last-Event-ID` header (or `last_event_id` parameter; none: from now). Each message carries `id:` (the Redis
   stream id), `event:` (fired, acknowledged, resolved) and `data:` (the CloudEvent as JSON). An idle stream sends
-  a comment every `STREAM_HEARTBEAT_S`; a stream ends after `STREAM_MAX_LIFETIME_S` and the client reconnects.
+  a comment every `STREAM_HEARTBEAT_S`; a stream ends after `STREAM_MAX_LIFETIME_S` and the client reconnects. A
+  resume from an id older than what the stream kept first gets an `event: gap` (the client re-reads the alerts).
 - Open streams are bounded per account and per tenant (429, counted in Redis) and per worker (503: each open stream
   holds one of the worker's threads).
 """
@@ -43,6 +44,7 @@ MAX_HEARTBEAT_S = 30.0
 # What EventSource waits before reconnecting on its own (the web app reconnects with a new ticket instead).
 RECONNECT_MS = 3000
 _READ_COUNT = 100
+GAP_MESSAGE = "transitions after this id left the stream's window; re-read GET /api/v1/alerts"
 _STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 # How long a counted stream may outlive its lifetime before its slot is taken back (a worker killed mid-stream
 # never releases it).
@@ -182,10 +184,11 @@ class StreamService:
             owner = self.redeem(ticket)
             slot = self._take_slot(owner)
             start = last_id or self._last_id(owner.tenant_id)
+            missed = last_id is not None and self._missed_after(owner.tenant_id, last_id)
         except BaseException:
             self._worker_slots.release()
             raise
-        return AlertStream(self, owner, slot, start)
+        return AlertStream(self, owner, slot, start, missed)
 
     def _take_slot(self, owner: Ticket) -> str:
         now = self.clock().timestamp()
@@ -221,6 +224,27 @@ class StreamService:
         finally:
             self._worker_slots.release()
 
+    def _missed_after(self, tenant_id: str, last_id: str) -> bool:
+        """Whether entries after `last_id` may have been dropped: it is no longer kept but older than the oldest
+        kept (trimmed by length or age), or the whole stream expired after it. Streams lose their oldest entries
+        first, so one still kept means nothing after it was lost; "0-0" asks for whatever is kept."""
+        if last_id == "0-0":
+            return False
+        key = stream_key(tenant_id)
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.xrange(key, min=last_id, max=last_id, count=1)
+                pipe.xrange(key, count=1)
+                kept, oldest = pipe.execute()
+        except redis.RedisError as error:
+            raise UnavailableError("the live stream is unavailable (Redis); retry later") from error
+        if kept:
+            return False
+        if oldest:
+            return _id_tuple(last_id) < _id_tuple(oldest[0][0].decode())
+        window_starts_ms = (self.clock().timestamp() - self.settings.stream_window_s) * 1000
+        return _id_tuple(last_id)[0] < window_starts_ms
+
     def _last_id(self, tenant_id: str) -> str:
         """The newest entry's id ("0-0" for an empty stream): a stream without Last-Event-ID starts after it."""
         try:
@@ -233,11 +257,12 @@ class StreamService:
 class AlertStream:
     """One open stream: iterate it for the SSE body, then close() it (the WSGI server does, even if the client left)."""
 
-    def __init__(self, service: StreamService, owner: Ticket, slot: str, last_id: str) -> None:
+    def __init__(self, service: StreamService, owner: Ticket, slot: str, last_id: str, missed: bool = False) -> None:
         self.service = service
         self.owner = owner
         self.slot = slot
         self.last_id = last_id
+        self.missed = missed
         self._closed = False
 
     def close(self) -> None:
@@ -252,6 +277,9 @@ class AlertStream:
         ends = started + settings.stream_max_lifetime_s
         # The first bytes tell the client (and every proxy on the way) that the stream is open.
         yield f"retry: {RECONNECT_MS}\n: stream of tenant alerts open\n\n".encode()
+        if self.missed:
+            # No id: the client's Last-Event-ID stays where it was.
+            yield b"event: gap\ndata: %s\n\n" % orjson.dumps({"after": self.last_id, "message": GAP_MESSAGE})
         quiet_since = started
         while True:
             now = service.monotonic()
@@ -275,6 +303,11 @@ class AlertStream:
             if service.monotonic() - quiet_since >= settings.stream_heartbeat_s:
                 yield b": heartbeat\n\n"
                 quiet_since = service.monotonic()
+
+
+def _id_tuple(entry_id: str) -> tuple[int, int]:
+    milliseconds, _, sequence = entry_id.partition("-")
+    return int(milliseconds), int(sequence or 0)
 
 
 def sse_message(entry_id: str, event: str, data: bytes) -> bytes:
