@@ -183,10 +183,14 @@ class StreamService:
         try:
             owner = self.redeem(ticket)
             slot = self._take_slot(owner)
+        except BaseException:
+            self._worker_slots.release()
+            raise
+        try:
             start = last_id or self._last_id(owner.tenant_id)
             missed = last_id is not None and self._missed_after(owner.tenant_id, last_id)
         except BaseException:
-            self._worker_slots.release()
+            self._release_slot(owner, slot)
             raise
         return AlertStream(self, owner, slot, start, missed)
 
