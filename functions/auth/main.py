@@ -57,9 +57,7 @@ def _login(request: flask.Request, kind: str) -> Reply:
     credentials = Credentials.from_body(json_body(request))
     return Reply(
         200,
-        service.login(
-            credentials, kind, client_address(request, _PROXY_TRUST), request.headers.get("User-Agent")
-        ),
+        service.login(credentials, kind, client_address(request, _PROXY_TRUST), request.headers.get("User-Agent")),
     )
 
 
