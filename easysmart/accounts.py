@@ -13,6 +13,7 @@ from easysmart import audit
 from easysmart.accountstate import AccountState, change_account
 from easysmart.auth import hash_password
 from easysmart.authz import ROLE_NAMES
+from easysmart.db import one_row
 from easysmart.errors import BadRequestError
 from easysmart.identity import ACCOUNT_KINDS
 
@@ -62,7 +63,7 @@ def _audit(
 
 def _audit_change(cursor: psycopg2.extensions.cursor, state: AccountState, action: str, details: dict) -> None:
     cursor.execute("SELECT tenant_id, kind FROM accounts WHERE id = %s", (state.account_id,))
-    tenant_id, kind = cursor.fetchone()
+    tenant_id, kind = one_row(cursor)
     _audit(cursor, str(tenant_id), action, kind, state.account_id, details)
 
 
