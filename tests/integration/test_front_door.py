@@ -91,6 +91,7 @@ def local_front_door(prefix: Path, port: int, upstream_port: int) -> str:
         "ALERTS_PORT": upstream_port,
         "NOTIFY_PORT": upstream_port,
         "STREAM_PORT": upstream_port,
+        "ADMIN_PORT": upstream_port,
         "PREFIX": prefix,
         "LOGS": prefix,
         "FRONT_PROXY_SECRET": SECRET,
@@ -172,6 +173,7 @@ FORGED = [
         "/api/v1/alerts/channels/x/test",
         "/api/v1/alerts/stream",
         "/api/v1/alerts/stream/ticket",
+        "/api/v1/admin/users",
     ],
 )
 def test_the_front_door_replaces_a_client_supplied_secret_and_addresses(front_door, path):
