@@ -26,7 +26,7 @@ def retry(action, what: str, timeout_s: float = 90):
 
 
 def ensure_topics() -> None:
-    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
     servers = os.environ["KAFKA_BOOTSTRAP_SERVERS"].split(",")
@@ -56,6 +56,11 @@ def ensure_topics() -> None:
         described = admin.describe_topics(list(wanted))
         if any(topic.get("error_code") for topic in described):
             raise RuntimeError(f"topics not ready: {described}")
+        # A topic made earlier (by an older stack, or a test before the stack) gets today's settings too: a
+        # telemetry.stored left at Kafka's 1 MB would refuse a large batch's event and hold up the relay.
+        admin.alter_configs([
+            ConfigResource(ConfigResourceType.TOPIC, name, configs=topic.topic_configs) for name, topic in wanted.items()
+        ])
 
     retry(create, "creating topics")
     admin.close()
