@@ -216,16 +216,23 @@ class AuthService:
                     headers={},
                 )
         cursor.execute(
-            "SELECT id, tenant_id, kind, password_hash, active, blocked, version FROM accounts WHERE username = %s",
+            "SELECT id, tenant_id, kind, password_hash, active, blocked, version, previous_password_hash,"
+            " previous_password_expires_at FROM accounts WHERE username = %s AND deleted_at IS NULL",
             (credentials.username,),
         )
         row = cursor.fetchone()
         # The hash is checked whatever else is wrong, so every refusal costs the same time.
         password_matches = verify_password(credentials.password, row[3] if row else _DUMMY_HASH)
+        grace_until = None
+        if row is not None and not password_matches and row[7] is not None and row[8] > now:
+            # A rotation with a grace period: the previous password works until it ends, its sessions no longer.
+            password_matches = verify_password(credentials.password, row[7])
+            grace_until = row[8]
         if row is None or not password_matches or row[2] != kind or not row[4] or row[5]:
             self._count_failure(cursor, credentials.username, pair, every, now)
             raise UnauthorizedError(_BAD_CREDENTIALS)
-        account_id, tenant_id, _, _, active, blocked, version = row
+        account_id, tenant_id, _, _, active, blocked, version, _, _ = row
+        cursor.execute("UPDATE accounts SET last_login_at = %s WHERE id = %s", (now, account_id))
         # Reset rather than delete: an attempt waiting on these rows' locks must still find them.
         cursor.execute(
             "UPDATE login_failures SET failures = 0, locked_until = NULL, updated_at = %s"
@@ -234,7 +241,7 @@ class AuthService:
         )
         principal = Principal(str(account_id), str(tenant_id), kind, credentials.username, int(version))
         logger.info("login", extra={"account_id": principal.account_id, "kind": kind, "client_addr": client_addr})
-        pair_issued = self._issue(cursor, principal, uuid.uuid4(), now)
+        pair_issued = self._issue(cursor, principal, uuid.uuid4(), now, grace_until)
         return pair_issued, AccountState(principal.account_id, int(version), bool(active), bool(blocked))
 
     @staticmethod
@@ -285,13 +292,19 @@ class AuthService:
             )
 
     def _issue(
-        self, cursor: psycopg2.extensions.cursor, principal: Principal, family_id: uuid.UUID, now: datetime
+        self,
+        cursor: psycopg2.extensions.cursor,
+        principal: Principal,
+        family_id: uuid.UUID,
+        now: datetime,
+        grace_until: datetime | None = None,
     ) -> dict:
         jti = uuid.uuid4()
         expires = now + timedelta(seconds=self.tokens.refresh_ttl_s(principal.kind))
         cursor.execute(
-            "INSERT INTO refresh_tokens (jti, account_id, family_id, expires_at) VALUES (%s, %s, %s, %s)",
-            (jti, principal.account_id, family_id, expires),
+            "INSERT INTO refresh_tokens (jti, account_id, family_id, expires_at, grace_until)"
+            " VALUES (%s, %s, %s, %s, %s)",
+            (jti, principal.account_id, family_id, expires, grace_until),
         )
         return self.tokens.issue_pair(principal, jti.hex, issued_at=int(now.timestamp()))
 
@@ -306,7 +319,7 @@ class AuthService:
 
     def _rotate(self, cursor: psycopg2.extensions.cursor, jti: uuid.UUID) -> tuple[dict, AccountState]:
         cursor.execute(
-            "SELECT r.family_id, r.used_at, r.revoked, r.successor_jti,"
+            "SELECT r.family_id, r.used_at, r.revoked, r.successor_jti, r.grace_until,"
             " a.id, a.tenant_id, a.username, a.kind, a.active, a.blocked, a.version"
             " FROM refresh_tokens r JOIN accounts a ON a.id = r.account_id WHERE r.jti = %s FOR UPDATE OF r",
             (jti,),
@@ -314,9 +327,20 @@ class AuthService:
         row = cursor.fetchone()
         if row is None:
             raise UnauthorizedError("unknown refresh token; log in again")
-        family_id, used_at, revoked, successor_jti, account_id, tenant_id, username, kind, active, blocked, version = (
-            row
-        )
+        (
+            family_id,
+            used_at,
+            revoked,
+            successor_jti,
+            grace_until,
+            account_id,
+            tenant_id,
+            username,
+            kind,
+            active,
+            blocked,
+            version,
+        ) = row
         principal = Principal(str(account_id), str(tenant_id), kind, username, int(version))
         state = AccountState(principal.account_id, int(version), bool(active), bool(blocked))
         now = self.tokens.clock()
@@ -329,7 +353,7 @@ class AuthService:
             cursor.execute("UPDATE refresh_tokens SET revoked = true WHERE family_id = %s", (family_id,))
             logger.warning("refresh token reused; family revoked", extra={"account_id": str(account_id)})
             raise UnauthorizedError("this refresh token was already used; its session is revoked, log in again")
-        if revoked or not state.usable:
+        if revoked or not state.usable or (grace_until is not None and grace_until <= now):
             raise UnauthorizedError(_REVOKED)
         successor = uuid.uuid4()
         cursor.execute(
@@ -337,8 +361,9 @@ class AuthService:
         )
         expires = now + timedelta(seconds=self.tokens.refresh_ttl_s(kind))
         cursor.execute(
-            "INSERT INTO refresh_tokens (jti, account_id, family_id, expires_at) VALUES (%s, %s, %s, %s)",
-            (successor, account_id, family_id, expires),
+            "INSERT INTO refresh_tokens (jti, account_id, family_id, expires_at, grace_until)"
+            " VALUES (%s, %s, %s, %s, %s)",
+            (successor, account_id, family_id, expires, grace_until),
         )
         return self.tokens.issue_pair(principal, successor.hex, issued_at=int(now.timestamp())), state
 
