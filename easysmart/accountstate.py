@@ -2,7 +2,7 @@
 
 The database is the truth (`accounts.blocked`, `active`, `version`); Redis holds a copy per account
 (`account:<id>`) that ingest reads in the rate limiter's round trip and analytics in one HGETALL.
-Every change of an account (block, unblock, deactivation, password; later its roles) bumps the
+Every change of an account (block, unblock, deactivation, password, role) bumps the
 version; access tokens carry the version they were issued at (`ver`), so a token issued before a
 change is refused (401) on its next request, as is any token of a blocked or inactive account.
 
@@ -52,7 +52,8 @@ return 1
 
 @dataclass(frozen=True)
 class AccountState:
-    """What authorisation needs to know of an account beyond its token (roles join it later)."""
+    """What authorisation needs to know of an account beyond its token (its role is in the token, and a role
+    change bumps the version)."""
 
     account_id: str
     version: int
@@ -87,20 +88,25 @@ def read_state(cursor: psycopg2.extensions.cursor, account_id: str) -> AccountSt
 
 def change_account(
     cursor: psycopg2.extensions.cursor,
-    username: str,
+    username: str | None = None,
     *,
+    account_id: str | None = None,
     blocked: bool | None = None,
     active: bool | None = None,
     password_hash: str | None = None,
+    role: str | None = None,
 ) -> AccountState | None:
-    """Applies a change to the account `username` (None: no such account) and bumps its version.
+    """Applies a change to the account `username` (or `account_id`; None: no such account) and bumps its version.
 
-    An account that can no longer be used, or whose password changed, loses every refresh token at once."""
+    An account that can no longer be used, or whose password changed, loses every refresh token at once. A role
+    travels in the access token: the bump refuses tokens carrying the old one, so the client refreshes (the refresh
+    reads the role anew)."""
+    key_column, key = ("username", username) if account_id is None else ("id", account_id)
     cursor.execute(
         "UPDATE accounts SET blocked = coalesce(%s, blocked), active = coalesce(%s, active),"
-        " password_hash = coalesce(%s, password_hash), version = version + 1, updated_at = now()"
-        " WHERE username = %s RETURNING id, version, active, blocked",
-        (blocked, active, password_hash, username),
+        " password_hash = coalesce(%s, password_hash), role = coalesce(%s, role), version = version + 1,"
+        f" updated_at = now() WHERE {key_column} = %s RETURNING id, version, active, blocked",
+        (blocked, active, password_hash, role, key),
     )
     row = cursor.fetchone()
     if row is None:

@@ -236,6 +236,12 @@ class AlertsDatabaseTimeouts(Group):
 
 
 @settings_group
+class AdminDatabaseTimeouts(Group):
+    statement_timeout_s: float = env("ADMIN_DB_STATEMENT_TIMEOUT_S", "longest statement of admin (seconds)", 5.0)
+    lock_timeout_s: float = env("ADMIN_DB_LOCK_TIMEOUT_S", "longest wait for a lock in admin (seconds)", 2.0)
+
+
+@settings_group
 class MigrationSettings(Group):
     db_mode: str = env(
         "DB_MODE",
@@ -448,6 +454,13 @@ class RetentionSettings(Group):
         "how long the dead-letter topic keeps claim checks (days; its retention.ms): the blob of a batch that is"
         " not done is kept that long, so `esm dlq replay` finds it",
         30,
+    )
+
+
+@settings_group
+class AuditSettings(Group):
+    audit_retention_days: int = env(
+        "AUDIT_RETENTION_DAYS", "audit log rows kept (days); older ones are pruned by retention", 400
     )
 
 

@@ -42,6 +42,10 @@ class MethodNotAllowedError(EasySmartError):
     status, code = 405, "method_not_allowed"
 
 
+class ConflictError(EasySmartError):
+    status, code = 409, "conflict"
+
+
 class PayloadTooLargeError(EasySmartError):
     status, code = 413, "payload_too_large"
 

@@ -38,6 +38,9 @@ class Principal:
     # The account's version when the token was issued (easysmart.accountstate): a token older than the
     # account's current version is refused.
     version: int = 1
+    # A user's role in its tenant (easysmart.authz); devices have none. Tokens signed before roles existed carry
+    # none: every user was its tenant's owner then, and any role change since bumped the version.
+    role: str | None = None
 
 
 # Access-token jtis are derived from their pair's refresh-token jti (issue_pair).
@@ -82,6 +85,8 @@ class TokenService:
         }
         if principal.username:
             claims["username"] = principal.username
+        if principal.role:
+            claims["role"] = principal.role
         return jwt.encode(claims, self.settings.jwt_secret, algorithm="HS256")
 
     def access_token(self, principal: Principal) -> str:
@@ -138,7 +143,12 @@ class TokenService:
             version = int(claims.get("ver", 1))
         except (ValueError, TypeError, OverflowError):
             raise UnauthorizedError("the token is not valid: its ver claim must be an integer") from None
-        return Principal(str(claims["sub"]), str(claims["tenant"]), claims["acct"], claims.get("username"), version)
+        role = claims.get("role")
+        if role is not None and not isinstance(role, str):
+            raise UnauthorizedError("the token is not valid: its role claim must be a string")
+        return Principal(
+            str(claims["sub"]), str(claims["tenant"]), claims["acct"], claims.get("username"), version, role
+        )
 
     def verify_refresh(self, token: str) -> uuid.UUID:
         """The jti of a valid refresh token (its rotation state lives in the database)."""
