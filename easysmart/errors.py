@@ -34,10 +34,6 @@ class NotFoundError(EasySmartError):
     status, code = 404, "not_found"
 
 
-class ConflictError(EasySmartError):
-    status, code = 409, "conflict"
-
-
 class MethodNotAllowedError(EasySmartError):
     status, code = 405, "method_not_allowed"
 

@@ -24,9 +24,11 @@ from typing import Sequence
 
 import psycopg2.extensions
 
+from easysmart import audit
 from easysmart.accounts import valid_username
 from easysmart.accountstate import AccountState, AccountStates, change_account
 from easysmart.admin.bodies import BodyProblems
+from easysmart.audit import Origin
 from easysmart.auth import hash_password
 from easysmart.authz import Role, require_role
 from easysmart.clock import Clock, utc_now
@@ -90,7 +92,7 @@ class DevicesService:
             "next_cursor": encode_cursor("d", iso(page[-1][2]), str(page[-1][0])) if more else None,
         }
 
-    def create(self, principal: Principal, body: object) -> dict:
+    def create(self, principal: Principal, body: object, origin: Origin) -> dict:
         require_role(principal, Role.ADMIN)
         problems = BodyProblems(body, ("username",))
         username = problems.string("username", _MAX_USERNAME, required=True)
@@ -108,6 +110,7 @@ class DevicesService:
             )
             if cursor.fetchone() is None:
                 raise ConflictError(f"the username {username!r} is taken; choose another")
+            _record(cursor, principal, "device.create", str(device_id), {"username": username}, origin)
         api_url = self.settings.public_base_url.rstrip("/")
         return {
             "id": str(device_id),
@@ -119,7 +122,7 @@ class DevicesService:
             "login_url": api_url + LOGIN_PATH,
         }
 
-    def rotate(self, principal: Principal, device_id: str, body: object) -> dict:
+    def rotate(self, principal: Principal, device_id: str, body: object, origin: Origin) -> dict:
         require_role(principal, Role.ADMIN)
         problems = BodyProblems({} if body is None else body, ("grace_s",))
         grace_s = problems.integer("grace_s", 0, self.settings.device_rotation_max_grace_s)
@@ -151,6 +154,7 @@ class DevicesService:
                     (grace_until, grace_until, device_id),
                 )
                 state = None
+            _record(cursor, principal, "device.rotate", device_id, {"username": username, "grace_s": grace_s}, origin)
         self._mirror(state)
         return {
             "id": device_id,
@@ -159,16 +163,18 @@ class DevicesService:
             "old_password_valid_until": iso(grace_until),
         }
 
-    def set_blocked(self, principal: Principal, device_id: str, blocked: bool) -> dict:
+    def set_blocked(self, principal: Principal, device_id: str, blocked: bool, origin: Origin) -> dict:
         require_role(principal, Role.ADMIN)
         device_id = path_uuid("device", device_id)
         with self.db.transaction() as cursor:
             username = self._usable_device(cursor, principal, device_id)
             state = change_account(cursor, username, blocked=blocked)
+            action = "device.block" if blocked else "device.unblock"
+            _record(cursor, principal, action, device_id, {"username": username}, origin)
         self._mirror(state)
         return self._one(principal, device_id)
 
-    def delete(self, principal: Principal, device_id: str) -> dict:
+    def delete(self, principal: Principal, device_id: str, origin: Origin) -> dict:
         require_role(principal, Role.ADMIN)
         device_id = path_uuid("device", device_id)
         with self.db.transaction() as cursor:
@@ -179,6 +185,7 @@ class DevicesService:
                 (self.clock(), device_id),
             )
             state = change_account(cursor, username, active=False)
+            _record(cursor, principal, "device.delete", device_id, {"username": username}, origin)
         self._mirror(state)
         return self._one(principal, device_id)
 
@@ -223,6 +230,14 @@ class DevicesService:
     def _mirror(self, state: AccountState | None) -> None:
         if state is not None and self.states is not None:
             self.states.mirror(state)
+
+
+def _record(
+    cursor: psycopg2.extensions.cursor, actor: Principal, action: str, device_id: str, details: dict, origin: Origin
+) -> None:
+    audit.record(
+        cursor, actor, action, "device", device_id, details, origin.request_id, origin.client_addr, origin.user_agent
+    )
 
 
 def _device(row: tuple) -> dict:

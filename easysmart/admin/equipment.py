@@ -9,7 +9,9 @@ The list here shows every equipment, retired too, with both the reported and the
 
 from __future__ import annotations
 
+from easysmart import audit
 from easysmart.admin.bodies import BodyProblems
+from easysmart.audit import Origin
 from easysmart.authz import Role, require_role
 from easysmart.clock import Clock, utc_now
 from easysmart.db import Database
@@ -44,7 +46,7 @@ class EquipmentService:
             "next_cursor": encode_cursor("ae", page[-1][0]) if more else None,
         }
 
-    def update(self, principal: Principal, equipment_uuid: str, body: object) -> dict:
+    def update(self, principal: Principal, equipment_uuid: str, body: object, origin: Origin) -> dict:
         require_role(principal, Role.ADMIN)
         problems = BodyProblems(body, ("name", "location", "retired"))
         changes: dict[str, object] = {}
@@ -73,8 +75,19 @@ class EquipmentService:
                 },
             )
             row = cursor.fetchone()
-        if row is None:
-            raise NotFoundError(f"equipment {equipment_uuid[:64]} not found")
+            if row is None:
+                raise NotFoundError(f"equipment {equipment_uuid[:64]} not found")
+            audit.record(
+                cursor,
+                principal,
+                "equipment.update",
+                "equipment",
+                equipment_uuid,
+                {name: problems.body[name] for name in ("name", "location", "retired") if name in problems.body},
+                origin.request_id,
+                origin.client_addr,
+                origin.user_agent,
+            )
         return _equipment(row)
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import psycopg2
 
+from easysmart import audit
 from easysmart.accounts import AccountError, check_timezone
 from easysmart.admin.bodies import BodyProblems
+from easysmart.audit import Origin
 from easysmart.authz import Role, require_role
 from easysmart.db import Database, one_row
 from easysmart.errors import ConflictError, NotFoundError
@@ -36,7 +38,7 @@ class TenantService:
             raise NotFoundError("the token's tenant no longer exists")
         return _tenant(row)
 
-    def update(self, principal: Principal, body: object) -> dict:
+    def update(self, principal: Principal, body: object, origin: Origin) -> dict:
         require_role(principal, Role.OWNER)
         problems = BodyProblems(body, ("name", "timezone", "language", "confirm"))
         name = problems.string("name", _MAX_NAME)
@@ -54,14 +56,19 @@ class TenantService:
             problems.add("$", "nothing to change; send name, timezone or language")
         problems.raise_if_any()
         with self.db.transaction() as cursor:
-            cursor.execute("SELECT timezone FROM tenants WHERE id = %s FOR UPDATE", (principal.tenant_id,))
-            current = cursor.fetchone()
-            if current is None:
+            cursor.execute(
+                "SELECT id, name, timezone, language, created_at FROM tenants WHERE id = %s FOR UPDATE",
+                (principal.tenant_id,),
+            )
+            row = cursor.fetchone()
+            if row is None:
                 raise NotFoundError("the token's tenant no longer exists")
-            if zone is not None and zone != current[0] and not confirmed:
+            before = _tenant(row)
+            if zone is not None and zone != before["timezone"] and not confirmed:
                 raise ConflictError(
-                    f"changing the time zone from {current[0]} to {zone} shifts every naive time uploaded from now on,"
-                    ' including readings resent from before the change; send the same body with "confirm": true',
+                    f"changing the time zone from {before['timezone']} to {zone} shifts every naive time uploaded"
+                    " from now on, including readings resent from before the change; send the same body with"
+                    ' "confirm": true',
                     paths=["$.confirm"],
                 )
             try:
@@ -73,7 +80,24 @@ class TenantService:
                 )
             except psycopg2.errors.UniqueViolation:
                 raise ConflictError(f"the tenant name {name!r} is taken; choose another") from None
-            return _tenant(one_row(cursor))
+            after = _tenant(one_row(cursor))
+            changes = {
+                field: {"from": before[field], "to": after[field]}
+                for field in ("name", "timezone", "language")
+                if before[field] != after[field]
+            }
+            audit.record(
+                cursor,
+                principal,
+                "tenant.update",
+                "tenant",
+                principal.tenant_id,
+                changes,
+                origin.request_id,
+                origin.client_addr,
+                origin.user_agent,
+            )
+            return after
 
 
 def _tenant(row: tuple) -> dict:
