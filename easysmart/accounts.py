@@ -1,4 +1,5 @@
-"""Tenants and accounts: what the `esm` command line manages."""
+"""Tenants and accounts: what the `esm` command line manages. Every change is written to the audit log with the
+operator (`esm:<os user>`) as its actor."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg2.extensions
 
+from easysmart import audit
 from easysmart.accountstate import AccountState, change_account
 from easysmart.auth import hash_password
+from easysmart.authz import ROLE_NAMES
+from easysmart.db import one_row
 from easysmart.errors import BadRequestError
 from easysmart.identity import ACCOUNT_KINDS
 
@@ -49,16 +53,42 @@ def create_tenant(cursor: psycopg2.extensions.cursor, name: str, timezone: str, 
         if if_missing:
             return existing[0]
         raise AccountError(f"tenant {name!r} already exists")
-    tenant_id = uuid.uuid4()
+    tenant_id = str(uuid.uuid4())
     cursor.execute("INSERT INTO tenants (id, name, timezone) VALUES (%s, %s, %s)", (tenant_id, name, timezone))
-    return str(tenant_id)
+    _audit(cursor, tenant_id, "tenant.create", "tenant", tenant_id, {"name": name, "timezone": timezone})
+    return tenant_id
+
+
+def _audit(
+    cursor: psycopg2.extensions.cursor, tenant_id: str, action: str, target_type: str, target_id: str, details: dict
+) -> None:
+    audit.record(cursor, None, action, target_type, target_id, details, None, None, None, tenant_id=tenant_id)
+
+
+def _audit_change(cursor: psycopg2.extensions.cursor, state: AccountState, action: str, details: dict) -> None:
+    cursor.execute("SELECT tenant_id, kind FROM accounts WHERE id = %s", (state.account_id,))
+    tenant_id, kind = one_row(cursor)
+    _audit(cursor, str(tenant_id), action, kind, state.account_id, details)
 
 
 def create_account(
-    cursor: psycopg2.extensions.cursor, tenant: str, kind: str, username: str, password: str, if_missing: bool = False
+    cursor: psycopg2.extensions.cursor,
+    tenant: str,
+    kind: str,
+    username: str,
+    password: str,
+    if_missing: bool = False,
+    role: str | None = None,
 ) -> str:
+    """A new account; a user's role is `role` (default owner), a device has none."""
     if kind not in ACCOUNT_KINDS:
         raise AccountError(f"kind must be one of {', '.join(ACCOUNT_KINDS)}")
+    if kind == "device" and role is not None:
+        raise AccountError("devices have no role; --role is for user accounts")
+    if kind == "user":
+        role = role or "owner"
+        if role not in ROLE_NAMES:
+            raise AccountError(f"role must be one of {', '.join(ROLE_NAMES)}")
     if not _USERNAME.match(username):
         raise AccountError(f"username {username!r}: 1 to 256 of letters, digits and . _ @ + -")
     existing = existing_account(cursor, tenant, kind, username)
@@ -72,12 +102,14 @@ def create_account(
     tenant_row = cursor.fetchone()
     if tenant_row is None:
         raise AccountError(f"tenant {tenant!r} does not exist")
-    new_id = uuid.uuid4()
+    new_id = str(uuid.uuid4())
     cursor.execute(
-        "INSERT INTO accounts (id, tenant_id, username, kind, password_hash) VALUES (%s, %s, %s, %s, %s)",
-        (new_id, tenant_row[0], username, kind, hash_password(password)),
+        "INSERT INTO accounts (id, tenant_id, username, kind, password_hash, role) VALUES (%s, %s, %s, %s, %s, %s)",
+        (new_id, tenant_row[0], username, kind, hash_password(password), role),
     )
-    return str(new_id)
+    details = {"username": username, **({"role": role} if role else {})}
+    _audit(cursor, str(tenant_row[0]), f"{kind}.create", kind, new_id, details)
+    return new_id
 
 
 def existing_account(cursor: psycopg2.extensions.cursor, tenant: str, kind: str, username: str) -> str | None:
@@ -98,19 +130,25 @@ def existing_account(cursor: psycopg2.extensions.cursor, tenant: str, kind: str,
 def set_blocked(cursor: psycopg2.extensions.cursor, username: str, blocked: bool) -> AccountState:
     """Blocks (or unblocks) an account: its tokens are refused on their next request and a block ends every
     refresh token. The caller mirrors the returned state into Redis once the transaction has committed."""
-    return _changed(username, change_account(cursor, username, blocked=blocked))
+    state = _changed(username, change_account(cursor, username, blocked=blocked))
+    _audit_change(cursor, state, "account.block" if blocked else "account.unblock", {"username": username})
+    return state
 
 
 def set_active(cursor: psycopg2.extensions.cursor, username: str, active: bool) -> AccountState:
     """Deactivates (or reactivates) an account, as set_blocked does."""
-    return _changed(username, change_account(cursor, username, active=active))
+    state = _changed(username, change_account(cursor, username, active=active))
+    _audit_change(cursor, state, "account.activate" if active else "account.deactivate", {"username": username})
+    return state
 
 
 def set_password(cursor: psycopg2.extensions.cursor, username: str, password: str) -> AccountState:
     """A new password: every token issued before it is refused from the next request on."""
     if not password:
         raise AccountError("the password must not be empty")
-    return _changed(username, change_account(cursor, username, password_hash=hash_password(password)))
+    state = _changed(username, change_account(cursor, username, password_hash=hash_password(password)))
+    _audit_change(cursor, state, "account.password_set", {"username": username})
+    return state
 
 
 def _changed(username: str, state: AccountState | None) -> AccountState:
@@ -127,7 +165,8 @@ def list_tenants(cursor: psycopg2.extensions.cursor) -> list[tuple]:
 
 def list_accounts(cursor: psycopg2.extensions.cursor, tenant: str | None = None) -> list[tuple]:
     cursor.execute(
-        "SELECT t.name, a.username, a.kind, a.active, a.blocked FROM accounts a JOIN tenants t ON t.id = a.tenant_id"
+        "SELECT t.name, a.username, a.kind, a.active, a.blocked, a.role FROM accounts a"
+        " JOIN tenants t ON t.id = a.tenant_id"
         " WHERE %s::text IS NULL OR t.name = %s ORDER BY t.name, a.username",
         (tenant, tenant),
     )

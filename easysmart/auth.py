@@ -33,11 +33,20 @@ from typing import Iterator
 
 import psycopg2.extensions
 
-from easysmart.accountstate import ACCOUNT_REFUSED, AccountState, AccountStates
+from easysmart import audit, passwordtokens
+from easysmart.accountstate import ACCOUNT_REFUSED, AccountState, AccountStates, change_account
 from easysmart.config import LoginSettings
 from easysmart.db import Database, one_row
-from easysmart.errors import BadRequestError, EasySmartError, RateLimitedError, UnauthorizedError
+from easysmart.errors import (
+    BadRequestError,
+    EasySmartError,
+    ForbiddenError,
+    RateLimitedError,
+    UnauthorizedError,
+    UnprocessableError,
+)
 from easysmart.identity import ACCOUNT_KINDS, Principal, TokenService
+from easysmart.observability import request_id_var
 from easysmart.ratelimit import Limit, RateLimiter
 
 logger = logging.getLogger(__name__)
@@ -120,6 +129,42 @@ def refresh_token_from_body(body: object) -> str:
     return _string_field(body, "refresh_token", 8192)
 
 
+# A password a user sets (set-password token, own change): at least this long; at most _MAX_PASSWORD.
+MIN_NEW_PASSWORD = 10
+
+
+def new_password_from_body(body: object, name: str) -> str:
+    """The new password of a body, held to the policy (422 with its path)."""
+    password = _string_field(body, name, _MAX_PASSWORD)
+    if len(password) < MIN_NEW_PASSWORD:
+        raise UnprocessableError(
+            f"{name}: at least {MIN_NEW_PASSWORD} characters",
+            paths=[f"$.{name}"],
+            errors=[{"path": f"$.{name}", "message": f"at least {MIN_NEW_PASSWORD} characters"}],
+        )
+    return password
+
+
+@dataclass(frozen=True)
+class PasswordChange:
+    old_password: str
+    new_password: str
+
+    @classmethod
+    def from_body(cls, body: object) -> "PasswordChange":
+        return cls(_string_field(body, "old_password", _MAX_PASSWORD), new_password_from_body(body, "new_password"))
+
+
+@dataclass(frozen=True)
+class PasswordSet:
+    token: str
+    password: str
+
+    @classmethod
+    def from_body(cls, body: object) -> "PasswordSet":
+        return cls(_string_field(body, "token", 256), new_password_from_body(body, "password"))
+
+
 # --- the service -------------------------------------------------------------------------------
 
 _BAD_CREDENTIALS = "invalid username or password"
@@ -159,13 +204,13 @@ class AuthService:
         self.limiter = limiter
         self.states = states
 
-    def login(self, credentials: Credentials, kind: str, client_addr: str) -> dict:
+    def login(self, credentials: Credentials, kind: str, client_addr: str, user_agent: str | None = None) -> dict:
         """Tokens for an account of `kind` ('device' or 'user') logging in from `client_addr`."""
         if kind not in ACCOUNT_KINDS:
             raise ValueError(f"kind must be one of {ACCOUNT_KINDS}, not {kind!r}")
         self._rate_limit(client_addr)
         with self._refusals_committed() as cursor:
-            pair, state = self._attempt(cursor, credentials, kind, client_addr)
+            pair, state = self._attempt(cursor, credentials, kind, client_addr, user_agent)
         self._mirror(state)
         return pair
 
@@ -200,7 +245,12 @@ class AuthService:
             raise refusal
 
     def _attempt(
-        self, cursor: psycopg2.extensions.cursor, credentials: Credentials, kind: str, client_addr: str
+        self,
+        cursor: psycopg2.extensions.cursor,
+        credentials: Credentials,
+        kind: str,
+        client_addr: str,
+        user_agent: str | None,
     ) -> tuple[dict, AccountState]:
         now = self.tokens.clock()
         # Attempts on one username run one at a time (its every-address row is locked first, then the pair's),
@@ -216,7 +266,7 @@ class AuthService:
                     headers={},
                 )
         cursor.execute(
-            "SELECT id, tenant_id, kind, password_hash, active, blocked, version, previous_password_hash,"
+            "SELECT id, tenant_id, kind, password_hash, active, blocked, version, role, previous_password_hash,"
             " previous_password_expires_at FROM accounts WHERE username = %s AND deleted_at IS NULL",
             (credentials.username,),
         )
@@ -224,14 +274,18 @@ class AuthService:
         # The hash is checked whatever else is wrong, so every refusal costs the same time.
         password_matches = verify_password(credentials.password, row[3] if row else _DUMMY_HASH)
         grace_until = None
-        if row is not None and not password_matches and row[7] is not None and row[8] > now:
-            # A rotation with a grace period: the previous password works until it ends, its sessions no longer.
-            password_matches = verify_password(credentials.password, row[7])
-            grace_until = row[8]
+        if row is not None and not password_matches and row[8] is not None and row[9] > now:
+            # A rotation with a grace period: the previous password works until it ends, and so do its sessions.
+            password_matches = verify_password(credentials.password, row[8])
+            grace_until = row[9]
         if row is None or not password_matches or row[2] != kind or not row[4] or row[5]:
             self._count_failure(cursor, credentials.username, pair, every, now)
+            if row is not None:
+                _audit_failed_login(
+                    cursor, str(row[0]), str(row[1]), credentials.username, client_addr, user_agent, now
+                )
             raise UnauthorizedError(_BAD_CREDENTIALS)
-        account_id, tenant_id, _, _, active, blocked, version, _, _ = row
+        account_id, tenant_id, _, _, active, blocked, version, role, _, _ = row
         cursor.execute("UPDATE accounts SET last_login_at = %s WHERE id = %s", (now, account_id))
         # Reset rather than delete: an attempt waiting on these rows' locks must still find them.
         cursor.execute(
@@ -239,8 +293,22 @@ class AuthService:
             " WHERE username = %s AND client_addr IN (%s, %s)",
             (now, credentials.username, EVERY_ADDRESS, client_addr),
         )
-        principal = Principal(str(account_id), str(tenant_id), kind, credentials.username, int(version))
+        principal = Principal(str(account_id), str(tenant_id), kind, credentials.username, int(version), role)
         logger.info("login", extra={"account_id": principal.account_id, "kind": kind, "client_addr": client_addr})
+        # The first login of the (UTC) day writes the row; later ones only count on it.
+        audit.record(
+            cursor,
+            principal,
+            "login",
+            kind,
+            principal.account_id,
+            {},
+            request_id_var.get(),
+            client_addr,
+            user_agent,
+            at=now,
+            aggregate_key=f"login:{principal.account_id}:{now:%Y-%m-%d}",
+        )
         pair_issued = self._issue(cursor, principal, uuid.uuid4(), now, grace_until)
         return pair_issued, AccountState(principal.account_id, int(version), bool(active), bool(blocked))
 
@@ -320,7 +388,7 @@ class AuthService:
     def _rotate(self, cursor: psycopg2.extensions.cursor, jti: uuid.UUID) -> tuple[dict, AccountState]:
         cursor.execute(
             "SELECT r.family_id, r.used_at, r.revoked, r.successor_jti, r.grace_until,"
-            " a.id, a.tenant_id, a.username, a.kind, a.active, a.blocked, a.version"
+            " a.id, a.tenant_id, a.username, a.kind, a.active, a.blocked, a.version, a.role"
             " FROM refresh_tokens r JOIN accounts a ON a.id = r.account_id WHERE r.jti = %s FOR UPDATE OF r",
             (jti,),
         )
@@ -340,8 +408,10 @@ class AuthService:
             active,
             blocked,
             version,
+            role,
         ) = row
-        principal = Principal(str(account_id), str(tenant_id), kind, username, int(version))
+        # The role is read anew: a refresh after a role change carries the new one.
+        principal = Principal(str(account_id), str(tenant_id), kind, username, int(version), role)
         state = AccountState(principal.account_id, int(version), bool(active), bool(blocked))
         now = self.tokens.clock()
         if used_at is not None:
@@ -382,14 +452,14 @@ class AuthService:
     def me(self, principal: Principal) -> dict:
         with self.db.transaction() as cursor:
             cursor.execute(
-                "SELECT a.username, a.kind, a.active, a.blocked, a.version, t.id, t.name, t.timezone FROM accounts a"
-                " JOIN tenants t ON t.id = a.tenant_id WHERE a.id = %s",
+                "SELECT a.username, a.kind, a.active, a.blocked, a.version, t.id, t.name, t.timezone, a.role"
+                " FROM accounts a JOIN tenants t ON t.id = a.tenant_id WHERE a.id = %s",
                 (principal.account_id,),
             )
             row = cursor.fetchone()
         if row is None:
             raise UnauthorizedError("the token's account no longer exists")
-        username, kind, active, blocked, version, tenant_id, tenant_name, zone = row
+        username, kind, active, blocked, version, tenant_id, tenant_name, zone, role = row
         if not AccountState(principal.account_id, int(version), active, blocked).admits(principal):
             raise UnauthorizedError(ACCOUNT_REFUSED)
         return {
@@ -401,7 +471,109 @@ class AuthService:
             "tenant_id": str(tenant_id),
             "tenant_name": tenant_name,
             "timezone": zone,
+            "role": role,
         }
+
+    def set_password(self, request: PasswordSet, client_addr: str, user_agent: str | None = None) -> dict:
+        """Redeems a one-time set-password token (easysmart.passwordtokens): the account's password is set, every
+        token it had is refused from its next request on. 401 for a token that is unknown, used or expired."""
+        self._rate_limit(client_addr)
+        password_hash = hash_password(request.password)
+        now = self.tokens.clock()
+        with self.db.transaction() as cursor:
+            account_id = passwordtokens.redeem(cursor, request.token, now)
+            if account_id is None:
+                raise UnauthorizedError("this set-password token is unknown, used or expired; ask for a new one")
+            state = change_account(cursor, account_id=account_id, password_hash=password_hash)
+            cursor.execute("SELECT tenant_id, username FROM accounts WHERE id = %s", (account_id,))
+            tenant_id, username = one_row(cursor)
+            audit.record(
+                cursor,
+                None,
+                "user.password_set",
+                "user",
+                account_id,
+                {},
+                request_id_var.get(),
+                client_addr,
+                user_agent,
+                tenant_id=str(tenant_id),
+                actor_name=username,
+            )
+        self._mirror_if(state)
+        return {"account_id": account_id, "username": username}
+
+    def change_password(
+        self, principal: Principal, change: PasswordChange, client_addr: str, user_agent: str | None = None
+    ) -> dict:
+        """A user's own password change, the old password required: every refresh token of the account is revoked
+        and its version bumped (every session ends); the answer is a new pair for this one."""
+        if principal.kind != "user":
+            raise ForbiddenError("devices get a new password from an admin (rotate); log in as a user")
+        self._rate_limit(client_addr)
+        new_hash = hash_password(change.new_password)
+        with self._refusals_committed() as cursor:
+            cursor.execute(
+                "SELECT password_hash, role FROM accounts WHERE id = %s AND active AND NOT blocked FOR UPDATE",
+                (principal.account_id,),
+            )
+            row = cursor.fetchone()
+            if row is None:
+                raise UnauthorizedError(ACCOUNT_REFUSED)
+            if not verify_password(change.old_password, row[0]):
+                raise ForbiddenError("old_password: not the account's password", path="$.old_password")
+            state = change_account(cursor, account_id=principal.account_id, password_hash=new_hash)
+            assert state is not None
+            audit.record(
+                cursor,
+                principal,
+                "user.password_change",
+                "user",
+                principal.account_id,
+                {},
+                request_id_var.get(),
+                client_addr,
+                user_agent,
+            )
+            renewed = Principal(
+                principal.account_id, principal.tenant_id, "user", principal.username, state.version, row[1]
+            )
+            pair = self._issue(cursor, renewed, uuid.uuid4(), self.tokens.clock())
+        self._mirror(state)
+        return pair
+
+    def _mirror_if(self, state: AccountState | None) -> None:
+        if state is not None:
+            self._mirror(state)
+
+
+# Failed logins of one account from one address within a minute share one audit row (its details count them):
+# with the login limits above (per address, per pair, per username) an attacker's guesses cost at most one row per
+# account, address and minute. Unknown usernames are not audited (no tenant to show them to; the logs have them).
+def _audit_failed_login(
+    cursor: psycopg2.extensions.cursor,
+    account_id: str,
+    tenant_id: str,
+    username: str,
+    client_addr: str,
+    user_agent: str | None,
+    now: datetime,
+) -> None:
+    audit.record(
+        cursor,
+        None,
+        "login.failed",
+        "account",
+        account_id,
+        {"username": username},
+        request_id_var.get(),
+        client_addr,
+        user_agent,
+        tenant_id=tenant_id,
+        actor_name="anonymous",
+        at=now,
+        aggregate_key=f"login.failed:{account_id}:{client_addr}:{now:%Y-%m-%dT%H:%M}",
+    )
 
 
 def prune_login_records(db: Database, now: datetime, lockout_s: int) -> dict:
@@ -415,4 +587,9 @@ def prune_login_records(db: Database, now: datetime, lockout_s: int) -> dict:
             (now - timedelta(seconds=lockout_s), now),
         )
         login_failures = cursor.rowcount
-    return {"refresh_tokens_pruned": refresh_tokens, "login_failures_pruned": login_failures}
+        set_password_tokens = passwordtokens.prune(cursor, now)
+    return {
+        "refresh_tokens_pruned": refresh_tokens,
+        "login_failures_pruned": login_failures,
+        "set_password_tokens_pruned": set_password_tokens,
+    }

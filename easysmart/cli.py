@@ -15,6 +15,7 @@ import redis
 
 from easysmart import accounts, partitions
 from easysmart.accountstate import STATE_TTL_S, AccountState, mirror_state
+from easysmart.authz import ROLE_NAMES
 from easysmart.config import (
     SERVER_VARIABLES,
     AccountSettings,
@@ -112,9 +113,12 @@ def cmd_account_create(args) -> None:
             return
     password = _password(args)
     account_id = _in_transaction(
-        lambda c: accounts.create_account(c, args.tenant, args.kind, args.username, password, args.if_missing)
+        lambda c: accounts.create_account(
+            c, args.tenant, args.kind, args.username, password, args.if_missing, args.role
+        )
     )
-    print(f"{args.kind} account {args.username} ({account_id}) in tenant {args.tenant}")
+    role = f", role {args.role or 'owner'}" if args.kind == "user" else ""
+    print(f"{args.kind} account {args.username} ({account_id}) in tenant {args.tenant}{role}")
 
 
 def _account_changed(username: str, state: AccountState, done: str) -> None:
@@ -149,8 +153,11 @@ def cmd_account_password(args) -> None:
 
 
 def cmd_account_list(args) -> None:
-    for tenant, username, kind, active, blocked in _in_transaction(lambda c: accounts.list_accounts(c, args.tenant)):
-        print(f"{tenant}\t{username}\t{kind}\t{'active' if active else 'inactive'}\t{'blocked' if blocked else ''}")
+    for tenant, username, kind, active, blocked, role in _in_transaction(
+        lambda c: accounts.list_accounts(c, args.tenant)
+    ):
+        state = f"{'active' if active else 'inactive'}\t{'blocked' if blocked else ''}"
+        print(f"{tenant}\t{username}\t{kind}\t{role or ''}\t{state}")
 
 
 def cmd_seed_demo(args) -> None:
@@ -283,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--tenant", required=True)
     create.add_argument("--kind", choices=["device", "user"], required=True)
     create.add_argument("--password")
+    create.add_argument("--role", choices=ROLE_NAMES, help="a user's role in the tenant (default: owner)")
     create.add_argument("--if-missing", action="store_true", help="do nothing if it exists")
     create.set_defaults(run=cmd_account_create)
     for action, blocked in (("block", True), ("unblock", False)):
@@ -294,7 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
         parser_.add_argument("username")
         parser_.set_defaults(run=lambda args, active=active: cmd_account_activate(args, active))
     password = account.add_parser(
-        "password", help="set an account's password (from --password, $ESM_PASSWORD or a prompt)"
+        "set-password",
+        aliases=["password"],
+        help="set an account's password, e.g. for an owner who is locked out (from --password, $ESM_PASSWORD or a"
+        " prompt)",
     )
     password.add_argument("username")
     password.add_argument("--password")

@@ -20,10 +20,10 @@ from typing import Callable
 
 import botocore.exceptions
 
-from easysmart import aggregates, partitions
+from easysmart import aggregates, audit, partitions
 from easysmart.aggregates import AggregateBackend
 from easysmart.auth import prune_login_records
-from easysmart.config import AggregateSettings, LoginSettings, RetentionSettings
+from easysmart.config import AggregateSettings, AuditSettings, LoginSettings, RetentionSettings
 from easysmart.db import Database
 from easysmart.errors import BadRequestError, UnavailableError
 from easysmart.ledger import BatchLedger
@@ -155,9 +155,11 @@ class RetentionService:
         backend: AggregateBackend | None = None,
         partition_lock_timeout_s: float = 1.0,
         login: LoginSettings = LoginSettings(),
+        audit_settings: AuditSettings = AuditSettings(),
     ) -> None:
         self.settings = settings
         self.login = login
+        self.audit_settings = audit_settings
         self.aggregates = aggregates
         self.db = db
         self.blobs = blobs
@@ -197,6 +199,7 @@ class RetentionService:
         result = self._expire_raw(backend, now)
         result["batches_pruned"] = self.ledger.prune(now - timedelta(days=self.settings.raw_retention_days))
         result.update(prune_login_records(self.db, now, self.login.login_lockout_s))
+        result.update(audit.prune(self.db, now, self.audit_settings.audit_retention_days))
         if self.blobs is not None:
             result.update(self.blobs.expire(self.settings, now, self.ledger))
         return result

@@ -3,6 +3,18 @@
 -- Devices have no role; every user existing before roles becomes its tenant's owner.
 ALTER TABLE accounts ADD COLUMN role text CHECK (role IN ('owner', 'admin', 'viewer'));
 UPDATE accounts SET role = 'owner' WHERE kind = 'user';
+-- A user inserted without a role is an owner, as every user was before roles (code and scripts that predate them
+-- keep working); the check then holds users to a role and devices to none.
+CREATE FUNCTION accounts_default_role() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.kind = 'user' AND NEW.role IS NULL THEN
+        NEW.role := 'owner';
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER accounts_default_role BEFORE INSERT ON accounts
+    FOR EACH ROW EXECUTE FUNCTION accounts_default_role();
 ALTER TABLE accounts ADD CONSTRAINT accounts_role_of_users CHECK ((kind = 'user') = (role IS NOT NULL));
 CREATE INDEX accounts_tenant_role ON accounts (tenant_id, role) WHERE kind = 'user';
 

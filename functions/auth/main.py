@@ -1,4 +1,4 @@
-"""auth: device and user login, refresh-token rotation, and who-am-I (docs/architecture.md §3.9, §8)."""
+"""auth: device and user login, refresh-token rotation, who-am-I and passwords (docs/architecture.md §3.9, §8)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import functions_framework
 import redis
 
 from easysmart.accountstate import AccountStates
-from easysmart.auth import AuthService, Credentials, refresh_token_from_body
+from easysmart.auth import AuthService, Credentials, PasswordChange, PasswordSet, refresh_token_from_body
 from easysmart.config import (
     AuthDatabaseTimeouts,
     BackendSettings,
@@ -55,7 +55,10 @@ def _service() -> AuthService:
 def _login(request: flask.Request, kind: str) -> Reply:
     service = _service()
     credentials = Credentials.from_body(json_body(request))
-    return Reply(200, service.login(credentials, kind, client_address(request, _PROXY_TRUST)))
+    return Reply(
+        200,
+        service.login(credentials, kind, client_address(request, _PROXY_TRUST), request.headers.get("User-Agent")),
+    )
 
 
 def device_login(request: flask.Request) -> Reply:
@@ -75,11 +78,33 @@ def me(request: flask.Request) -> Reply:
     return Reply(200, service.me(bearer_principal(request.headers, service.tokens)))
 
 
+def set_password(request: flask.Request) -> Reply:
+    service = _service()
+    body = PasswordSet.from_body(json_body(request))
+    answer = service.set_password(body, client_address(request, _PROXY_TRUST), request.headers.get("User-Agent"))
+    return Reply(200, answer)
+
+
+def change_password(request: flask.Request) -> Reply:
+    service = _service()
+    assert service.states is not None
+    principal = service.states.principal(request.headers, service.tokens)
+    change = PasswordChange.from_body(json_body(request))
+    return Reply(
+        200,
+        service.change_password(
+            principal, change, client_address(request, _PROXY_TRUST), request.headers.get("User-Agent")
+        ),
+    )
+
+
 router = Router("auth")
 router.add("POST", "/api/v1/auth/device/login", device_login)
 router.add("POST", "/api/v1/auth/login", user_login)
 router.add("POST", "/api/v1/auth/refresh", refresh)
 router.add("GET", "/api/v1/auth/me", me)
+router.add("POST", "/api/v1/auth/password", change_password)
+router.add("POST", "/api/v1/auth/password/set", set_password)
 
 
 @functions_framework.http

@@ -14,6 +14,7 @@ import orjson
 
 from easysmart.config import (
     AggregateSettings,
+    AuditSettings,
     BackendSettings,
     DatabaseSettings,
     LoggingSettings,
@@ -52,6 +53,7 @@ def _service() -> RetentionService:
         blobs,
         partition_lock_timeout_s=timeouts.partition_lock_timeout_s,
         login=LoginSettings.from_env(),
+        audit_settings=AuditSettings.from_env(),
     )
 
 

@@ -118,7 +118,8 @@ def make_account(database: Database):
     for tenant_id in tenants:
         try:
             with database.transaction() as cursor:
-                # Login failures and refresh tokens go with the accounts (ON DELETE CASCADE).
+                # Login failures, refresh and set-password tokens go with the accounts (ON DELETE CASCADE).
+                cursor.execute("DELETE FROM audit_log WHERE tenant_id = %s", (tenant_id,))
                 cursor.execute("DELETE FROM accounts WHERE tenant_id = %s", (tenant_id,))
                 cursor.execute("DELETE FROM tenants WHERE id = %s", (tenant_id,))
         except psycopg2.IntegrityError:

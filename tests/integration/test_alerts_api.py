@@ -98,7 +98,7 @@ def make_tenant(database, token_settings):
     with database.transaction() as cursor:
         for tenant in made:
             cursor.execute("DELETE FROM event_outbox WHERE data->>'tenant_id' = %s", (tenant.tenant_id,))
-            for table in ("alerts", "alert_rules", "sensors", "equipment", "accounts", "tenants"):
+            for table in ("alerts", "alert_rules", "sensors", "equipment", "audit_log", "accounts", "tenants"):
                 column = "id" if table == "tenants" else "tenant_id"
                 cursor.execute(f"DELETE FROM {table} WHERE {column} = %s", (tenant.tenant_id,))
 

@@ -28,9 +28,9 @@ def addresses(monkeypatch) -> list[str]:
     seen: list[str] = []
     login, rate_limit = AuthService.login, IngestService.rate_limit
 
-    def spy_login(self, credentials, kind, client_addr):
+    def spy_login(self, credentials, kind, client_addr, user_agent=None):
         seen.append(client_addr)
-        return login(self, credentials, kind, client_addr)
+        return login(self, credentials, kind, client_addr, user_agent)
 
     def spy_rate_limit(self, principal, client_addr):
         seen.append(client_addr)
