@@ -20,7 +20,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from datetime import datetime, timedelta
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import psycopg2.extensions
 
@@ -79,9 +79,8 @@ class DevicesService:
         self.states = states
         self.clock = clock
 
-    def list(self, principal: Principal, args: dict | None = None) -> dict:
+    def list(self, principal: Principal, args: Mapping[str, str]) -> dict:
         require_role(principal, Role.VIEWER)
-        args = args or {}
         limit = parse_limit(args.get("limit"), _DEVICE_PAGE)
         after = decode_cursor(args.get("cursor"), "d", (str, str))
         with self.db.transaction() as cursor:
@@ -95,18 +94,18 @@ class DevicesService:
     def create(self, principal: Principal, body: object, origin: Origin) -> dict:
         require_role(principal, Role.ADMIN)
         problems = BodyProblems(body, ("username",))
-        username = problems.string("username", _MAX_USERNAME, required=True)
-        if username is not None and not problems.problems and not valid_username(username):
+        username = problems.string("username", _MAX_USERNAME, required=True) or ""
+        if username and not problems.problems and not valid_username(username):
             problems.add("$.username", "1 to 256 of letters, digits and . _ @ + -")
         problems.raise_if_any()
-        assert username is not None
         password = generated_password()
+        password_hash = hash_password(password)  # ~50 ms of scrypt, before a connection is taken
         device_id = uuid.uuid4()
         with self.db.transaction() as cursor:
             cursor.execute(
                 "INSERT INTO accounts (id, tenant_id, username, kind, password_hash) VALUES (%s, %s, %s, 'device', %s)"
                 " ON CONFLICT (username) DO NOTHING RETURNING id",
-                (device_id, principal.tenant_id, username, hash_password(password)),
+                (device_id, principal.tenant_id, username, password_hash),
             )
             if cursor.fetchone() is None:
                 raise ConflictError(f"the username {username!r} is taken; choose another")
@@ -135,12 +134,7 @@ class DevicesService:
         with self.db.transaction() as cursor:
             username = self._usable_device(cursor, principal, device_id)
             if grace_until is None:
-                cursor.execute(
-                    "UPDATE accounts SET previous_password_hash = NULL, previous_password_expires_at = NULL"
-                    " WHERE id = %s",
-                    (device_id,),
-                )
-                state = change_account(cursor, username, password_hash=new_hash)
+                state = change_account(cursor, account_id=device_id, password_hash=new_hash)
             else:
                 # The old password and the sessions it opened keep working until the grace ends; nothing is bumped.
                 cursor.execute(
@@ -168,7 +162,7 @@ class DevicesService:
         device_id = path_uuid("device", device_id)
         with self.db.transaction() as cursor:
             username = self._usable_device(cursor, principal, device_id)
-            state = change_account(cursor, username, blocked=blocked)
+            state = change_account(cursor, account_id=device_id, blocked=blocked)
             action = "device.block" if blocked else "device.unblock"
             _record(cursor, principal, action, device_id, {"username": username}, origin)
         self._mirror(state)
@@ -184,7 +178,7 @@ class DevicesService:
                 " previous_password_expires_at = NULL WHERE id = %s",
                 (self.clock(), device_id),
             )
-            state = change_account(cursor, username, active=False)
+            state = change_account(cursor, account_id=device_id, active=False)
             _record(cursor, principal, "device.delete", device_id, {"username": username}, origin)
         self._mirror(state)
         return self._one(principal, device_id)

@@ -9,6 +9,8 @@ The list here shows every equipment, retired too, with both the reported and the
 
 from __future__ import annotations
 
+from typing import Mapping
+
 from easysmart import audit
 from easysmart.admin.bodies import BodyProblems
 from easysmart.audit import Origin
@@ -29,9 +31,8 @@ class EquipmentService:
         self.db = db
         self.clock = clock
 
-    def list(self, principal: Principal, args: dict | None = None) -> dict:
+    def list(self, principal: Principal, args: Mapping[str, str]) -> dict:
         require_role(principal, Role.VIEWER)
-        args = args or {}
         limit = parse_limit(args.get("limit"), _EQUIPMENT_PAGE)
         after = decode_cursor(args.get("cursor"), "ae", (int,))
         with self.db.transaction() as cursor:
