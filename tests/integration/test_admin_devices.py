@@ -24,10 +24,22 @@ from easysmart.admin.devices import DevicesService
 from easysmart.alerting import store
 from easysmart.audit import Origin
 from easysmart.auth import AuthService, Credentials, hash_password
-from easysmart.config import AdminSettings, LoginSettings, ProcessSettings, RetentionSettings, UploadLimits
+from easysmart.config import (
+    AdminSettings,
+    LoginSettings,
+    NotifySettings,
+    ProcessSettings,
+    RetentionSettings,
+    SmtpSettings,
+    UploadLimits,
+)
 from easysmart.errors import UnauthorizedError
 from easysmart.identity import Principal, TokenService
+from easysmart.mail import Mailer
+from easysmart.netguard import AddressPolicy
+from easysmart.notify import NotifyService
 from easysmart.process import BatchProcessor
+from easysmart.webhooks import WebhookSender
 
 FUNCTIONS = Path(__file__).resolve().parents[2] / "functions"
 PUBLIC_BASE_URL = "https://esm.example.com"
@@ -376,3 +388,48 @@ def test_a_time_zone_change_needs_confirmation_and_the_language_is_kept(function
     settings = admin.get("/api/v1/admin/tenant", headers=tenant.headers["viewer"]).get_json()
     assert (settings["timezone"], settings["language"], settings["name"]) == ("Europe/Lisbon", "en", tenant.name)
     assert ("tenant.update", tenant.id) in [(row[0], row[2]) for row in audit_actions(database, tenant)]
+
+
+def test_notify_writes_in_the_language_the_tenant_chose(functions, make_tenant, database):
+    tenant = make_tenant()
+    notify = NotifyService(
+        database,
+        NotifySettings(),
+        WebhookSender(AddressPolicy(allow_loopback=True), timeout_s=2.0),
+        Mailer(SmtpSettings(smtp_host="127.0.0.1", smtp_port=1, smtp_security="none")),
+    )
+    assert notify.language_of(tenant.id) == "pt-BR"
+
+    functions["admin"].patch("/api/v1/admin/tenant", json={"language": "en"}, headers=tenant.headers["owner"])
+
+    assert notify.language_of(tenant.id) == "en"
+
+
+def test_a_rotation_without_grace_ends_an_earlier_rotations_grace_at_once(make_tenant, database, token_settings):
+    tenant = make_tenant()
+    devices = DevicesService(database, AdminSettings())
+    auth = AuthService(database, TokenService(token_settings), LoginSettings())
+    owner = auth.tokens.verify_access(tenant.headers["owner"]["Authorization"].split()[1])
+    device = devices.create(owner, {"username": f"it-ha-{uuid.uuid4().hex[:12]}"}, ORIGIN)
+    devices.rotate(owner, device["id"], {"grace_s": 3600}, ORIGIN)
+    assert auth.login(Credentials(device["username"], device["password"]), "device", "10.30.0.4")
+
+    latest = devices.rotate(owner, device["id"], None, ORIGIN)
+
+    with pytest.raises(UnauthorizedError):
+        auth.login(Credentials(device["username"], device["password"]), "device", "10.30.0.4")
+    assert auth.login(Credentials(device["username"], latest["password"]), "device", "10.30.0.4")
+
+
+def test_devices_and_equipment_are_listed_in_keyset_pages(functions, make_tenant):
+    tenant = make_tenant()
+    created = [new_device(functions, tenant)["id"] for _ in range(3)]
+    admin, headers = functions["admin"], tenant.headers["viewer"]
+
+    first = admin.get("/api/v1/admin/devices?limit=2", headers=headers).get_json()
+    second = admin.get(f"/api/v1/admin/devices?limit=2&cursor={first['next_cursor']}", headers=headers).get_json()
+
+    assert [d["id"] for d in first["devices"] + second["devices"]] == created
+    assert second["next_cursor"] is None
+    refused = admin.get(f"/api/v1/admin/equipment?cursor={first['next_cursor']}", headers=headers)
+    assert refused.status_code == 400
