@@ -93,6 +93,7 @@ def make_tenant(database, token_settings):
     for tenant in made:
         try:
             with database.transaction() as cursor:
+                cursor.execute("DELETE FROM audit_log WHERE tenant_id = %s", (tenant.id,))
                 cursor.execute("DELETE FROM accounts WHERE tenant_id = %s", (tenant.id,))
                 cursor.execute("DELETE FROM tenants WHERE id = %s", (tenant.id,))
         except psycopg2.IntegrityError:
