@@ -12,7 +12,7 @@ import pytest
 from functions_framework import create_app
 from support.clock import SetClock
 
-from easysmart import accounts, audit
+from easysmart import accounts, audit, cli
 from easysmart.admin.users import UsersService
 from easysmart.audit import Origin
 from easysmart.auth import AuthService, PasswordSet
@@ -502,3 +502,21 @@ def test_a_block_through_the_api_refuses_the_users_next_request(redis_client, cl
 
     assert fields[b"blocked"] == b"1"
     assert client.call("analytics", "GET", "/api/v1/analytics/equipments", pair["access_token"]).status_code == 401
+
+
+def test_esm_creates_a_user_of_a_role_and_sets_a_locked_out_owners_password(
+    client, owner, database, database_url, monkeypatch
+):
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    viewer = f"it-esm-{uuid.uuid4().hex[:8]}"
+
+    cli.main(["account", "create", "--tenant", owner.tenant_name, "--kind", "user", viewer, "--role", "viewer",
+              "--password", PASSWORD])  # fmt: skip
+    cli.main(["account", "set-password", owner.username, "--password", "the-owners-new-password"])
+
+    assert client.call("auth", "GET", "/api/v1/auth/me", client.login(viewer)["access_token"]).get_json()["role"] == (
+        "viewer"
+    )
+    assert client.login(owner.username, "the-owners-new-password")["access_token"]
+    actions = [(row[0], row[2].startswith("esm")) for row in audit_rows(database, owner.tenant_id)]
+    assert ("user.create", True) in actions and ("account.password_set", True) in actions

@@ -78,6 +78,7 @@ def local_front_door(prefix: Path, port: int, upstream_port: int) -> str:
         "ANALYTICS_PORT": upstream_port,
         "ALERTS_PORT": upstream_port,
         "NOTIFY_PORT": upstream_port,
+        "ADMIN_PORT": upstream_port,
         "PREFIX": prefix,
         "LOGS": prefix,
         "FRONT_PROXY_SECRET": SECRET,
@@ -157,6 +158,7 @@ FORGED = [
         "/api/v1/alerts/rules",
         "/api/v1/alerts/channels",
         "/api/v1/alerts/channels/x/test",
+        "/api/v1/admin/users",
     ],
 )
 def test_the_front_door_replaces_a_client_supplied_secret_and_addresses(front_door, path):
