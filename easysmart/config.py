@@ -613,6 +613,52 @@ class SmtpSettings(Group):
     smtp_timeout_s: float = env("SMTP_TIMEOUT_S", "timeout of each SMTP operation (seconds)", 10.0)
 
 
+# --- The live stream of alert transitions (stream) -----------------------------------------------
+
+
+@settings_group
+class StreamDatabaseTimeouts(Group):
+    statement_timeout_s: float = env(
+        "STREAM_DB_STATEMENT_TIMEOUT_S", "longest statement of stream (seconds; the account-state check)", 5.0
+    )
+    lock_timeout_s: float = env("STREAM_DB_LOCK_TIMEOUT_S", "longest wait for a lock in stream (seconds)", 2.0)
+
+
+@settings_group
+class StreamSettings(Group):
+    stream_ticket_ttl_s: int = env(
+        "STREAM_TICKET_TTL_S", "how long a stream ticket may be redeemed (seconds; each works once)", 60
+    )
+    stream_max_len: int = env(
+        "STREAM_MAX_LEN",
+        "transitions kept per tenant for resuming with Last-Event-ID (about: Redis trims whole nodes)",
+        1000,
+    )
+    stream_window_s: int = env(
+        "STREAM_WINDOW_S", "transitions older than this are dropped from a tenant's stream (seconds)", 3600
+    )
+    stream_dedup_ttl_s: int = env(
+        "STREAM_DEDUP_TTL_S",
+        "how long notify remembers an event id it added to a stream, so a redelivery is not added again (seconds)",
+        2 * DAY_SECONDS,
+    )
+    stream_heartbeat_s: float = env(
+        "STREAM_HEARTBEAT_S", "an idle stream sends a comment this often (seconds; at most 30)", 15.0
+    )
+    stream_max_lifetime_s: int = env(
+        "STREAM_MAX_LIFETIME_S",
+        "a stream ends after this long and the browser reconnects (seconds; below the platform's request timeout)",
+        540,
+    )
+    stream_max_per_account: int = env("STREAM_MAX_PER_ACCOUNT", "open streams per user account (past it: 429)", 5)
+    stream_max_per_tenant: int = env("STREAM_MAX_PER_TENANT", "open streams per tenant (past it: 429)", 50)
+    stream_max_per_worker: int = env(
+        "STREAM_MAX_PER_WORKER",
+        "open streams per gunicorn worker (past it: 503); keep it below THREADS, which also serve the tickets",
+        60,
+    )
+
+
 # --- Bridges (the local stack's stand-ins for Knative's KafkaSource and PingSource) --------------
 
 

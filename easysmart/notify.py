@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 import orjson
 import psycopg2.extensions
+import redis
 from cloudevents.http import CloudEvent
 from psycopg2.extras import Json
 
@@ -49,6 +50,7 @@ from easysmart.mail import (
 )
 from easysmart.netguard import RefusedDestinationError, resolve
 from easysmart.outbox import ALERT_ACKNOWLEDGED_TYPE, ALERT_FIRED_TYPE, ALERT_RESOLVED_TYPE
+from easysmart.stream import AlertStreamPublisher
 from easysmart.webhooks import Outcome, WebhookSender, new_secret
 
 logger = logging.getLogger(__name__)
@@ -176,6 +178,7 @@ class NotifyService:
         mailer: Mailer,
         clock: Clock = utc_now,
         language_of: LanguageOf | None = None,
+        live: AlertStreamPublisher | None = None,
     ) -> None:
         self.db = db
         self.settings = settings
@@ -183,6 +186,7 @@ class NotifyService:
         self.mailer = mailer
         self.clock = clock
         self.language_of = language_of or self._tenant_language
+        self.live = live
 
     def _tenant_language(self, tenant_id: str) -> str:
         with self.db.transaction() as cursor:
@@ -398,8 +402,19 @@ class NotifyService:
             raise InvalidAlertEventError(f"notify does not handle events of type {event['type']!r}")
         transition = Transition.from_cloudevent(event)
         channel_ids = self.record(transition)
+        self._add_to_live_stream(transition)
         delivered = self.deliver(channel_ids, self.settings.notify_inline_budget_s) if channel_ids else {}
         return {"event_id": transition.event_id, "new_deliveries": len(channel_ids), **delivered}
+
+    def _add_to_live_stream(self, transition: Transition) -> None:
+        """Best effort: the browsers' live stream (easysmart.stream) must not hold up the channels' notifications
+        while Redis is down, so the stream misses what arrives then (browsers re-read the alerts on reconnecting)."""
+        if self.live is None:
+            return
+        try:
+            self.live.publish(transition.tenant_id, transition.event_id, transition.transition, transition.structured())
+        except redis.RedisError:
+            logger.warning("the live stream missed an alert transition: Redis failed", exc_info=True)
 
     def record(self, transition: Transition) -> list[str]:
         """Inserts the transition's deliveries, one per channel of its tenant; the channels that got a new one."""

@@ -39,7 +39,8 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-Handler = Callable[..., Reply]
+# A handler answers a Reply (JSON), or a flask.Response of its own (a stream of Server-Sent Events).
+Handler = Callable[..., "Reply | flask.Response"]
 _HEALTH_PATHS = {"/", "/_/health", "/_/ready", "/healthz"}
 
 
@@ -177,6 +178,8 @@ class Router:
                 return label, json_response(
                     500, {"error": "internal_error", "message": "internal error; see the function's logs"}
                 )
+            if isinstance(reply, flask.Response):
+                return label, reply
             return label, json_response(reply.status, reply.body, reply.headers)
         if allowed:
             not_allowed = MethodNotAllowedError(f"{request.method} is not allowed on {path}", allowed=allowed)

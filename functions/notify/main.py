@@ -18,6 +18,7 @@ from easysmart.config import (
     NotifySettings,
     RedisSettings,
     SmtpSettings,
+    StreamSettings,
     TokenSettings,
 )
 from easysmart.db import Database
@@ -27,6 +28,7 @@ from easysmart.mail import Mailer
 from easysmart.netguard import AddressPolicy
 from easysmart.notify import NotifyService
 from easysmart.observability import configure_logging, tenant_id_var
+from easysmart.stream import AlertStreamPublisher
 from easysmart.web import Reply, Router
 from easysmart.webhooks import WebhookSender
 
@@ -51,7 +53,11 @@ def _clients() -> tuple[NotifyService, TokenService, AccountStates]:
         settings.notify_webhook_allow_loopback, settings.notify_webhook_allowed_networks
     )
     service = NotifyService(
-        db, settings, WebhookSender(policy, settings.notify_webhook_timeout_s), Mailer(SmtpSettings.from_env())
+        db,
+        settings,
+        WebhookSender(policy, settings.notify_webhook_timeout_s),
+        Mailer(SmtpSettings.from_env()),
+        live=AlertStreamPublisher(redis_client, StreamSettings.from_env()),
     )
     return service, TokenService(TokenSettings.from_env()), AccountStates(db, redis_client)
 

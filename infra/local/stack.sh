@@ -4,8 +4,8 @@
 #   stack.sh stop [service...]     (no service: everything, in reverse order)
 #   stack.sh restart service...
 #   stack.sh status
-# Services: postgres redis kafka s3 auth ingest process analytics retention alerts notify admin outbox-relay kafka-bridge
-#   ping-bridge frontdoor
+# Services: postgres redis kafka s3 auth ingest process analytics retention alerts notify stream admin outbox-relay
+#   kafka-bridge ping-bridge frontdoor
 # State lives under .local/ (data survives stop/start); each process has .local/run/<name>.pid
 # (its process group) and .local/log/<name>.log.
 # Supervision: `start` arms a service (.local/run/<name>.armed) and makes sure the supervisor runs; the
@@ -41,11 +41,11 @@ secret_from_file FRONT_PROXY_SECRET front-proxy-secret
 # Ingest signs claim checks with this key and process verifies them with it.
 secret_from_file CLAIM_SIGNING_KEY claim-signing-key
 
-ALL=(postgres redis kafka s3 auth ingest process analytics retention alerts notify admin outbox-relay kafka-bridge
-     ping-bridge frontdoor)
+ALL=(postgres redis kafka s3 auth ingest process analytics retention alerts notify stream admin outbox-relay
+     kafka-bridge ping-bridge frontdoor)
 SUPERVISE_INTERVAL_S="${SUPERVISE_INTERVAL_S:-2}"
 SUPERVISE_MAX_DELAY_S="${SUPERVISE_MAX_DELAY_S:-60}"
-FUNCTIONS=" auth ingest process analytics retention alerts notify admin "
+FUNCTIONS=" auth ingest process analytics retention alerts notify stream admin "
 
 say() { printf '%s\n' "$*"; }
 now() { date +%s.%N; }
@@ -197,6 +197,8 @@ CONF
   done
   as_postgres psql -q -h "$PG_SOCKETS" -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 <<SQL >/dev/null
 SELECT 'CREATE ROLE esm LOGIN PASSWORD ''esm''' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'esm') \gexec
+-- The integration tests make a database of their own per session (tests/integration/conftest.py).
+ALTER ROLE esm CREATEDB;
 SELECT 'CREATE DATABASE esm OWNER esm' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'esm') \gexec
 SQL
 }
@@ -342,7 +344,8 @@ start_frontdoor() {
   # nginx.conf carries the front proxy's secret: readable by its owner only.
   (umask 077; sed -e "s|@FRONTDOOR_PORT@|$FRONTDOOR_PORT|g" -e "s|@AUTH_PORT@|$AUTH_PORT|g" \
       -e "s|@INGEST_PORT@|$INGEST_PORT|g" -e "s|@ANALYTICS_PORT@|$ANALYTICS_PORT|g" -e "s|@ALERTS_PORT@|$ALERTS_PORT|g" \
-      -e "s|@NOTIFY_PORT@|$NOTIFY_PORT|g" -e "s|@ADMIN_PORT@|$ADMIN_PORT|g" -e "s|@PREFIX@|$dir|g" \
+      -e "s|@NOTIFY_PORT@|$NOTIFY_PORT|g" -e "s|@STREAM_PORT@|$STREAM_PORT|g" \
+      -e "s|@ADMIN_PORT@|$ADMIN_PORT|g" -e "s|@PREFIX@|$dir|g" \
       -e "s|@LOGS@|$LOGS|g" -e "s|@FRONT_PROXY_SECRET@|$FRONT_PROXY_SECRET|g" \
       infra/local/nginx.conf.template >"$dir/nginx.conf.new" && mv "$dir/nginx.conf.new" "$dir/nginx.conf")
   "$nginx_bin" -t -q -p "$dir" -c "$dir/nginx.conf" 2>>"$LOGS/frontdoor.log" || fail_with_log frontdoor "invalid nginx config"

@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass
 
 import psycopg2
+import psycopg2.extensions
 import pytest
 
 from easysmart import accounts
@@ -28,12 +29,33 @@ TEST_JWT_SECRET = "integration-test-secret-" + "k" * 40
 
 
 @pytest.fixture(scope="session")
-def database_url() -> str:
+def database_url():
+    """A database of this test session on the stack's PostgreSQL, migrated, dropped at the end.
+
+    Not the stack's own database: the running stack's always-on workers (the outbox relay, the alerts and
+    notify ticks, retention) would otherwise act on the tests' rows while the tests look at them."""
     url = os.environ.get("DATABASE_URL")
     if not url:
         pytest.skip("DATABASE_URL is not set: integration tests need the real PostgreSQL (make test sets it)")
-    migrate(url, os.environ.get("DB_MODE", "auto"))
-    return url
+    name = f"esm_it_{uuid.uuid4().hex[:12]}"
+    _administer(url, f"CREATE DATABASE {name}")
+    session_url = psycopg2.extensions.make_dsn(url, dbname=name)
+    try:
+        migrate(session_url, os.environ.get("DB_MODE", "auto"))
+        yield session_url
+    finally:
+        _administer(url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def _administer(url: str, statement: str) -> None:
+    """CREATE/DROP DATABASE, which cannot run inside a transaction."""
+    conn = psycopg2.connect(url)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cursor:
+            cursor.execute(statement)
+    finally:
+        conn.close()
 
 
 def local_stack(group: type[G]) -> G:

@@ -41,7 +41,8 @@ def addresses(monkeypatch) -> list[str]:
     return seen
 
 
-def function(name: str, monkeypatch, secret: str | None = SECRET):
+def function(name: str, monkeypatch, database_url: str, secret: str | None = SECRET):
+    monkeypatch.setenv("DATABASE_URL", database_url)
     if secret is None:
         monkeypatch.delenv("FRONT_PROXY_SECRET", raising=False)
     else:
@@ -61,7 +62,7 @@ def function(name: str, monkeypatch, secret: str | None = SECRET):
 def test_auth_counts_logins_against_the_address_the_front_proxy_vouches_for(
     database_url, make_account, addresses, monkeypatch, headers, expected
 ):
-    client = function("auth", monkeypatch)
+    client = function("auth", monkeypatch, database_url)
     account = make_account("device")
 
     response = client.post(
@@ -75,7 +76,7 @@ def test_auth_counts_logins_against_the_address_the_front_proxy_vouches_for(
 def test_without_a_configured_secret_even_the_right_header_is_not_believed(
     database_url, make_account, addresses, monkeypatch
 ):
-    client = function("auth", monkeypatch, secret=None)
+    client = function("auth", monkeypatch, database_url, secret=None)
     account = make_account("device")
 
     client.post(
@@ -95,7 +96,7 @@ def test_without_a_configured_secret_even_the_right_header_is_not_believed(
 def test_ingest_rate_limits_by_the_address_the_front_proxy_vouches_for(
     database_url, make_account, addresses, monkeypatch, headers, expected
 ):
-    client = function("ingest", monkeypatch)
+    client = function("ingest", monkeypatch, database_url)
     account = make_account("device")
     tokens = TokenService(TokenSettings.from_env())
     token = tokens.access_token(Principal(account.account_id, account.tenant_id, "device", account.username))

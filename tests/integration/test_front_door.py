@@ -49,6 +49,16 @@ def listening(port: int, process: subprocess.Popen) -> bool:
         return False
 
 
+# The echo server's event stream sends its second message once the client has received the first.
+FIRST_EVENT_RECEIVED = threading.Event()
+
+
+def event_stream():
+    yield b"id: 1-0\nevent: fired\ndata: {}\n\n"
+    second = "after-the-first-arrived" if FIRST_EVENT_RECEIVED.wait(10) else "the-first-was-held-back"
+    yield f"id: 2-0\nevent: {second}\ndata: {{}}\n\n".encode()
+
+
 @pytest.fixture(scope="module")
 def echo_port():
     trust = ProxyTrust.from_settings(ProxySettings(front_proxy_secret=SECRET))
@@ -57,6 +67,8 @@ def echo_port():
     @app.route("/", defaults={"path": ""}, methods=["GET", "POST"])
     @app.route("/<path:path>", methods=["GET", "POST"])
     def echo(path: str) -> flask.Response:
+        if flask.request.args.get("sse"):
+            return flask.Response(event_stream(), mimetype="text/event-stream")
         received = {name.lower(): flask.request.headers.getlist(name) for name in flask.request.headers.keys()}
         body = {"path": "/" + path, "headers": received, "address": client_address(flask.request, trust)}
         return flask.Response(orjson.dumps(body), mimetype="application/json")
@@ -78,6 +90,7 @@ def local_front_door(prefix: Path, port: int, upstream_port: int) -> str:
         "ANALYTICS_PORT": upstream_port,
         "ALERTS_PORT": upstream_port,
         "NOTIFY_PORT": upstream_port,
+        "STREAM_PORT": upstream_port,
         "ADMIN_PORT": upstream_port,
         "PREFIX": prefix,
         "LOGS": prefix,
@@ -158,6 +171,8 @@ FORGED = [
         "/api/v1/alerts/rules",
         "/api/v1/alerts/channels",
         "/api/v1/alerts/channels/x/test",
+        "/api/v1/alerts/stream",
+        "/api/v1/alerts/stream/ticket",
         "/api/v1/admin/users",
     ],
 )
@@ -182,6 +197,24 @@ def test_forged_headers_sent_around_the_front_door_are_not_believed(echo_port):
 
     assert echoed["address"] == CLIENT_ADDRESS
     assert echoed["headers"]["x-real-ip"] == ["203.0.113.7"]
+
+
+def test_the_live_stream_passes_each_event_as_it_comes_uncompressed(front_door):
+    FIRST_EVENT_RECEIVED.clear()
+    connection = http.client.HTTPConnection("127.0.0.1", front_door, timeout=15)
+    try:
+        connection.request("GET", "/api/v1/alerts/stream?ticket=t&sse=1", headers={"Accept-Encoding": "gzip"})
+        response = connection.getresponse()
+        first = b"".join(response.readline() for _ in range(4))
+        FIRST_EVENT_RECEIVED.set()
+        rest = response.read()
+    finally:
+        connection.close()
+
+    assert response.status == 200 and response.getheader("Content-Type", "").startswith("text/event-stream")
+    assert response.getheader("Content-Encoding") is None
+    assert first == b"id: 1-0\nevent: fired\ndata: {}\n\n"
+    assert b"event: after-the-first-arrived" in rest
 
 
 def test_the_detailed_health_is_not_behind_the_front_door(front_door):

@@ -380,6 +380,9 @@ func checkKnativeService(repo *Repo, rd *Rendered, o *Object, r *Report) map[str
 	} else if cc > 0 && int64(workers*threads) != cc {
 		r.Errorf(where, "containerConcurrency %d must equal WORKERS x THREADS = %d", cc, workers*threads)
 	}
+	if o.Name == streamFunction {
+		checkStreamSizing(repo, env, timeout, where, r)
+	}
 	r.Pass("knative Service: sizing, visibility and env")
 	return env
 }
@@ -595,6 +598,7 @@ func checkFrontProxy(repo *Repo, rd *Rendered, functionEnv map[string]map[string
 	for _, problem := range fd.vouchingProblems("${" + proxySecretVar + "}") {
 		r.Errorf(cm.ID(), "%s", problem)
 	}
+	checkStreamRoute(repo, fd, cm.ID(), r)
 	var routes []string
 	routed := map[string]bool{}
 	for route, host := range fd.Routes {
@@ -702,6 +706,9 @@ func CheckOpenFaaS(repo *Repo, stack map[string]*StackFunction, bridge *Rendered
 		checkEnvAgainstCode(repo, name, fn.Environment, where, r)
 		if fn.Environment["WORKERS"] == "" || fn.Environment["THREADS"] == "" {
 			r.Errorf(where, "WORKERS and THREADS must be set explicitly")
+		}
+		if name == streamFunction {
+			checkStreamSizing(repo, fn.Environment, 0, where, r)
 		}
 	}
 	if rt := stack["retention"]; rt != nil && rt.Annotations["topic"] != "cron-function" {

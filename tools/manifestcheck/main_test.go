@@ -118,22 +118,23 @@ func TestRepositoryPasses(t *testing.T) {
 }
 
 const (
-	ingest   = "infra/k8s/base/functions/ingest.yaml"
-	process  = "infra/k8s/base/functions/process.yaml"
-	source   = "infra/k8s/base/eventing/kafkasource-process.yaml"
-	sink     = "infra/k8s/base/eventing/kafkasink-dlq.yaml"
-	pings    = "infra/k8s/base/eventing/pingsources-retention.yaml"
-	kafka    = "infra/k8s/backing/kafka/kafka.yaml"
-	topics   = "infra/k8s/backing/kafka/topics.yaml"
-	redis    = "infra/k8s/backing/redis/redis.yaml"
-	proxy    = "infra/k8s/base/frontproxy/frontproxy.yaml"
-	bridge   = "infra/k8s/openfaas/kafka-source-bridge.yaml"
-	stackYML = "stack.yml"
-	alerting = "infra/k8s/base/eventing/kafkasources-alerting.yaml"
-	ticks    = "infra/k8s/base/eventing/pingsources-alerting.yaml"
-	relay    = "infra/k8s/base/relay/outbox-relay.yaml"
-	localEnv = "infra/local/local.env"
-	faasKust = "infra/k8s/openfaas/kustomization.yaml"
+	ingest     = "infra/k8s/base/functions/ingest.yaml"
+	process    = "infra/k8s/base/functions/process.yaml"
+	source     = "infra/k8s/base/eventing/kafkasource-process.yaml"
+	sink       = "infra/k8s/base/eventing/kafkasink-dlq.yaml"
+	pings      = "infra/k8s/base/eventing/pingsources-retention.yaml"
+	kafka      = "infra/k8s/backing/kafka/kafka.yaml"
+	topics     = "infra/k8s/backing/kafka/topics.yaml"
+	redis      = "infra/k8s/backing/redis/redis.yaml"
+	proxy      = "infra/k8s/base/frontproxy/frontproxy.yaml"
+	bridge     = "infra/k8s/openfaas/kafka-source-bridge.yaml"
+	stackYML   = "stack.yml"
+	alerting   = "infra/k8s/base/eventing/kafkasources-alerting.yaml"
+	ticks      = "infra/k8s/base/eventing/pingsources-alerting.yaml"
+	relay      = "infra/k8s/base/relay/outbox-relay.yaml"
+	localEnv   = "infra/local/local.env"
+	faasKust   = "infra/k8s/openfaas/kustomization.yaml"
+	streamKsvc = "infra/k8s/base/functions/stream.yaml"
 )
 
 // analytics's main.py made to read KafkaSettings too.
@@ -242,6 +243,14 @@ func TestEachCheckCanFail(t *testing.T) {
 		{"openfaas ping bridge misses a function", faasKust, "NOTIFY_URL=http://gateway.openfaas.svc.cluster.local:8080/function/notify", "NOTIFY_URL=", []string{"stack.yml function notify", "is pinged neither by the cron-connector"}},
 		{"front proxy sends channels to alerts", proxy, "location /api/v1/alerts/channels/   { set $function_host notify.", "location /api/v1/alerts/channels/   { set $function_host alerts.", []string{"/api/v1/alerts/channels/ alerts", "differ from the local front door"}},
 		{"local front door misses the alerts routes", "infra/local/nginx.conf.template", "        location = /api/v1/alerts           { proxy_pass http://alerts; }\n", "", []string{"=/api/v1/alerts alerts", "differ from the local front door"}},
+		// The live stream: unbuffered, uncompressed and read long enough in both front doors; sized for streams.
+		{"local front door buffers the stream", "infra/local/nginx.conf.template", "proxy_pass http://stream; proxy_buffering off;", "proxy_pass http://stream; proxy_buffering on;", []string{"infra/local/nginx.conf.template", "location =/api/v1/alerts/stream: proxy_buffering is on"}},
+		{"local front door stops reading the stream early", "infra/local/nginx.conf.template", "gzip off; proxy_read_timeout 600s; }", "gzip off; }", []string{"infra/local/nginx.conf.template", "proxy_read_timeout 120s must be longer than a stream lives (STREAM_MAX_LIFETIME_S 540 s)"}},
+		{"front proxy compresses the stream", proxy, "proxy_buffering off; gzip off;", "proxy_buffering off; gzip on;", []string{"ConfigMap easysmart/frontproxy-nginx", "gzip is on"}},
+		{"front proxy reads the stream briefly", proxy, "gzip off; proxy_read_timeout 600s; }", "gzip off; proxy_read_timeout 5m; }", []string{"ConfigMap easysmart/frontproxy-nginx", "proxy_read_timeout 5m must be longer"}},
+		{"stream lives longer than its request timeout", streamKsvc, "timeoutSeconds: 600", "timeoutSeconds: 300", []string{"Service easysmart/stream", "timeoutSeconds 300 must be longer than a stream lives"}},
+		{"stream workers keep no thread free", streamKsvc, "            - name: THREADS\n              value: \"64\"\n", "            - name: THREADS\n              value: \"60\"\n", []string{"Service easysmart/stream", "THREADS 60 leaves no thread beside the streams"}},
+		{"stack stream workers keep no thread free", stackYML, "      THREADS: \"64\"\n", "      THREADS: \"32\"\n", []string{"stack.yml function stream", "THREADS 32 leaves no thread"}},
 		// Code and image conventions.
 		{"version bump without new tags", "pyproject.toml", `version = "`, `version = "9`, []string{"the Dockerfile builds"}},
 		{"root Dockerfile", "Dockerfile", "USER 10001:10001", "USER root", []string{"Dockerfile", "non-root"}},

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -76,6 +77,20 @@ type frontDoor struct {
 	Routes          map[string]string // "=/api/v1/health", "/api/v1/auth/" -> Host set ($function_host) or upstream proxied to
 	Headers         map[string]string // proxy_set_header of the server block: lower-case name -> value
 	LocationHeaders []string          // routes whose location sets headers of its own
+	// Other directives with their arguments: of the http and server blocks, and of each route's location.
+	ServerSettings map[string]string
+	RouteSettings  map[string]map[string]string
+}
+
+// setting is a directive's value in a route's location: its own, else the server's (or http's), else nginx's default.
+func (fd *frontDoor) setting(route, directive, nginxDefault string) string {
+	if v, ok := fd.RouteSettings[route][directive]; ok {
+		return v
+	}
+	if v, ok := fd.ServerSettings[directive]; ok {
+		return v
+	}
+	return nginxDefault
 }
 
 func readFrontDoor(conf string) (*frontDoor, error) {
@@ -83,7 +98,7 @@ func readFrontDoor(conf string) (*frontDoor, error) {
 	if err != nil {
 		return nil, err
 	}
-	fd := &frontDoor{Routes: map[string]string{}, Headers: map[string]string{}}
+	fd := &frontDoor{Routes: map[string]string{}, Headers: map[string]string{}, ServerSettings: map[string]string{}, RouteSettings: map[string]map[string]string{}}
 	ownHeaders := map[string]bool{}
 	for _, d := range directives {
 		if len(d.Blocks) == 0 || len(d.Words) == 0 {
@@ -92,6 +107,17 @@ func readFrontDoor(conf string) (*frontDoor, error) {
 		block := d.Blocks[len(d.Blocks)-1]
 		route, inLocation := strings.CutPrefix(block, "location ")
 		route = strings.ReplaceAll(route, " ", "")
+		if d.Words[0] != "proxy_set_header" && len(d.Words) > 1 {
+			switch {
+			case block == "http" || block == "server":
+				fd.ServerSettings[d.Words[0]] = strings.Join(d.Words[1:], " ")
+			case inLocation:
+				if fd.RouteSettings[route] == nil {
+					fd.RouteSettings[route] = map[string]string{}
+				}
+				fd.RouteSettings[route][d.Words[0]] = strings.Join(d.Words[1:], " ")
+			}
+		}
 		switch {
 		case d.Words[0] == "proxy_set_header" && len(d.Words) == 3 && inLocation:
 			ownHeaders[route] = true
@@ -130,4 +156,20 @@ func (fd *frontDoor) vouchingProblems(secretValue string) []string {
 		out = append(out, fmt.Sprintf("location %s sets a proxy_set_header of its own, so nginx drops the server's there (X-Real-IP, %s)", route, proxySecretHeader))
 	}
 	return out
+}
+
+// nginxSeconds reads an nginx time ("600s", "10m", "1h", "90"); false when it is not one.
+func nginxSeconds(value string) (float64, bool) {
+	units := []struct {
+		suffix  string
+		seconds float64
+	}{{"ms", 0.001}, {"s", 1}, {"m", 60}, {"h", 3600}, {"d", 86400}}
+	for _, u := range units {
+		if number, ok := strings.CutSuffix(value, u.suffix); ok {
+			n, err := strconv.ParseFloat(number, 64)
+			return n * u.seconds, err == nil
+		}
+	}
+	n, err := strconv.ParseFloat(value, 64)
+	return n, err == nil
 }

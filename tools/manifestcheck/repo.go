@@ -157,6 +157,7 @@ func CheckLocalFrontDoor(repo *Repo, r *Report) {
 		r.Errorf(localFrontDoor, "%s", problem)
 	}
 	r.Pass("front doors: client address and proxy secret")
+	checkStreamRoute(repo, repo.FrontDoor, localFrontDoor, r)
 }
 
 // Buildable tells whether the Dockerfile builds an image for this function now.
