@@ -25,6 +25,10 @@ class AccountError(BadRequestError):
 _USERNAME = re.compile(r"^[A-Za-z0-9._@+-]{1,256}$")
 
 
+def valid_username(username: str) -> bool:
+    return bool(_USERNAME.match(username))
+
+
 def check_timezone(timezone: str) -> str:
     try:
         ZoneInfo(timezone)

@@ -116,6 +116,12 @@ def change_account(
         cursor.execute(
             "UPDATE refresh_tokens SET revoked = true WHERE account_id = %s AND NOT revoked", (state.account_id,)
         )
+    if password_hash is not None:
+        # A new password also ends the grace period of a rotation (easysmart.admin.devices).
+        cursor.execute(
+            "UPDATE accounts SET previous_password_hash = NULL, previous_password_expires_at = NULL WHERE id = %s",
+            (state.account_id,),
+        )
     return state
 
 

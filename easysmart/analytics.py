@@ -142,8 +142,9 @@ class AnalyticsService:
         page = _Page.from_args(args, "e", (int,))
         with self.db.transaction() as cursor:
             cursor.execute(
-                "SELECT id, uuid, name, location, status FROM equipment WHERE tenant_id = %s AND id > %s"
-                " ORDER BY id LIMIT %s",
+                # Retired equipment is hidden; names and locations set over the admin API win over the uploads'.
+                "SELECT id, uuid, coalesce(display_name, name), coalesce(display_location, location), status"
+                " FROM equipment WHERE tenant_id = %s AND retired_at IS NULL AND id > %s ORDER BY id LIMIT %s",
                 (principal.tenant_id, page.after[0] if page.after else 0, page.limit + 1),
             )
             rows, more = page.split(cursor.fetchall())

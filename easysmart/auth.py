@@ -266,13 +266,18 @@ class AuthService:
                     headers={},
                 )
         cursor.execute(
-            "SELECT id, tenant_id, kind, password_hash, active, blocked, version, role FROM accounts"
-            " WHERE username = %s",
+            "SELECT id, tenant_id, kind, password_hash, active, blocked, version, role, previous_password_hash,"
+            " previous_password_expires_at FROM accounts WHERE username = %s AND deleted_at IS NULL",
             (credentials.username,),
         )
         row = cursor.fetchone()
         # The hash is checked whatever else is wrong, so every refusal costs the same time.
         password_matches = verify_password(credentials.password, row[3] if row else _DUMMY_HASH)
+        grace_until = None
+        if row is not None and not password_matches and row[8] is not None and row[9] > now:
+            # A rotation with a grace period: the previous password works until it ends, and so do its sessions.
+            password_matches = verify_password(credentials.password, row[8])
+            grace_until = row[9]
         if row is None or not password_matches or row[2] != kind or not row[4] or row[5]:
             self._count_failure(cursor, credentials.username, pair, every, now)
             if row is not None:
@@ -280,7 +285,8 @@ class AuthService:
                     cursor, str(row[0]), str(row[1]), credentials.username, client_addr, user_agent, now
                 )
             raise UnauthorizedError(_BAD_CREDENTIALS)
-        account_id, tenant_id, _, _, active, blocked, version, role = row
+        account_id, tenant_id, _, _, active, blocked, version, role, _, _ = row
+        cursor.execute("UPDATE accounts SET last_login_at = %s WHERE id = %s", (now, account_id))
         # Reset rather than delete: an attempt waiting on these rows' locks must still find them.
         cursor.execute(
             "UPDATE login_failures SET failures = 0, locked_until = NULL, updated_at = %s"
@@ -303,7 +309,7 @@ class AuthService:
             at=now,
             aggregate_key=f"login:{principal.account_id}:{now:%Y-%m-%d}",
         )
-        pair_issued = self._issue(cursor, principal, uuid.uuid4(), now)
+        pair_issued = self._issue(cursor, principal, uuid.uuid4(), now, grace_until)
         return pair_issued, AccountState(principal.account_id, int(version), bool(active), bool(blocked))
 
     @staticmethod
@@ -354,13 +360,19 @@ class AuthService:
             )
 
     def _issue(
-        self, cursor: psycopg2.extensions.cursor, principal: Principal, family_id: uuid.UUID, now: datetime
+        self,
+        cursor: psycopg2.extensions.cursor,
+        principal: Principal,
+        family_id: uuid.UUID,
+        now: datetime,
+        grace_until: datetime | None = None,
     ) -> dict:
         jti = uuid.uuid4()
         expires = now + timedelta(seconds=self.tokens.refresh_ttl_s(principal.kind))
         cursor.execute(
-            "INSERT INTO refresh_tokens (jti, account_id, family_id, expires_at) VALUES (%s, %s, %s, %s)",
-            (jti, principal.account_id, family_id, expires),
+            "INSERT INTO refresh_tokens (jti, account_id, family_id, expires_at, grace_until)"
+            " VALUES (%s, %s, %s, %s, %s)",
+            (jti, principal.account_id, family_id, expires, grace_until),
         )
         return self.tokens.issue_pair(principal, jti.hex, issued_at=int(now.timestamp()))
 
@@ -375,7 +387,7 @@ class AuthService:
 
     def _rotate(self, cursor: psycopg2.extensions.cursor, jti: uuid.UUID) -> tuple[dict, AccountState]:
         cursor.execute(
-            "SELECT r.family_id, r.used_at, r.revoked, r.successor_jti,"
+            "SELECT r.family_id, r.used_at, r.revoked, r.successor_jti, r.grace_until,"
             " a.id, a.tenant_id, a.username, a.kind, a.active, a.blocked, a.version, a.role"
             " FROM refresh_tokens r JOIN accounts a ON a.id = r.account_id WHERE r.jti = %s FOR UPDATE OF r",
             (jti,),
@@ -388,6 +400,7 @@ class AuthService:
             used_at,
             revoked,
             successor_jti,
+            grace_until,
             account_id,
             tenant_id,
             username,
@@ -410,7 +423,7 @@ class AuthService:
             cursor.execute("UPDATE refresh_tokens SET revoked = true WHERE family_id = %s", (family_id,))
             logger.warning("refresh token reused; family revoked", extra={"account_id": str(account_id)})
             raise UnauthorizedError("this refresh token was already used; its session is revoked, log in again")
-        if revoked or not state.usable:
+        if revoked or not state.usable or (grace_until is not None and grace_until <= now):
             raise UnauthorizedError(_REVOKED)
         successor = uuid.uuid4()
         cursor.execute(
@@ -418,8 +431,9 @@ class AuthService:
         )
         expires = now + timedelta(seconds=self.tokens.refresh_ttl_s(kind))
         cursor.execute(
-            "INSERT INTO refresh_tokens (jti, account_id, family_id, expires_at) VALUES (%s, %s, %s, %s)",
-            (successor, account_id, family_id, expires),
+            "INSERT INTO refresh_tokens (jti, account_id, family_id, expires_at, grace_until)"
+            " VALUES (%s, %s, %s, %s, %s)",
+            (successor, account_id, family_id, expires, grace_until),
         )
         return self.tokens.issue_pair(principal, successor.hex, issued_at=int(now.timestamp())), state
 

@@ -735,6 +735,21 @@ class DemoSettings(Group):
 
 
 @settings_group
+class AdminSettings(Group):
+    public_base_url: str = env(
+        "PUBLIC_BASE_URL",
+        "the URL Home Assistant installations reach the API at (the front door), answered as the integration's API"
+        " URL when a device is created; never taken from a request's Host header",
+        "http://127.0.0.1:8080",
+    )
+    device_rotation_max_grace_s: int = env(
+        "DEVICE_ROTATION_MAX_GRACE_S",
+        "the longest grace period a device password rotation may ask for (s), during which the old password works",
+        DAY_SECONDS,
+    )
+
+
+@settings_group
 class AccountSettings(Group):
     esm_password: str = env(
         "ESM_PASSWORD",

@@ -72,12 +72,8 @@ _LEASE = timedelta(minutes=5)
 NO_CONFIRMED_RECIPIENT = "no recipient has confirmed yet"
 _CONFIRMATIONS_PER_TICK = 50
 _REMINDERS_PER_TICK = 200
-# Which language a tenant reads; tenants have none yet (the accounts issue adds it).
+# Which language a tenant reads (tenants.language, set over the admin API).
 LanguageOf = Callable[[str], str]
-
-
-def default_language(tenant_id: str) -> str:
-    return DEFAULT_LANGUAGE
 
 
 def delivery_id_of(alert_id: str, transition: str, sequence: int, channel_id: str) -> str:
@@ -181,7 +177,7 @@ class NotifyService:
         webhooks: WebhookSender,
         mailer: Mailer,
         clock: Clock = utc_now,
-        language_of: LanguageOf = default_language,
+        language_of: LanguageOf | None = None,
         live: AlertStreamPublisher | None = None,
     ) -> None:
         self.db = db
@@ -189,8 +185,14 @@ class NotifyService:
         self.webhooks = webhooks
         self.mailer = mailer
         self.clock = clock
-        self.language_of = language_of
+        self.language_of = language_of or self._tenant_language
         self.live = live
+
+    def _tenant_language(self, tenant_id: str) -> str:
+        with self.db.transaction() as cursor:
+            cursor.execute("SELECT language FROM tenants WHERE id = %s", (tenant_id,))
+            row = cursor.fetchone()
+        return row[0] if row else DEFAULT_LANGUAGE
 
     # --- Channels through the API ------------------------------------------------------------------
 
@@ -762,20 +764,20 @@ class NotifyService:
         sent: dict[str, int] = {}
         with self.db.transaction() as cursor:
             cursor.execute(
-                "SELECT r.channel_id, r.address, c.tenant_id FROM email_recipients r"
-                " JOIN notification_channels c ON c.id = r.channel_id"
+                "SELECT r.channel_id, r.address, c.tenant_id, t.language FROM email_recipients r"
+                " JOIN notification_channels c ON c.id = r.channel_id JOIN tenants t ON t.id = c.tenant_id"
                 " WHERE r.confirmation_sent_at IS NULL AND r.confirmed_at IS NULL"
                 + (" AND r.channel_id = %s" if channel_id else "")
                 + " ORDER BY r.channel_id, r.address LIMIT %s FOR UPDATE OF r SKIP LOCKED",
                 (channel_id, _CONFIRMATIONS_PER_TICK) if channel_id else (_CONFIRMATIONS_PER_TICK,),
             )
-            for recipient_channel, address, tenant_id in cursor.fetchall():
+            for recipient_channel, address, tenant_id, language in cursor.fetchall():
                 if self._email_budget_spent(str(tenant_id), sent.get(str(tenant_id), 0)):
                     continue
                 token = secrets.token_urlsafe(32)
                 link = f"{self.settings.notify_public_base_url.rstrip('/')}{CONFIRM_PATH}?token={token}"
                 try:
-                    self.mailer.send([address], render_confirmation(link, self.language_of(str(tenant_id))))
+                    self.mailer.send([address], render_confirmation(link, language))
                 except MailError as error:
                     logger.info("confirmation to a recipient of channel %s not sent: %s", recipient_channel, error)
                     break

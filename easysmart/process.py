@@ -48,6 +48,7 @@ from easysmart.outbox import TELEMETRY_STORED_TOPIC, TELEMETRY_STORED_TYPE, Outb
 from easysmart.payload import ReadingNormaliser
 from easysmart.ratelimit import DecompressionBudget
 from easysmart.storage import BlobMetadataMismatchError, BlobMissingError, BlobStore
+from easysmart.uploadstats import record_upload
 
 logger = logging.getLogger(__name__)
 
@@ -346,6 +347,13 @@ class BatchProcessor:
                         cursor, claim.batch_id, builder.items, counts, tally.reasons, tally.reason_counts
                     )
                     outbox.enqueue(cursor, stored_event(claim, writer, datetime.now(timezone.utc)))
+                    record_upload(
+                        cursor,
+                        claim.account_id,
+                        datetime.fromisoformat(claim.received_at),
+                        tally.readings,
+                        builder.newest,
+                    )
                     conn.commit()
                     return ProcessResult.done(claim.batch_id, counts)
                 except BaseException:

@@ -49,8 +49,9 @@ def mark_snoozed(cursor: psycopg2.extensions.cursor, alert_id: str, until: datet
 def alert_for_event(cursor: psycopg2.extensions.cursor, alert_id: str) -> dict:
     """The alert with what its transition event carries: names, kind, unit, the rule, the tenant's zone."""
     cursor.execute(
-        "SELECT a.*, e.uuid AS equipment_uuid, s.uuid AS sensor_uuid, e.name AS equipment_name,"
-        " s.name AS sensor_name, s.kind AS sensor_kind, s.unit, r.above AS rule_above, r.below AS rule_below,"
+        "SELECT a.*, e.uuid AS equipment_uuid, s.uuid AS sensor_uuid,"
+        " coalesce(e.display_name, e.name) AS equipment_name, s.name AS sensor_name, s.kind AS sensor_kind, s.unit,"
+        " r.above AS rule_above, r.below AS rule_below,"
         " r.for_s AS rule_for_s, r.name AS rule_name, t.timezone"
         " FROM alerts a JOIN equipment e ON e.id = a.equipment_id LEFT JOIN sensors s ON s.id = a.sensor_id"
         " JOIN alert_rules r ON r.id = a.rule_id JOIN tenants t ON t.id = a.tenant_id WHERE a.id = %s",
@@ -304,8 +305,11 @@ def silence_rules(cursor: psycopg2.extensions.cursor, tenant_id: str) -> list[di
 
 
 def equipment_last_uploads(cursor: psycopg2.extensions.cursor, tenant_id: str) -> dict[int, datetime]:
+    """Of the tenant's equipment that is not retired: silence rules never watch a retired one."""
     cursor.execute(
-        "SELECT equipment_id, last_received_at FROM alert_equipment_state WHERE tenant_id = %s", (tenant_id,)
+        "SELECT s.equipment_id, s.last_received_at FROM alert_equipment_state s"
+        " JOIN equipment e ON e.id = s.equipment_id WHERE s.tenant_id = %s AND e.retired_at IS NULL",
+        (tenant_id,),
     )
     return dict(cursor.fetchall())
 
