@@ -52,6 +52,9 @@ RETRIABLE_STATUSES = {404, 408, 409, 429}
 # left unreturned, nothing is parked. Claim checks are small and a fetch is bounded by
 # max_partition_fetch_bytes, so this bounds memory as well.
 MAX_POLL_RECORDS = 1_000_000
+# The bridge is its group's only member (one process locally, one replica on OpenFaaS): no partition
+# for this long means the join went wrong, not that other members hold them all.
+UNASSIGNED_REJOIN_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -276,9 +279,27 @@ class KafkaSourceBridge:
             extra={"topic": self.route.topic, "sink": self.route.sink_url, "group": self.route.group_id},
         )
         in_flight: dict[TopicPartition, tuple[Future, list]] = {}
+        unassigned_since: float | None = None
         try:
             with ThreadPoolExecutor(max_workers=8, thread_name_prefix="partition") as pool:
                 while not self.stopping.is_set():
+                    if consumer.assignment() or in_flight:
+                        unassigned_since = None
+                    elif unassigned_since is None:
+                        unassigned_since = self.monotonic()
+                    elif self.monotonic() - unassigned_since > UNASSIGNED_REJOIN_S:
+                        # Seen when the bridge joined while a just-started broker had no metadata for the topic:
+                        # the member kept an empty assignment and delivered nothing. A new consumer joins afresh.
+                        logger.warning(
+                            "no partition assigned; joining the group again",
+                            extra={"topic": self.route.topic, "after_s": UNASSIGNED_REJOIN_S},
+                        )
+                        consumer.close()
+                        unassigned_since = None
+                        consumer = self._connect()
+                        if consumer is None:
+                            return
+                        continue
                     try:
                         polled = consumer.poll(timeout_ms=200)
                     except kafka.errors.KafkaError as error:
@@ -297,7 +318,8 @@ class KafkaSourceBridge:
                     if idle:
                         consumer.resume(*idle)
         finally:
-            consumer.close()
+            if consumer is not None:  # None when Kafka never answered a rejoin before stopping
+                consumer.close()
 
     def _finish_partition(
         self, consumer: kafka.KafkaConsumer, tp: TopicPartition, future: Future, records: list

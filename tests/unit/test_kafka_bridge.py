@@ -196,3 +196,45 @@ def test_esm_dlq_replay_reads_the_dead_letters_where_the_bridge_puts_them():
             dead_letter_topic(route.topic, kafka_config.kafka_topic_raw, kafka_config.kafka_topic_dlq)
             == route.dlq_topic
         )
+
+
+class UnassignedConsumer:
+    """A consumer whose group join left it without partitions; each poll moves the clock on by 5 s."""
+
+    def __init__(self, clock: SetClock, bridge: KafkaSourceBridge) -> None:
+        self.clock, self.bridge, self.closed, self.polls = clock, bridge, False, 0
+
+    def assignment(self):
+        return set()
+
+    def poll(self, timeout_ms):
+        self.polls += 1
+        assert self.polls < 20, "kept polling without partitions for 100 s"
+        self.clock.advance(5)
+        return {}
+
+    def paused(self):
+        return []
+
+    def close(self):
+        self.closed = True
+
+
+def test_a_consumer_left_without_partitions_joins_again_after_a_while(monkeypatch):
+    clock = SetClock()
+    subject = KafkaSourceBridge(
+        KafkaSettings(kafka_bootstrap_servers="k:1"), KafkaBridgeSettings(), FakeSession([200]), clock.monotonic
+    )
+    consumers: list[UnassignedConsumer] = []
+
+    def connect():
+        if len(consumers) == 2:  # the second join is enough for the test: stop the bridge
+            subject.stopping.set()
+        consumers.append(UnassignedConsumer(clock, subject))
+        return consumers[-1]
+
+    monkeypatch.setattr(subject, "_connect", connect)
+    subject.run()
+
+    assert len(consumers) == 3
+    assert consumers[0].closed and consumers[1].closed
