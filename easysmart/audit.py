@@ -26,7 +26,7 @@ from easysmart.authz import Role, require_role
 from easysmart.db import Database
 from easysmart.errors import ForbiddenError
 from easysmart.identity import Principal
-from easysmart.params import bad_parameter, decode_cursor, encode_cursor, iso, parse_limit, parse_time
+from easysmart.params import decode_cursor, encode_cursor, iso, parse_limit, parse_window
 
 DEFAULT_AUDIT_PAGE = 100
 MAX_DETAILS_BYTES = 4096
@@ -161,14 +161,13 @@ def list_entries(db: Database, principal: Principal, args: Mapping[str, str]) ->
         if args.get(name):
             where.append(f"{name} = %({name})s")
             params[name] = args[name][:256]
-    if args.get("start_date"):
+    start, end = parse_window(args)
+    if start is not None:
         where.append("at >= %(start)s")
-        params["start"] = parse_time("start_date", args["start_date"])
-    if args.get("end_date"):
+        params["start"] = start
+    if end is not None:
         where.append("at < %(end)s")
-        params["end"] = parse_time("end_date", args["end_date"])
-        if "start" in params and params["start"] >= params["end"]:
-            raise bad_parameter("start_date", "must be before end_date")
+        params["end"] = end
     if after:
         where.append("(at, id) < (%(after_time)s, %(after_id)s)")
         params.update(after_time=after[0], after_id=after[1])

@@ -42,6 +42,30 @@ def parse_time(parameter: str, raw: str) -> datetime:
     return value
 
 
+def parse_window(args) -> tuple[datetime | None, datetime | None]:
+    """`start_date` and `end_date` when given, the start before the end."""
+    start = parse_time("start_date", args["start_date"]) if args.get("start_date") else None
+    end = parse_time("end_date", args["end_date"]) if args.get("end_date") else None
+    if start is not None and end is not None and start >= end:
+        raise bad_parameter("start_date", "must be before end_date")
+    return start, end
+
+
+def json_type_name(value: object) -> str:
+    """What a JSON value is, in the words a 422 uses ("must be a string, not an array")."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
 def parse_int(parameter: str, raw: str | None, default: int, low: int, high: int) -> int:
     if raw is None or raw == "":
         return default

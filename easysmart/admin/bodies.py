@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from easysmart.errors import UnprocessableError
+from easysmart.params import json_type_name
 
 
 class BodyProblems:
@@ -35,7 +36,7 @@ class BodyProblems:
         if value is None and nullable:
             return None
         if not isinstance(value, str):
-            self.add(f"$.{name}", f"must be a string, not {_json_type(value)}")
+            self.add(f"$.{name}", f"must be a string, not {json_type_name(value)}")
             return None
         value = value.strip()
         if not value:
@@ -49,7 +50,7 @@ class BodyProblems:
             return None
         value = self.body[name]
         if not isinstance(value, bool):
-            self.add(f"$.{name}", f"must be true or false, not {_json_type(value)}")
+            self.add(f"$.{name}", f"must be true or false, not {json_type_name(value)}")
             return None
         return value
 
@@ -58,7 +59,7 @@ class BodyProblems:
             return None
         value = self.body[name]
         if not isinstance(value, int) or isinstance(value, bool):
-            self.add(f"$.{name}", f"must be an integer, not {_json_type(value)}")
+            self.add(f"$.{name}", f"must be an integer, not {json_type_name(value)}")
             return None
         if not low <= value <= high:
             self.add(f"$.{name}", f"must be between {low} and {high}, not {value}")
@@ -71,17 +72,3 @@ class BodyProblems:
                 "; ".join(f"{path}: {message}" for path, message in self.problems),
                 paths=[path for path, _ in self.problems],
             )
-
-
-def _json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return "a string"

@@ -28,7 +28,7 @@ from easysmart.params import (
     encode_cursor,
     iso,
     parse_limit,
-    parse_time,
+    parse_window,
     path_uuid,
 )
 
@@ -99,14 +99,13 @@ class AlertsService:
                 raise bad_parameter("severity", f"must be one of {', '.join(SEVERITIES)}, not {severity[:32]!r}")
             where.append("a.severity = %(severity)s")
             params["severity"] = severity
-        if args.get("start_date"):
+        start, end = parse_window(args)
+        if start is not None:
             where.append("(a.ended_at IS NULL OR a.ended_at >= %(start)s)")
-            params["start"] = parse_time("start_date", args["start_date"])
-        if args.get("end_date"):
+            params["start"] = start
+        if end is not None:
             where.append("a.started_at < %(end)s")
-            params["end"] = parse_time("end_date", args["end_date"])
-            if "start" in params and params["start"] >= params["end"]:
-                raise bad_parameter("start_date", "must be before end_date")
+            params["end"] = end
         if after:
             # started_at descending, id ascending: no row comparison fits; the first term bounds the index scan.
             where.append(

@@ -27,7 +27,16 @@ from easysmart.clock import Clock, utc_now
 from easysmart.db import Database, dict_rows, one_row
 from easysmart.errors import NotFoundError, UnprocessableError
 from easysmart.identity import Principal
-from easysmart.params import bad_parameter, cursor_uuid, decode_cursor, encode_cursor, iso, parse_limit, path_uuid
+from easysmart.params import (
+    bad_parameter,
+    cursor_uuid,
+    decode_cursor,
+    encode_cursor,
+    iso,
+    json_type_name,
+    parse_limit,
+    path_uuid,
+)
 from easysmart.payload import canonical_kind, unstorable_text
 
 RULE_TYPES = ("threshold", "door_open", "silence", "battery_low")
@@ -117,7 +126,7 @@ class _Checker:
         if value is None:
             return None
         if not isinstance(value, str):
-            self.problem(name, f"must be a string, not {_json_type(value)}")
+            self.problem(name, f"must be a string, not {json_type_name(value)}")
             return None
         value = value.strip()
         if not value:
@@ -144,7 +153,7 @@ class _Checker:
         if value is None:
             return default
         if not isinstance(value, bool):
-            self.problem(name, f"must be true or false, not {_json_type(value)}")
+            self.problem(name, f"must be true or false, not {json_type_name(value)}")
             return default
         return value
 
@@ -153,7 +162,7 @@ class _Checker:
         if value is None:
             return None
         if not isinstance(value, (int, float)) or isinstance(value, bool):
-            self.problem(name, f"must be a number, not {_json_type(value)}")
+            self.problem(name, f"must be a number, not {json_type_name(value)}")
             return None
         if not math.isfinite(value):
             self.problem(name, "must be a finite number")
@@ -170,7 +179,7 @@ class _Checker:
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if not isinstance(value, int) or isinstance(value, bool):
-            self.problem(name, f"must be a whole number of seconds, not {_json_type(value)}")
+            self.problem(name, f"must be a whole number of seconds, not {json_type_name(value)}")
             return None
         if not low <= value <= MAX_DURATION_S:
             self.problem(name, f"must be between {low} and {MAX_DURATION_S} seconds (7 days), not {value}")
@@ -181,7 +190,7 @@ class _Checker:
 def parse_rule(body: object) -> RuleSpec:
     """The rule a body describes, or RuleInvalidError listing every problem with its path."""
     if not isinstance(body, dict):
-        raise RuleInvalidError([("$", f"must be a JSON object, not {_json_type(body)}")])
+        raise RuleInvalidError([("$", f"must be a JSON object, not {json_type_name(body)}")])
     check = _Checker(body)
     rule_type = body.get("type")
     if rule_type is None:
@@ -286,22 +295,8 @@ def _scope(check: _Checker, kind_allowed: bool) -> tuple[str | None, str | None,
     return sensor_uuid, equipment_uuid, kind
 
 
-def _json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    return "an object"
-
-
 def _shown(value: object) -> str:
-    return repr(value[:32]) if isinstance(value, str) else _json_type(value)
+    return repr(value[:32]) if isinstance(value, str) else json_type_name(value)
 
 
 # The store
