@@ -9,7 +9,7 @@ import sys
 import time
 
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
 from easysmart.config import LoggingSettings
 
@@ -28,14 +28,6 @@ METRICS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 if METRICS_DIR:
     os.makedirs(METRICS_DIR, exist_ok=True)
 
-REQUESTS = Counter("esm_http_requests_total", "HTTP requests answered", ["function", "route", "status"])
-LATENCY = Histogram(
-    "esm_http_request_seconds",
-    "HTTP request latency",
-    ["function", "route"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120),
-)
-READINGS = Counter("esm_readings_total", "Readings handled by process", ["outcome"])
 
 
 class JsonFormatter(logging.Formatter):

@@ -43,7 +43,8 @@ from easysmart.jsonstream import (
     text_reader,
 )
 from easysmart.ledger import BatchCounts, BatchLedger, BatchStatus
-from easysmart.observability import READINGS, batch_id_var, tenant_id_var
+from easysmart.metrics import PROCESS_READINGS
+from easysmart.observability import batch_id_var, tenant_id_var
 from easysmart.outbox import TELEMETRY_STORED_TOPIC, TELEMETRY_STORED_TYPE, OutboxEvent
 from easysmart.payload import ReadingNormaliser
 from easysmart.ratelimit import DecompressionBudget
@@ -176,10 +177,10 @@ class BatchProcessor:
             return result
         if self.settings.process_delete_blob_after_commit:
             self.blobs.delete(claim.key)
-        READINGS.labels("stored").inc(result.stored)
-        READINGS.labels("duplicate").inc(result.duplicate)
-        READINGS.labels("skipped").inc(result.skipped)
-        READINGS.labels("rejected").inc(result.rejected)
+        PROCESS_READINGS.labels("stored").inc(result.stored)
+        PROCESS_READINGS.labels("duplicate").inc(result.duplicate)
+        PROCESS_READINGS.labels("skipped").inc(result.skipped)
+        PROCESS_READINGS.labels("rejected").inc(result.rejected)
         logger.info("batch processed", extra={k: v for k, v in result.body().items() if k != "batch_id"})
         return result
 

@@ -27,7 +27,8 @@ from easysmart.errors import (
     RateLimitedError,
     UnavailableError,
 )
-from easysmart.observability import LATENCY, REQUESTS, batch_id_var, metrics_response, request_id_var, tenant_id_var
+from easysmart.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from easysmart.observability import batch_id_var, metrics_response, request_id_var, tenant_id_var
 
 logger = logging.getLogger(__name__)
 
@@ -148,8 +149,8 @@ class Router:
         finally:
             request_id_var.reset(token)
         response.headers["X-Request-Id"] = request_id
-        REQUESTS.labels(self.function, route_label, str(response.status_code)).inc()
-        LATENCY.labels(self.function, route_label).observe(time.perf_counter() - started)
+        HTTP_REQUESTS.labels(self.function, route_label, str(response.status_code)).inc()
+        HTTP_LATENCY.labels(self.function, route_label).observe(time.perf_counter() - started)
         return response
 
     def _dispatch(self, request: flask.Request) -> tuple[str, flask.Response]:

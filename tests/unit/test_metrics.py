@@ -5,9 +5,9 @@ import subprocess
 import sys
 
 COUNT_REQUESTS = """
-from easysmart.observability import REQUESTS
+from easysmart.metrics import HTTP_REQUESTS
 for _ in range(3):
-    REQUESTS.labels(function="ingest", route="upload", status="201").inc()
+    HTTP_REQUESTS.labels(function="ingest", route="upload", status="201").inc()
 """
 SCRAPE = """
 from easysmart.observability import metrics_response
