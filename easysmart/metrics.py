@@ -12,7 +12,17 @@ The collector computes its gauges from a cached snapshot on each scrape.
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import Counter, Gauge, Histogram
+
+# Each gunicorn worker counts on its own. With PROMETHEUS_MULTIPROC_DIR set, prometheus_client
+# keeps the counts in files there and /metrics sums every worker's, so a scrape sees the whole
+# function whichever worker answers it. The directory must start empty with the function.
+# prometheus_client reads the variable itself, so it is read here as the library does.
+METRICS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if METRICS_DIR:
+    os.makedirs(METRICS_DIR, exist_ok=True)
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _DELAY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import os
 import sys
 import time
 
@@ -12,6 +11,7 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
 from easysmart.config import LoggingSettings
+from easysmart.metrics import METRICS_DIR
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 batch_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("batch_id", default=None)
@@ -19,15 +19,6 @@ tenant_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("tena
 
 _CONTEXT_FIELDS = (("request_id", request_id_var), ("batch_id", batch_id_var), ("tenant_id", tenant_id_var))
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
-
-# Each gunicorn worker counts on its own. With PROMETHEUS_MULTIPROC_DIR set, prometheus_client
-# keeps the counts in files there and /metrics sums every worker's, so a scrape sees the whole
-# function whichever worker answers it. The directory must start empty with the function.
-# prometheus_client reads the variable itself, so it is read here as the library does.
-METRICS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-if METRICS_DIR:
-    os.makedirs(METRICS_DIR, exist_ok=True)
-
 
 
 class JsonFormatter(logging.Formatter):

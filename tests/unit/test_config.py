@@ -172,8 +172,8 @@ def test_only_the_table_reads_the_environment():
     environ = {name for name, text in sources.items() if "os.environ" in text}
     readers = {name for name, text in sources.items() if ".from_env(" in text}
 
-    # observability reads PROMETHEUS_MULTIPROC_DIR as prometheus_client itself does.
-    assert environ == {"config.py", "observability.py"}
+    # metrics reads PROMETHEUS_MULTIPROC_DIR as prometheus_client itself does.
+    assert environ == {"config.py", "metrics.py"}
     assert readers == {
         "config.py",
         "cli.py",
