@@ -17,9 +17,9 @@ DEPLOY_PY := $(CURDIR)/.venv/bin/python
 KIND_CLUSTER ?= easysmart
 
 # The cross checks ask the code which variables each function reads (`esm config vars`), so the
-# project's venv is needed before they run.
+# project's venv is needed before they run; promtool (Debian's prometheus) checks infra/observability/.
 check-manifests:
-	@[ -x $(DEPLOY_PY) ] || bash infra/local/install.sh
+	@[ -x $(DEPLOY_PY) ] && command -v promtool >/dev/null || bash infra/local/install.sh
 	@echo "==> manifestcheck: go build (Go module proxy, cache in .local/go)"
 	@cd tools/manifestcheck && $(DEPLOY_GOENV) go build -o $(DEPLOY_MANIFESTCHECK) .
 	@echo "==> Strimzi CRDs from io.strimzi:api with Strimzi's CRD generator (Maven Central, .local/m2)"
@@ -28,7 +28,7 @@ check-manifests:
 	@$(DEPLOY_GOENV) $(DEPLOY_MANIFESTCHECK) -repo $(CURDIR) -strimzi-crds $(DEPLOY_STRIMZI_CRDS) -python $(DEPLOY_PY)
 	@echo "==> negative tests: each check can fail"
 	@cd tools/manifestcheck && $(DEPLOY_GOENV) STRIMZI_CRDS=$(DEPLOY_STRIMZI_CRDS) REPO_ROOT=$(CURDIR) PYTHON=$(DEPLOY_PY) go test -count=1 ./...
-	@echo "==> the Dockerfile's CMD and ENV, run in .venv, answer 200"
+	@echo "==> the Dockerfile's CMD and ENV, run in .venv, answer 200; alerting rules and dashboard (promtool, metric names)"
 	@$(DEPLOY_PY) -m pytest -q -p no:cacheprovider tests/deploy
 
 kind-up:

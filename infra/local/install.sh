@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the local stack needs, idempotently: Debian packages (PostgreSQL, Redis, nginx),
+# Installs what the local stack needs, idempotently: Debian packages (PostgreSQL, Redis, nginx, Prometheus),
 # the Python virtual environment with the project, and the Kafka and S3Proxy jars (Maven Central).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -16,18 +16,22 @@ python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 command -v mvn >/dev/null || missing+=(maven)
 command -v ss >/dev/null || missing+=(iproute2)      # stack.sh: which process answers on a port
 command -v flock >/dev/null || missing+=(util-linux) # stack.sh: one start/stop of a service at a time
+# promtool checks the alerting rules and dashboard queries (make check-manifests); prometheus runs with OBSERVE=1.
+command -v promtool >/dev/null || missing+=(prometheus)
 if ((${#missing[@]})); then
   step "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # The packages start system-wide services; the project runs its own instances.
-  for service in nginx redis-server postgresql; do
+  for service in nginx redis-server postgresql prometheus; do
     if command -v systemctl >/dev/null && systemctl is-active --quiet "$service" 2>/dev/null; then systemctl stop "$service" || true; fi
     if command -v service >/dev/null; then service "$service" stop >/dev/null 2>&1 || true; fi
   done
+  # Debian's Prometheus would take port 9090 at every boot: the stack starts its own (make up OBSERVE=1).
+  if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then systemctl disable --quiet prometheus 2>/dev/null || true; fi
 else
-  step "Debian packages present (postgresql, redis-server, nginx, java, maven)"
+  step "Debian packages present (postgresql, redis-server, nginx, java, maven, prometheus)"
 fi
 
 if [ ! -f pyproject.toml ]; then
