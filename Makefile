@@ -1,6 +1,7 @@
 # Easy Smart Monitor backend: the local stack, tests and benchmarks.
 #   make up     install what is missing, start everything, migrate, seed, send a demo upload
 #   make test   the same stack, then unit + integration + e2e tests (what CI runs)
+#   make up OBSERVE=1 (or make stack OBSERVE=1) also starts Prometheus with infra/observability/rules.yml
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -30,6 +31,7 @@ stack: install
 up: stack
 	@$(ENV) $(ESM) demo
 	@$(ENV) echo "==> the stack is up: public API on $$ESM_BASE_URL (make down to stop it)"
+	@if [ "$(OBSERVE)" = 1 ]; then $(STACK) prometheus-info; fi
 
 down:
 	@$(STACK) stop

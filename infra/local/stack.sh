@@ -5,7 +5,9 @@
 #   stack.sh restart service...
 #   stack.sh status
 # Services: postgres redis kafka s3 auth ingest process analytics retention alerts notify stream admin outbox-relay
-#   kafka-bridge ping-bridge frontdoor
+#   kafka-bridge ping-bridge frontdoor prometheus
+# prometheus (scraping the others, with infra/observability/rules.yml) starts with the rest only when OBSERVE=1,
+# or when named; a plain `stop` stops it too.
 # State lives under .local/ (data survives stop/start); each process has .local/run/<name>.pid
 # (its process group) and .local/log/<name>.log.
 # Supervision: `start` arms a service (.local/run/<name>.armed) and makes sure the supervisor runs; the
@@ -43,6 +45,8 @@ secret_from_file CLAIM_SIGNING_KEY claim-signing-key
 
 ALL=(postgres redis kafka s3 auth ingest process analytics retention alerts notify stream admin outbox-relay
      kafka-bridge ping-bridge frontdoor)
+ALL+=(prometheus)
+OPTIONAL=" prometheus "
 SUPERVISE_INTERVAL_S="${SUPERVISE_INTERVAL_S:-2}"
 SUPERVISE_MAX_DELAY_S="${SUPERVISE_MAX_DELAY_S:-60}"
 FUNCTIONS=" auth ingest process analytics retention alerts notify stream admin "
@@ -353,6 +357,38 @@ start_frontdoor() {
   wait_tcp frontdoor "$FRONTDOOR_PORT" 30
 }
 
+# --- Prometheus (OBSERVE=1) --------------------------------------------------------------
+# Every @NAME@ of the template replaced by the value of $NAME; one that is not set is an error.
+render_template() {  # template
+  local args=() name
+  for name in $(grep -o '@[A-Z_]*@' "$1" | tr -d @ | sort -u); do
+    [ -n "${!name:-}" ] || { say "    $1: $name is not set"; return 1; }
+    args+=(-e "s|@$name@|${!name}|g")
+  done
+  sed "${args[@]}" "$1"
+}
+
+prometheus_info() {
+  say "==> Prometheus: http://127.0.0.1:$PROMETHEUS_PORT (targets /targets, rules /rules, alerts /alerts)"
+  say "    dashboard: import infra/observability/dashboard.json into a Grafana (Dashboards > New > Import) and pick"
+  say "    a Prometheus data source at that URL; after editing infra/observability/rules.yml: stack.sh restart prometheus"
+}
+
+start_prometheus() {
+  local dir="$LOCAL/prometheus"
+  mkdir -p "$dir/data"
+  # The collector's and the bridge's metrics ports (reserved: 8090, 8091) unless local.env sets them.
+  RULES="$ROOT/infra/observability/rules.yml" COLLECTOR_PORT="${COLLECTOR_PORT:-8090}" \
+    KAFKA_BRIDGE_METRICS_PORT="${KAFKA_BRIDGE_METRICS_PORT:-8091}" \
+    render_template infra/observability/prometheus.yml.template >"$dir/prometheus.yml.new" \
+    || fail_with_log prometheus "infra/observability/prometheus.yml.template could not be rendered"
+  mv "$dir/prometheus.yml.new" "$dir/prometheus.yml"
+  promtool check config "$dir/prometheus.yml" >>"$LOGS/prometheus.log" 2>&1 || fail_with_log prometheus "invalid configuration"
+  start_bg prometheus "$(command -v prometheus || echo /usr/bin/prometheus)" --config.file="$dir/prometheus.yml" \
+    --storage.tsdb.path="$dir/data" --storage.tsdb.retention.time=15d --web.listen-address="127.0.0.1:$PROMETHEUS_PORT"
+  wait_tcp prometheus "$PROMETHEUS_PORT" 60
+}
+
 # One start or stop of a service at a time (an operator's and the supervisor's).
 with_service_lock() {  # name command...
   local name="$1"; shift
@@ -385,6 +421,7 @@ start_one() {
     kafka-bridge) start_bridge kafka-bridge kafka_source || return 0 ;;
     ping-bridge) start_bridge ping-bridge ping_source || return 0 ;;
     frontdoor) start_frontdoor ;;
+    prometheus) start_prometheus ;;
     *)
       if [[ "$FUNCTIONS" == *" $name "* ]]; then start_function "$name" || return 0
       else say "unknown service: $name"; exit 2; fi ;;
@@ -467,9 +504,15 @@ status() {
 command="${1:-status}"; shift || true
 case "$command" in
   start)
-    services=("$@"); ((${#services[@]})) || services=("${ALL[@]}")
+    services=("$@")
+    if ! ((${#services[@]})); then
+      for name in "${ALL[@]}"; do
+        [[ "$OPTIONAL" == *" $name "* && "${OBSERVE:-0}" != 1 ]] || services+=("$name")
+      done
+    fi
     for name in "${services[@]}"; do with_service_lock "$name" start_one "$name"; arm "$name"; done
-    ensure_supervisor ;;
+    ensure_supervisor
+    if [[ " ${services[*]} " == *" prometheus "* ]]; then prometheus_info; fi ;;
   stop)
     services=("$@")
     if ! ((${#services[@]})); then
@@ -481,6 +524,7 @@ case "$command" in
     for name in "$@"; do with_service_lock "$name" stop_one "$name"; with_service_lock "$name" start_one "$name"; arm "$name"; done
     ensure_supervisor ;;
   supervise) supervise ;;
+  prometheus-info) prometheus_info ;;
   status) status; if is_running supervisor; then say "supervisor    running  pid $(pid_of supervisor)"; else say "supervisor    stopped"; fi ;;
   *) say "usage: $0 start|stop|restart|status [service...]"; exit 2 ;;
 esac
