@@ -364,6 +364,13 @@ func checkKnativeService(repo *Repo, rd *Rendered, o *Object, r *Report) map[str
 		return nil
 	}
 	c := cs[0]
+	port := functionPort // Knative's default too, when the container names no port
+	if ports := list(c, "ports"); len(ports) > 0 {
+		if p, ok := get(ports[0], "containerPort").(int64); ok {
+			port = strconv.FormatInt(p, 10)
+		}
+	}
+	checkScrapeAnnotations(where, ann, port, r)
 	for _, k := range []string{"requests", "limits"} {
 		for _, res := range []string{"cpu", "memory"} {
 			if get(c, "resources", k, res) == nil {
@@ -385,6 +392,25 @@ func checkKnativeService(repo *Repo, rd *Rendered, o *Object, r *Report) map[str
 	}
 	r.Pass("knative Service: sizing, visibility and env")
 	return env
+}
+
+// The port every function's image listens on (the Dockerfile's CMD, CheckDockerfile).
+const functionPort = "8080"
+
+// checkScrapeAnnotations: a Prometheus that discovers pods by the prometheus.io annotations scrapes every function's
+// /metrics (easysmart/web.py) on the port its container listens on, so the alerting rules and the dashboard
+// (infra/observability/) see every function.
+func checkScrapeAnnotations(where string, annotations map[string]any, port string, r *Report) {
+	for _, want := range [][2]string{{"prometheus.io/scrape", "true"}, {"prometheus.io/path", "/metrics"}, {"prometheus.io/port", port}} {
+		got, ok := annotations[want[0]]
+		switch {
+		case !ok:
+			r.Errorf(where, "annotation %s: %q is required (Prometheus scrapes every function)", want[0], want[1])
+		case fmt.Sprint(got) != want[1]:
+			r.Errorf(where, "annotation %s is %q, must be %q", want[0], fmt.Sprint(got), want[1])
+		}
+	}
+	r.Pass("scrape annotations: every function")
 }
 
 // resolveRef finds the target of a Destination.ref.
@@ -703,6 +729,11 @@ func CheckOpenFaaS(repo *Repo, stack map[string]*StackFunction, bridge *Rendered
 	for name, fn := range stack {
 		where := "stack.yml function " + name
 		CheckImage(repo, where, fn.Image, r)
+		annotations := map[string]any{}
+		for k, v := range fn.Annotations {
+			annotations[k] = v
+		}
+		checkScrapeAnnotations(where, annotations, functionPort, r)
 		checkEnvAgainstCode(repo, name, fn.Environment, where, r)
 		if fn.Environment["WORKERS"] == "" || fn.Environment["THREADS"] == "" {
 			r.Errorf(where, "WORKERS and THREADS must be set explicitly")

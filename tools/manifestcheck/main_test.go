@@ -251,6 +251,10 @@ func TestEachCheckCanFail(t *testing.T) {
 		{"stream lives longer than its request timeout", streamKsvc, "timeoutSeconds: 600", "timeoutSeconds: 300", []string{"Service easysmart/stream", "timeoutSeconds 300 must be longer than a stream lives"}},
 		{"stream workers keep no thread free", streamKsvc, "            - name: THREADS\n              value: \"64\"\n", "            - name: THREADS\n              value: \"60\"\n", []string{"Service easysmart/stream", "THREADS 60 leaves no thread beside the streams"}},
 		{"stack stream workers keep no thread free", stackYML, "      THREADS: \"64\"\n", "      THREADS: \"32\"\n", []string{"stack.yml function stream", "THREADS 32 leaves no thread"}},
+		// Prometheus scrapes every function (infra/observability/).
+		{"function without scrape annotation", ingest, "        prometheus.io/scrape: \"true\"\n", "", []string{"Service easysmart/ingest", "annotation prometheus.io/scrape: \"true\" is required"}},
+		{"function scraped on the queue-proxy's port", process, `prometheus.io/port: "8080"`, `prometheus.io/port: "9091"`, []string{"Service easysmart/process", `annotation prometheus.io/port is "9091", must be "8080"`}},
+		{"stack function without scrape annotations", stackYML, "      prometheus.io/path: /metrics\n", "", []string{"stack.yml function auth", "annotation prometheus.io/path: \"/metrics\" is required"}},
 		// Code and image conventions.
 		{"version bump without new tags", "pyproject.toml", `version = "`, `version = "9`, []string{"the Dockerfile builds"}},
 		{"root Dockerfile", "Dockerfile", "USER 10001:10001", "USER root", []string{"Dockerfile", "non-root"}},
