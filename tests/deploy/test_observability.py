@@ -73,6 +73,13 @@ def test_promtool_accepts_the_alerting_rules():
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
+def test_the_alerts_fire_as_their_unit_tests_expect():
+    # infra/observability/rules_test.yml: series in, alerts (labels, annotations, timing) out.
+    tested = promtool("test", "rules", str(OBSERVABILITY / "rules_test.yml"))
+
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
 def test_promtool_refuses_a_rule_it_cannot_parse(tmp_path):
     broken = RULES.read_text().replace("max(esm_batches_stuck_processing) > 0", "max(esm_batches_stuck_processing > 0")
     (tmp_path / "rules.yml").write_text(broken)
