@@ -34,7 +34,8 @@ def claim_check_lag() -> float:
 
 
 def one_reading(index: int) -> list:
-    items = demo_upload(datetime.now().astimezone() - timedelta(hours=2, minutes=5 * index), "America/Sao_Paulo", minutes=1)
+    moment = datetime.now().astimezone() - timedelta(hours=2, minutes=5 * index)
+    items = demo_upload(moment, "America/Sao_Paulo", minutes=1)
     items[0]["sensor"] = items[0]["sensor"][:1]
     return items[:1]
 
