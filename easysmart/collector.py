@@ -14,7 +14,7 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Iterator, Protocol
 
@@ -165,7 +165,7 @@ class TimescaleFigures(DatabaseFigures):
 
     def aggregate_bytes(self, cursor: psycopg2.extensions.cursor) -> dict[str, float]:
         cursor.execute(
-            "SELECT view_name, hypertable_size(format('%%I.%%I', materialization_hypertable_schema,"
+            "SELECT view_name, hypertable_size(format('%I.%I', materialization_hypertable_schema,"
             " materialization_hypertable_name)::regclass) FROM timescaledb_information.continuous_aggregates"
             " WHERE view_schema = current_schema()"
         )
@@ -176,8 +176,9 @@ class TimescaleFigures(DatabaseFigures):
         cursor.execute(
             "SELECT a.view_name, extract(epoch FROM max(s.last_successful_finish))"
             " FROM timescaledb_information.continuous_aggregates a"
-            " JOIN timescaledb_information.jobs j ON j.hypertable_schema = a.materialization_hypertable_schema"
-            " AND j.hypertable_name = a.materialization_hypertable_name"
+            # A policy's job names the continuous aggregate, or its materialisation hypertable in some releases.
+            " JOIN timescaledb_information.jobs j ON (j.hypertable_schema, j.hypertable_name) IN"
+            " ((a.view_schema, a.view_name), (a.materialization_hypertable_schema, a.materialization_hypertable_name))"
             " JOIN timescaledb_information.job_stats s ON s.job_id = j.job_id"
             " WHERE a.view_schema = current_schema() AND j.proc_name = 'policy_refresh_continuous_aggregate'"
             " AND s.last_successful_finish > '-infinity' GROUP BY a.view_name"
@@ -188,24 +189,25 @@ class TimescaleFigures(DatabaseFigures):
 @dataclass
 class DatabaseSource:
     """Sizes, partitions, the aggregates' last refresh, the oldest raw day and stuck batches, in one read-only
-    transaction of catalogue lookups and small counts."""
+    transaction of catalogue lookups and small counts. `figures` is the mode's (found from the migrations unless
+    given)."""
 
     db: Database
     stuck_after_s: float
     interval_s: float
     clock: Clock = utc_now
     name: str = "database"
-    _figures: DatabaseFigures | None = field(default=None, init=False)
+    figures: DatabaseFigures | None = None
 
     def read(self) -> Figures:
-        if self._figures is None:
-            self._figures = TimescaleFigures() if backend_for(self.db).mode == "timescaledb" else PlainFigures()
+        if self.figures is None:
+            self.figures = TimescaleFigures() if backend_for(self.db).mode == "timescaledb" else PlainFigures()
         now = self.clock()
         with self.db.transaction() as cursor:
             cursor.execute("SET TRANSACTION READ ONLY")
-            raw_bytes, raw_partitions, oldest = self._figures.raw(cursor)
-            aggregate_bytes = self._figures.aggregate_bytes(cursor)
-            refreshed = self._figures.last_refreshes(cursor)
+            raw_bytes, raw_partitions, oldest = self.figures.raw(cursor)
+            aggregate_bytes = self.figures.aggregate_bytes(cursor)
+            refreshed = self.figures.last_refreshes(cursor)
             cursor.execute("SELECT pg_database_size(current_database())")
             database_bytes = float(one_row(cursor)[0])
             cursor.execute(
