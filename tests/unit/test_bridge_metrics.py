@@ -4,12 +4,20 @@ the offsets are read at most every few seconds of the injected clock."""
 from __future__ import annotations
 
 import uuid
+from collections import namedtuple
 
+import requests
 from kafka.structs import TopicPartition
 from prometheus_client import REGISTRY, generate_latest
+from support.claims import CLAIM
 from support.clock import SetClock
 
 from easysmart.bridges.bridge_metrics import DLQ_REFRESH_S, LAG_REFRESH_S, RouteMetrics, bridge_registry, status_class
+from easysmart.bridges.kafka_source import KafkaSourceBridge, Route
+from easysmart.config import KafkaBridgeSettings, KafkaSettings
+from easysmart.events import to_kafka
+
+Record = namedtuple("Record", "topic partition offset key value headers")
 
 
 class OffsetsConsumer:
@@ -122,3 +130,49 @@ def test_the_bridge_serves_its_own_metrics_only():
     assert "esm_bridge_consumer_lag_messages" in served
     assert "esm_http_requests_total" not in served
     assert "esm_db_raw_bytes" not in served
+
+
+class AnsweringSession:
+    """Answers POSTs with the given statuses in turn (None: a network error)."""
+
+    def __init__(self, statuses: list[int | None]) -> None:
+        self.statuses = statuses
+
+    def post(self, url, headers, data, timeout):
+        status = self.statuses.pop(0)
+        if status is None:
+            raise requests.ConnectionError("refused")
+        response = requests.Response()
+        response.status_code = status
+        response._content = b"{}"
+        return response
+
+
+class TakingProducer:
+    def send(self, topic, key, value, headers):
+        return self
+
+    def get(self, timeout):
+        return None
+
+
+def test_the_bridge_counts_each_attempt_its_retries_and_its_dead_letters(monkeypatch):
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+    settings = KafkaBridgeSettings(backoff_base_s=0.001, backoff_max_s=0.002, retry_max_elapsed_s=60)
+    route = Route(topic, "http://sink/", "g", f"{topic}.dlq")
+    subject = KafkaSourceBridge(
+        KafkaSettings(kafka_bootstrap_servers="k:1"), settings, AnsweringSession([503, None, 200, 400]), route=route
+    )
+    monkeypatch.setattr(subject, "_dlq_producer", TakingProducer)
+    message = to_kafka(CLAIM)
+    headers = list(message.headers.items())
+    records = [Record(topic, 0, offset, message.key.encode(), message.value, headers) for offset in (0, 1)]
+
+    assert subject.handle_partition(records) == 1
+
+    def count(name: str, **labels: str) -> float | None:
+        return REGISTRY.get_sample_value(name, {"topic": topic, **labels})
+
+    assert [count("esm_bridge_deliveries_total", status=s) for s in ("5xx", "error", "2xx", "4xx")] == [1, 1, 1, 1]
+    assert count("esm_bridge_delivery_retries_total") == 2
+    assert count("esm_bridge_dead_letters_total") == 1
