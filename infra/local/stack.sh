@@ -4,7 +4,7 @@
 #   stack.sh stop [service...]     (no service: everything, in reverse order)
 #   stack.sh restart service...
 #   stack.sh status
-# Services: postgres redis kafka s3 auth ingest process analytics retention alerts notify stream admin outbox-relay
+# Services: postgres redis kafka s3 auth ingest process analytics retention alerts notify stream admin collector outbox-relay
 #   kafka-bridge ping-bridge frontdoor
 # State lives under .local/ (data survives stop/start); each process has .local/run/<name>.pid
 # (its process group) and .local/log/<name>.log.
@@ -23,6 +23,8 @@ LOCAL="$ROOT/.local"
 RUN="$LOCAL/run"
 LOGS="$LOCAL/log"
 mkdir -p "$RUN" "$LOGS" "$LOCAL/secrets"
+# The collector reports the free space of the stack's state folder.
+export COLLECTOR_WATCH_PATHS="${COLLECTOR_WATCH_PATHS:-state=$LOCAL}"
 # A secret not set in the environment is generated once into .local/secrets and kept.
 secret_from_file() {  # variable file
   if [ -z "${!1:-}" ]; then
@@ -41,11 +43,11 @@ secret_from_file FRONT_PROXY_SECRET front-proxy-secret
 # Ingest signs claim checks with this key and process verifies them with it.
 secret_from_file CLAIM_SIGNING_KEY claim-signing-key
 
-ALL=(postgres redis kafka s3 auth ingest process analytics retention alerts notify stream admin outbox-relay
+ALL=(postgres redis kafka s3 auth ingest process analytics retention alerts notify stream admin collector outbox-relay
      kafka-bridge ping-bridge frontdoor)
 SUPERVISE_INTERVAL_S="${SUPERVISE_INTERVAL_S:-2}"
 SUPERVISE_MAX_DELAY_S="${SUPERVISE_MAX_DELAY_S:-60}"
-FUNCTIONS=" auth ingest process analytics retention alerts notify stream admin "
+FUNCTIONS=" auth ingest process analytics retention alerts notify stream admin collector "
 
 say() { printf '%s\n' "$*"; }
 now() { date +%s.%N; }
