@@ -46,6 +46,7 @@ from easysmart.errors import (
     UnprocessableError,
 )
 from easysmart.identity import ACCOUNT_KINDS, Principal, TokenService
+from easysmart.metrics import AUTH_LOCKOUTS, AUTH_LOGINS, AUTH_REFRESH_REUSE, AUTH_REFRESHES
 from easysmart.observability import request_id_var
 from easysmart.ratelimit import Limit, RateLimiter
 
@@ -208,9 +209,14 @@ class AuthService:
         """Tokens for an account of `kind` ('device' or 'user') logging in from `client_addr`."""
         if kind not in ACCOUNT_KINDS:
             raise ValueError(f"kind must be one of {ACCOUNT_KINDS}, not {kind!r}")
-        self._rate_limit(client_addr)
+        try:
+            self._rate_limit(client_addr)
+        except RateLimitedError:
+            AUTH_LOGINS.labels("rate_limited").inc()
+            raise
         with self._refusals_committed() as cursor:
             pair, state = self._attempt(cursor, credentials, kind, client_addr, user_agent)
+        AUTH_LOGINS.labels("success").inc()
         self._mirror(state)
         return pair
 
@@ -259,6 +265,7 @@ class AuthService:
         pair = self._failure_count(cursor, credentials.username, client_addr, now)
         for count in (pair, every):
             if count.locked_until is not None and count.locked_until > now:
+                AUTH_LOGINS.labels("locked" if count is pair else "throttled").inc()
                 retry_after = max(1, math.ceil((count.locked_until - now).total_seconds()))
                 raise RateLimitedError(
                     f"too many failed logins for this username; try again in {retry_after} s",
@@ -284,6 +291,7 @@ class AuthService:
                 _audit_failed_login(
                     cursor, str(row[0]), str(row[1]), credentials.username, client_addr, user_agent, now
                 )
+            AUTH_LOGINS.labels("failure").inc()
             raise UnauthorizedError(_BAD_CREDENTIALS)
         account_id, tenant_id, _, _, active, blocked, version, role, _, _ = row
         cursor.execute("UPDATE accounts SET last_login_at = %s WHERE id = %s", (now, account_id))
@@ -354,6 +362,7 @@ class AuthService:
                 (failures, lock, now, username, count.client_addr),
             )
         if pair_lock is not None:
+            AUTH_LOCKOUTS.inc()
             logger.warning(
                 "login locked for an address",
                 extra={"username": username, "client_addr": pair.client_addr, "locked_until": pair_lock.isoformat()},
@@ -379,9 +388,14 @@ class AuthService:
     def refresh(self, refresh_token: str) -> dict:
         """A new pair for a valid, unused refresh token, which is used up; a reused one ends its family unless it is
         a retry within REFRESH_RETRY_S, which answers the pair its first use answered."""
-        jti = self.tokens.verify_refresh(refresh_token)
-        with self._refusals_committed() as cursor:
-            pair, state = self._rotate(cursor, jti)
+        try:
+            jti = self.tokens.verify_refresh(refresh_token)
+            with self._refusals_committed() as cursor:
+                pair, state = self._rotate(cursor, jti)
+        except UnauthorizedError:
+            AUTH_REFRESHES.labels("failure").inc()
+            raise
+        AUTH_REFRESHES.labels("success").inc()
         self._mirror(state)
         return pair
 
@@ -421,6 +435,7 @@ class AuthService:
                 return self.tokens.issue_pair(principal, successor_jti.hex, issued_at=int(used_at.timestamp())), state
             # A refresh token presented twice may have been stolen: end the whole family.
             cursor.execute("UPDATE refresh_tokens SET revoked = true WHERE family_id = %s", (family_id,))
+            AUTH_REFRESH_REUSE.inc()
             logger.warning("refresh token reused; family revoked", extra={"account_id": str(account_id)})
             raise UnauthorizedError("this refresh token was already used; its session is revoked, log in again")
         if revoked or not state.usable or (grace_until is not None and grace_until <= now):

@@ -682,6 +682,16 @@ class KafkaBridgeSettings(Group):
 
 
 @settings_group
+class BridgeMetricsSettings(Group):
+    host: str = env(
+        "KAFKA_BRIDGE_METRICS_HOST",
+        "address the kafka-source bridge serves /metrics on (0.0.0.0 in a pod, for the scraper)",
+        "127.0.0.1",
+    )
+    port: int = env("KAFKA_BRIDGE_METRICS_PORT", "port of the kafka-source bridge's /metrics (0: not served)", 8091)
+
+
+@settings_group
 class PingSourceSettings(Group):
     retention_url: str = env("RETENTION_URL", "where the ping-source bridge POSTs its events", "http://127.0.0.1:8085/")
     retention_refresh_schedule: str = env(
@@ -711,6 +721,37 @@ class OutboxRelaySettings(Group):
     )
     outbox_keep_published_h: float = env(
         "OUTBOX_KEEP_PUBLISHED_H", "the relay deletes published outbox rows after this long (hours)", 24.0
+    )
+
+
+# --- The collector: figures that live outside a request (object store, database, disks) -----------
+
+
+@settings_group
+class CollectorDatabaseTimeouts(Group):
+    statement_timeout_s: float = env(
+        "COLLECTOR_DB_STATEMENT_TIMEOUT_S", "longest query of the collector (seconds; catalogue sizes, counts)", 5.0
+    )
+    lock_timeout_s: float = env(
+        "COLLECTOR_DB_LOCK_TIMEOUT_S", "longest wait for a lock in the collector (seconds)", 1.0
+    )
+
+
+@settings_group
+class CollectorSettings(Group):
+    refresh_s: float = env(
+        "COLLECTOR_REFRESH_S", "how often the collector reads the database and the watched filesystems (seconds)", 60.0
+    )
+    object_store_refresh_s: float = env(
+        "COLLECTOR_OBJECT_STORE_REFRESH_S", "how often the collector lists the bucket (seconds)", 300.0
+    )
+    stuck_after_s: float = env(
+        "COLLECTOR_STUCK_AFTER_S", "a batch still processing this long after it was received is stuck (seconds)", 600.0
+    )
+    watch_paths: tuple[str, ...] = env(
+        "COLLECTOR_WATCH_PATHS",
+        "filesystems whose free space the collector reports, as name=path pairs (the local stack: state=.local)",
+        (),
     )
 
 

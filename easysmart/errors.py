@@ -57,10 +57,11 @@ class UnprocessableError(EasySmartError):
 class RateLimitedError(EasySmartError):
     status, code = 429, "rate_limited"
 
-    def __init__(self, message: str, retry_after_s: int, headers: dict[str, str]) -> None:
+    def __init__(self, message: str, retry_after_s: int, headers: dict[str, str], limit: str = "") -> None:
         super().__init__(message, retry_after_s=retry_after_s)
         self.retry_after_s = retry_after_s
         self.headers = headers
+        self.limit = limit  # the name of the limit that refused (for metrics; not in the answer)
 
 
 class UnavailableError(EasySmartError):

@@ -10,6 +10,7 @@ decompression budget, which refuses its uploads (429) once spent.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import tempfile
@@ -17,7 +18,7 @@ import uuid
 import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import IO, BinaryIO, Iterable
+from typing import IO, BinaryIO, Callable, Iterable
 
 import orjson
 
@@ -32,6 +33,7 @@ from easysmart.errors import (
     ForbiddenError,
     NotFoundError,
     PayloadTooLargeError,
+    RateLimitedError,
     UnavailableError,
     UnprocessableError,
     UnsupportedMediaTypeError,
@@ -47,11 +49,19 @@ from easysmart.jsonstream import (
 )
 from easysmart.ledger import BatchLedger, BatchStatus
 from easysmart.messaging import ClaimCheckPublisher, PublishOutcomeUnknownError
+from easysmart.metrics import (
+    INGEST_DECOMPRESSED_BYTES,
+    INGEST_RATE_LIMITED,
+    INGEST_RECEIVED_BYTES,
+    INGEST_UPLOADS,
+    INGEST_WINDOW_PARSE,
+)
 from easysmart.observability import batch_id_var
 from easysmart.payload import structure_violations
 from easysmart.ratelimit import DecompressionBudget, Limit, RateLimiter
 from easysmart.storage import BlobStore
 from easysmart.upload import UploadShape, scan_shape
+from easysmart.web import Reply
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +135,7 @@ class _Window:
         self.data = bytearray()
         self.complete = True  # False once the upload is known to go past the window
         self.seen = 0  # decompressed bytes handed to the window, kept or not
+        self.received = 0  # body bytes read, as sent (here, so that a refused upload's count survives too)
 
     def add(self, out: bytes) -> None:
         self.seen += len(out)
@@ -142,6 +153,7 @@ class _Window:
 _JSON_NON_ARRAY_STARTS = {bytes([c]) for c in b'{"0123456789-tfn'}
 
 
+@INGEST_WINDOW_PARSE.time()
 def inspect_window(data: bytes | bytearray, complete: bool) -> UploadShape:
     """Structure and counts of the upload (complete) or of the part of it in the window.
 
@@ -305,6 +317,8 @@ class IngestService:
             # A refused upload cost its decompression as much as an accepted one.
             if self.budget is not None and window.seen:
                 self.budget.charge(request.principal.account_id, window.seen)
+            INGEST_RECEIVED_BYTES.inc(window.received)
+            INGEST_DECOMPRESSED_BYTES.inc(window.seen)
 
     def _stream_body(
         self, request: UploadRequest, gzip_body: bool, spool: IO[bytes], window: _Window
@@ -321,6 +335,7 @@ class IngestService:
         sent = 0
         while chunk := request.body.read(READ_CHUNK_BYTES):
             sent += len(chunk)
+            window.received = sent
             if sent > max_body:
                 raise PayloadTooLargeError(f"the body is larger than the limit of {max_body} bytes", limit=max_body)
             if sent == len(chunk) and not gzip_body and chunk[:2] != _GZIP_MAGIC:
@@ -393,3 +408,40 @@ class IngestService:
             "received_at": batch.received_at.isoformat(),
             "processed_at": batch.processed_at.isoformat() if batch.processed_at else None,
         }
+
+
+# The esm_ingest_uploads_total outcome of each refusal, by its HTTP status; any other is "error".
+_REFUSAL_OUTCOMES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+
+def refusal_outcome(error: Exception) -> str:
+    """The outcome an upload refused with `error` counts as (the status the route answers it with)."""
+    return _REFUSAL_OUTCOMES.get(error.status if isinstance(error, EasySmartError) else 500, "error")
+
+
+def counted_upload(handler: Callable[..., Reply]) -> Callable[..., Reply]:
+    """The upload route, counting every answer it gives by outcome, and each rate limit that refused one."""
+
+    @functools.wraps(handler)
+    def counted(*args: object, **kwargs: object) -> Reply:
+        try:
+            reply = handler(*args, **kwargs)
+        except Exception as error:
+            INGEST_UPLOADS.labels(refusal_outcome(error)).inc()
+            if isinstance(error, RateLimitedError):
+                INGEST_RATE_LIMITED.labels(error.limit.replace(" ", "_")).inc()
+            raise
+        duplicate = isinstance(reply.body, dict) and reply.body.get("duplicate")
+        INGEST_UPLOADS.labels("duplicate" if duplicate else "accepted").inc()
+        return reply
+
+    return counted

@@ -14,6 +14,7 @@ from kafka.admin import KafkaAdminClient
 from easysmart.clock import MonotonicClock
 from easysmart.errors import UnavailableError
 from easysmart.events import ClaimCheck, to_kafka
+from easysmart.metrics import KAFKA_PUBLISH_LATENCY
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +93,7 @@ class ClaimCheckPublisher:
     def publish(self, claim: ClaimCheck) -> None:
         message = to_kafka(claim)
         key = message.key.encode() if isinstance(message.key, str) else message.key
+        started = time.perf_counter()
         try:
             producer = self._get_producer()
             future = producer.send(self.topic, key=key, value=message.value, headers=list(message.headers.items()))
@@ -109,6 +111,7 @@ class ClaimCheckPublisher:
             raise PublishOutcomeUnknownError(
                 f"Kafka did not acknowledge the claim check in time: {error}", retry_after_s=10
             ) from error
+        KAFKA_PUBLISH_LATENCY.observe(time.perf_counter() - started)
 
     def close(self) -> None:
         self._discard()

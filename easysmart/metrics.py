@@ -43,6 +43,7 @@ HTTP_LATENCY = Histogram(
 # unsupported_media_type, unprocessable, rate_limited, unavailable, error.
 INGEST_UPLOADS = Counter("esm_ingest_uploads_total", "Uploads answered by ingest, by outcome", ["outcome"])
 INGEST_RECEIVED_BYTES = Counter("esm_ingest_received_bytes_total", "Upload body bytes received, as sent")
+# The text ingest reads into its synchronous window: decompressed, or as sent when the upload is not gzip.
 INGEST_DECOMPRESSED_BYTES = Counter(
     "esm_ingest_decompressed_bytes_total", "Bytes decompressed by ingest (its synchronous window)"
 )
@@ -54,13 +55,14 @@ INGEST_RATE_LIMITED = Counter("esm_ingest_rate_limited_total", "Uploads refused 
 KAFKA_PUBLISH_LATENCY = Histogram(
     "esm_kafka_publish_seconds", "Time until Kafka acknowledged a record (acks=all)", buckets=_LATENCY_BUCKETS
 )
-# operation: put, get, delete
+# operation: put, get (until the answer's headers: the body is read while it is parsed), delete
 OBJECT_STORE_LATENCY = Histogram(
     "esm_object_store_request_seconds", "Object store request latency", ["operation"], buckets=_LATENCY_BUCKETS
 )
 
 # --- process ----------------------------------------------------------------------------------
-# outcome: done, failed (permanently; dead-lettered by the bridge), retry (an outage: 503, delivered again)
+# outcome: done (a redelivery of a done batch too), failed (permanently, a 4xx; dead-lettered by the bridge),
+# retry (a 5xx: an outage, or an unexpected error below the cap; delivered again)
 PROCESS_BATCHES = Counter("esm_process_batches_total", "Claim checks handled by process, by outcome", ["outcome"])
 # outcome: stored, duplicate, skipped, rejected
 PROCESS_READINGS = Counter("esm_process_readings_total", "Readings handled by process, by outcome", ["outcome"])
@@ -76,10 +78,14 @@ PROCESS_BATCH_BYTES = Histogram(
 PROCESS_END_TO_END = Histogram(
     "esm_process_end_to_end_delay_seconds", "From ingest's acceptance to process's commit", buckets=_DELAY_BUCKETS
 )
+# A claim check of a batch already done, or done meanwhile by a concurrent delivery (answered with its counts); a
+# delivery again after a retry is not counted here (its first answer was counted as outcome retry).
 PROCESS_REDELIVERIES = Counter(
     "esm_process_redeliveries_total", "Claim checks delivered again for a batch already done or being processed"
 )
-# reason: unsigned_claim, blob_mismatch, invalid_upload, database_rejected, too_many_failures
+# reason: unsigned_claim (not a claim check ingest signed: unsigned, altered or unreadable), blob_mismatch (missing,
+# or not the claim's metadata or sha256), invalid_upload (corrupt, not JSON, over a limit, unusable items, or its
+# tenant is gone), database_rejected (a data exception or a constraint), too_many_failures (unexpected errors)
 PROCESS_DEAD_LETTERED = Counter(
     "esm_process_dead_lettered_total",
     "Batches answered as permanently failed (the bridge dead-letters them)",
@@ -87,10 +93,11 @@ PROCESS_DEAD_LETTERED = Counter(
 )
 
 # --- auth -------------------------------------------------------------------------------------
-# outcome: success, failure, locked, throttled, rate_limited
+# outcome: success, failure (401), locked (the username and address pair), throttled (the username, from any
+# address), rate_limited (the client address); a malformed body or an outage is not counted as a login
 AUTH_LOGINS = Counter("esm_auth_logins_total", "Login attempts, by outcome", ["outcome"])
 AUTH_LOCKOUTS = Counter("esm_auth_lockouts_total", "Username and address pairs locked after repeated failures")
-# outcome: success, failure
+# outcome: success, failure (401); a malformed body or an outage is not counted
 AUTH_REFRESHES = Counter("esm_auth_refreshes_total", "Token refreshes, by outcome", ["outcome"])
 AUTH_REFRESH_REUSE = Counter(
     "esm_auth_refresh_reuse_detections_total", "Refresh tokens presented again after rotation (the family is revoked)"

@@ -8,13 +8,15 @@ transaction, so a redelivered claim check or a re-upload stores nothing twice.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import orjson
 import psycopg2
@@ -43,7 +45,16 @@ from easysmart.jsonstream import (
     text_reader,
 )
 from easysmart.ledger import BatchCounts, BatchLedger, BatchStatus
-from easysmart.metrics import PROCESS_READINGS
+from easysmart.metrics import (
+    PROCESS_BATCH_BYTES,
+    PROCESS_BATCH_DURATION,
+    PROCESS_BATCH_READINGS,
+    PROCESS_BATCHES,
+    PROCESS_DEAD_LETTERED,
+    PROCESS_END_TO_END,
+    PROCESS_READINGS,
+    PROCESS_REDELIVERIES,
+)
 from easysmart.observability import batch_id_var, tenant_id_var
 from easysmart.outbox import TELEMETRY_STORED_TOPIC, TELEMETRY_STORED_TYPE, OutboxEvent
 from easysmart.payload import ReadingNormaliser
@@ -78,6 +89,10 @@ class BatchFailedError(UnprocessableError):
     """The batch can never be processed (blob missing or corrupt, not JSON, over a limit)."""
 
     code = "batch_failed"
+
+    def __init__(self, message: str, dead_letter_reason: str = "invalid_upload", **details: object) -> None:
+        super().__init__(message, **details)
+        self.dead_letter_reason = dead_letter_reason  # its esm_process_dead_lettered_total reason
 
 
 @dataclass
@@ -156,6 +171,7 @@ class BatchProcessor:
         self._partition_days: set = set()
 
     def process(self, claim: ClaimCheck, now: datetime | None = None) -> ProcessResult:
+        started = time.perf_counter()
         batch_id_var.set(claim.batch_id)
         tenant_id_var.set(claim.tenant_id)
         self._authenticate(claim)
@@ -172,9 +188,16 @@ class BatchProcessor:
             if reason is None:
                 raise
             self._mark_failed(claim, reason)
-            raise BatchFailedError(f"batch {claim.batch_id} failed: {reason}", batch_id=claim.batch_id) from error
+            raise BatchFailedError(
+                f"batch {claim.batch_id} failed: {reason}", _dead_letter_reason(error), batch_id=claim.batch_id
+            ) from error
         if result.redelivery:
             return result
+        received_at = datetime.fromisoformat(claim.received_at)
+        received_at = received_at.replace(tzinfo=received_at.tzinfo or timezone.utc)
+        PROCESS_END_TO_END.observe((datetime.now(timezone.utc) - received_at).total_seconds())
+        PROCESS_BATCH_DURATION.observe(time.perf_counter() - started)
+        PROCESS_BATCH_READINGS.observe(result.readings)
         if self.settings.process_delete_blob_after_commit:
             self.blobs.delete(claim.key)
         PROCESS_READINGS.labels("stored").inc(result.stored)
@@ -243,6 +266,7 @@ class BatchProcessor:
             return row[0], self.ledger.open_for_processing(cursor, claim)
 
     def _redelivered(self, batch_id: str) -> ProcessResult:
+        PROCESS_REDELIVERIES.inc()
         return ProcessResult.done(batch_id, self.ledger.counts_of(batch_id), redelivery=True)
 
     def _ensure_partitions(self, oldest: datetime, newest: datetime) -> None:
@@ -260,9 +284,9 @@ class BatchProcessor:
             )
         self._partition_days |= days
 
-    def _events(self, claim: ClaimCheck, digest) -> tuple[Iterator, Callable[[], None]]:
+    def _events(self, claim: ClaimCheck, digest) -> tuple[Iterator, Callable[[], int]]:
         """Upload events, parsed in one go when memory allows, else streamed; and a release() that
-        also charges what was decompressed to the device's budget."""
+        also charges what was decompressed to the device's budget, and answers how much that was."""
         limits = self.limits
         inflater = BoundedGunzip(
             limits.ingest_max_decompressed_bytes, limits.ingest_max_decompression_ratio, limits.ingest_ratio_floor_bytes
@@ -271,8 +295,9 @@ class BatchProcessor:
         chunks = self.blobs.iter_chunks(claim.key, blob_metadata(claim))
         texts = whitespace.checked(inflater.inflate(_hashed(chunks, digest)))
 
-        def charge() -> None:
+        def charge() -> int:
             self._charge_decompressed(claim, inflater.total)
+            return inflater.total
 
         # The size is known when ingest saw the whole upload; unknown sizes are streamed.
         one_go_size = claim.decompressed_bytes
@@ -283,9 +308,9 @@ class BatchProcessor:
             and self.memory.try_reserve(reserve)
         ):
 
-            def release() -> None:
+            def release() -> int:
                 self.memory.release(reserve)
-                charge()
+                return charge()
 
             try:
                 text = b"".join(texts)
@@ -327,14 +352,14 @@ class BatchProcessor:
                     try:
                         builder.consume(events)
                     finally:
-                        release()
+                        decompressed = release()
                         writer.close()
                     if builder.violations:
                         raise BatchFailedError(
                             "equipment item(s) cannot be used: " + "; ".join(builder.violations[:20])
                         )
                     if digest.hexdigest() != claim.sha256:
-                        raise BatchFailedError("the blob's sha256 does not match the claim check")
+                        raise BatchFailedError("the blob's sha256 does not match the claim check", "blob_mismatch")
                     tally = builder.tally
                     counts = BatchCounts(
                         tally.readings, writer.stored, tally.valid - writer.stored, tally.skipped, tally.rejected
@@ -356,6 +381,7 @@ class BatchProcessor:
                         builder.newest,
                     )
                     conn.commit()
+                    PROCESS_BATCH_BYTES.observe(decompressed)
                     return ProcessResult.done(claim.batch_id, counts)
                 except BaseException:
                     if not conn.closed:
@@ -410,6 +436,45 @@ def stored_event(claim: ClaimCheck, writer: CopyWriter, stored_at: datetime) -> 
             "sensors": sensors,
         },
     )
+
+
+def _dead_letter_reason(error: Exception) -> str:
+    """The esm_process_dead_lettered_total reason of a batch `error` failed for good (see _permanent_reason)."""
+    if isinstance(error, BatchFailedError):
+        return error.dead_letter_reason
+    if isinstance(error, (BlobMissingError, BlobMetadataMismatchError)):
+        return "blob_mismatch"
+    if isinstance(error, (CorruptGzipError, PayloadTooLargeError, MalformedJsonError)):
+        return "invalid_upload"
+    if isinstance(error, psycopg2.Error) and (error.pgcode or "")[:2] in _PERMANENT_CLASSES:
+        return "database_rejected"
+    return "too_many_failures"
+
+
+Answer = TypeVar("Answer")
+
+
+def counted_claim_check(handler: Callable[..., Answer]) -> Callable[..., Answer]:
+    """The route receiving claim checks, counting each answer by outcome: done, retry (a 5xx: the source delivers it
+    again) or failed (a 4xx: the source dead-letters it), with the reason it is dead-lettered."""
+
+    @functools.wraps(handler)
+    def counted(*args: object, **kwargs: object) -> Answer:
+        try:
+            answer = handler(*args, **kwargs)
+        except Exception as error:
+            if not isinstance(error, EasySmartError) or error.status >= 500:
+                PROCESS_BATCHES.labels("retry").inc()
+                raise
+            PROCESS_BATCHES.labels("failed").inc()
+            # Else a claim check process could not trust: unreadable, unsigned or altered.
+            reason = error.dead_letter_reason if isinstance(error, BatchFailedError) else "unsigned_claim"
+            PROCESS_DEAD_LETTERED.labels(reason).inc()
+            raise
+        PROCESS_BATCHES.labels("done").inc()
+        return answer
+
+    return counted
 
 
 def _hashed(chunks: Iterable[bytes], digest) -> Iterator[bytes]:

@@ -117,6 +117,7 @@ class RateLimiter:
                 f" exceeded; retry in {retry_after} s",
                 retry_after_s=retry_after,
                 headers=headers,
+                limit=blocked.name,
             )
         return headers
 
@@ -164,6 +165,7 @@ class DecompressionBudget:
             f" retry in {retry_after} s",
             retry_after_s=retry_after,
             headers={},
+            limit="decompression budget",
         )
 
     def charge(self, account_id: str, decompressed_bytes: int) -> None:

@@ -12,11 +12,13 @@ import botocore.exceptions
 
 from easysmart.config import ObjectStoreSettings
 from easysmart.errors import EasySmartError, UnavailableError
+from easysmart.metrics import OBJECT_STORE_LATENCY
 
 logger = logging.getLogger(__name__)
 
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
 READ_CHUNK_BYTES = 1024 * 1024
+_PUT_LATENCY, _GET_LATENCY, _DELETE_LATENCY = (OBJECT_STORE_LATENCY.labels(op) for op in ("put", "get", "delete"))
 
 
 class BlobMissingError(EasySmartError):
@@ -60,6 +62,7 @@ class BlobStore:
         self.client = client
         self.bucket = bucket
 
+    @_PUT_LATENCY.time()
     def put(self, key: str, body: IO[bytes], metadata: dict[str, str], content_type: str = "application/json") -> None:
         try:
             self.client.put_object(
@@ -79,7 +82,8 @@ class BlobStore:
         With expected_metadata, BlobMetadataMismatchError before the first chunk unless the blob's metadata
         holds each of those values."""
         try:
-            response = self.client.get_object(Bucket=self.bucket, Key=key)
+            with _GET_LATENCY.time():  # until the answer's headers: the body is read as it is parsed
+                response = self.client.get_object(Bucket=self.bucket, Key=key)
         except botocore.exceptions.ClientError as error:
             if _is_missing(error):
                 raise BlobMissingError(f"blob s3://{self.bucket}/{key} does not exist") from error
@@ -97,6 +101,7 @@ class BlobStore:
         finally:
             body.close()
 
+    @_DELETE_LATENCY.time()
     def delete(self, key: str) -> None:
         try:
             self.client.delete_object(Bucket=self.bucket, Key=key)

@@ -127,8 +127,13 @@ def client_address(request: flask.Request, proxy: ProxyTrust) -> str:
 
 
 class Router:
-    def __init__(self, function: str) -> None:
+    """`metrics` answers GET /metrics (the catalogue's metrics of the function's workers unless given)."""
+
+    def __init__(
+        self, function: str, metrics: Callable[[], tuple[bytes, int, dict[str, str]]] = metrics_response
+    ) -> None:
         self.function = function
+        self.metrics = metrics
         self._routes: list[tuple[str, re.Pattern[str], str, Handler]] = []
 
     def add(self, method: str, pattern: str, handler: Handler) -> None:
@@ -158,7 +163,7 @@ class Router:
         if request.method == "GET" and path in _HEALTH_PATHS:
             return "health", json_response(200, {"status": "ok", "function": self.function})
         if request.method == "GET" and path == "/metrics":
-            body, status, headers = metrics_response()
+            body, status, headers = self.metrics()
             return "metrics", flask.Response(body, status=status, headers=headers)
         allowed: list[str] = []
         for method, regex, label, handler in self._routes:

@@ -28,8 +28,9 @@ import kafka.errors
 import requests
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
+from easysmart.bridges.bridge_metrics import RouteMetrics, serve_metrics
 from easysmart.clock import MonotonicClock
-from easysmart.config import ConfigError, KafkaBridgeSettings, KafkaSettings, LoggingSettings
+from easysmart.config import BridgeMetricsSettings, ConfigError, KafkaBridgeSettings, KafkaSettings, LoggingSettings
 from easysmart.events import (
     DLQ_ERROR_HEADERS,
     DLQ_SOURCE_HEADER,
@@ -123,6 +124,7 @@ class KafkaSourceBridge:
         self.monotonic = monotonic
         self.stopping = stopping or threading.Event()
         self._producer: kafka.KafkaProducer | None = None
+        self.metrics = RouteMetrics(self.route.topic, self.route.dlq_topic, monotonic)
 
     def deliver(self, record) -> Outcome:
         """POST one record until it is done, retrying retriable failures with backoff."""
@@ -155,16 +157,20 @@ class KafkaSourceBridge:
                 },
             )
             attempt += 1
+            self.metrics.retried()
             if self.stopping.wait(delay):
                 raise InterruptedError("bridge stopping")
 
     def _post(self, headers: dict[str, str], body: bytes) -> tuple[int | None, str]:
+        started = time.perf_counter()
         try:
             response = self.session.post(
                 self.route.sink_url, headers=headers, data=body, timeout=(5, self.settings.request_timeout_s)
             )
         except requests.RequestException as error:
+            self.metrics.delivered(None, time.perf_counter() - started)
             return None, f"network error: {error}"
+        self.metrics.delivered(response.status_code, time.perf_counter() - started)
         return response.status_code, response.text[:2000]
 
     def dead_letter(self, record, outcome: Outcome) -> None:
@@ -188,6 +194,7 @@ class KafkaSourceBridge:
 
         # The offset is not committed until the record is safe somewhere.
         self._until_kafka_takes(send, "dead-lettering failed", 1, 30)
+        self.metrics.dead_lettered()
         logger.error(
             "record dead-lettered",
             extra={
@@ -317,6 +324,7 @@ class KafkaSourceBridge:
                     idle = [tp for tp in consumer.paused() if tp not in in_flight]
                     if idle:
                         consumer.resume(*idle)
+                    self.metrics.refresh(consumer)
         finally:
             if consumer is not None:  # None when Kafka never answered a rejoin before stopping
                 consumer.close()
@@ -342,6 +350,7 @@ class KafkaSourceBridge:
 def main() -> None:
     configure_logging("kafka-source-bridge", LoggingSettings.from_env())
     kafka_config, settings = KafkaSettings.from_env(), KafkaBridgeSettings.from_env()
+    serve_metrics(BridgeMetricsSettings.from_env())
     stopping = threading.Event()
     routes = [claim_check_route(kafka_config, settings), *extra_routes(settings.bridge_routes)]
     bridges = [KafkaSourceBridge(kafka_config, settings, route=route, stopping=stopping) for route in routes]

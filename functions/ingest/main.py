@@ -27,7 +27,7 @@ from easysmart.config import (
 from easysmart.db import Database
 from easysmart.health import HealthChecks
 from easysmart.identity import TokenService, bearer_principal
-from easysmart.ingest import IngestService, UploadRequest
+from easysmart.ingest import IngestService, UploadRequest, counted_upload
 from easysmart.messaging import ClaimCheckPublisher, KafkaProbe
 from easysmart.observability import configure_logging, request_id_var, tenant_id_var
 from easysmart.ratelimit import DecompressionBudget, RateLimiter
@@ -71,6 +71,7 @@ def _clients():
     return service, TokenService(TokenSettings.from_env()), health
 
 
+@counted_upload
 def upload(request: flask.Request) -> Reply:
     service, tokens, _ = _clients()
     principal = bearer_principal(request.headers, tokens)

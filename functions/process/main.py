@@ -24,7 +24,7 @@ from easysmart.config import (
 from easysmart.db import Database
 from easysmart.events import from_cloudevent, from_http_request
 from easysmart.observability import configure_logging
-from easysmart.process import BatchProcessor
+from easysmart.process import BatchProcessor, counted_claim_check
 from easysmart.ratelimit import DecompressionBudget
 from easysmart.storage import BlobStore, make_s3_client
 from easysmart.web import Reply, Router
@@ -59,6 +59,7 @@ def _processor() -> BatchProcessor:
     )
 
 
+@counted_claim_check
 def receive(request: flask.Request) -> Reply:
     claim = from_cloudevent(from_http_request(request.headers, request.get_data()))
     result = _processor().process(claim)

@@ -4,7 +4,7 @@
 #   stack.sh stop [service...]     (no service: everything, in reverse order)
 #   stack.sh restart service...
 #   stack.sh status
-# Services: postgres redis kafka s3 auth ingest process analytics retention alerts notify stream admin outbox-relay
+# Services: postgres redis kafka s3 auth ingest process analytics retention alerts notify stream admin collector outbox-relay
 #   kafka-bridge ping-bridge frontdoor prometheus
 # prometheus (scraping the others, with infra/observability/rules.yml) starts with the rest only when OBSERVE=1,
 # or when named; a plain `stop` stops it too.
@@ -25,6 +25,8 @@ LOCAL="$ROOT/.local"
 RUN="$LOCAL/run"
 LOGS="$LOCAL/log"
 mkdir -p "$RUN" "$LOGS" "$LOCAL/secrets"
+# The collector reports the free space of the stack's state folder.
+export COLLECTOR_WATCH_PATHS="${COLLECTOR_WATCH_PATHS:-state=$LOCAL}"
 # A secret not set in the environment is generated once into .local/secrets and kept.
 secret_from_file() {  # variable file
   if [ -z "${!1:-}" ]; then
@@ -43,13 +45,13 @@ secret_from_file FRONT_PROXY_SECRET front-proxy-secret
 # Ingest signs claim checks with this key and process verifies them with it.
 secret_from_file CLAIM_SIGNING_KEY claim-signing-key
 
-ALL=(postgres redis kafka s3 auth ingest process analytics retention alerts notify stream admin outbox-relay
+ALL=(postgres redis kafka s3 auth ingest process analytics retention alerts notify stream admin collector outbox-relay
      kafka-bridge ping-bridge frontdoor)
 ALL+=(prometheus)
 OPTIONAL=" prometheus "
 SUPERVISE_INTERVAL_S="${SUPERVISE_INTERVAL_S:-2}"
 SUPERVISE_MAX_DELAY_S="${SUPERVISE_MAX_DELAY_S:-60}"
-FUNCTIONS=" auth ingest process analytics retention alerts notify stream admin "
+FUNCTIONS=" auth ingest process analytics retention alerts notify stream admin collector "
 
 say() { printf '%s\n' "$*"; }
 now() { date +%s.%N; }
@@ -377,10 +379,8 @@ prometheus_info() {
 start_prometheus() {
   local dir="$LOCAL/prometheus"
   mkdir -p "$dir/data"
-  # The collector's and the bridge's metrics ports (reserved: 8090, 8091) unless local.env sets them.
-  RULES="$ROOT/infra/observability/rules.yml" COLLECTOR_PORT="${COLLECTOR_PORT:-8090}" \
-    KAFKA_BRIDGE_METRICS_PORT="${KAFKA_BRIDGE_METRICS_PORT:-8091}" \
-    render_template infra/observability/prometheus.yml.template >"$dir/prometheus.yml.new" \
+  RULES="$ROOT/infra/observability/rules.yml" render_template infra/observability/prometheus.yml.template \
+    >"$dir/prometheus.yml.new" \
     || fail_with_log prometheus "infra/observability/prometheus.yml.template could not be rendered"
   mv "$dir/prometheus.yml.new" "$dir/prometheus.yml"
   promtool check config "$dir/prometheus.yml" >>"$LOGS/prometheus.log" 2>&1 || fail_with_log prometheus "invalid configuration"

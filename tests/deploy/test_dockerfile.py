@@ -21,7 +21,7 @@ import dockerfile_cmd  # noqa: E402
 
 REPO = dockerfile_cmd.REPO
 DOCKERFILE = REPO / "Dockerfile"
-FUNCTIONS = ["auth", "ingest", "process", "analytics", "retention", "alerts", "notify", "stream", "admin"]
+FUNCTIONS = ["auth", "ingest", "process", "analytics", "retention", "alerts", "notify", "stream", "admin", "collector"]
 # Values for the variables read without a default: the health route needs no backend, so
 # nothing listens at these addresses.
 SETTINGS = {

@@ -20,9 +20,11 @@ import pytest
 
 from easysmart.aggregates import PlainAggregates, TimescaleAggregates
 from easysmart.analytics import AnalyticsService
+from easysmart.collector import DatabaseSource, PlainFigures, TimescaleFigures
 from easysmart.config import AggregateSettings, RetentionSettings
 from easysmart.db import Database, migrations_for
 from easysmart.identity import Principal
+from easysmart.metrics import DB_AGGREGATE_BYTES, DB_PARTITIONS, DB_RAW_BYTES, RAW_OLDEST_DAY
 from easysmart.retention import RetentionService
 
 TIMESCALE_URL = os.environ.get(
@@ -231,3 +233,32 @@ def test_expiry_drops_old_raw_data_in_both_modes_and_the_aggregates_stay_alike(l
             cursor.execute("SELECT count(*) FROM telemetry_data WHERE ts < %s", (start + timedelta(days=1),))
             assert cursor.fetchone()[0] == 0, mode
         assert buckets(db, "telemetry_hourly", start, end) == before[mode]
+
+
+def test_the_collector_reads_the_same_raw_days_and_its_sizes_in_both_modes(loaded):
+    modes, _, _ = loaded
+    oldest_days = {}
+    for mode, db in modes.items():
+        backend = TimescaleFigures() if mode == "timescaledb" else PlainFigures()
+        figures = DatabaseSource(db, stuck_after_s=600, interval_s=60, figures=backend).read()
+        with db.transaction() as cursor:
+            if mode == "timescaledb":
+                cursor.execute("SELECT hypertable_size('telemetry_data'), count(*) FROM show_chunks('telemetry_data')")
+            else:
+                cursor.execute(
+                    "SELECT sum(pg_total_relation_size(inhrelid)), count(*) FROM pg_inherits"
+                    " WHERE inhparent = 'telemetry_data'::regclass"
+                )
+            raw_bytes, raw_partitions = cursor.fetchone()
+            cursor.execute(
+                "SELECT extract(epoch FROM date_trunc('day', min(ts) AT TIME ZONE 'UTC')) FROM telemetry_data"
+            )
+            first_day = float(cursor.fetchone()[0])
+
+        oldest_days[mode] = figures[RAW_OLDEST_DAY]
+        assert figures[RAW_OLDEST_DAY] == {(): first_day}, mode
+        assert figures[DB_RAW_BYTES] == {(): raw_bytes}, mode
+        assert figures[DB_PARTITIONS] == {("telemetry_data",): raw_partitions}, mode
+        assert set(figures[DB_AGGREGATE_BYTES]) == {("telemetry_hourly",), ("telemetry_daily",)}, mode
+        assert all(size > 0 for size in figures[DB_AGGREGATE_BYTES].values()), mode
+    assert oldest_days["postgres"] == oldest_days["timescaledb"]
