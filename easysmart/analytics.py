@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from easysmart.aggregates import CACHE_GENERATION_KEY
+from easysmart.aggregates import CACHE_GENERATION_KEY, buckets_since_sql
 from easysmart.alerting.api import open_alerts
 from easysmart.analytics_cache import HistoryCache, MaterialisedPart, cache_key
 from easysmart.config import AggregateSettings
@@ -360,12 +360,12 @@ class AnalyticsService:
             cached = MaterialisedPart(generation, watermark, rows_json, count, last, sensors)
             self.cache.put(key, cached)
             live: _Part | None = parts[False]
-        elif cached.count > page.limit:
+        elif cached.count > page.limit or (selection.end is not None and selection.end <= cached.watermark):
             live = None
         else:
             # Rows from the entry's watermark on, wherever they are now (the watermark may have moved since).
             take = page.limit - cached.count
-            live = self._page_parts(cursor, selection, page, shape, take, cached.watermark, True)[False]
+            live = self._page_parts(cursor, selection, page, shape, take, cached.watermark, watermark)[False]
         return _page((cached.rows_json, cached.count, cached.last, cached.sensors), live, page.limit, tag)
 
     def _cached_selection(self, selection: _Selection) -> tuple:
@@ -388,11 +388,11 @@ class AnalyticsService:
         shape: _Shape,
         take: int,
         watermark: datetime | None,
-        from_watermark: bool = False,
+        current_watermark: datetime | None = None,
     ) -> dict[bool, _Part]:
         """The first `take` rows of the page (and whether more follow), in two parts: below the watermark
-        (True) and from it on (False; every row when there is no watermark; from_watermark: only rows from
-        it on are read)."""
+        (True) and from it on (False; every row when there is no watermark). With current_watermark (the
+        aggregate's, read in this transaction), only rows from `watermark` on are read."""
         params = {
             "key": selection.key,
             "start": selection.start,
@@ -401,14 +401,17 @@ class AnalyticsService:
             "kind": selection.kind,
             "limit": take + 1,
             "watermark": watermark,
+            "since": watermark,
+            "current_watermark": current_watermark,
         }
         where = [f"a.{selection.column} = %(key)s", f"a.bucket >= {self._bucket_floor(selection.relation)}"]
         if selection.end is not None:
             where.append("a.bucket < %(end)s")
         if selection.kind is not None:
             where.append("a.sensor_id IN (SELECT id FROM sensors WHERE kind = %(kind)s)")
-        if from_watermark:
-            where.append("a.bucket >= %(watermark)s")
+        source = selection.relation
+        if current_watermark is not None:
+            source = buckets_since_sql(selection.relation, selection.column)
         where += page.after_clause("a.bucket", "a.sensor_id", params)
         # Times as text and sensor details looked up once: parsing and formatting a datetime
         # per row, and a join per row, cost more than the aggregate read itself.
@@ -416,7 +419,7 @@ class AnalyticsService:
             f"SELECT {_UTC_TEXT.format('a.bucket')}, a.sensor_id, a.avg_value, a.min_value, a.max_value,"
             " a.sample_count, a.stddev_value, a.median_value, a.p95_value, a.p99_value,"
             " coalesce(a.bucket < %(watermark)s, false)"
-            f" FROM {selection.relation} a WHERE {' AND '.join(where)}"
+            f" FROM {source} a WHERE {' AND '.join(where)}"
             " ORDER BY a.bucket, a.sensor_id LIMIT %(limit)s",
             params,
         )

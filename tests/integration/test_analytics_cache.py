@@ -181,30 +181,43 @@ def test_readings_of_the_current_hour_are_in_the_next_answer_without_a_refresh(p
 
     freezer.store([now - timedelta(seconds=1)], 7.0)
 
-    answer = history(cached, freezer, now + timedelta(seconds=1))
+    later = now + timedelta(seconds=1)
+    answer = history(cached, freezer, later)
     assert list(samples(answer).values()) == [3, 2, 1]
-    assert answer == history(uncached, freezer, now + timedelta(seconds=1))
+    assert answer == history(uncached, freezer, later)
+    for service in (cached, cached):  # the days: a miss, then a hit
+        days = history(service, freezer, later, period="day")
+        assert sum(samples(days).values()) == 6 and days == history(uncached, freezer, later, period="day")
 
 
 def test_an_entry_stays_good_when_the_watermark_moves_on(past, cached, uncached, database, redis_client):
     freezer, now = past
-    history(cached, freezer, now)
-    key = cache_keys(redis_client, freezer)[0]
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    # As if the last refresh had been 4 hours ago: the entry holds the hour 5 hours ago only.
     with database.transaction() as cursor:
+        cursor.execute(
+            "UPDATE aggregate_watermarks SET watermark = %s WHERE name = 'telemetry_hourly'",
+            (hour - timedelta(hours=4),),
+        )
         cursor.execute("SELECT value FROM aggregate_settings WHERE key = 'cache_generation'")
         generation = cursor.fetchone()
+    history(cached, freezer, now)
+    key = cache_keys(redis_client, freezer)
 
-    # A refresh with nothing late only moves the watermark on: the generation stays, and so does the entry.
+    # A refresh with nothing late only moves the watermark on (materialising the hour 4 hours ago): the
+    # generation stays, and so does the entry, the rows from its watermark on read as they are now.
     refresh(database)
 
     with database.transaction() as cursor:
         cursor.execute("SELECT value FROM aggregate_settings WHERE key = 'cache_generation'")
         assert cursor.fetchone() == generation
+        cursor.execute("SELECT watermark FROM aggregate_watermarks WHERE name = 'telemetry_hourly'")
+        assert cursor.fetchone()[0] == hour
     assert history(cached, freezer, now) == history(uncached, freezer, now)
     with database.transaction() as cursor:
         cursor.execute("UPDATE telemetry_hourly_mat SET sample_count = 99 WHERE equipment_id = %s", (freezer.id,))
-    assert list(samples(history(cached, freezer, now)).values()) == [3, 2]
-    assert cache_keys(redis_client, freezer) == [key]
+    assert list(samples(history(cached, freezer, now)).values()) == [3, 99]  # the first from the entry
+    assert cache_keys(redis_client, freezer) == key
 
 
 def test_pages_through_cached_and_live_rows_like_the_database(past, cached, uncached):
