@@ -355,7 +355,7 @@ class AnalyticsService:
         )
         watermark, generation, sensors_now = cursor.fetchone()
         if cached is None or (cached.generation, cached.sensors) != (generation, sensors_now):
-            parts = self._page_parts(cursor, selection, page, shape, page.limit, watermark)
+            parts = self._page_parts(cursor, selection, page, shape, page.limit, watermark, ("-infinity", watermark))
             rows_json, count, last, sensors = parts[True]
             cached = MaterialisedPart(generation, watermark, rows_json, count, last, sensors)
             self.cache.put(key, cached)
@@ -365,7 +365,9 @@ class AnalyticsService:
         else:
             # Rows from the entry's watermark on, wherever they are now (the watermark may have moved since).
             take = page.limit - cached.count
-            live = self._page_parts(cursor, selection, page, shape, take, cached.watermark, watermark)[False]
+            live = self._page_parts(
+                cursor, selection, page, shape, take, cached.watermark, (cached.watermark, watermark)
+            )[False]
         return _page((cached.rows_json, cached.count, cached.last, cached.sensors), live, page.limit, tag)
 
     def _cached_selection(self, selection: _Selection) -> tuple:
@@ -388,11 +390,11 @@ class AnalyticsService:
         shape: _Shape,
         take: int,
         watermark: datetime | None,
-        current_watermark: datetime | None = None,
+        read_from: tuple[datetime | str, datetime] | None = None,
     ) -> dict[bool, _Part]:
         """The first `take` rows of the page (and whether more follow), in two parts: below the watermark
-        (True) and from it on (False; every row when there is no watermark). With current_watermark (the
-        aggregate's, read in this transaction), only rows from `watermark` on are read."""
+        (True) and from it on (False; every row when there is no watermark). read_from: (the first bucket to
+        read, the aggregate's watermark read in this transaction), to read with aggregates.buckets_since_sql."""
         params = {
             "key": selection.key,
             "start": selection.start,
@@ -401,8 +403,6 @@ class AnalyticsService:
             "kind": selection.kind,
             "limit": take + 1,
             "watermark": watermark,
-            "since": watermark,
-            "current_watermark": current_watermark,
         }
         where = [f"a.{selection.column} = %(key)s", f"a.bucket >= {self._bucket_floor(selection.relation)}"]
         if selection.end is not None:
@@ -410,8 +410,9 @@ class AnalyticsService:
         if selection.kind is not None:
             where.append("a.sensor_id IN (SELECT id FROM sensors WHERE kind = %(kind)s)")
         source = selection.relation
-        if current_watermark is not None:
+        if read_from is not None:
             source = buckets_since_sql(selection.relation, selection.column)
+            params.update(since=read_from[0], current_watermark=read_from[1])
         where += page.after_clause("a.bucket", "a.sensor_id", params)
         # Times as text and sensor details looked up once: parsing and formatting a datetime
         # per row, and a join per row, cost more than the aggregate read itself.
