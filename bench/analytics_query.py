@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import time
 import uuid
@@ -250,13 +251,19 @@ def main() -> None:
             response = session.get(url, params=window, headers=headers, timeout=30)
             assert response.status_code == 200, response.text
 
-        # Each request a first bucket of its own: none is answered from the cache (the seed's readings start
-        # later, so the rows are the same).
-        shifts = iter(range(1, 10 * args.runs))
+        # Each request a first bucket and a limit of its own (the seed's readings start later and the limit is above
+        # the rows there are, so the answer is the same): none is answered from the cache, not even by an entry an
+        # earlier run made within the hour.
+        shifts, salt = iter(range(1, 10 * args.runs)), random.randrange(1_000_000)
 
         def http_uncached() -> None:
-            start = now - timedelta(days=30, hours=next(shifts))
-            response = session.get(url, params={**window, "start_date": start.isoformat()}, headers=headers, timeout=30)
+            shift = next(shifts)
+            params = {
+                **window,
+                "start_date": (now - timedelta(days=30, hours=shift)).isoformat(),
+                "limit": str(2000 + (salt + shift) % 8000),
+            }
+            response = session.get(url, params=params, headers=headers, timeout=30)
             assert response.status_code == 200, response.text
 
         print(
