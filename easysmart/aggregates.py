@@ -25,6 +25,8 @@ from easysmart.errors import DatabaseTimeoutError
 logger = logging.getLogger(__name__)
 
 REFRESH_LOCK = "esm_aggregate_refresh"
+# aggregate_settings key of the generation of materialised buckets a cache may rely on (easysmart.analytics_cache)
+CACHE_GENERATION_KEY = "cache_generation"
 
 # (relation, materialised table, bucket of a timestamptz expression, bucket width)
 # The daily bucket relies on the transaction's TimeZone being the aggregate zone (SET LOCAL).
@@ -94,12 +96,22 @@ class PlainAggregates(AggregateBackend):
         with db.transaction() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (REFRESH_LOCK,))
             cursor.execute("SELECT set_config('TimeZone', %s, true)", (zone,))
-            self._apply_zone(cursor, zone)
+            past_rewritten = self._apply_zone(cursor, zone)
             cursor.execute("SELECT max(id), count(*) FROM aggregate_touched")
             max_id, logged = one_row(cursor)
             report.late_ranges = logged
             for name, table, bucket, width in _AGGREGATES:
-                report.buckets_written[name] = self._refresh_one(cursor, name, table, bucket, width, max_id or 0)
+                written, late = self._refresh_one(cursor, name, table, bucket, width, max_id or 0)
+                report.buckets_written[name] = written
+                past_rewritten = past_rewritten or late
+            if past_rewritten:
+                # Buckets below a watermark changed: cached history answers made before are not used again
+                # (easysmart.analytics_cache). Moving a watermark on changes none of them.
+                cursor.execute(
+                    "INSERT INTO aggregate_settings (key, value) VALUES (%(key)s, '1') ON CONFLICT (key)"
+                    " DO UPDATE SET value = (aggregate_settings.value::bigint + 1)::text",
+                    {"key": CACHE_GENERATION_KEY},
+                )
             cursor.execute("DELETE FROM aggregate_touched WHERE id <= %s", (max_id or 0,))
             cursor.execute(
                 "SELECT name, CASE WHEN isfinite(watermark) THEN to_char(watermark AT TIME ZONE 'UTC',"
@@ -109,11 +121,12 @@ class PlainAggregates(AggregateBackend):
         logger.info("aggregates refreshed", extra=report.body())
         return report
 
-    def _apply_zone(self, cursor, zone: str) -> None:
+    def _apply_zone(self, cursor, zone: str) -> bool:
+        """Whether the daily buckets were rebuilt for a new zone."""
         cursor.execute("SELECT value FROM aggregate_settings WHERE key = 'daily_timezone' FOR UPDATE")
         (stored,) = cursor.fetchone()
         if stored == zone:
-            return
+            return False
         # Daily buckets in the old zone are rebuilt from the raw data that is still there;
         # older ones (their raw rows are gone) stay as they were made.
         logger.warning("daily aggregate zone changes from %s to %s", stored, zone)
@@ -121,6 +134,7 @@ class PlainAggregates(AggregateBackend):
         floor = self._floor_sql("date_trunc('day', {ts})", "1 day")
         cursor.execute(f"DELETE FROM telemetry_daily_mat WHERE bucket >= ({floor})")
         cursor.execute(f"UPDATE aggregate_watermarks SET watermark = ({floor}) WHERE name = 'telemetry_daily'")
+        return True
 
     @staticmethod
     def _floor_sql(bucket: str, width: str) -> str:
@@ -131,7 +145,8 @@ class PlainAggregates(AggregateBackend):
             " FROM (SELECT value::timestamptz AS h FROM aggregate_settings WHERE key = 'raw_horizon') s"
         )
 
-    def _refresh_one(self, cursor, name: str, table: str, bucket: str, width: str, max_id: int) -> int:
+    def _refresh_one(self, cursor, name: str, table: str, bucket: str, width: str, max_id: int) -> tuple[int, bool]:
+        """Buckets written, and whether any was below the old watermark (late data)."""
         written = 0
         old = "(SELECT watermark FROM aggregate_watermarks WHERE name = %(name)s)"
         # Logged ranges below the old watermark, as whole buckets, merged (range_agg).
@@ -157,7 +172,7 @@ class PlainAggregates(AggregateBackend):
             )
         else:
             cursor.execute("UPDATE aggregate_watermarks SET refreshed_at = now() WHERE name = %(name)s", {"name": name})
-        return written
+        return written, bool(ranges)
 
     @staticmethod
     def _materialise(cursor, table: str, bucket: str, start: str, end: str, params: dict) -> int:
@@ -284,6 +299,25 @@ class TimescaleAggregates(AggregateBackend):
                 "raw chunks past retention not dropped yet: a lock was not free in time; the next run retries"
             )
             return {"raw_chunks_dropped": 0, "raw_chunks_drop_deferred": True}
+
+
+def buckets_since_sql(relation: str, column: str) -> str:
+    """SQL: the rows a plain-PostgreSQL aggregate view (0004) has from bucket %(since)s on for the equipment or
+    sensor %(key)s (column), %(current_watermark)s being its watermark: materialised buckets below that, raw rows
+    aggregated from it on, as the view reads them. The watermark given as a value, not the view's subquery, lets
+    the planner leave out every raw partition before it (planning the view's whole raw table costs ten times
+    more than reading the current hour)."""
+    table = {"telemetry_hourly": "telemetry_hourly_mat", "telemetry_daily": "telemetry_daily_mat"}[relation]
+    bucket = {
+        "telemetry_hourly": "esm_hour_bucket(ts)",
+        "telemetry_daily": "date_trunc('day', ts, esm_daily_timezone())",
+    }[relation]
+    return (
+        f"(SELECT {_COLUMNS} FROM {table} WHERE {column} = %(key)s AND bucket >= %(since)s"
+        f" AND bucket < %(current_watermark)s"
+        f" UNION ALL SELECT {bucket}, equipment_id, sensor_id, {_STATISTICS} FROM telemetry_data"
+        f" WHERE {column} = %(key)s AND ts >= %(current_watermark)s GROUP BY 1, 2, 3)"
+    )
 
 
 def backend_for(db: Database) -> AggregateBackend:

@@ -10,9 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Mapping
+from typing import Callable, Mapping
+from zoneinfo import ZoneInfo
 
+import orjson
+
+from easysmart.aggregates import CACHE_GENERATION_KEY, buckets_since_sql
 from easysmart.alerting.api import open_alerts
+from easysmart.analytics_cache import HistoryCache, MaterialisedPart, cache_key
 from easysmart.config import AggregateSettings
 from easysmart.db import Database
 from easysmart.errors import ForbiddenError, NotFoundError
@@ -130,10 +135,19 @@ class _Page:
 
 
 class AnalyticsService:
-    def __init__(self, db: Database, aggregates: AggregateSettings, spans: PeriodSpans = PeriodSpans()) -> None:
+    def __init__(
+        self,
+        db: Database,
+        aggregates: AggregateSettings,
+        spans: PeriodSpans = PeriodSpans(),
+        cache: HistoryCache | None = None,
+    ) -> None:
+        """cache: of the materialised part of aggregate answers; plain-PostgreSQL mode only (TimescaleDB's
+        continuous aggregates refresh on their own schedule, which bumps no cache generation)."""
         self.db = db
         self.zone = aggregates.aggregate_timezone  # of the daily buckets
         self.spans = spans
+        self.cache = cache
 
     # Endpoints
 
@@ -188,7 +202,7 @@ class AnalyticsService:
         _require_user(principal)
         with self.db.transaction() as cursor:
             equipment_id = self._equipment_id(cursor, principal, equipment_uuid)
-            body = self._history(cursor, args, now, "equipment_id", equipment_id)
+            body = self._history(cursor, principal, args, now, "equipment_id", equipment_id)
         return {"equipment_uuid": equipment_uuid, **body}
 
     def sensor_history(
@@ -202,7 +216,7 @@ class AnalyticsService:
             row = cursor.fetchone()
             if row is None:
                 raise NotFoundError(f"sensor {sensor_uuid} not found")
-            body = self._history(cursor, args, now, "sensor_id", row[0])
+            body = self._history(cursor, principal, args, now, "sensor_id", row[0])
         return {"sensor_uuid": sensor_uuid, **body}
 
     def equipment_stats(
@@ -258,24 +272,15 @@ class AnalyticsService:
         start = hour_floor((now or datetime.now(timezone.utc)) - timedelta(hours=hours))
         with self.db.transaction() as cursor:
             equipment_id = self._equipment_id(cursor, principal, equipment_uuid)
-            rows, next_cursor = self._aggregate_rows(
-                cursor, "telemetry_hourly", "equipment_id", equipment_id, start, None, None, page, "ha"
+            data, next_cursor = self._aggregate_rows(
+                cursor,
+                principal,
+                _Selection("telemetry_hourly", "equipment_id", equipment_id, start, None, None),
+                page,
+                "ha",
+                _home_assistant_row,
             )
             alerts = open_alerts(cursor, equipment_id)
-        data = [
-            {
-                "time": row["time"],
-                "sensor_uuid": row["sensor_uuid"],
-                "sensor_name": row["sensor_name"],
-                "sensor_type": row["sensor_type"],
-                "unit": row["sensor_unit"],
-                "value": row["avg_value"],
-                "max": row["max_value"],
-                "min": row["min_value"],
-                "samples": row["sample_count"],
-            }
-            for row in rows
-        ]
         return {
             "equipment_uuid": equipment_uuid,
             "period_hours": hours,
@@ -295,17 +300,25 @@ class AnalyticsService:
             raise NotFoundError(f"equipment {equipment_uuid} not found")
         return row[0]
 
-    def _history(self, cursor, args: Mapping[str, str], now: datetime | None, column: str, key: int) -> dict:
+    def _history(
+        self, cursor, principal: Principal, args: Mapping[str, str], now: datetime | None, column: str, key: int
+    ) -> dict:
         start, end = parse_window(args, now or datetime.now(timezone.utc))
         period = parse_period(args.get("period"), start, end, self.spans)
         kind = parse_sensor_type(args.get("sensor_type"))
         tag = period[0]
         page = _Page.from_args(args, tag, (str, int))
+        data: list[dict] | orjson.Fragment
         if period == "raw":
             data, next_cursor = self._raw_rows(cursor, column, key, start, end, kind, page)
         else:
             data, next_cursor = self._aggregate_rows(
-                cursor, _RELATIONS[period], column, key, start, end, kind, page, tag
+                cursor,
+                principal,
+                _Selection(_RELATIONS[period], column, key, start, end, kind),
+                page,
+                tag,
+                _history_row,
             )
         return {
             "period": period,
@@ -322,55 +335,111 @@ class AnalyticsService:
         return "date_trunc('day', %(start)s::timestamptz, %(zone)s)"
 
     def _aggregate_rows(
+        self, cursor, principal: Principal, selection: _Selection, page: _Page, tag: str, shape: _Shape
+    ) -> tuple[orjson.Fragment, str | None]:
+        """The page's rows (shape: the object of one) as a JSON array, and the next cursor.
+
+        With a cache, the rows below the watermark come from it when it has them (easysmart.analytics_cache)."""
+        if self.cache is None:
+            parts = self._page_parts(cursor, selection, page, shape, page.limit, None)
+            return _page(parts[True], parts[False], page.limit, tag)
+        key = cache_key(principal.tenant_id, *self._cached_selection(selection), page)
+        cached = self.cache.get(key)
+        # The generation, the watermark, and what the sensors of the cached rows say now.
+        cursor.execute(
+            "SELECT watermark, coalesce((SELECT value FROM aggregate_settings WHERE key = %s), '0'),"
+            " (SELECT coalesce(json_agg(json_build_array(id, uuid, name, kind, unit) ORDER BY id), '[]')"
+            "  FROM sensors WHERE id = ANY(%s))"
+            " FROM aggregate_watermarks WHERE name = %s",
+            (CACHE_GENERATION_KEY, [sensor[0] for sensor in cached.sensors] if cached else [], selection.relation),
+        )
+        watermark, generation, sensors_now = cursor.fetchone()
+        if cached is None or (cached.generation, cached.sensors) != (generation, sensors_now):
+            parts = self._page_parts(cursor, selection, page, shape, page.limit, watermark, ("-infinity", watermark))
+            rows_json, count, last, sensors = parts[True]
+            cached = MaterialisedPart(generation, watermark, rows_json, count, last, sensors)
+            self.cache.put(key, cached)
+            live: _Part | None = parts[False]
+        elif cached.count > page.limit or (selection.end is not None and selection.end <= cached.watermark):
+            live = None
+        else:
+            # Rows from the entry's watermark on, wherever they are now (the watermark may have moved since).
+            take = page.limit - cached.count
+            live = self._page_parts(
+                cursor, selection, page, shape, take, cached.watermark, (cached.watermark, watermark)
+            )[False]
+        return _page((cached.rows_json, cached.count, cached.last, cached.sensors), live, page.limit, tag)
+
+    def _cached_selection(self, selection: _Selection) -> tuple:
+        """What selects the rows: the first bucket and the last (not the times within them)."""
+        first = self._bucket_of(selection.relation, selection.start)
+        # bucket < end: the last bucket is the one holding the instant just before end.
+        last = self._bucket_of(selection.relation, selection.end - timedelta(microseconds=1)) if selection.end else None
+        return selection.relation, selection.column, selection.key, first, last, selection.kind
+
+    def _bucket_of(self, relation: str, moment: datetime) -> str:
+        if relation == "telemetry_hourly":
+            return hour_floor(moment).isoformat()
+        return f"{moment.astimezone(ZoneInfo(self.zone)).date().isoformat()} {self.zone}"
+
+    def _page_parts(
         self,
         cursor,
-        relation: str,
-        column: str,
-        key: int,
-        start: datetime,
-        end: datetime | None,
-        kind: str | None,
+        selection: _Selection,
         page: _Page,
-        tag: str,
-    ) -> tuple[list[dict], str | None]:
-        params = {"key": key, "start": start, "end": end, "zone": self.zone, "kind": kind, "limit": page.limit + 1}
-        where = [f"a.{column} = %(key)s", f"a.bucket >= {self._bucket_floor(relation)}"]
-        if end is not None:
+        shape: _Shape,
+        take: int,
+        watermark: datetime | None,
+        read_from: tuple[datetime | str, datetime] | None = None,
+    ) -> dict[bool, _Part]:
+        """The first `take` rows of the page (and whether more follow), in two parts: below the watermark
+        (True) and from it on (False; every row when there is no watermark). read_from: (the first bucket to
+        read, the aggregate's watermark read in this transaction), to read with aggregates.buckets_since_sql."""
+        params = {
+            "key": selection.key,
+            "start": selection.start,
+            "end": selection.end,
+            "zone": self.zone,
+            "kind": selection.kind,
+            "limit": take + 1,
+            "watermark": watermark,
+        }
+        where = [f"a.{selection.column} = %(key)s", f"a.bucket >= {self._bucket_floor(selection.relation)}"]
+        if selection.end is not None:
             where.append("a.bucket < %(end)s")
-        if kind is not None:
+        if selection.kind is not None:
             where.append("a.sensor_id IN (SELECT id FROM sensors WHERE kind = %(kind)s)")
+        source = selection.relation
+        if read_from is not None:
+            source = buckets_since_sql(selection.relation, selection.column)
+            params.update(since=read_from[0], current_watermark=read_from[1])
         where += page.after_clause("a.bucket", "a.sensor_id", params)
         # Times as text and sensor details looked up once: parsing and formatting a datetime
         # per row, and a join per row, cost more than the aggregate read itself.
         cursor.execute(
             f"SELECT {_UTC_TEXT.format('a.bucket')}, a.sensor_id, a.avg_value, a.min_value, a.max_value,"
-            " a.sample_count, a.stddev_value, a.median_value, a.p95_value, a.p99_value"
-            f" FROM {relation} a WHERE {' AND '.join(where)}"
+            " a.sample_count, a.stddev_value, a.median_value, a.p95_value, a.p99_value,"
+            " coalesce(a.bucket < %(watermark)s, false)"
+            f" FROM {source} a WHERE {' AND '.join(where)}"
             " ORDER BY a.bucket, a.sensor_id LIMIT %(limit)s",
             params,
         )
-        rows, more = page.split(cursor.fetchall())
-        sensors = _sensors(cursor, {row[1] for row in rows})
-        data = [
-            {
-                "time": bucket,
-                "sensor_uuid": sensors[sensor_id][0],
-                "sensor_name": sensors[sensor_id][1],
-                "sensor_type": sensors[sensor_id][2],
-                "sensor_unit": sensors[sensor_id][3],
-                "avg_value": avg,
-                "min_value": low,
-                "max_value": high,
-                "sample_count": count,
-                "stddev_value": stddev,
-                "median_value": median,
-                "p95_value": p95,
-                "p99_value": p99,
-            }
-            for bucket, sensor_id, avg, low, high, count, stddev, median, p95, p99 in rows
-        ]
-        next_cursor = encode_cursor(tag, rows[-1][0], rows[-1][1]) if more else None
-        return data, next_cursor
+        rows = cursor.fetchall()
+        sensors = _sensors(cursor, {row[1] for row in rows[:take]})
+        # Rows below the watermark come first (ordered by bucket).
+        split = next((number for number, row in enumerate(rows) if not row[10]), len(rows))
+        parts = {}
+        for materialised, part, count in (
+            (True, rows[: min(split, take)], split),
+            (False, rows[split:take], len(rows) - split),
+        ):
+            parts[materialised] = (
+                orjson.dumps([shape(row[0], sensors[row[1]], *row[2:10]) for row in part])[1:-1],
+                count,
+                (part[-1][0], part[-1][1]) if part else None,
+                [[sensor_id, *sensors[sensor_id]] for sensor_id in sorted({row[1] for row in part})],
+            )
+        return parts
 
     def _raw_rows(
         self, cursor, column: str, key: int, start: datetime, end: datetime, kind: str | None, page: _Page
@@ -408,12 +477,81 @@ class AnalyticsService:
 _UTC_TEXT = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"')"""
 
 
+def _history_row(time: str, sensor: tuple, avg, low, high, count, stddev, median, p95, p99) -> dict:
+    uuid, name, kind, unit = sensor
+    return {
+        "time": time,
+        "sensor_uuid": uuid,
+        "sensor_name": name,
+        "sensor_type": kind,
+        "sensor_unit": unit,
+        "avg_value": avg,
+        "min_value": low,
+        "max_value": high,
+        "sample_count": count,
+        "stddev_value": stddev,
+        "median_value": median,
+        "p95_value": p95,
+        "p99_value": p99,
+    }
+
+
+def _home_assistant_row(time: str, sensor: tuple, avg, low, high, count, *_) -> dict:
+    uuid, name, kind, unit = sensor
+    return {
+        "time": time,
+        "sensor_uuid": uuid,
+        "sensor_name": name,
+        "sensor_type": kind,
+        "unit": unit,
+        "value": avg,
+        "max": high,
+        "min": low,
+        "samples": count,
+    }
+
+
+# The object of one aggregate row: (time text, (sensor uuid, name, kind, unit), avg, min, max, count, stddev,
+# median, p95, p99) -> dict.
+_Shape = Callable[..., dict]
+
+
 def _sensors(cursor, ids: set[int]) -> dict[int, tuple]:
     """sensor id -> (uuid, name, kind, unit)"""
     if not ids:
         return {}
     cursor.execute("SELECT id, uuid, name, kind, unit FROM sensors WHERE id = ANY(%s)", (list(ids),))
     return {row[0]: row[1:] for row in cursor.fetchall()}
+
+
+@dataclass(frozen=True)
+class _Selection:
+    """The aggregate rows a page is read from."""
+
+    relation: str
+    column: str  # equipment_id or sensor_id
+    key: int
+    start: datetime
+    end: datetime | None
+    kind: str | None
+
+
+# A part of a page: its rows within the page as JSON objects joined by commas, how many rows of it were read
+# (of at most the page's limit + 1), the (time text, sensor id) of its last within the page, and its sensors
+# as [id, uuid, name, kind, unit].
+_Part = tuple[bytes, int, "tuple[str, int] | None", list[list]]
+
+
+def _page(materialised: _Part, live: _Part | None, limit: int, tag: str) -> tuple[orjson.Fragment, str | None]:
+    """The page (a JSON array) and the next cursor out of its two parts (easysmart.analytics_cache)."""
+    rows_json, count, last, _ = materialised
+    if count <= limit and live is not None:
+        live_json, live_count, live_last, _ = live
+        rows_json = b",".join(part for part in (rows_json, live_json) if part)
+        count += live_count
+        last = live_last or last
+    next_cursor = encode_cursor(tag, *last) if count > limit and last is not None else None
+    return orjson.Fragment(b"[" + rows_json + b"]"), next_cursor
 
 
 def _require_user(principal: Principal) -> None:

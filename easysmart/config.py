@@ -475,6 +475,24 @@ class AggregateSettings(Group):
     )
 
 
+@settings_group
+class AnalyticsCacheSettings(Group):
+    analytics_cache_ttl_s: int = env(
+        "ANALYTICS_CACHE_TTL_S",
+        "the materialised part of a history answer is kept in Redis this long (seconds; a refresh that rewrites"
+        " past buckets makes every kept one unused at once); 0: no cache",
+        900,
+    )
+    analytics_cache_max_entry_bytes: int = env(
+        "ANALYTICS_CACHE_MAX_ENTRY_BYTES", "answers larger than this are not kept (bytes)", 4 * MiB
+    )
+    analytics_cache_retry_after_s: float = env(
+        "ANALYTICS_CACHE_RETRY_AFTER_S",
+        "after a Redis error analytics answers without the cache this long before trying Redis again (seconds)",
+        10.0,
+    )
+
+
 # --- Alerts ---------------------------------------------------------------------------------------
 
 

@@ -9,9 +9,12 @@ import functions_framework
 import redis
 
 from easysmart.accountstate import AccountStates
+from easysmart.aggregates import PlainAggregates, backend_for
 from easysmart.analytics import AnalyticsService
+from easysmart.analytics_cache import HistoryCache
 from easysmart.config import (
     AggregateSettings,
+    AnalyticsCacheSettings,
     AnalyticsDatabaseTimeouts,
     BackendSettings,
     DatabaseSettings,
@@ -40,8 +43,13 @@ def _clients() -> tuple[AnalyticsService, TokenService, AccountStates]:
     redis_client = redis.Redis.from_url(
         RedisSettings.from_env().redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
     )
+    cache_settings = AnalyticsCacheSettings.from_env()
+    # Only the plain-PostgreSQL refresh bumps the cache generation (easysmart.analytics_cache).
+    cached = cache_settings.analytics_cache_ttl_s > 0 and isinstance(backend_for(db), PlainAggregates)
     return (
-        AnalyticsService(db, AggregateSettings.from_env()),
+        AnalyticsService(
+            db, AggregateSettings.from_env(), cache=HistoryCache(redis_client, cache_settings) if cached else None
+        ),
         TokenService(TokenSettings.from_env()),
         AccountStates(db, redis_client),
     )
