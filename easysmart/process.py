@@ -332,13 +332,13 @@ class BatchProcessor:
                     events, release = self._events(claim, digest)
                     writer = self.writer_factory(cursor, claim.tenant_id)
                     builder = BatchBuilder(normaliser, writer, self.settings.process_chunk_readings)
-                    # A streamed upload is downloaded and parsed here too, as the readings are normalised.
-                    with span("normalise and COPY"):
-                        try:
+                    try:
+                        # COPY overlaps on the writer thread; a streamed upload is downloaded and parsed here too.
+                        with span("normalise and COPY"):
                             builder.consume(events)
-                        finally:
-                            release()
-                            writer.close()
+                    finally:
+                        release()
+                        writer.close()
                     if builder.violations:
                         raise BatchFailedError(
                             "equipment item(s) cannot be used: " + "; ".join(builder.violations[:20])
