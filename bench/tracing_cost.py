@@ -164,6 +164,26 @@ def measure_ingest(uploads: int, traced: bool) -> dict:
     return {"ingest_uploads_per_s": round(uploads / wall, 1), "ingest_cpu_s": round(cpu, 3)}
 
 
+def span_cpu_us(endpoint: str, ratio: float, spans: int) -> float:
+    """CPU microseconds per span (two nested, as requests make them) exported to `endpoint` at `ratio`, the export
+    thread's included: the cost the rounds measure, without their noise."""
+    from easysmart import tracing
+    from easysmart.config import TracingSettings
+
+    tracing.configure_tracing("bench", TracingSettings(otel_exporter_otlp_endpoint=endpoint, trace_sample_ratio=ratio))
+    with tracing.span("warm-up"):
+        pass
+    started = time.process_time()
+    for _ in range(spans // 1000):
+        for _ in range(500):
+            with tracing.span("request"), tracing.span("phase"):
+                pass
+        tracing.flush()  # within the processor's queue (2048 spans), so none is dropped
+    cost = (time.process_time() - started) / spans * 1e6
+    tracing.configure_tracing("bench", TracingSettings())
+    return round(cost, 1)
+
+
 def one_round(args: argparse.Namespace, what: str, endpoint: str | None) -> dict:
     env = {
         **os.environ,
@@ -229,7 +249,12 @@ def main() -> None:
                     if name in measured:
                         figures[name][mode].append(measured[name])
                 print(json.dumps({"round": index + 1, "tracing": mode, "bench": what, **measured}), flush=True)
-    summary: dict[str, object] = {"sample_ratio": args.ratio, "spans_received": receiver.spans}
+    summary: dict[str, object] = {
+        "sample_ratio": args.ratio,
+        "spans_received": receiver.spans,
+        "span_cpu_us_unsampled": span_cpu_us(receiver.endpoint, 0.0, 20_000),
+        "span_cpu_us_sampled": span_cpu_us(receiver.endpoint, 1.0, 20_000),
+    }
     for name, modes in figures.items():
         on, off = statistics.median(modes["on"]), statistics.median(modes["off"])
         summary[f"median_{name}_traced"] = on

@@ -192,6 +192,8 @@ def server_span(method: str, headers: HeaderSource, parent_decides: bool) -> con
 
 def current_traceparent() -> str | None:
     """The W3C traceparent of the current span, or None when there is none."""
+    if not _setup.enabled:
+        return None
     carrier: dict[str, str] = {}
     _PROPAGATOR.inject(carrier)
     return carrier.get(TRACEPARENT_HEADER)
