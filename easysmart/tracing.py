@@ -79,6 +79,7 @@ def configure_tracing(service: str, settings: TracingSettings, exporter: SpanExp
 
 
 def enabled() -> bool:
+    """Whether this process traces (an endpoint, or a test's exporter, is configured)."""
     return _setup.enabled
 
 
@@ -154,6 +155,7 @@ def _started(
 
 
 def mark_failed(current: Span, error_type: str) -> None:
+    """Marks the span failed, naming the error's type (or an HTTP status), never its message."""
     current.set_attribute("error.type", error_type)
     current.set_status(trace.Status(trace.StatusCode.ERROR, error_type))
 
