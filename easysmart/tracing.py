@@ -132,8 +132,13 @@ def span(
     outside a traced request; the sampling decision follows it."""
     if not _setup.enabled:
         return _NO_SPAN
+    current = trace.get_current_span()
+    if current.get_span_context().is_valid and not current.is_recording():
+        # Within a trace not sampled nothing is recorded: the request's span (its ids in the log lines and the
+        # claim check) stands for the block, so an unsampled upload costs one span, not one per phase.
+        return contextlib.nullcontext(current)
     context: Context | None = None
-    if parent and not trace.get_current_span().get_span_context().is_valid:
+    if parent and not current.get_span_context().is_valid:
         remote = _remote_context(parent)
         if remote is not None:
             context = trace.set_span_in_context(NonRecordingSpan(remote))

@@ -11,6 +11,7 @@ import logging
 import flask
 import orjson
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import INVALID_SPAN, SpanKind
 from support.claims import CLAIM, TEST_KEYRING
@@ -237,3 +238,26 @@ def test_a_claim_check_handled_outside_a_request_is_a_child_of_its_traceparent(e
     first, second, request = exporter.get_finished_spans() if tracing.flush() is None else ()
     assert hex_id(first.parent.span_id, 16) == CLIENT_SPAN_ID
     assert second.parent.span_id == inner.parent.span_id == request.context.span_id
+
+
+def test_within_an_unsampled_trace_no_span_is_made_for_a_phase(exporter):
+    trace_to(exporter, ratio=0.0)
+    seen = []
+
+    def handler(request: flask.Request) -> Reply:
+        with tracing.span("phase") as phase:
+            seen.append((trace.get_current_span(), phase, tracing.current_traceparent()))
+        return Reply(200, {})
+
+    router = Router("test", parent_decides_sampling=True)
+    router.add("POST", "/", handler)
+    flask_app = flask.Flask("unsampled")
+    flask_app.add_url_rule("/", "root", lambda: router(flask.request), methods=["POST"])
+
+    flask_app.test_client().post("/", headers={"traceparent": NOT_SAMPLED})
+
+    ((request_span, phase, traceparent),) = seen
+    assert phase is request_span and not phase.is_recording()
+    # The claim check still carries the trace, unsampled: downstream follows.
+    assert traceparent.startswith(f"00-{CLIENT_TRACE_ID}-") and traceparent.endswith("-00")
+    assert finished(exporter) == {}
