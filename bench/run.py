@@ -54,6 +54,11 @@ def main() -> None:
     print("\n== process with and without its telemetry.stored outbox event, 5 alternating rounds (median drop <= 5 %)")
     run([str(HERE / "outbox_cost.py"), "--rounds", "5", "--readings", "200000"])
     print(
+        "\n== process and ingest (in-process) with tracing on, 10 % sampled and exported to a local OTLP receiver,"
+        " vs off, 5 alternating rounds (median drop <= 5 %)"
+    )
+    run([str(HERE / "tracing_cost.py"), "--rounds", "5", "--ratio", "0.1"])
+    print(
         "\n== ingest through http://127.0.0.1:8080"
         " (targets at concurrency 8: p95 <= 25 ms for 64 KiB, <= 150 ms for 1 MiB),"
         " then ingest's memory growth during a 10 MiB upload (target <= 64 MiB)"

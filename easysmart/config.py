@@ -784,6 +784,21 @@ class LoggingSettings(Group):
 
 
 @settings_group
+class TracingSettings(Group):
+    otel_exporter_otlp_endpoint: str = env(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "base URL of an OpenTelemetry collector's OTLP/HTTP receiver (spans go to <url>/v1/traces); empty: tracing off",
+        "",
+    )
+    trace_sample_ratio: float = env(
+        "TRACE_SAMPLE_RATIO",
+        "share of requests traced, 0 to 1, decided where a request enters (a client's sampled flag is not taken);"
+        " the spans downstream of it (the claim check, the bridge, process) follow that decision",
+        0.1,
+    )
+
+
+@settings_group
 class DemoSettings(Group):
     esm_base_url: str = env("ESM_BASE_URL", "public URL `esm demo` uploads through", "http://127.0.0.1:8080")
     demo_tenant: str = env("DEMO_TENANT", "tenant of `esm seed-demo`", "demo")

@@ -97,8 +97,10 @@ class Database:
         monotonic: MonotonicClock = time.monotonic,
         statement_timeout_s: float | None = None,
         lock_timeout_s: float | None = None,
+        cursor_factory: type[psycopg2.extensions.cursor] | None = None,
     ) -> None:
         self.dsn = dsn
+        self.cursor_factory = cursor_factory  # of every cursor of the pool's connections (None: psycopg2's)
         self.connect_timeout_s = connect_timeout_s
         self.options = " ".join(
             f"-c {name}={round(seconds * 1000)}"
@@ -120,8 +122,13 @@ class Database:
                 return conn
             conn.close()  # the server went away (a restart) while it was idle
         if self.options:
-            return psycopg2.connect(self.dsn, connect_timeout=self.connect_timeout_s, options=self.options)
-        return psycopg2.connect(self.dsn, connect_timeout=self.connect_timeout_s)
+            return psycopg2.connect(
+                self.dsn,
+                connect_timeout=self.connect_timeout_s,
+                options=self.options,
+                cursor_factory=self.cursor_factory,
+            )
+        return psycopg2.connect(self.dsn, connect_timeout=self.connect_timeout_s, cursor_factory=self.cursor_factory)
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[psycopg2.extensions.connection]:

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta, timezone
 from typing import IO, BinaryIO, Callable, Iterable
 
 import orjson
+from opentelemetry.trace import SpanKind
 
 from easysmart.accountstate import AccountStates
 from easysmart.claimsig import ClaimKeyring, blob_metadata
@@ -60,12 +61,14 @@ from easysmart.observability import batch_id_var
 from easysmart.payload import structure_violations
 from easysmart.ratelimit import DecompressionBudget, Limit, RateLimiter
 from easysmart.storage import BlobStore
+from easysmart.tracing import span, with_traceparent
 from easysmart.upload import UploadShape, scan_shape
 from easysmart.web import Reply
 
 logger = logging.getLogger(__name__)
 
 READ_CHUNK_BYTES = 64 * 1024
+_KAFKA_SEND = {"messaging.system": "kafka", "messaging.operation.type": "send"}
 SPOOL_IN_MEMORY_BYTES = 1024 * 1024
 
 
@@ -241,7 +244,8 @@ class IngestService:
             )
 
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES) as spool:
-            digest, decompressed, shape = self._read_body(request, gzip_body, spool)
+            with span("read upload"):
+                digest, decompressed, shape = self._read_body(request, gzip_body, spool)
             received_at = datetime.now(timezone.utc)
             earlier = self._earlier_identical(request.principal, digest, received_at)
             if earlier is not None:
@@ -268,9 +272,11 @@ class IngestService:
             claim = self.keyring.sign(unsigned)
             spool.seek(0)
             # Process holds the blob's tenant, account, batch and sha256 to the claim check's.
-            self.blobs.put(key, spool, {**blob_metadata(claim), "request-id": claim.request_id})
+            with span("put blob"):
+                self.blobs.put(key, spool, {**blob_metadata(claim), "request-id": claim.request_id})
         try:
-            self.publisher.publish(claim)
+            with span("publish claim check", kind=SpanKind.PRODUCER, attributes=_KAFKA_SEND):
+                self.publisher.publish(with_traceparent(claim))
         except PublishOutcomeUnknownError:
             # The claim check may be in Kafka: its blob stays (and expires with the others) so it is never
             # a claim check pointing at nothing; the client resends, and a resend stores nothing twice.

@@ -1,4 +1,4 @@
-"""Structured JSON logs carrying request, batch and tenant ids; Prometheus metrics."""
+"""Structured JSON logs carrying request, batch, tenant and trace ids; Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 import time
 
 import orjson
+from opentelemetry import trace
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
 from easysmart.config import LoggingSettings
@@ -33,6 +34,10 @@ class JsonFormatter(logging.Formatter):
             value = var.get()
             if value is not None:
                 entry[name] = value
+        span_context = trace.get_current_span().get_span_context()
+        if span_context.is_valid:  # a traced request (easysmart.tracing), sampled or not
+            entry["trace_id"] = format(span_context.trace_id, "032x")
+            entry["span_id"] = format(span_context.span_id, "016x")
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
                 entry[key] = value

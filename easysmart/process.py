@@ -60,6 +60,7 @@ from easysmart.outbox import TELEMETRY_STORED_TOPIC, TELEMETRY_STORED_TYPE, Outb
 from easysmart.payload import ReadingNormaliser
 from easysmart.ratelimit import DecompressionBudget
 from easysmart.storage import BlobMetadataMismatchError, BlobMissingError, BlobStore
+from easysmart.tracing import span
 from easysmart.uploadstats import record_upload
 
 logger = logging.getLogger(__name__)
@@ -171,6 +172,11 @@ class BatchProcessor:
         self._partition_days: set = set()
 
     def process(self, claim: ClaimCheck, now: datetime | None = None) -> ProcessResult:
+        # A child of the delivery's request span, or else of the claim check's traceparent.
+        with span("process batch", parent=claim.traceparent):
+            return self._process(claim, now)
+
+    def _process(self, claim: ClaimCheck, now: datetime | None) -> ProcessResult:
         started = time.perf_counter()
         batch_id_var.set(claim.batch_id)
         tenant_id_var.set(claim.tenant_id)
@@ -313,8 +319,10 @@ class BatchProcessor:
                 return charge()
 
             try:
-                text = b"".join(texts)
-                items = orjson.loads(text)
+                with span("download blob"):
+                    text = b"".join(texts)
+                with span("parse upload"):
+                    items = orjson.loads(text)
             except orjson.JSONDecodeError as error:
                 release()
                 raise MalformedJsonError(f"the upload is not valid JSON: {error}") from None
@@ -350,7 +358,9 @@ class BatchProcessor:
                     writer = self.writer_factory(cursor, claim.tenant_id)
                     builder = BatchBuilder(normaliser, writer, self.settings.process_chunk_readings)
                     try:
-                        builder.consume(events)
+                        # COPY overlaps on the writer thread; a streamed upload is downloaded and parsed here too.
+                        with span("normalise and COPY"):
+                            builder.consume(events)
                     finally:
                         decompressed = release()
                         writer.close()
@@ -366,21 +376,25 @@ class BatchProcessor:
                     )
                     if counts.stored:
                         # Logged in this transaction, so no refresh of the aggregates can miss the range.
-                        cursor.execute(
-                            "INSERT INTO aggregate_touched (lo, hi) VALUES (%s, %s)", (builder.oldest, builder.newest)
+                        with span("log aggregate range"):
+                            cursor.execute(
+                                "INSERT INTO aggregate_touched (lo, hi) VALUES (%s, %s)",
+                                (builder.oldest, builder.newest),
+                            )
+                    with span("ledger"):
+                        self.ledger.mark_done(
+                            cursor, claim.batch_id, builder.items, counts, tally.reasons, tally.reason_counts
                         )
-                    self.ledger.mark_done(
-                        cursor, claim.batch_id, builder.items, counts, tally.reasons, tally.reason_counts
-                    )
-                    outbox.enqueue(cursor, stored_event(claim, writer, datetime.now(timezone.utc)))
-                    record_upload(
-                        cursor,
-                        claim.account_id,
-                        datetime.fromisoformat(claim.received_at),
-                        tally.readings,
-                        builder.newest,
-                    )
-                    conn.commit()
+                        outbox.enqueue(cursor, stored_event(claim, writer, datetime.now(timezone.utc)))
+                        record_upload(
+                            cursor,
+                            claim.account_id,
+                            datetime.fromisoformat(claim.received_at),
+                            tally.readings,
+                            builder.newest,
+                        )
+                    with span("commit"):
+                        conn.commit()
                     PROCESS_BATCH_BYTES.observe(decompressed)
                     return ProcessResult.done(claim.batch_id, counts)
                 except BaseException:

@@ -6,6 +6,7 @@ request functions-framework gives them.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import re
@@ -16,6 +17,7 @@ from typing import Callable
 
 import flask
 import orjson
+from opentelemetry.trace import INVALID_SPAN
 
 from easysmart.config import ConfigError, ProxySettings
 from easysmart.errors import (
@@ -29,6 +31,7 @@ from easysmart.errors import (
 )
 from easysmart.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from easysmart.observability import batch_id_var, metrics_response, request_id_var, tenant_id_var
+from easysmart.tracing import mark_failed, server_span
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +46,8 @@ class Reply:
 # A handler answers a Reply (JSON), or a flask.Response of its own (a stream of Server-Sent Events).
 Handler = Callable[..., "Reply | flask.Response"]
 _HEALTH_PATHS = {"/", "/_/health", "/_/ready", "/healthz"}
+# Probes and scrapes are not traced.
+_UNTRACED = contextlib.nullcontext(INVALID_SPAN)
 
 
 def json_response(status: int, body: object, headers: dict[str, str] | None = None) -> flask.Response:
@@ -127,13 +132,19 @@ def client_address(request: flask.Request, proxy: ProxyTrust) -> str:
 
 
 class Router:
-    """`metrics` answers GET /metrics (the catalogue's metrics of the function's workers unless given)."""
+    """`metrics` answers GET /metrics (the catalogue's metrics of the function's workers unless given).
+    `parent_decides_sampling`: a caller's traceparent decides whether a request is traced, for a function
+    only the platform reaches (process); elsewhere a client's sampled flag is not taken (easysmart.tracing)."""
 
     def __init__(
-        self, function: str, metrics: Callable[[], tuple[bytes, int, dict[str, str]]] = metrics_response
+        self,
+        function: str,
+        metrics: Callable[[], tuple[bytes, int, dict[str, str]]] = metrics_response,
+        parent_decides_sampling: bool = False,
     ) -> None:
         self.function = function
         self.metrics = metrics
+        self.parent_decides_sampling = parent_decides_sampling
         self._routes: list[tuple[str, re.Pattern[str], str, Handler]] = []
 
     def add(self, method: str, pattern: str, handler: Handler) -> None:
@@ -149,10 +160,20 @@ class Router:
         tenant_id_var.set(None)
         started = time.perf_counter()
         route_label = "unmatched"
-        try:
-            route_label, response = self._dispatch(request)
-        finally:
-            request_id_var.reset(token)
+        probe = request.method == "GET" and (request.path in _HEALTH_PATHS or request.path == "/metrics")
+        traced = _UNTRACED if probe else server_span(request.method, request.headers, self.parent_decides_sampling)
+        with traced as span:
+            try:
+                route_label, response = self._dispatch(request)
+            finally:
+                request_id_var.reset(token)
+            if route_label != "unmatched":
+                # The route's template, never the path (ids) or the query (a stream ticket).
+                span.update_name(f"{request.method} {route_label}")
+                span.set_attribute("http.route", route_label)
+            span.set_attribute("http.response.status_code", response.status_code)
+            if response.status_code >= 500:
+                mark_failed(span, str(response.status_code))
         response.headers["X-Request-Id"] = request_id
         HTTP_REQUESTS.labels(self.function, route_label, str(response.status_code)).inc()
         HTTP_LATENCY.labels(self.function, route_label).observe(time.perf_counter() - started)

@@ -27,10 +27,18 @@ import kafka
 import kafka.errors
 import requests
 from kafka.structs import OffsetAndMetadata, TopicPartition
+from opentelemetry.trace import SpanKind
 
 from easysmart.bridges.bridge_metrics import RouteMetrics, serve_metrics
 from easysmart.clock import MonotonicClock
-from easysmart.config import BridgeMetricsSettings, ConfigError, KafkaBridgeSettings, KafkaSettings, LoggingSettings
+from easysmart.config import (
+    BridgeMetricsSettings,
+    ConfigError,
+    KafkaBridgeSettings,
+    KafkaSettings,
+    LoggingSettings,
+    TracingSettings,
+)
 from easysmart.events import (
     DLQ_ERROR_HEADERS,
     DLQ_SOURCE_HEADER,
@@ -41,6 +49,7 @@ from easysmart.events import (
     to_http,
 )
 from easysmart.observability import configure_logging
+from easysmart.tracing import configure_tracing, kafka_traceparent, mark_failed, span, with_trace_headers
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -127,8 +136,18 @@ class KafkaSourceBridge:
         self.metrics = RouteMetrics(self.route.topic, self.route.dlq_topic, monotonic)
 
     def deliver(self, record) -> Outcome:
-        """POST one record until it is done, retrying retriable failures with backoff."""
+        """POST one record until it is done, retrying retriable failures with backoff; one span, a child of the
+        record's traceparent, whose context the sink gets in its traceparent header."""
         headers = {k: v for k, v in (record.headers or [])}
+        with span(f"{self.route.topic} deliver", kind=SpanKind.CONSUMER, parent=kafka_traceparent(headers)) as current:
+            outcome = self._deliver(record, headers)
+            if outcome.status is not None:
+                current.set_attribute("http.response.status_code", outcome.status)
+            if not outcome.delivered:
+                mark_failed(current, "undelivered")
+            return outcome
+
+    def _deliver(self, record, headers: dict) -> Outcome:
         try:
             event = from_kafka(headers, record.key, record.value)
             http_headers, body = to_http(event)
@@ -165,7 +184,10 @@ class KafkaSourceBridge:
         started = time.perf_counter()
         try:
             response = self.session.post(
-                self.route.sink_url, headers=headers, data=body, timeout=(5, self.settings.request_timeout_s)
+                self.route.sink_url,
+                headers=with_trace_headers(headers),
+                data=body,
+                timeout=(5, self.settings.request_timeout_s),
             )
         except requests.RequestException as error:
             self.metrics.delivered(None, time.perf_counter() - started)
@@ -349,6 +371,7 @@ class KafkaSourceBridge:
 
 def main() -> None:
     configure_logging("kafka-source-bridge", LoggingSettings.from_env())
+    configure_tracing("kafka-source-bridge", TracingSettings.from_env())
     kafka_config, settings = KafkaSettings.from_env(), KafkaBridgeSettings.from_env()
     serve_metrics(BridgeMetricsSettings.from_env())
     stopping = threading.Event()

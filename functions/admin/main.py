@@ -25,13 +25,16 @@ from easysmart.config import (
     ProxySettings,
     RedisSettings,
     TokenSettings,
+    TracingSettings,
 )
 from easysmart.db import Database
 from easysmart.identity import Principal, TokenService
 from easysmart.observability import configure_logging, request_id_var
+from easysmart.tracing import configure_tracing
 from easysmart.web import ProxyTrust, Reply, Router, client_address, json_body
 
 configure_logging("admin", LoggingSettings.from_env())
+configure_tracing("admin", TracingSettings.from_env())
 MAX_ADMIN_BODY_BYTES = 4096
 _PROXY_TRUST = ProxyTrust.from_settings(ProxySettings.from_env())
 

@@ -22,15 +22,18 @@ from easysmart.config import (
     LoggingSettings,
     RedisSettings,
     TokenSettings,
+    TracingSettings,
 )
 from easysmart.db import Database
 from easysmart.errors import BadRequestError
 from easysmart.events import cloudevent_from_http
 from easysmart.identity import Principal, TokenService
 from easysmart.observability import configure_logging
+from easysmart.tracing import configure_tracing
 from easysmart.web import Reply, Router, json_body
 
 configure_logging("alerts", LoggingSettings.from_env())
+configure_tracing("alerts", TracingSettings.from_env())
 
 
 @functools.cache

@@ -21,13 +21,16 @@ from easysmart.config import (
     LoggingSettings,
     RedisSettings,
     TokenSettings,
+    TracingSettings,
 )
 from easysmart.db import Database
 from easysmart.identity import Principal, TokenService
 from easysmart.observability import configure_logging
+from easysmart.tracing import TracedCursor, configure_tracing
 from easysmart.web import Reply, Router
 
 configure_logging("analytics", LoggingSettings.from_env())
+configure_tracing("analytics", TracingSettings.from_env())
 
 
 @functools.cache
@@ -38,6 +41,7 @@ def _clients() -> tuple[AnalyticsService, TokenService, AccountStates]:
         database.db_pool_max,
         statement_timeout_s=timeouts.statement_timeout_s,
         lock_timeout_s=timeouts.lock_timeout_s,
+        cursor_factory=TracedCursor,  # its SQL is traced
     )
     timeout_s = BackendSettings.from_env().backend_timeout_s
     redis_client = redis.Redis.from_url(

@@ -19,14 +19,17 @@ from easysmart.config import (
     ProxySettings,
     RedisSettings,
     TokenSettings,
+    TracingSettings,
 )
 from easysmart.db import Database
 from easysmart.identity import TokenService, bearer_principal
 from easysmart.observability import configure_logging
 from easysmart.ratelimit import RateLimiter
+from easysmart.tracing import configure_tracing
 from easysmart.web import ProxyTrust, Reply, Router, client_address, json_body
 
 configure_logging("auth", LoggingSettings.from_env())
+configure_tracing("auth", TracingSettings.from_env())
 _PROXY_TRUST = ProxyTrust.from_settings(ProxySettings.from_env())
 
 

@@ -22,6 +22,7 @@ from easysmart.config import (
     RedisSettings,
     RetentionSettings,
     TokenSettings,
+    TracingSettings,
     UploadLimits,
 )
 from easysmart.db import Database
@@ -32,9 +33,11 @@ from easysmart.messaging import ClaimCheckPublisher, KafkaProbe
 from easysmart.observability import configure_logging, request_id_var, tenant_id_var
 from easysmart.ratelimit import DecompressionBudget, RateLimiter
 from easysmart.storage import BlobStore, make_s3_client
+from easysmart.tracing import configure_tracing
 from easysmart.web import ProxyTrust, Reply, Router, client_address
 
 configure_logging("ingest", LoggingSettings.from_env())
+configure_tracing("ingest", TracingSettings.from_env())
 _PROXY_TRUST = ProxyTrust.from_settings(ProxySettings.from_env())
 
 

@@ -20,6 +20,7 @@ from easysmart.config import (
     SmtpSettings,
     StreamSettings,
     TokenSettings,
+    TracingSettings,
 )
 from easysmart.db import Database
 from easysmart.events import InvalidCloudEventError, cloudevent_from_http
@@ -29,10 +30,12 @@ from easysmart.netguard import AddressPolicy
 from easysmart.notify import NotifyService
 from easysmart.observability import configure_logging, tenant_id_var
 from easysmart.stream import AlertStreamPublisher
+from easysmart.tracing import configure_tracing
 from easysmart.web import Reply, Router
 from easysmart.webhooks import WebhookSender
 
 configure_logging("notify", LoggingSettings.from_env())
+configure_tracing("notify", TracingSettings.from_env())
 
 
 @functools.cache

@@ -19,6 +19,7 @@ from easysmart.config import (
     ProcessSettings,
     RedisSettings,
     RetentionSettings,
+    TracingSettings,
     UploadLimits,
 )
 from easysmart.db import Database
@@ -27,9 +28,11 @@ from easysmart.observability import configure_logging
 from easysmart.process import BatchProcessor, counted_claim_check
 from easysmart.ratelimit import DecompressionBudget
 from easysmart.storage import BlobStore, make_s3_client
+from easysmart.tracing import configure_tracing
 from easysmart.web import Reply, Router
 
 configure_logging("process", LoggingSettings.from_env())
+configure_tracing("process", TracingSettings.from_env())
 
 
 @functools.cache
@@ -66,7 +69,8 @@ def receive(request: flask.Request) -> Reply:
     return Reply(200, result.body())
 
 
-router = Router("process")
+# Only the Kafka source reaches process: its traceparent decides the sampling, made at ingest.
+router = Router("process", parent_decides_sampling=True)
 router.add("POST", "/", receive)
 
 

@@ -22,6 +22,7 @@ from easysmart.config import (
     ObjectStoreSettings,
     RetentionDatabaseTimeouts,
     RetentionSettings,
+    TracingSettings,
 )
 from easysmart.db import Database
 from easysmart.errors import BadRequestError
@@ -29,9 +30,11 @@ from easysmart.events import cloudevent_from_http
 from easysmart.observability import configure_logging
 from easysmart.retention import BlobExpiry, RetentionService, parse_job
 from easysmart.storage import make_s3_client
+from easysmart.tracing import configure_tracing
 from easysmart.web import Reply, Router
 
 configure_logging("retention", LoggingSettings.from_env())
+configure_tracing("retention", TracingSettings.from_env())
 
 
 @functools.cache

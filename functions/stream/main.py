@@ -23,14 +23,17 @@ from easysmart.config import (
     StreamDatabaseTimeouts,
     StreamSettings,
     TokenSettings,
+    TracingSettings,
 )
 from easysmart.db import Database
 from easysmart.identity import TokenService, bearer_principal
 from easysmart.observability import configure_logging, tenant_id_var
 from easysmart.stream import StreamService
+from easysmart.tracing import configure_tracing
 from easysmart.web import Reply, Router
 
 configure_logging("stream", LoggingSettings.from_env())
+configure_tracing("stream", TracingSettings.from_env())
 
 
 @functools.cache

@@ -109,6 +109,7 @@ def knative_front_proxy(prefix: Path, port: int, upstream_port: int) -> str:
         ("${FRONT_PROXY_SECRET}", SECRET),
         ("kourier-internal.kourier-system.svc.cluster.local:80", f"127.0.0.1:{upstream_port}"),
         ("listen 8080;", f"listen 127.0.0.1:{port};"),
+        ("/var/log/nginx/access.log", f"{prefix}/frontdoor-access.log"),
     ]:
         assert old in server, old
         server = server.replace(old, new)
@@ -128,6 +129,7 @@ def front_door(request, echo_port, tmp_path_factory) -> int:
         (prefix / "tmp" / name).mkdir(parents=True)
     port = free_port()
     (prefix / "nginx.conf").write_text(request.param(prefix, port, echo_port))
+    ACCESS_LOGS[port] = prefix / "frontdoor-access.log"
     command = [NGINX, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -136,6 +138,15 @@ def front_door(request, echo_port, tmp_path_factory) -> int:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+# Each front door's access log (both render theirs into the nginx prefix), by its port.
+ACCESS_LOGS: dict[int, Path] = {}
+
+
+def logged_traceparents(port: int) -> list[str]:
+    log = ACCESS_LOGS[port]
+    return [orjson.loads(line)["traceparent"] for line in log.read_text().splitlines()] if log.exists() else []
 
 
 def through_front_door(port: int, path: str, headers: list[tuple[str, str]]) -> tuple[int, dict]:
@@ -224,3 +235,39 @@ def test_the_detailed_health_is_not_behind_the_front_door(front_door):
 
     assert response.status == 404
     assert orjson.loads(response.read())["error"] == "not_found"
+
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def test_a_clients_traceparent_is_passed_on_and_logged(front_door):
+    _, echoed = through_front_door(front_door, "/api/v1/telemetry/bulk", [("traceparent", TRACEPARENT)])
+
+    assert echoed["headers"]["traceparent"] == [TRACEPARENT]
+    wait_until(lambda: TRACEPARENT in logged_traceparents(front_door), 10, 0.05, "the access log line")
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        [],
+        [("traceparent", "not-a-traceparent")],
+        [("traceparent", TRACEPARENT.upper())],
+        [("traceparent", "00-" + "0" * 32 + "-00f067aa0ba902b7-01")],
+        [("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-" + "0" * 16 + "-01")],
+    ],
+    ids=["none", "malformed", "upper-case", "zero trace id", "zero parent id"],
+)
+def test_without_a_valid_traceparent_the_front_door_makes_one_and_logs_it(front_door, sent):
+    made = []
+    for _ in range(2):
+        _, echoed = through_front_door(front_door, "/api/v1/analytics/x", sent)
+        made += echoed["headers"]["traceparent"]
+
+    for traceparent in made:
+        match = re.fullmatch(r"00-([0-9a-f]{32})-([0-9a-f]{16})-00", traceparent)
+        assert match, traceparent
+        trace_id, parent_id = match.groups()
+        assert trace_id.strip("0") and parent_id.strip("0") and parent_id == trace_id[16:]
+        wait_until(lambda: traceparent in logged_traceparents(front_door), 10, 0.05, "the access log line")
+    assert made[0] != made[1]  # one trace per request
