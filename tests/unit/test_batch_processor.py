@@ -58,8 +58,8 @@ class Stack:
             keyring=TEST_KEYRING,
         )
 
-    def _new_writer(self, cursor, tenant_id: str) -> FakeCopyWriter:
-        self.writers.append(FakeCopyWriter(cursor, tenant_id))
+    def _new_writer(self, cursor, tenant_id: str, *, threaded: bool = True) -> FakeCopyWriter:
+        self.writers.append(FakeCopyWriter(cursor, tenant_id, threaded=threaded))
         return self.writers[-1]
 
     def upload(self, text: bytes) -> ClaimCheck:
@@ -92,7 +92,8 @@ def test_the_batch_is_marked_done_on_the_transaction_that_copied_its_readings(st
     claim = stack.upload((FIXTURES / "ha-bulk-small.json").read_bytes())
     stack.processor.process(claim, now=NOW)
     (writer,) = stack.writers
-    assert stack.ledger.done_on[claim.batch_id] is writer.cursor
+    # Through the closing statements sent together on that cursor (process.DeferredStatements).
+    assert stack.ledger.done_on[claim.batch_id].cursor is writer.cursor
     marked_done = stack.journal.index(("ledger", claim.batch_id, BatchStatus.DONE))
     assert stack.journal[marked_done + 1] == ("commit", writer.cursor.connection)
 
