@@ -7,9 +7,11 @@ the last batch `done` in the ledger (ingest -> telemetry.raw -> kafka-bridge -> 
 bytes doing the least the same work needs: PUT to the S3 server and a claim-check-sized record produced with
 acks=all (concurrency 8), consumed from a topic with as many partitions as telemetry.raw, the blob fetched back,
 inflated and parsed, and its 40 rows COPYed into telemetry_data in one transaction (8 at a time). Prints one JSON
-line per round and one with the medians and the ratio stack / floor.
+line per round and one with the medians and the ratio stack / floor. With --backlog, each round also measures
+process and the kafka-bridge alone (the uploads accepted while the bridge is stopped, then drained: first to last
+`done`), which ingest's own rate does not bound.
 
-    python bench/small_batches.py --uploads 400 --devices 16 --rounds 2
+    python bench/small_batches.py --uploads 400 --devices 16 --rounds 2 [--backlog]
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ import json
 import os
 import random
 import statistics
+import subprocess
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import kafka
 import orjson
@@ -38,6 +42,7 @@ from easysmart import accounts
 from easysmart.config import DatabaseSettings, KafkaSettings, ObjectStoreSettings
 from easysmart.storage import make_s3_client
 
+ROOT = Path(__file__).resolve().parent.parent
 BASE = os.environ.get("ESM_BASE_URL", "http://127.0.0.1:8080")
 ZONE = "America/Sao_Paulo"
 READINGS = 40
@@ -143,7 +148,52 @@ def device_tokens(db_url: str, devices: int) -> list[str]:
     return tokens
 
 
-def through_stack(db_url: str, tokens: list[str], uploads: list[tuple[int, bytes]], wait_s: float) -> dict:
+def stack_service(action: str, name: str, env: dict | None = None) -> None:
+    subprocess.run(
+        ["bash", str(ROOT / "infra/local/stack.sh"), action, name],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def drained(db_url: str, batch_ids: list[str], wait_s: float) -> tuple[float, float]:
+    """The monotonic times the first and the last of the batches were seen done (polled every 10 ms)."""
+    pending, first, last = set(batch_ids), None, 0.0
+    deadline = time.monotonic() + wait_s
+    conn = psycopg2.connect(db_url)
+    conn.autocommit = True
+    with conn.cursor() as cursor:
+        while pending and time.monotonic() < deadline:
+            cursor.execute(
+                "SELECT id::text FROM batches WHERE id = ANY(%s::uuid[]) AND status = 'done'", (list(pending),)
+            )
+            finished = {batch_id for (batch_id,) in cursor.fetchall()}
+            if finished:
+                last = time.monotonic()
+                first = first or last
+                pending -= finished
+            else:
+                time.sleep(0.01)
+    conn.close()
+    if pending or first is None:
+        raise RuntimeError(f"{len(pending)} batches not done after {wait_s} s")
+    return first, last
+
+
+def backlog(db_url: str, tokens: list[str], uploads: list[tuple[int, bytes]], wait_s: float) -> dict:
+    """Process and the bridge alone: the uploads are accepted while the kafka-bridge is stopped, then drained."""
+    stack_service("stop", "kafka-bridge")
+    try:
+        batch_ids = list(upload_all(tokens, uploads))
+    finally:
+        stack_service("start", "kafka-bridge")
+    first, last = drained(db_url, batch_ids, wait_s)
+    return {"batches": len(uploads), "drain_batches_per_s": round((len(uploads) - 1) / (last - first), 1)}
+
+
+def upload_all(tokens: list[str], uploads: list[tuple[int, bytes]]) -> dict[str, float]:
+    """Uploads at concurrency 8; when each batch's 201 came back, by batch id."""
     sessions = threading.local()
     answered: dict[str, float] = {}
 
@@ -165,29 +215,17 @@ def through_stack(db_url: str, tokens: list[str], uploads: list[tuple[int, bytes
             raise RuntimeError(f"upload answered {response.status_code}: {response.text[:200]}")
         answered[response.json()["batch_id"]] = time.monotonic()
 
-    conn = psycopg2.connect(db_url)
-    conn.autocommit = True
-    started = time.monotonic()
     with ThreadPoolExecutor(CONCURRENCY) as pool:
         list(pool.map(send, uploads))
+    return answered
+
+
+def through_stack(db_url: str, tokens: list[str], uploads: list[tuple[int, bytes]], wait_s: float) -> dict:
+    started = time.monotonic()
+    answered = upload_all(tokens, uploads)
     sent = time.monotonic()
     first_201 = min(answered.values())
-    pending = set(answered)
-    last_done = sent
-    with conn.cursor() as cursor:
-        while pending and time.monotonic() < sent + wait_s:
-            cursor.execute(
-                "SELECT id::text FROM batches WHERE id = ANY(%s::uuid[]) AND status = 'done'", (list(pending),)
-            )
-            finished = {batch_id for (batch_id,) in cursor.fetchall()}
-            if finished:
-                last_done = time.monotonic()
-                pending -= finished
-            else:
-                time.sleep(0.01)
-    conn.close()
-    if pending:
-        raise RuntimeError(f"{len(pending)} batches not done after {wait_s} s")
+    _, last_done = drained(db_url, list(answered), wait_s)
     return {
         "batches": len(uploads),
         "batches_per_s": round(len(uploads) / (last_done - first_201), 1),
@@ -330,8 +368,22 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds: the stack, then the floor")
     parser.add_argument("--partitions", type=int, default=3, help="the floor topic's (telemetry.raw's locally)")
     parser.add_argument("--wait", type=float, default=300.0)
+    parser.add_argument(
+        "--backlog",
+        action="store_true",
+        help="also per round: process and the bridge alone, draining the uploads accepted while the bridge was stopped",
+    )
     args = parser.parse_args()
     db_url = DatabaseSettings.from_env().database_url
+    # Every upload comes from this one address, faster than its rate limit allows a real one.
+    stack_service("restart", "ingest", env={"RATELIMIT_ADDRESS_PER_MINUTE": "1000000"})
+    try:
+        run_rounds(args, db_url)
+    finally:
+        stack_service("restart", "ingest")
+
+
+def run_rounds(args: argparse.Namespace, db_url: str) -> None:
     tokens = device_tokens(db_url, args.devices)
     floor = Floor(db_url, args.partitions)
     stack_rates, floor_rates = [], []
@@ -343,6 +395,9 @@ def main() -> None:
         uploads = bodies(args.devices, args.uploads, seed=round_number + 1)
         stack = through_stack(db_url, tokens, uploads, args.wait)
         print(json.dumps({"round": round_number + 1, "stack": stack}), flush=True)
+        if args.backlog:
+            drain = backlog(db_url, tokens, bodies(args.devices, args.uploads, seed=1_000 + round_number), args.wait)
+            print(json.dumps({"round": round_number + 1, "backlog": drain}), flush=True)
         floor_result = floor.run(uploads, args.wait)
         stack_rates.append(stack["batches_per_s"])
         floor_rates.append(floor_result["batches_per_s"])
