@@ -2,7 +2,8 @@
 
 The blob is read and parsed on this thread while a writer thread COPYs finished chunks into
 a staging table and moves them into telemetry_data (ON CONFLICT DO NOTHING): parsing and the
-database's work overlap across two cores. Everything, ledger included, commits in one
+database's work overlap across two cores (a small upload is written on this thread: a thread's start and
+hand-offs would cost it more). Everything, ledger included, commits in one
 transaction, so a redelivered claim check or a re-upload stores nothing twice.
 """
 
