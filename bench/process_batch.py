@@ -5,6 +5,10 @@ the real PostgreSQL and S3 server, then (with --bare-copy) deletes the rows and 
 same rows straight into telemetry_data, for the ratio. Prints one JSON line.
 
     python bench/process_batch.py --readings 200000 [--bare-copy] [--max-gzip-bytes N] [--without-outbox]
+        [--shared-times]
+
+Every reading has its own microsecond timestamp, as the client stamps them; --shared-times gives an
+equipment's sensors one time per step (the shape this benchmark had before, which parses each time once).
 
 --without-outbox processes as before the outbox: no telemetry.stored event and no per-sensor ranges
 (bench/outbox_cost.py alternates rounds with and without it).
@@ -51,6 +55,7 @@ def main() -> None:
     parser.add_argument("--max-gzip-bytes", type=int, help="instead: the largest upload whose gzip fits this size")
     parser.add_argument("--bare-copy", action="store_true")
     parser.add_argument("--without-outbox", action="store_true")
+    parser.add_argument("--shared-times", action="store_true", help="an equipment's sensors share each time")
     parser.add_argument("--process-claim", help=argparse.SUPPRESS)  # internal: process this claim, print the figures
     args = parser.parse_args()
     if args.process_claim:
@@ -66,9 +71,9 @@ def main() -> None:
         account_id = accounts.create_account(cursor, f"bench-{suffix}", "device", f"bench-{suffix}", "bench")
 
     if args.max_gzip_bytes:
-        items, text, body = sized_for_gzip(args.max_gzip_bytes)
+        items, text, body = sized_for_gzip(args.max_gzip_bytes, distinct_times=not args.shared_times)
     else:
-        items = client_upload(args.readings)
+        items = client_upload(args.readings, distinct_times=not args.shared_times)
         text = orjson.dumps(items)
         body = gzip.compress(text, 6)
     readings = sum(len(item["sensor"]) for item in items)
@@ -107,7 +112,13 @@ def main() -> None:
     )
     measured = json.loads(child.stdout.strip().splitlines()[-1])
     process_s = measured["process_s"]
-    report = {"readings": readings, "gzip_bytes": claim.size_bytes, "decompressed_bytes": decompressed, **measured}
+    report = {
+        "timestamps": "shared" if args.shared_times else "distinct",
+        "readings": readings,
+        "gzip_bytes": claim.size_bytes,
+        "decompressed_bytes": decompressed,
+        **measured,
+    }
 
     if args.bare_copy:
         with db.connection() as conn, conn.cursor() as cursor:

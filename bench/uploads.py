@@ -21,12 +21,19 @@ NAMESPACE = uuid.UUID("0b5c6d7e-8f90-4a1b-9c2d-3e4f5a6b7c8d")
 
 
 def client_upload(
-    readings: int, seed: int = 0, equipments: int = 6, end: datetime | None = None, values_seed: int | None = None
+    readings: int,
+    seed: int = 0,
+    equipments: int = 6,
+    end: datetime | None = None,
+    values_seed: int | None = None,
+    distinct_times: bool = False,
 ) -> list[dict]:
     """About `readings` readings ending at `end` (naive local time, as the client sends it), a
     reading every ~10 s per sensor with the jitter and noise of real sensors, so it compresses
     about as the client's uploads do (~15-50:1). `seed` names the sensors; `values_seed` (default:
-    `seed`) draws the values, so one installation's successive uploads can differ."""
+    `seed`) draws the values, so one installation's successive uploads can differ. An equipment's
+    sensors share each step's time unless `distinct_times`: then every reading has its own, as the
+    client's `datetime.now().isoformat()` stamps each one (microseconds apart at least)."""
     rng = random.Random(seed if values_seed is None else values_seed)
     end = end or datetime.now() - timedelta(minutes=5)
     per_sensor = max(1, readings // (equipments * len(KINDS)))
@@ -49,7 +56,9 @@ def client_upload(
                 f"{rng.uniform(40, 90):.1f}",
                 f"{rng.uniform(80, 160):.1f}",
             )
-            for (sensor_uuid, sensor_name, kind, unit), value in zip(sensors, values):
+            for position, ((sensor_uuid, sensor_name, kind, unit), value) in enumerate(zip(sensors, values)):
+                if distinct_times:
+                    stamp = (taken + timedelta(microseconds=1 + position * 1_000 + rng.randrange(1_000))).isoformat()
                 sensor_list.append(
                     {
                         "sensor_uuid": sensor_uuid,
@@ -88,11 +97,11 @@ def client_upload(
     return items
 
 
-def sized_for_gzip(target_bytes: int, seed: int = 0) -> tuple[list[dict], bytes, bytes]:
+def sized_for_gzip(target_bytes: int, seed: int = 0, distinct_times: bool = False) -> tuple[list[dict], bytes, bytes]:
     """(items, JSON text, gzip body): the largest upload whose gzip body stays within target_bytes."""
     readings, best = 2_000, None
     while True:
-        items = client_upload(readings, seed)
+        items = client_upload(readings, seed, distinct_times=distinct_times)
         text = orjson.dumps(items)
         body = gzip.compress(text, 6)
         if len(body) > target_bytes:

@@ -46,11 +46,13 @@ def copy_number(value: float | None) -> str:
 
 
 class CopyWriter:
-    """Runs database operations, in order, on its own thread, on the cursor (and so the transaction) it is given."""
+    """Runs database operations, in order, on the cursor (and so the transaction) it is given: on its own thread, so
+    that parsing and the database's work overlap, or (`threaded=False`, for small uploads, where starting and joining
+    a thread costs more than the overlap gains) at once on the caller's."""
 
     _STOP = object()
 
-    def __init__(self, cursor: psycopg2.extensions.cursor, tenant_id: str) -> None:
+    def __init__(self, cursor: psycopg2.extensions.cursor, tenant_id: str, *, threaded: bool = True) -> None:
         self.cursor = cursor
         self.tenant_id = tenant_id
         self.stored = 0
@@ -63,10 +65,13 @@ class CopyWriter:
         self.sensors: dict[str, tuple[int, int, str | None]] = {}
         self.stored_spans: dict[str, list] = {}
         self._conflicts_seen = False
+        self._staging_created = False
         self._queue: queue.Queue = queue.Queue(maxsize=2)
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="process-writer", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        if threaded:
+            self._thread = threading.Thread(target=self._run, name="process-writer", daemon=True)
+            self._thread.start()
 
     def _run(self) -> None:
         while True:
@@ -82,11 +87,15 @@ class CopyWriter:
     def submit(self, operation: Callable[[], None]) -> None:
         if self._error is not None:
             raise self._error
-        self._queue.put(operation)
+        if self._thread is None:
+            operation()
+        else:
+            self._queue.put(operation)
 
     def close(self) -> None:
-        self._queue.put(self._STOP)
-        self._thread.join()
+        if self._thread is not None:
+            self._queue.put(self._STOP)
+            self._thread.join()
         if self._error is not None:
             raise self._error
 
@@ -162,6 +171,10 @@ class CopyWriter:
 
     def stage(self, rows: list[tuple[str, str]]) -> None:
         """COPY rows whose sensors may not exist yet into the staging table, keyed by sensor uuid."""
+        if not self._staging_created:
+            # Made when first needed: most batches (sensors known, nothing resent) never stage a row.
+            create_staging_table(self.cursor)
+            self._staging_created = True
         text = "".join([f"{copy_text(sensor_uuid)}\t{rest}" for sensor_uuid, rest in rows])
         self.cursor.copy_expert(f"COPY esm_staging ({_STAGING_COLUMNS}) FROM STDIN", _StringReader(text))
 

@@ -2,7 +2,8 @@
 
 The blob is read and parsed on this thread while a writer thread COPYs finished chunks into
 a staging table and moves them into telemetry_data (ON CONFLICT DO NOTHING): parsing and the
-database's work overlap across two cores. Everything, ledger included, commits in one
+database's work overlap across two cores (a small upload is written on this thread: a thread's start and
+hand-offs would cost it more). Everything, ledger included, commits in one
 transaction, so a redelivered claim check or a re-upload stores nothing twice.
 """
 
@@ -16,7 +17,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import Callable, Iterable, Iterator, TypeVar, cast
 
 import orjson
 import psycopg2
@@ -27,7 +28,7 @@ from easysmart.batchbuilder import BatchBuilder
 from easysmart.claimsig import ClaimKeyring, ClaimNotAuthenticError, blob_metadata
 from easysmart.compression import BoundedGunzip, CorruptGzipError
 from easysmart.config import ProcessSettings, RetentionSettings, UploadLimits
-from easysmart.copywriter import CopyWriter, create_staging_table
+from easysmart.copywriter import CopyWriter
 from easysmart.db import Database
 from easysmart.errors import (
     DatabaseTimeoutError,
@@ -82,8 +83,12 @@ STORED_EVENT_SOURCE = "/easysmart/process"
 # whatever enqueues it again, so consumers' idempotence on the id covers it.
 STORED_EVENT_NAMESPACE = uuid.UUID("6f3b0c1e-5d2a-4b8e-9c47-1a2e3f4b5c6d")
 
-# Makes the writer of one load from its cursor and the tenant id.
-WriterFactory = Callable[[psycopg2.extensions.cursor, str], CopyWriter]
+# Uploads up to this size (decompressed, as ingest measured it) are written on the parsing thread: a writer thread's
+# start and hand-offs cost more than the overlap gains on a few hundred readings.
+INLINE_WRITE_MAX_BYTES = 256 * 1024
+
+# Makes the writer of one load from its cursor and the tenant id (threaded: on a thread of its own).
+WriterFactory = Callable[..., CopyWriter]
 
 
 class BatchFailedError(UnprocessableError):
@@ -353,9 +358,9 @@ class BatchProcessor:
                     if self.ledger.lock_for_load(cursor, claim.batch_id) == BatchStatus.DONE:
                         conn.rollback()
                         return self._redelivered(claim.batch_id)
-                    create_staging_table(cursor)
                     events, release = self._events(claim, digest)
-                    writer = self.writer_factory(cursor, claim.tenant_id)
+                    small = claim.decompressed_bytes is not None and claim.decompressed_bytes <= INLINE_WRITE_MAX_BYTES
+                    writer = self.writer_factory(cursor, claim.tenant_id, threaded=not small)
                     builder = BatchBuilder(normaliser, writer, self.settings.process_chunk_readings)
                     try:
                         # COPY overlaps on the writer thread; a streamed upload is downloaded and parsed here too.
@@ -374,25 +379,33 @@ class BatchProcessor:
                     counts = BatchCounts(
                         tally.readings, writer.stored, tally.valid - writer.stored, tally.skipped, tally.rejected
                     )
+                    # The closing statements read no answer: they go to the server in one round trip.
+                    closing = DeferredStatements(cursor)
                     if counts.stored:
                         # Logged in this transaction, so no refresh of the aggregates can miss the range.
                         with span("log aggregate range"):
-                            cursor.execute(
+                            closing.execute(
                                 "INSERT INTO aggregate_touched (lo, hi) VALUES (%s, %s)",
                                 (builder.oldest, builder.newest),
                             )
                     with span("ledger"):
                         self.ledger.mark_done(
-                            cursor, claim.batch_id, builder.items, counts, tally.reasons, tally.reason_counts
+                            closing.as_cursor(),
+                            claim.batch_id,
+                            builder.items,
+                            counts,
+                            tally.reasons,
+                            tally.reason_counts,
                         )
-                        outbox.enqueue(cursor, stored_event(claim, writer, datetime.now(timezone.utc)))
+                        outbox.enqueue(closing.as_cursor(), stored_event(claim, writer, datetime.now(timezone.utc)))
                         record_upload(
-                            cursor,
+                            closing.as_cursor(),
                             claim.account_id,
                             datetime.fromisoformat(claim.received_at),
                             tally.readings,
                             builder.newest,
                         )
+                        closing.flush()
                     with span("commit"):
                         conn.commit()
                     PROCESS_BATCH_BYTES.observe(decompressed)
@@ -495,3 +508,25 @@ def _hashed(chunks: Iterable[bytes], digest) -> Iterator[bytes]:
     for chunk in chunks:
         digest.update(chunk)
         yield chunk
+
+
+class DeferredStatements:
+    """Statements whose answers nobody reads, sent together by flush(): psycopg2 interpolates parameters on the
+    client, so they travel as one simple query (one round trip) in the cursor's transaction, and the first that
+    fails raises as it would alone."""
+
+    def __init__(self, cursor: psycopg2.extensions.cursor) -> None:
+        self.cursor = cursor
+        self._statements: list[bytes] = []
+
+    def execute(self, query: str, params: tuple | dict | None = None) -> None:
+        self._statements.append(self.cursor.mogrify(query, params))
+
+    def as_cursor(self) -> psycopg2.extensions.cursor:
+        """This, for functions that take a cursor only to execute statements on it."""
+        return cast("psycopg2.extensions.cursor", self)
+
+    def flush(self) -> None:
+        if self._statements:
+            self.cursor.execute(b";\n".join(self._statements))
+            self._statements = []

@@ -5,8 +5,8 @@ routes of BRIDGE_ROUTES besides (the local stack: `telemetry.stored` to alerts, 
 notify). Each route consumes its topic in a consumer group of its own, POSTs each record to its sink
 as a binary-mode CloudEvent (keeping the producer's id, type and source), and commits a partition's
 offset only after each of its records is done: answered 2xx, or dead-lettered to the route's
-dead-letter topic after a permanent answer or exhausted retries. Partitions are delivered in
-parallel, each in order.
+dead-letter topic after a permanent answer or exhausted retries. Records of one key (one device's claim
+checks, one tenant's events) are delivered in order; different keys and partitions in parallel.
 
 Run: python -m easysmart.bridges.kafka_source
 """
@@ -26,6 +26,7 @@ from typing import Callable, TypeVar
 import kafka
 import kafka.errors
 import requests
+import requests.adapters
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from opentelemetry.trace import SpanKind
 
@@ -65,6 +66,12 @@ MAX_POLL_RECORDS = 1_000_000
 # The bridge is its group's only member (one process locally, one replica on OpenFaaS): no partition
 # for this long means the join went wrong, not that other members hold them all.
 UNASSIGNED_REJOIN_S = 30.0
+# Deliveries of different keys at once, across the route's partitions. A key's records stay in order, which is all
+# the order a topic promises (more partitions would split the keys further); the sink's threads bound the rest.
+MAX_PARALLEL_KEYS = 8
+# While deliveries are in flight the poll returns this often, so a finished partition is committed and resumed
+# at once rather than after the idle poll's 200 ms.
+IN_FLIGHT_POLL_MS = 20
 
 
 @dataclass(frozen=True)
@@ -129,11 +136,12 @@ class KafkaSourceBridge:
         self.kafka_config = kafka_config
         self.settings = settings
         self.route = route or claim_check_route(kafka_config, settings)
-        self.session = session or requests.Session()
+        self.session = session or _pooled_session(MAX_PARALLEL_KEYS)
         self.monotonic = monotonic
         self.stopping = stopping or threading.Event()
         self._producer: kafka.KafkaProducer | None = None
         self.metrics = RouteMetrics(self.route.topic, self.route.dlq_topic, monotonic)
+        self._keys = ThreadPoolExecutor(max_workers=MAX_PARALLEL_KEYS, thread_name_prefix="key")
 
     def deliver(self, record) -> Outcome:
         """POST one record until it is done, retrying retriable failures with backoff; one span, a child of the
@@ -251,16 +259,41 @@ class KafkaSourceBridge:
         return self._producer
 
     def handle_partition(self, records: list) -> int | None:
-        """Deliver records of one partition in order; the last offset that is done."""
+        """Deliver records of one partition, those of one key in order and different keys in parallel; the last
+        offset up to which every record is done (a record done after one that is not is delivered again)."""
+        chains: dict[object, list] = {}
+        for record in records:
+            chains.setdefault(record.key, []).append(record)
+        if len(chains) == 1:
+            finished = self._handle_in_order(records)
+        else:
+            futures = [self._keys.submit(self._handle_in_order, chain) for chain in chains.values()]
+            finished, failure = set(), None
+            for future in futures:  # every chain ends before the partition is committed or sought back
+                try:
+                    finished |= future.result()
+                except BaseException as error:
+                    failure = failure or error
+            if failure is not None:
+                raise failure
         done = None
+        for record in records:
+            if record.offset not in finished:
+                break
+            done = record.offset
+        return done
+
+    def _handle_in_order(self, records: list) -> set[int]:
+        """Deliver records in order until the bridge stops; the offsets done."""
+        finished = set()
         for record in records:
             if self.stopping.is_set():
                 break
             outcome = self.deliver(record)
             if not outcome.delivered:
                 self.dead_letter(record, outcome)
-            done = record.offset
-        return done
+            finished.add(record.offset)
+        return finished
 
     def _connect(self) -> kafka.KafkaConsumer | None:
         """The consumer, made once Kafka answers; None if the bridge is stopping first."""
@@ -330,7 +363,7 @@ class KafkaSourceBridge:
                             return
                         continue
                     try:
-                        polled = consumer.poll(timeout_ms=200)
+                        polled = consumer.poll(timeout_ms=IN_FLIGHT_POLL_MS if in_flight else 200)
                     except kafka.errors.KafkaError as error:
                         # The consumer reconnects by itself; keep polling.
                         logger.warning("poll failed", extra={"error": str(error)})
@@ -348,6 +381,7 @@ class KafkaSourceBridge:
                         consumer.resume(*idle)
                     self.metrics.refresh(consumer)
         finally:
+            self._keys.shutdown()
             if consumer is not None:  # None when Kafka never answered a rejoin before stopping
                 consumer.close()
 
@@ -367,6 +401,15 @@ class KafkaSourceBridge:
                 consumer.seek(tp, next_offset)
             except kafka.errors.KafkaError:
                 pass  # no longer assigned: the new owner starts from the committed offset
+
+
+def _pooled_session(connections: int) -> requests.Session:
+    """A session keeping alive a connection for each delivery that can be in flight."""
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=connections)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
 
 
 def main() -> None:

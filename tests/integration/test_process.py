@@ -4,6 +4,7 @@ import dataclasses
 import uuid
 from typing import Callable
 
+import psycopg2.errors
 import pytest
 from support.claims import RETIRED_KEYRING, TEST_KEYRING, signed, stage
 from support.samples import recent_sample
@@ -12,7 +13,7 @@ from easysmart.claimsig import ClaimKeyring, ClaimNotAuthenticError
 from easysmart.config import ClaimSigningSettings, ProcessSettings, RetentionSettings, UploadLimits
 from easysmart.copywriter import CopyWriter
 from easysmart.errors import DatabaseTimeoutError, UnavailableError
-from easysmart.process import BatchFailedError, BatchProcessor
+from easysmart.process import BatchFailedError, BatchProcessor, DeferredStatements
 
 
 def rows(database, tenant_id: str) -> list[tuple]:
@@ -339,3 +340,21 @@ def test_a_claim_check_signed_with_a_retired_key_is_processed(processor, blobs, 
 
     assert processor.process(claim).stored == 40
     assert len(rows(database, account.tenant_id)) == 40
+
+
+def test_deferred_statements_go_together_on_the_transaction_and_a_failing_one_raises_its_sqlstate(database):
+    with database.connection() as conn, conn.cursor() as cursor:
+        cursor.execute("CREATE TEMP TABLE deferred_probe (n int PRIMARY KEY)")
+        deferred = DeferredStatements(cursor)
+        deferred.execute("INSERT INTO deferred_probe VALUES (%s)", (1,))
+        deferred.execute("INSERT INTO deferred_probe VALUES (%(n)s)", {"n": 2})
+        cursor.execute("SELECT count(*) FROM deferred_probe")
+        assert cursor.fetchone() == (0,)  # nothing sent before flush()
+        deferred.flush()
+        cursor.execute("SELECT count(*) FROM deferred_probe")
+        assert cursor.fetchone() == (2,)
+        deferred.execute("INSERT INTO deferred_probe VALUES (%s)", (3,))
+        deferred.execute("INSERT INTO deferred_probe VALUES (%s)", (1,))
+        with pytest.raises(psycopg2.errors.UniqueViolation):
+            deferred.flush()
+        conn.rollback()

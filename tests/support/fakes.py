@@ -185,7 +185,10 @@ class FakeCursor:
     def __exit__(self, *exc_info: object) -> None:
         return None
 
-    def execute(self, sql: str, params: tuple | dict | None = None) -> None:
+    def execute(self, sql: str | bytes, params: tuple | dict | None = None) -> None:
+        if isinstance(sql, bytes):  # statements sent together (process.DeferredStatements)
+            self.connection.db.statements.extend(sql.decode().split(";\n"))
+            return
         self.connection.db.statements.append(sql)
         if sql.startswith("SELECT timezone FROM tenants"):
             zone = self.connection.db.tenant_zones.get(params[0])
@@ -193,6 +196,9 @@ class FakeCursor:
 
     def fetchone(self) -> tuple | None:
         return self._row
+
+    def mogrify(self, sql: str, params: tuple | dict | None = None) -> bytes:
+        return sql.encode()
 
 
 class FakeConnection:
@@ -234,9 +240,10 @@ class FakeDatabase:
 class FakeCopyWriter:
     """CopyWriter's operations done at once on lists: every row written counts as stored."""
 
-    def __init__(self, cursor: FakeCursor, tenant_id: str) -> None:
+    def __init__(self, cursor: FakeCursor, tenant_id: str, *, threaded: bool = True) -> None:
         self.cursor = cursor
         self.tenant_id = tenant_id
+        self.threaded = threaded
         self.stored = 0
         self.rows: list[tuple[str, str]] = []
         self.equipment: dict[int, str] = {}

@@ -5,6 +5,7 @@ import dataclasses
 import gzip
 import hashlib
 import io
+import json
 from datetime import datetime, timezone
 
 import pytest
@@ -12,6 +13,7 @@ from support.claims import CLAIM, TEST_KEYRING, signed
 from support.fakes import FakeBlobStore, FakeCopyWriter, FakeDatabase, FakeLedger, FakePublisher
 from support.samples import FIXTURES
 
+from easysmart import process
 from easysmart.claimsig import ClaimNotAuthenticError, blob_metadata
 from easysmart.config import ProcessSettings, RateLimits, RetentionSettings, UploadLimits
 from easysmart.errors import UnavailableError
@@ -58,8 +60,8 @@ class Stack:
             keyring=TEST_KEYRING,
         )
 
-    def _new_writer(self, cursor, tenant_id: str) -> FakeCopyWriter:
-        self.writers.append(FakeCopyWriter(cursor, tenant_id))
+    def _new_writer(self, cursor, tenant_id: str, *, threaded: bool = True) -> FakeCopyWriter:
+        self.writers.append(FakeCopyWriter(cursor, tenant_id, threaded=threaded))
         return self.writers[-1]
 
     def upload(self, text: bytes) -> ClaimCheck:
@@ -92,9 +94,19 @@ def test_the_batch_is_marked_done_on_the_transaction_that_copied_its_readings(st
     claim = stack.upload((FIXTURES / "ha-bulk-small.json").read_bytes())
     stack.processor.process(claim, now=NOW)
     (writer,) = stack.writers
-    assert stack.ledger.done_on[claim.batch_id] is writer.cursor
+    # Through the closing statements sent together on that cursor (process.DeferredStatements).
+    assert stack.ledger.done_on[claim.batch_id].cursor is writer.cursor
     marked_done = stack.journal.index(("ledger", claim.batch_id, BatchStatus.DONE))
     assert stack.journal[marked_done + 1] == ("commit", writer.cursor.connection)
+
+
+def test_a_small_upload_is_written_on_the_parsing_thread_a_large_one_on_a_writer_thread(stack):
+    small = (FIXTURES / "ha-bulk-small.json").read_bytes()
+    items = json.loads(small)
+    items[0]["sensor"] *= 2 * (1 + process.INLINE_WRITE_MAX_BYTES // len(small))  # resends: counted as readings
+    for text in (small, json.dumps(items).encode()):
+        assert stack.processor.process(stack.upload(text), now=NOW).status == BatchStatus.DONE
+    assert [writer.threaded for writer in stack.writers] == [False, True]
 
 
 def test_a_redelivered_claim_check_is_answered_from_the_ledger_without_reading_the_blob(stack):

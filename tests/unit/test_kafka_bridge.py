@@ -1,3 +1,4 @@
+import threading
 from collections import namedtuple
 
 import pytest
@@ -7,6 +8,7 @@ from support.clock import SetClock
 
 from easysmart.bridges.kafka_source import (
     KafkaSourceBridge,
+    Outcome,
     Route,
     backoff_delay,
     claim_check_route,
@@ -143,6 +145,46 @@ def test_undelivered_records_are_dead_lettered_before_their_offset_counts():
     b.dead_letter = lambda rec, outcome: dead.append((rec.offset, outcome.status))
     assert b.handle_partition([record(7), record(8)]) == 8
     assert dead == [(7, 400), (8, 400)]
+
+
+def keyed(offset: int, key: bytes) -> Record:
+    return record(offset)._replace(key=key)
+
+
+def test_records_of_different_keys_are_delivered_in_parallel_and_each_key_in_order():
+    b = bridge([200])
+    delivered, other_key_done = [], threading.Event()
+
+    def deliver(rec):
+        if rec.offset == 1:
+            # Device a's first batch finishes only once device b's has been delivered meanwhile.
+            assert other_key_done.wait(5), "the other key waited for this one"
+        delivered.append((rec.key, rec.offset))
+        if rec.key == b"b":
+            other_key_done.set()
+        return Outcome(True, 200, "")
+
+    b.deliver = deliver
+    assert b.handle_partition([keyed(1, b"a"), keyed(2, b"b"), keyed(3, b"a"), keyed(4, b"b")]) == 4
+    assert [offset for key, offset in delivered if key == b"a"] == [1, 3]
+    assert [offset for key, offset in delivered if key == b"b"] == [2, 4]
+
+
+def test_the_offset_done_stops_before_the_first_record_not_delivered():
+    b = bridge([200])
+    other_key_done = threading.Event()
+
+    def deliver(rec):
+        if rec.offset == 1:
+            assert other_key_done.wait(5)
+            b.stopping.set()  # the bridge stops: device a's second batch is not delivered
+        if rec.key == b"b":
+            other_key_done.set()
+        return Outcome(True, 200, "")
+
+    b.deliver = deliver
+    # Offset 3 is not done, so neither is 4 counted (done, it is delivered again: processing is idempotent).
+    assert b.handle_partition([keyed(1, b"a"), keyed(2, b"b"), keyed(3, b"a"), keyed(4, b"b")]) == 2
 
 
 def test_without_bridge_routes_the_bridge_runs_the_claim_check_route_alone():

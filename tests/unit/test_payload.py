@@ -1,4 +1,5 @@
 from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -76,6 +77,28 @@ def test_numbers_with_dot_or_comma_decimals(text, number):
 def test_naive_time_is_read_in_tenant_zone_and_stored_as_utc():
     result = normaliser().normalise(reading())
     assert result.ts == datetime(2026, 11, 20, 11, 0, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize(
+    "zone, transition",
+    [
+        ("Europe/Berlin", datetime(2026, 3, 29, 2, 0)),  # a gap
+        ("Europe/Berlin", datetime(2026, 10, 25, 2, 30)),  # an hour repeated
+        ("America/Sao_Paulo", datetime(2018, 11, 4, 0, 0)),  # a gap at midnight
+        ("America/Sao_Paulo", datetime(2019, 2, 16, 23, 30)),  # repeated
+        ("Australia/Lord_Howe", datetime(2026, 4, 5, 1, 45)),  # half an hour repeated
+        ("Australia/Lord_Howe", datetime(2026, 10, 4, 2, 0)),  # half an hour skipped
+    ],
+)
+def test_distinct_naive_times_around_a_zone_transition_read_as_the_zone_reads_them(zone, transition):
+    # The zone's offset is remembered per local hour; hours where it changes are read by the zone's own rules.
+    now = transition.replace(tzinfo=timezone.utc)
+    reader = ReadingNormaliser(zone, now, retention_days=30, future_tolerance_s=86400)
+    for step in range(-40, 40):
+        local = transition + timedelta(minutes=7 * step, seconds=13, microseconds=123_457 * (step % 8))
+        result = reader.normalise(reading(sensor_datahora_coleta=local.isoformat()))
+        expected = local.replace(tzinfo=ZoneInfo(zone)).astimezone(timezone.utc)
+        assert (result.ts, result.ts_text) == (expected, expected.isoformat()), local
 
 
 def test_aware_times_are_converted_to_utc():

@@ -317,7 +317,7 @@ class CountingLedger(FakeLedger):
 
 
 def failing_writer(error: Exception):
-    def make(cursor, tenant_id: str):
+    def make(cursor, tenant_id: str, threaded: bool = True):
         raise error
 
     return make
