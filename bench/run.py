@@ -25,7 +25,8 @@ def run(args: list[str]) -> list[dict]:
         capture_output=True,
         text=True,
         cwd=HERE,
-        env={**os.environ, "PYTHONPATH": str(HERE)},
+        # The tree's own package first (a worktree's stack restarted by a benchmark runs that tree's code).
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent)])},
     ).stdout
     results = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     for result in results:
