@@ -61,6 +61,13 @@ def main() -> None:
     )
     run([str(HERE / "ingest_load.py")])
     print(
+        "\n== ingest of 40-reading uploads (gzip as the client sends them, and uncompressed) through"
+        f" {os.environ.get('ESM_BASE_URL', 'http://127.0.0.1:8080')} vs the floor (the same bytes PUT with boto3"
+        " plus a 1 KB record produced with acks=all), alternating rounds at concurrency 8 and 32"
+        " (targets: requests/s >= 0.7x the floor's, p95 <= 1.5x the floor's)"
+    )
+    run([str(HERE / "ingest_floor.py")])
+    print(
         "\n== analytics: 30-day hourly history of one equipment over 10.4 million readings, through the aggregates vs"
         " from raw rows (target >= 100x), the HTTP endpoint via :8080 (target p95 <= 20 ms), a refresh after one hour"
     )
