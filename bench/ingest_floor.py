@@ -108,10 +108,17 @@ def service_pids() -> dict[str, list[int]]:
     return pids
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU the processes have used so far."""
-    ticks = sum(int(stat[11]) + int(stat[12]) for stat in map(_stat, pids) if stat)
-    return ticks / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """User + system CPU each process has used so far."""
+    stats = {pid: _stat(pid) for pid in pids}
+    return {pid: (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK") for pid, stat in stats.items() if stat}
+
+
+def cpu_used(before: dict[int, float], pids: list[int]) -> float:
+    """CPU used since `before` by the processes alive then and now (a forked child that exited meanwhile, such as
+    Redis's snapshot, is not counted)."""
+    after = cpu_seconds(pids)
+    return sum(after[pid] - seconds for pid, seconds in before.items() if pid in after)
 
 
 class Floor:
@@ -197,7 +204,7 @@ def measure(concurrency: int, rounds: int, per_round: int, tokens: list[str], fi
                 latencies, wall = latencies_of(concurrency, per_round, lambda index: send(index, bodies[index]))
                 cpu[mode]["client"] += time.process_time() - client_before
                 for name, found in pids.items():
-                    cpu[mode][name] += cpu_seconds(found) - before[name]
+                    cpu[mode][name] += cpu_used(before[name], found)
                 samples[mode] += latencies
                 walls[mode] += wall
     finally:
@@ -239,6 +246,8 @@ def main() -> None:
         stack("restart", "ingest", env=bench_env)
     try:
         tokens = device_tokens(args.devices)
+        # Not measured: every ingest worker makes its clients on its first requests.
+        measure(8, rounds=1, per_round=40, tokens=tokens, first_upload=9_000_000)
         for number, concurrency in enumerate(args.concurrency):
             for line in measure(concurrency, args.rounds, args.requests, tokens, first_upload=number * 1_000_000):
                 print(json.dumps(line), flush=True)
