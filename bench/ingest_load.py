@@ -139,13 +139,17 @@ def memory_during_upload(token: str, body: bytes, small_body: bytes) -> dict:
     }
 
 
-def main() -> None:
+def ensure_bench_topic() -> None:
     admin = KafkaAdminClient(bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"].split(","))
     try:
         admin.create_topics([NewTopic(BENCH_TOPIC, 1, 1, topic_configs={"retention.ms": str(3600 * 1000)})])
     except TopicAlreadyExistsError:
         pass
     admin.close()
+
+
+def main() -> None:
+    ensure_bench_topic()
     bench_env = {
         "RATELIMIT_DEVICE_PER_MINUTE": "100000000",
         "RATELIMIT_ADDRESS_PER_MINUTE": "100000000",

@@ -23,6 +23,7 @@ from typing import IO, BinaryIO, Callable, Iterable
 import orjson
 from opentelemetry.trace import SpanKind
 
+from easysmart.acceptedbatches import AcceptedBatches
 from easysmart.accountstate import AccountStates
 from easysmart.claimsig import ClaimKeyring, blob_metadata
 from easysmart.compression import BoundedGunzip
@@ -48,7 +49,7 @@ from easysmart.jsonstream import (
     iter_upload_text,
     text_reader,
 )
-from easysmart.ledger import BatchLedger, BatchStatus
+from easysmart.ledger import BatchLedger, BatchRecord, BatchStatus
 from easysmart.messaging import ClaimCheckPublisher, PublishOutcomeUnknownError
 from easysmart.metrics import (
     INGEST_DECOMPRESSED_BYTES,
@@ -207,6 +208,7 @@ class IngestService:
         keyring: ClaimKeyring,
         budget: DecompressionBudget | None = None,
         accounts: AccountStates | None = None,
+        accepted: AcceptedBatches | None = None,
     ) -> None:
         self.settings = settings
         self.rate_limits = rate_limits
@@ -218,6 +220,8 @@ class IngestService:
         self.keyring = keyring
         self.budget = budget
         self.accounts = accounts or AccountStates(db, limiter.client if limiter is not None else None)
+        # Without it (or while Redis is down) the ledger finds duplicates and records accepted batches.
+        self.accepted = accepted
 
     def rate_limit(self, principal: Principal, client_addr: str) -> dict[str, str]:
         """401 when the token's account is blocked, inactive or changed since the token, then the rate limits; one
@@ -373,19 +377,49 @@ class IngestService:
         return blob.hexdigest(), None, None
 
     def _earlier_identical(self, principal: Principal, digest: str, now: datetime) -> UploadResult | None:
-        since = now - timedelta(days=self.retention.blob_retention_days)
         try:
-            earlier = self.ledger.find_identical(principal.account_id, digest, since)
+            earlier = self._find_identical(principal, digest, now)
         except UnavailableError:
-            # Without the ledger we cannot tell; process deduplicates readings anyway.
-            logger.warning("duplicate check skipped: database unavailable")
+            # Without Redis and the ledger we cannot tell; process deduplicates readings anyway.
+            logger.warning("duplicate check skipped: Redis and the database unavailable")
             return None
-        if earlier is None:
+        if earlier is None or earlier.status == BatchStatus.FAILED:
             return None
         logger.info("identical upload; answering with the first batch", extra={"first_batch_id": earlier.batch_id})
         return UploadResult(earlier.batch_id, earlier.status, earlier.items, earlier.readings, duplicate=True)
 
+    def _find_identical(self, principal: Principal, digest: str, now: datetime) -> BatchRecord | None:
+        if self.accepted is not None:
+            try:
+                batch_id = self.accepted.identical_batch_id(principal.tenant_id, principal.account_id, digest)
+            except UnavailableError:
+                logger.warning("duplicate check in the ledger: Redis unavailable")
+            else:
+                # Only a resend reads the batch (a failed batch's blob is taken again as a new batch).
+                return None if batch_id is None else self._batch(principal.tenant_id, batch_id)
+        since = now - timedelta(days=self.retention.blob_retention_days)
+        return self.ledger.find_identical(principal.account_id, digest, since)
+
+    def _batch(self, tenant_id: str, batch_id: str) -> BatchRecord | None:
+        """The ledger's row (process writes it from the claim check), else ingest's record of the accepted batch;
+        UnavailableError when neither can tell."""
+        try:
+            batch = self.ledger.status_for_tenant(tenant_id, batch_id)
+        except UnavailableError:
+            if self.accepted is None:
+                raise
+            return self.accepted.status(tenant_id, batch_id)
+        if batch is None and self.accepted is not None:
+            return self.accepted.status(tenant_id, batch_id)
+        return batch
+
     def _record_batch(self, claim: ClaimCheck) -> None:
+        if self.accepted is not None:
+            try:
+                self.accepted.record(claim)
+                return
+            except UnavailableError:
+                logger.warning("accepted batch recorded in the ledger: Redis unavailable")
         try:
             self.ledger.record_accepted(claim)
         except EasySmartError:
@@ -397,7 +431,7 @@ class IngestService:
             uuid.UUID(batch_id)
         except ValueError:
             raise NotFoundError(f"batch {batch_id} not found") from None
-        batch = self.ledger.status_for_tenant(principal.tenant_id, batch_id)
+        batch = self._batch(principal.tenant_id, batch_id)
         if batch is None:
             raise NotFoundError(f"batch {batch_id} not found")
         return {

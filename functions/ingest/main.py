@@ -8,8 +8,10 @@ import flask
 import functions_framework
 import redis
 
+from easysmart.acceptedbatches import AcceptedBatches
 from easysmart.claimsig import ClaimKeyring
 from easysmart.config import (
+    DAY_SECONDS,
     BackendSettings,
     ClaimSigningSettings,
     DatabaseSettings,
@@ -57,17 +59,18 @@ def _clients():
     )
     blobs = BlobStore(make_s3_client(store, timeout_s), store.s3_bucket)
     publisher = ClaimCheckPublisher(kafka.kafka_bootstrap_servers, kafka.kafka_topic_raw, timeout_s)
-    limits = UploadLimits.from_env()
+    limits, retention = UploadLimits.from_env(), RetentionSettings.from_env()
     service = IngestService(
         limits,
         RateLimits.from_env(),
-        RetentionSettings.from_env(),
+        retention,
         db,
         blobs,
         publisher,
         RateLimiter(redis_client),
         keyring=ClaimKeyring.from_settings(ClaimSigningSettings.from_env()),
         budget=DecompressionBudget(redis_client, limits.ingest_device_decompressed_bytes_per_hour),
+        accepted=AcceptedBatches(redis_client, retention.blob_retention_days * DAY_SECONDS),
     )
     probe = KafkaProbe(kafka.kafka_bootstrap_servers, kafka.kafka_topic_raw, timeout_s)
     health = HealthChecks.of_backends(db=db, redis_client=redis_client, blobs=blobs, kafka=probe)

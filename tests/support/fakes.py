@@ -1,5 +1,5 @@
-"""Small in-memory stand-ins for the object store, the claim-check publisher, the batch ledger,
-the database and the COPY writer, for in-process unit tests of ingest and process.
+"""Small in-memory stand-ins for the object store, the claim-check publisher, the batch ledger, ingest's accepted
+batches, the database and the COPY writer, for in-process unit tests of ingest and process.
 
 The fakes that take a journal append what they do to it, so a test can assert the order of
 steps across them (blob stored, claim check published, ledger row written, commit).
@@ -11,6 +11,7 @@ import contextlib
 from datetime import datetime
 from typing import BinaryIO, Iterator, Mapping
 
+from easysmart.errors import UnavailableError
 from easysmart.events import ClaimCheck
 from easysmart.ledger import BatchCounts, BatchRecord, BatchStatus
 from easysmart.storage import BlobMissingError, check_metadata
@@ -170,6 +171,50 @@ class FakeLedger:
         if row is None or row["claim"].tenant_id != tenant_id:
             return None
         return self._record(batch_id)
+
+
+class FakeAcceptedBatches:
+    """AcceptedBatches on dicts; `down` makes every call fail as with Redis unavailable."""
+
+    def __init__(self, journal: list, down: bool = False) -> None:
+        self.journal = journal
+        self.down = down
+        self.uploads: dict[tuple[str, str, str], str] = {}
+        self.batches: dict[tuple[str, str], ClaimCheck] = {}
+
+    def _check(self) -> None:
+        if self.down:
+            raise UnavailableError("Redis is unavailable")
+
+    def identical_batch_id(self, tenant_id: str, account_id: str, sha256: str) -> str | None:
+        self._check()
+        return self.uploads.get((tenant_id, account_id, sha256))
+
+    def record(self, claim: ClaimCheck) -> None:
+        self._check()
+        self.batches[(claim.tenant_id, claim.batch_id)] = claim
+        self.uploads[(claim.tenant_id, claim.account_id, claim.sha256)] = claim.batch_id
+        self.journal.append(("accepted batch recorded", claim.batch_id))
+
+    def status(self, tenant_id: str, batch_id: str) -> BatchRecord | None:
+        self._check()
+        claim = self.batches.get((tenant_id, batch_id))
+        if claim is None:
+            return None
+        return BatchRecord(
+            batch_id,
+            BatchStatus.ACCEPTED,
+            claim.items,
+            claim.readings,
+            0,
+            0,
+            0,
+            0,
+            [],
+            {},
+            datetime.fromisoformat(claim.received_at),
+            None,
+        )
 
 
 class FakeCursor:

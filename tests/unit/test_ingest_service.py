@@ -7,7 +7,7 @@ import time
 
 import pytest
 from support.claims import TEST_KEYRING
-from support.fakes import FakeBlobStore, FakeLedger, FakePublisher
+from support.fakes import FakeAcceptedBatches, FakeBlobStore, FakeLedger, FakePublisher
 from support.samples import FIXTURES, client_backlog
 
 from easysmart.claimsig import blob_metadata
@@ -32,6 +32,9 @@ class UnavailableLedger(FakeLedger):
     def record_accepted(self, *args: object) -> None:
         raise UnavailableError("the database is unavailable")
 
+    def status_for_tenant(self, *args: object) -> None:
+        raise UnavailableError("the database is unavailable")
+
 
 @pytest.fixture
 def journal() -> list:
@@ -48,7 +51,7 @@ def ledger(journal):
     return FakeLedger(journal)
 
 
-def make_service(blobs, publisher, ledger, budget=None) -> IngestService:
+def make_service(blobs, publisher, ledger, budget=None, accepted=None) -> IngestService:
     # The ledger is the only use ingest has for the database.
     return IngestService(
         UploadLimits(),
@@ -61,6 +64,7 @@ def make_service(blobs, publisher, ledger, budget=None) -> IngestService:
         ledger=ledger,
         keyring=TEST_KEYRING,
         budget=budget,
+        accepted=accepted,
     )
 
 
@@ -134,6 +138,79 @@ def test_batch_status_answers_for_the_caller_s_tenant_only(journal, blobs, ledge
     stranger = Principal(account_id="a-2", tenant_id="t-2", kind="user")
     with pytest.raises(NotFoundError):
         service.batch_status(stranger, result.batch_id)
+
+
+class UntouchableLedger(FakeLedger):
+    def find_identical(self, *args: object) -> None:
+        raise AssertionError("the upload path read the ledger")
+
+    def record_accepted(self, *args: object) -> None:
+        raise AssertionError("the upload path wrote the ledger")
+
+
+def test_with_accepted_batches_in_redis_an_upload_and_its_resend_touch_no_database(journal, blobs):
+    publisher, accepted = FakePublisher(journal), FakeAcceptedBatches(journal)
+    service = make_service(blobs, publisher, UntouchableLedger(journal), accepted=accepted)
+    first = upload(service, gzip_mtime=1)
+    again = upload(service, gzip_mtime=2)
+    assert journal == [
+        ("blob stored", publisher.claims[0].key),
+        ("claim published", first.batch_id),
+        ("accepted batch recorded", first.batch_id),
+    ]
+    assert again.body() == {**first.body(), "duplicate": True}
+
+
+def test_the_status_answers_from_redis_until_process_writes_the_row_and_from_the_row_after(journal, blobs, ledger):
+    publisher = FakePublisher(journal)
+    service = make_service(blobs, publisher, ledger, accepted=FakeAcceptedBatches(journal))
+    result = upload(service)
+    assert ledger.rows == {}
+    assert service.batch_status(DEVICE, result.batch_id)["status"] == "accepted"
+    ledger.open_for_processing(None, publisher.claims[0])
+    assert service.batch_status(DEVICE, result.batch_id)["status"] == "processing"
+    assert upload(service).status == BatchStatus.PROCESSING  # the resend's answer reads the row too
+    stranger = Principal(account_id="a-2", tenant_id="t-2", kind="user")
+    with pytest.raises(NotFoundError):
+        service.batch_status(stranger, result.batch_id)
+
+
+def test_with_the_database_down_the_status_and_the_duplicate_answer_come_from_redis(journal, blobs):
+    service = make_service(
+        blobs, FakePublisher(journal), UnavailableLedger(journal), accepted=FakeAcceptedBatches(journal)
+    )
+    first = upload(service)
+    assert service.batch_status(DEVICE, first.batch_id)["status"] == "accepted"
+    assert upload(service).body() == {**first.body(), "duplicate": True}
+
+
+def test_a_resend_of_a_failed_batch_is_a_new_batch(journal, blobs, ledger):
+    publisher = FakePublisher(journal)
+    service = make_service(blobs, publisher, ledger, accepted=FakeAcceptedBatches(journal))
+    first = upload(service)
+    ledger.open_for_processing(None, publisher.claims[0])
+    ledger.mark_failed(first.batch_id, "blob_missing")
+    second = upload(service)
+    assert not second.duplicate and second.batch_id != first.batch_id
+    assert upload(service).batch_id == second.batch_id
+
+
+def test_with_redis_down_the_ledger_records_the_batch_and_finds_the_resend(journal, blobs, ledger):
+    service = make_service(blobs, FakePublisher(journal), ledger, accepted=FakeAcceptedBatches(journal, down=True))
+    first = upload(service)
+    assert ledger.status(first.batch_id) == BatchStatus.ACCEPTED
+    assert service.batch_status(DEVICE, first.batch_id)["status"] == "accepted"
+    assert upload(service).body() == {**first.body(), "duplicate": True}
+
+
+def test_with_redis_and_the_database_down_the_upload_is_still_stored_and_published(journal, blobs):
+    publisher = FakePublisher(journal)
+    accepted = FakeAcceptedBatches(journal, down=True)
+    result = upload(make_service(blobs, publisher, UnavailableLedger(journal), accepted=accepted))
+    assert result.status == BatchStatus.ACCEPTED
+    assert [claim.batch_id for claim in publisher.claims] == [result.batch_id]
+    with pytest.raises(UnavailableError):
+        make_service(blobs, publisher, UnavailableLedger(journal), accepted=accepted).batch_status(DEVICE, "0" * 32)
 
 
 def test_the_published_claim_check_is_signed_and_its_blob_carries_the_metadata_process_checks(journal, blobs, ledger):

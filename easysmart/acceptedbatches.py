@@ -1,0 +1,92 @@
+"""Ingest's record of the batches it accepted, in Redis: its duplicate check, and the batch status until process
+writes the batch's ledger row.
+
+Ingest answers an upload without a database round trip: after the claim check is acknowledged it writes, in one
+round trip, `ingest:upload:<tenant>:<account>:<sha256>` (the batch id; what finds a resend of the same blob) and
+`ingest:batch:<tenant>:<batch>` (what the status endpoint answers while process has not recorded the batch; the
+ledger row, which process writes from the claim check, is the truth once it exists). The first expires after the
+blob retention, the window in which a resend is answered as a duplicate; the second after a day (process opens a
+batch within seconds of its 201, unless it is down), so Redis holds ~250 bytes per upload of the retention and
+~220 per upload of the last day.
+
+Redis losing these keys weakens answers, not storage: a resend of an upload accepted before the loss becomes a
+new batch (process finds its readings stored already, so nothing is stored twice) instead of the duplicate
+answer, and a batch process has not opened yet is unknown to the status endpoint until it is.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import orjson
+import redis
+
+from easysmart.errors import UnavailableError
+from easysmart.events import ClaimCheck
+from easysmart.ledger import BatchRecord, BatchStatus
+
+
+def upload_key(tenant_id: str, account_id: str, sha256: str) -> str:
+    return f"ingest:upload:{tenant_id}:{account_id}:{sha256}"
+
+
+def batch_key(tenant_id: str, batch_id: str) -> str:
+    return f"ingest:batch:{tenant_id}:{batch_id}"
+
+
+RECORD_TTL_S = 86400
+
+
+class AcceptedBatches:
+    """The uploads accepted in the last `duplicate_window_s` seconds, and the batches accepted in the last
+    min(that, RECORD_TTL_S). Raises UnavailableError when Redis is down."""
+
+    def __init__(self, client: redis.Redis, duplicate_window_s: int) -> None:
+        self.client = client
+        self.duplicate_window_s = duplicate_window_s
+        self.record_ttl_s = min(duplicate_window_s, RECORD_TTL_S)
+
+    def identical_batch_id(self, tenant_id: str, account_id: str, sha256: str) -> str | None:
+        """The batch accepted earlier with the same blob from this account, if any."""
+        try:
+            batch_id = self.client.get(upload_key(tenant_id, account_id, sha256))
+        except redis.RedisError as error:
+            raise UnavailableError(f"Redis is unavailable: {error}") from error
+        return batch_id.decode() if isinstance(batch_id, bytes) else batch_id
+
+    def record(self, claim: ClaimCheck) -> None:
+        """The batch, and its blob as this account's latest upload of it (a resend of a failed batch's blob
+        replaces that batch; of two identical uploads at once, the later answers resends)."""
+        record = orjson.dumps({"items": claim.items, "readings": claim.readings, "received_at": claim.received_at})
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.set(batch_key(claim.tenant_id, claim.batch_id), record, ex=self.record_ttl_s)
+            upload = upload_key(claim.tenant_id, claim.account_id, claim.sha256)
+            pipe.set(upload, claim.batch_id, ex=self.duplicate_window_s)
+            pipe.execute()
+        except redis.RedisError as error:
+            raise UnavailableError(f"Redis is unavailable: {error}") from error
+
+    def status(self, tenant_id: str, batch_id: str) -> BatchRecord | None:
+        """The batch as ingest accepted it, if it did within the window."""
+        try:
+            raw = self.client.get(batch_key(tenant_id, batch_id))
+        except redis.RedisError as error:
+            raise UnavailableError(f"Redis is unavailable: {error}") from error
+        if raw is None:
+            return None
+        record = orjson.loads(raw)
+        return BatchRecord(
+            batch_id=batch_id,
+            status=BatchStatus.ACCEPTED,
+            items=record["items"],
+            readings=record["readings"],
+            stored=0,
+            duplicate=0,
+            skipped=0,
+            rejected=0,
+            reasons=[],
+            reason_counts={},
+            received_at=datetime.fromisoformat(record["received_at"]),
+            processed_at=None,
+        )
