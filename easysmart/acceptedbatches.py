@@ -12,18 +12,28 @@ batch within seconds of its 201, unless it is down), so Redis holds ~250 bytes p
 Redis losing these keys weakens answers, not storage: a resend of an upload accepted before the loss becomes a
 new batch (process finds its readings stored already, so nothing is stored twice) instead of the duplicate
 answer, and a batch process has not opened yet is unknown to the status endpoint until it is.
+
+The ledger row of an accepted batch is still written, off the request path: `AcceptedRows` queues it and a thread
+inserts what is queued every `interval_s`, many rows per statement. The alerts' processing lag counts accepted
+rows, so a backlog waiting in Kafka (process down) holds silence alerts off as it did when ingest wrote the row.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from collections import deque
 from datetime import datetime
 
 import orjson
 import redis
 
-from easysmart.errors import UnavailableError
+from easysmart.errors import EasySmartError, UnavailableError
 from easysmart.events import ClaimCheck
-from easysmart.ledger import BatchRecord, BatchStatus
+from easysmart.ledger import BatchLedger, BatchRecord, BatchStatus
+
+logger = logging.getLogger(__name__)
 
 
 def upload_key(tenant_id: str, account_id: str, sha256: str) -> str:
@@ -90,3 +100,47 @@ class AcceptedBatches:
             received_at=datetime.fromisoformat(record["received_at"]),
             processed_at=None,
         )
+
+
+class AcceptedRows:
+    """Accepted batches' ledger rows, written by one background thread, many per statement.
+
+    A row never written (the database down, the worker stopped first, the queue over `max_pending`) is written by
+    process from the claim check when it opens the batch; until then the batch is missing from the processing lag.
+    The thread starts with the first row, so in each gunicorn worker after the fork."""
+
+    def __init__(self, ledger: BatchLedger, interval_s: float = 0.1, max_pending: int = 10_000) -> None:
+        self.ledger = ledger
+        self.interval_s = interval_s
+        self._pending: deque[ClaimCheck] = deque(maxlen=max_pending)
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def add(self, claim: ClaimCheck) -> None:
+        with self._lock:
+            self._pending.append(claim)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="accepted-rows", daemon=True)
+                self._thread.start()
+
+    def flush(self) -> int:
+        """Writes what is queued; the number of rows written (0 when the database refused them: they are dropped,
+        process writes them)."""
+        with self._lock:
+            claims = list(self._pending)
+            self._pending.clear()
+        if not claims:
+            return 0
+        try:
+            self.ledger.record_accepted_many(claims)
+        except EasySmartError as error:
+            logger.warning(
+                "accepted rows not written; process will write them", extra={"rows": len(claims), "error": str(error)}
+            )
+            return 0
+        return len(claims)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.interval_s)
+            self.flush()

@@ -23,7 +23,7 @@ from typing import IO, BinaryIO, Callable, Iterable
 import orjson
 from opentelemetry.trace import SpanKind
 
-from easysmart.acceptedbatches import AcceptedBatches
+from easysmart.acceptedbatches import AcceptedBatches, AcceptedRows
 from easysmart.accountstate import AccountStates
 from easysmart.claimsig import ClaimKeyring, blob_metadata
 from easysmart.compression import BoundedGunzip
@@ -209,6 +209,7 @@ class IngestService:
         budget: DecompressionBudget | None = None,
         accounts: AccountStates | None = None,
         accepted: AcceptedBatches | None = None,
+        accepted_rows: AcceptedRows | None = None,
     ) -> None:
         self.settings = settings
         self.rate_limits = rate_limits
@@ -222,6 +223,8 @@ class IngestService:
         self.accounts = accounts or AccountStates(db, limiter.client if limiter is not None else None)
         # Without it (or while Redis is down) the ledger finds duplicates and records accepted batches.
         self.accepted = accepted
+        # With Redis answering, the ledger row is written off the request path (the alerts' processing lag reads it).
+        self.accepted_rows = accepted_rows
 
     def rate_limit(self, principal: Principal, client_addr: str) -> dict[str, str]:
         """401 when the token's account is blocked, inactive or changed since the token, then the rate limits; one
@@ -417,9 +420,12 @@ class IngestService:
         if self.accepted is not None:
             try:
                 self.accepted.record(claim)
-                return
             except UnavailableError:
                 logger.warning("accepted batch recorded in the ledger: Redis unavailable")
+            else:
+                if self.accepted_rows is not None:
+                    self.accepted_rows.add(claim)
+                return
         try:
             self.ledger.record_accepted(claim)
         except EasySmartError:

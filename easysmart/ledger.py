@@ -59,11 +59,12 @@ _RECORD_COLUMNS = (
     " received_at, processed_at"
 )
 # A claim check carries everything the row is made of, so ingest and process record it alike.
-_INSERT_CLAIM = (
+_INSERT_INTO_BATCHES = (
     "INSERT INTO batches (id, tenant_id, account_id, request_id, sha256, status, received_items, readings,"
     " bucket, object_key, size_bytes, decompressed_bytes, received_at)"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id)"
 )
+_INSERT_CLAIM = _INSERT_INTO_BATCHES + " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id)"
+_INSERT_CLAIMS = _INSERT_INTO_BATCHES + " VALUES %s ON CONFLICT (id) DO NOTHING"
 
 
 def _claim_row(claim: ClaimCheck, status: BatchStatus) -> tuple:
@@ -119,6 +120,16 @@ class BatchLedger:
     def record_accepted(self, claim: ClaimCheck) -> None:
         with self.db.transaction() as cursor:
             cursor.execute(f"{_INSERT_CLAIM} DO NOTHING", _claim_row(claim, BatchStatus.ACCEPTED))
+
+    def record_accepted_many(self, claims: list[ClaimCheck]) -> None:
+        """One statement for many accepted batches; a row process wrote already is left as it is."""
+        with self.db.transaction() as cursor:
+            psycopg2.extras.execute_values(
+                cursor,
+                _INSERT_CLAIMS,
+                [_claim_row(claim, BatchStatus.ACCEPTED) for claim in claims],
+                page_size=len(claims),
+            )
 
     def open_for_processing(self, cursor: psycopg2.extensions.cursor, claim: ClaimCheck) -> BatchStatus:
         """Records the batch if ingest did not, counts the attempt; the status it has now

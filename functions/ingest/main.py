@@ -8,7 +8,7 @@ import flask
 import functions_framework
 import redis
 
-from easysmart.acceptedbatches import AcceptedBatches
+from easysmart.acceptedbatches import AcceptedBatches, AcceptedRows
 from easysmart.claimsig import ClaimKeyring
 from easysmart.config import (
     DAY_SECONDS,
@@ -31,6 +31,7 @@ from easysmart.db import Database
 from easysmart.health import HealthChecks
 from easysmart.identity import TokenService, bearer_principal
 from easysmart.ingest import IngestService, UploadRequest, counted_upload
+from easysmart.ledger import BatchLedger
 from easysmart.messaging import ClaimCheckPublisher, KafkaProbe
 from easysmart.observability import configure_logging, request_id_var, tenant_id_var
 from easysmart.ratelimit import DecompressionBudget, RateLimiter
@@ -71,6 +72,7 @@ def _clients():
         keyring=ClaimKeyring.from_settings(ClaimSigningSettings.from_env()),
         budget=DecompressionBudget(redis_client, limits.ingest_device_decompressed_bytes_per_hour),
         accepted=AcceptedBatches(redis_client, retention.blob_retention_days * DAY_SECONDS),
+        accepted_rows=AcceptedRows(BatchLedger(db)),
     )
     probe = KafkaProbe(kafka.kafka_bootstrap_servers, kafka.kafka_topic_raw, timeout_s)
     health = HealthChecks.of_backends(db=db, redis_client=redis_client, blobs=blobs, kafka=probe)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import io
+from datetime import datetime, timedelta
 
 import pytest
 import redis
@@ -12,13 +13,14 @@ from support.claims import TEST_KEYRING
 from support.fakes import FakePublisher
 from support.samples import FIXTURES
 
-from easysmart.acceptedbatches import AcceptedBatches, batch_key, upload_key
+from easysmart.acceptedbatches import AcceptedBatches, AcceptedRows, batch_key, upload_key
+from easysmart.alerting.store import processing_lag_s
 from easysmart.config import ProcessSettings, RateLimits, RetentionSettings, UploadLimits
 from easysmart.db import Database
 from easysmart.errors import NotFoundError
 from easysmart.identity import Principal
 from easysmart.ingest import IngestService, UploadRequest, UploadResult
-from easysmart.ledger import BatchStatus
+from easysmart.ledger import BatchLedger, BatchStatus
 from easysmart.process import BatchProcessor
 
 UPLOAD = (FIXTURES / "ha-bulk-small.json").read_bytes()
@@ -141,3 +143,24 @@ def test_with_redis_down_ingest_records_the_batch_and_finds_duplicates_in_the_le
     assert ingest.batch_status(device, first.batch_id)["status"] == "accepted"
     again = send(ingest, device)
     assert (again.batch_id, again.duplicate) == (first.batch_id, True)
+
+
+def test_the_ledger_row_is_written_off_the_request_path_and_counts_in_the_processing_lag(
+    database, blobs, publisher, redis_client, process, make_account
+):
+    rows = AcceptedRows(BatchLedger(database), interval_s=3600)  # flushed by the test
+    ingest = ingest_with(database, blobs, publisher, redis_client)
+    ingest.accepted_rows = rows
+    device = principal_of(make_account())
+    first = send(ingest, device)
+    second = send(ingest, device, UPLOAD.replace(b"Freezer", b"Frigobar"))
+    # Process opened the second before the row was written: its row stays as process left it.
+    process.process(publisher.claims[1])
+
+    assert rows.flush() == 2
+    assert rows.flush() == 0
+    assert (ledger_status(database, first.batch_id), ledger_status(database, second.batch_id)) == ("accepted", "done")
+    received = datetime.fromisoformat(publisher.claims[0].received_at)
+    with database.transaction() as cursor:
+        lag = processing_lag_s(cursor, received + timedelta(minutes=10), received - timedelta(seconds=1))
+    assert lag == pytest.approx(600, abs=1)
