@@ -426,8 +426,9 @@ class ReadingNormaliser:
         extras = tuple(map(raw.get, _EXTRA_FIELDS))
         # Extras are almost always floats or null that fit a `real`, kept as they are, and repeat from reading
         # to reading; anything else goes through _extra, which reads text and rejects what a `real` cannot hold.
-        # (The types are checked too: True == 1.0, so a boolean would match a remembered float.)
-        if extras not in self._storable_extras or not _FLOAT_OR_NONE.issuperset(map(type, extras)):
+        # (The types are checked first: True == 1.0, so a boolean would match a remembered float, and a list or an
+        # object cannot be looked up at all.)
+        if not _FLOAT_OR_NONE.issuperset(map(type, extras)) or extras not in self._storable_extras:
             if _storable_reals(extras):
                 if len(self._storable_extras) < 50_000:
                     self._storable_extras.add(extras)

@@ -269,6 +269,9 @@ class FakeCopyWriter:
         self.rows.extend(written)
         self.stored += len(written)
 
+    def discard_staged(self) -> None:
+        self._staged = []
+
     def move_staged(self) -> None:
         self.rows.extend(self._staged)
         self.stored += len(self._staged)

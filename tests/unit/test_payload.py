@@ -222,6 +222,11 @@ def test_extras_at_the_edges_of_a_real_are_kept():
     assert extras[:3] == (3.4e38, 1e-40, 0.0)
 
 
+def test_an_extra_that_is_a_list_or_an_object_is_stored_as_unknown():
+    raw = reading(sensor_bateria_pct=[80], sensor_sinal_lqi={"v": 1}, sensor_sinal_rssi=-60.0)
+    assert normaliser().normalise(raw).extras[:3] == (None, None, -60.0)
+
+
 @pytest.mark.parametrize("state", ["a\u0000b", "\ud800", "x\udfffy"])
 def test_a_state_postgresql_text_cannot_hold_rejects_the_reading(state):
     raw = reading(sensor_telemetria=state)
