@@ -398,7 +398,7 @@ class ReadingNormaliser:
         self._times: dict[str, dict[object, tuple]] = {"sensor_datahora_coleta": {}, "timestamp": {}}
         self._states: dict[str, dict[str, tuple | ReadingRejected]] = {"sensor_telemetria": {}, "valor": {}}
         # copy_line's memory: uuids as sent that need no stripping; a local second -> its UTC second when the whole
-        # second lies inside the window, else None; a good state text -> its value and state columns.
+        # second lies inside the window, else None; a state text -> its value and state columns ("" if not good).
         self._clean_uuids: set[str] = set()
         self._utc_seconds: dict[str, str | None] = {}
         self._state_columns: dict[str, str] = {}
@@ -463,8 +463,8 @@ class ReadingNormaliser:
         columns = self._state_columns.get(value)
         if columns is None:
             columns = self._value_columns(value)
-            if columns is None:
-                return None
+        if not columns:
+            return None
         try:
             extras_text = "\t".join(map(self._extra_texts.__getitem__, _extras_of(raw)))
         except (KeyError, TypeError):  # an extra left out, or one that cannot be a dict key (a list, an object)
@@ -499,12 +499,13 @@ class ReadingNormaliser:
             self._utc_seconds[local_second] = utc_second
         return utc_second
 
-    def _value_columns(self, value: str) -> str | None:
+    def _value_columns(self, value: str) -> str:
+        """The value and state columns of a state text, or "" for one that normalise() skips or rejects."""
         try:
             number, state = self._state_value("sensor_telemetria", value, self.limits.state)
+            columns = f"{copy_number(number)}\t{copy_text(state)}"
         except ReadingRejected:
-            return None
-        columns = f"{copy_number(number)}\t{copy_text(state)}"
+            columns = ""
         if len(value) <= 64 and len(self._state_columns) < 100_000:
             self._state_columns[value] = columns
         return columns
