@@ -492,8 +492,11 @@ class ReadingNormaliser:
                 local = None
             if local is not None:
                 # An offset changes only at whole seconds: the same one holds for the whole second.
-                start = local.replace(tzinfo=self.zone).astimezone(timezone.utc)
-                if self.oldest <= start and start + _LAST_MICROSECOND <= self.newest:
+                try:
+                    start = local.replace(tzinfo=self.zone).astimezone(timezone.utc)
+                except OverflowError:  # normalise() rejects it
+                    start = None
+                if start is not None and self.oldest <= start and start + _LAST_MICROSECOND <= self.newest:
                     utc_second = start.isoformat()[:19]
         if len(self._utc_seconds) < 200_000:
             self._utc_seconds[local_second] = utc_second
@@ -548,7 +551,10 @@ class ReadingNormaliser:
             raise ReadingRejected(f"{key}: not an ISO-8601 time: {stamp[:64]!r}") from None
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=self.zone)
-        return parsed.astimezone(timezone.utc)
+        try:
+            return parsed.astimezone(timezone.utc)
+        except OverflowError:  # year 1 east of UTC, year 9999 west of it
+            raise ReadingRejected(f"{key}: outside the times that can be stored: {stamp[:64]!r}") from None
 
     def _value(self, raw: dict) -> tuple[float | None, str | None]:
         field_name = "sensor_telemetria" if "sensor_telemetria" in raw else "valor"

@@ -70,6 +70,8 @@ def local_stamp(rng: random.Random, ends: list[datetime]) -> object:
             "2026-11-20T08:00:60.123456",
             "2026-11-20T08:00:00.12345x",
             "２０２６-11-20T08:00:00.123456",
+            "0001-01-01T00:00:00.123456",  # before year 1 in UTC east of it
+            "9999-12-31T23:59:59.123456",  # after year 9999 in UTC west of it
             None,
             True,
             MISSING,

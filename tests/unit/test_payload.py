@@ -101,6 +101,15 @@ def test_distinct_naive_times_around_a_zone_transition_read_as_the_zone_reads_th
         assert (result.ts, result.ts_text) == (expected, expected.isoformat()), local
 
 
+@pytest.mark.parametrize(
+    "zone, stamp", [("Asia/Tokyo", "0001-01-01T00:00:00"), ("America/Sao_Paulo", "9999-12-31T23:00:00")]
+)
+def test_a_naive_time_whose_utc_falls_outside_the_years_python_holds_is_rejected(zone, stamp):
+    with pytest.raises(ReadingRejected) as rejected:
+        normaliser(zone).normalise(reading(sensor_datahora_coleta=stamp))
+    assert rejected.value.reason.startswith("sensor_datahora_coleta: outside the times that can be stored")
+
+
 def test_aware_times_are_converted_to_utc():
     result = normaliser().normalise(reading(sensor_datahora_coleta="2026-11-20T08:00:00-03:00"))
     assert result.ts == datetime(2026, 11, 20, 11, 0, tzinfo=timezone.utc)
