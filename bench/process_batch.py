@@ -188,6 +188,7 @@ def process_only(claim: ClaimCheck, without_outbox: bool) -> None:
                 "process_readings_per_s": round(result.stored / process_s),
                 # CPU seconds of both threads (parser and writer): steadier than wall time on a shared machine.
                 "process_cpu_s": round(cpu_s, 3),
+                "process_cpu_us_per_reading": round(cpu_s / max(result.readings, 1) * 1e6, 2),
                 "process_peak_rss_mib": round(peak / 2**20, 1),
             }
         )

@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Callable, Iterable, cast
 
-from easysmart.copywriter import CopyWriter, copy_number, copy_text
+from easysmart.copywriter import CopyWriter
 from easysmart.jsonstream import FIELD, ITEM_END, ITEM_START, NOT_AN_OBJECT, READING
 from easysmart.payload import (
     ReadingNormaliser,
     ReadingRejected,
     Tally,
+    copy_columns,
     equipment_info,
     identity_problem,
     sensor_info,
@@ -30,8 +31,9 @@ class BatchBuilder:
         self.item = ItemTracker()
         self.items = 0
         self.violations: list[str] = []
-        self._rows: list[tuple[str, str]] = []  # (sensor uuid, the rest of its COPY line)
-        self._extras_text: dict[tuple, str] = {}
+        # sensor uuid -> its readings' COPY lines after the sensor's columns (without newlines), in upload order
+        self._rows: dict[str, list[str]] = {}
+        self._row_count = 0
         self._sensors: dict[str, tuple[int, Any]] = {}  # uuid -> (position, its latest reading)
         self._staged_unmoved = False
         # The current item: why its equip_uuid cannot be stored (its readings are then rejected), and how many
@@ -39,9 +41,18 @@ class BatchBuilder:
         self._item_problem: str | None = None
         self._item_valid = 0
         self._cuts_noted: set[tuple[str, str]] = set()
-        # The time range of the valid readings, logged for the aggregates' refresh.
-        self.oldest: datetime | None = None
-        self.newest: datetime | None = None
+        # The time range of the valid readings, logged for the aggregates' refresh: ISO-8601 UTC text (which sorts
+        # as time does), taken from the COPY lines (which start with it) as they leave the builder.
+        self._oldest: str | None = None
+        self._newest: str | None = None
+
+    @property
+    def oldest(self) -> datetime | None:
+        return None if self._oldest is None else datetime.fromisoformat(self._oldest)
+
+    @property
+    def newest(self) -> datetime | None:
+        return None if self._newest is None else datetime.fromisoformat(self._newest)
 
     def consume(self, events: Iterable[tuple[str, int, object]]) -> None:
         for kind, index, payload in events:
@@ -69,37 +80,43 @@ class BatchBuilder:
         if self._item_problem is not None:
             self.tally.reject(f"[{index}].sensor[{position}]", self._item_problem)
             return
-        try:
-            reading = self.normaliser.normalise(raw)
-        except ReadingRejected as rejection:
-            path = f"[{index}].sensor[{position}]"
-            if rejection.skipped:
-                self.tally.skip(path, rejection.reason)
-            else:
-                self.tally.reject(path, rejection.reason)
-            return
+        row = self.normaliser.copy_line(raw)
+        if row is None:
+            try:
+                reading = self.normaliser.normalise(raw)
+            except ReadingRejected as rejection:
+                path = f"[{index}].sensor[{position}]"
+                if rejection.skipped:
+                    self.tally.skip(path, rejection.reason)
+                else:
+                    self.tally.reject(path, rejection.reason)
+                return
+            row = reading.sensor_uuid, copy_columns(reading)
+        sensor_uuid, line = row
         self.tally.valid += 1
         self._item_valid += 1
-        if self.oldest is None or reading.ts < self.oldest:
-            self.oldest = reading.ts
-        if self.newest is None or reading.ts > self.newest:
-            self.newest = reading.ts
         # The latest reading of a sensor carries its latest settings; they are read at flush time.
-        self._sensors[reading.sensor_uuid] = (position, raw)
-        extras = self._extras_text.get(reading.extras)
-        if extras is None:
-            # Battery, signal and power values repeat across readings: format each combination once.
-            extras = "\t".join(["\\N" if v is None else repr(v) for v in reading.extras])
-            if len(self._extras_text) < 50_000:
-                self._extras_text[reading.extras] = extras
-        self._rows.append(
-            (
-                reading.sensor_uuid,
-                f"{reading.ts_text}\t{copy_number(reading.value)}\t{copy_text(reading.state)}\t{extras}\n",
-            )
-        )
-        if len(self._rows) >= self.chunk_readings:
+        self._sensors[sensor_uuid] = (position, raw)
+        lines = self._rows.get(sensor_uuid)
+        if lines is None:
+            self._rows[sensor_uuid] = lines = []
+        lines.append(line)
+        self._row_count += 1
+        if self._row_count >= self.chunk_readings:
             self._flush(final=False)
+
+    def _take_rows(self) -> dict[str, list[str]]:
+        """The rows gathered so far, their times folded into the batch's range."""
+        rows, self._rows, self._row_count = self._rows, {}, 0
+        for lines in rows.values():
+            # A line starts with its time, and no such time is a prefix of another: the least line is the oldest.
+            first, last = min(lines), max(lines)
+            first, last = first[: first.index("\t")], last[: last.index("\t")]
+            if self._oldest is None or first < self._oldest:
+                self._oldest = first
+            if self._newest is None or last > self._newest:
+                self._newest = last
+        return rows
 
     def _equipment_uuid_seen(self, index: int, equip_uuid: object) -> None:
         if not isinstance(equip_uuid, str) or not equip_uuid.strip():
@@ -112,7 +129,8 @@ class BatchBuilder:
         self.tally.valid -= self._item_valid
         self.tally.reject(f"[{index}].sensor", self._item_problem, self._item_valid)
         self._item_valid = 0
-        self._rows, self._sensors = [], {}
+        self._take_rows()
+        self._sensors = {}
         if self._staged_unmoved:
             self.writer.submit(self.writer.discard_staged)
             self._staged_unmoved = False
@@ -141,9 +159,10 @@ class BatchBuilder:
     def _flush(self, final: bool, item_complete: bool = False) -> None:
         if self.violations:
             # The batch will fail as a whole; writing more is wasted work.
-            self._rows, self._sensors = [], {}
+            self._take_rows()
+            self._sensors = {}
             return
-        rows, self._rows = self._rows, []
+        rows = self._take_rows()
         # Rows can be written once their sensors exist, which needs the item's equipment;
         # until then (equip_uuid after the sensor list) they wait in the staging table.
         if (item_complete or not final) and self._equipment_known():

@@ -1,13 +1,12 @@
 """The COPY writer of process: equipment, sensors and readings into PostgreSQL on a thread of its own.
 
-Readings arrive as COPY text lines. Those of known sensors are COPYed straight into telemetry_data;
-the others wait in a temporary staging table keyed by sensor uuid until their sensors exist.
+Readings arrive as COPY text lines grouped by sensor uuid. Those of known sensors are COPYed straight into
+telemetry_data; the others wait in a temporary staging table keyed by sensor uuid until their sensors exist.
 """
 
 from __future__ import annotations
 
 import queue
-import re
 import threading
 from datetime import datetime, timezone
 from typing import Callable
@@ -16,11 +15,10 @@ import psycopg2.errors
 import psycopg2.extensions
 import psycopg2.extras
 
+from easysmart.copytext import copy_text
 from easysmart.db import one_row
 from easysmart.payload import EquipmentInfo, SensorInfo
 
-_NEEDS_ESCAPE = re.compile(r"[\\\t\n\r]")
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 _VALUE_COLUMNS = "ts, value, state, battery_pct, lqi, rssi, battery_voltage, voltage, current, power"
 _STAGING_COLUMNS = f"sensor_uuid, {_VALUE_COLUMNS}"
 _DATA_COLUMNS = f"sensor_id, equipment_id, {_VALUE_COLUMNS}"
@@ -35,14 +33,14 @@ def create_staging_table(cursor: psycopg2.extensions.cursor) -> None:
     )
 
 
-def copy_text(value: str | None) -> str:
-    if value is None:
-        return "\\N"
-    return value.translate(_COPY_ESCAPES) if _NEEDS_ESCAPE.search(value) else value
-
-
-def copy_number(value: float | None) -> str:
-    return "\\N" if value is None else repr(value)
+def grouped_copy_text(rows: dict[str, list[str]], first_columns: dict[str, str]) -> str:
+    """COPY text of rows grouped by sensor uuid: each line is the sensor's first columns, a tab and the line as the
+    builder gave it; joined in C, a group at a time."""
+    parts = []
+    for sensor_uuid, lines in rows.items():
+        prefix = first_columns[sensor_uuid] + "\t"
+        parts.append(prefix + ("\n" + prefix).join(lines) + "\n")
+    return "".join(parts)
 
 
 class CopyWriter:
@@ -169,23 +167,22 @@ class CopyWriter:
             self.sensor_ids[uuid_] = f"{sensor_id}\t{sensor_equipment_id}"
             self.sensors[uuid_] = (sensor_id, sensor_equipment_id, kind)
 
-    def stage(self, rows: list[tuple[str, str]]) -> None:
+    def stage(self, rows: dict[str, list[str]]) -> None:
         """COPY rows whose sensors may not exist yet into the staging table, keyed by sensor uuid."""
         if not self._staging_created:
             # Made when first needed: most batches (sensors known, nothing resent) never stage a row.
             create_staging_table(self.cursor)
             self._staging_created = True
-        text = "".join([f"{copy_text(sensor_uuid)}\t{rest}" for sensor_uuid, rest in rows])
+        text = grouped_copy_text(rows, {sensor_uuid: copy_text(sensor_uuid) for sensor_uuid in rows})
         self.cursor.copy_expert(f"COPY esm_staging ({_STAGING_COLUMNS}) FROM STDIN", _StringReader(text))
 
-    def write(self, rows: list[tuple[str, str]]) -> None:
+    def write(self, rows: dict[str, list[str]]) -> None:
         """Rows of upserted sensors: COPY straight into telemetry_data, as fast as a bare COPY.
 
         A reading stored before (a resend) makes that COPY fail: the chunk then goes through
         the staging table and ON CONFLICT DO NOTHING, and so does the rest of the batch."""
         if not self._conflicts_seen:
-            ids = self.sensor_ids
-            text = "".join([f"{ids[sensor_uuid]}\t{rest}" for sensor_uuid, rest in rows])
+            text = grouped_copy_text(rows, self.sensor_ids)
             self.cursor.execute("SAVEPOINT direct_copy")
             try:
                 self.cursor.copy_expert(f"COPY telemetry_data ({_DATA_COLUMNS}) FROM STDIN", _StringReader(text))
@@ -194,7 +191,7 @@ class CopyWriter:
                 self._conflicts_seen = True
             else:
                 self.cursor.execute("RELEASE SAVEPOINT direct_copy")
-                self.stored += len(rows)
+                self.stored += sum(map(len, rows.values()))
                 self._note_stored(rows)
                 return
         self.stage(rows)
@@ -223,19 +220,13 @@ class CopyWriter:
             self._note_span(sensor_uuid, _utc_text(first), _utc_text(last), count)
         self.cursor.execute("TRUNCATE esm_staging")
 
-    def _note_stored(self, rows: list[tuple[str, str]]) -> None:
+    def _note_stored(self, rows: dict[str, list[str]]) -> None:
         """Adds rows just stored to their sensors' spans. A row's COPY text starts with its ISO-8601 UTC time and a
         tab, and no such time is a prefix of another, so the least and greatest lines of a sensor are its first and
-        last times: grouped here, compared by min() and max() in C (the writer holds the parser's GIL meanwhile)."""
-        lines: dict[str, list[str]] = {}
-        for sensor_uuid, rest in rows:
-            group = lines.get(sensor_uuid)
-            if group is None:
-                lines[sensor_uuid] = group = []
-            group.append(rest)
-        for sensor_uuid, group in lines.items():
-            first, last = min(group), max(group)
-            self._note_span(sensor_uuid, first[: first.index("\t")], last[: last.index("\t")], len(group))
+        last times (compared by min() and max() in C)."""
+        for sensor_uuid, lines in rows.items():
+            first, last = min(lines), max(lines)
+            self._note_span(sensor_uuid, first[: first.index("\t")], last[: last.index("\t")], len(lines))
 
     def _note_span(self, sensor_uuid: str, first: str, last: str, count: int) -> None:
         span = self.stored_spans.get(sensor_uuid)

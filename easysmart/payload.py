@@ -8,6 +8,7 @@ counted, with its path and reason, because the client would resend a refused upl
 from __future__ import annotations
 
 import math
+import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
+from easysmart.copytext import NULL, copy_number, copy_numbers, copy_text
 from easysmart.errors import UnprocessableError
 
 MAX_LISTED_REASONS = 100
@@ -82,6 +84,28 @@ _REAL_MAX = 3.4028234663852886e38
 _REAL_MIN = 1.401298464324817e-45
 # PostgreSQL text cannot hold NUL; lone surrogates cannot be encoded as UTF-8.
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# The second of a naive local time as the client writes it (datetime.now().isoformat()), before ".ffffff".
+_LOCAL_SECOND = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}")
+_LAST_MICROSECOND = timedelta(microseconds=999_999)
+
+
+_extras_of = operator.itemgetter(*_EXTRA_FIELDS)
+# Any text holding an "n" sends a reading's extras to normalise(), which reads them by every rule.
+_NOT_A_PLAIN_FLOAT = "n"
+
+
+class _ExtraTexts(dict):
+    """An extra (float or None) -> its COPY text, made on a miss. Only floats are kept, and never one equal to a
+    boolean (True == 1.0, False == 0.0 == -0.0, which reads differently) or NaN; an int finds the equal float's text,
+    as normalise() would write it. Any other value is _NOT_A_PLAIN_FLOAT."""
+
+    def __missing__(self, value: object) -> str:
+        if type(value) is not float:
+            return _NOT_A_PLAIN_FLOAT
+        text = repr(value)
+        if value != 0.0 and value != 1.0 and value == value and len(self) < 20_000:
+            self[value] = text
+        return text
 
 
 @dataclass(frozen=True)
@@ -148,6 +172,13 @@ class Reading(NamedTuple):
     value: float | None
     state: str | None
     extras: tuple[float | None, ...]
+
+
+def copy_columns(reading: Reading) -> str:
+    """The reading's COPY columns after its sensor's (ts, value, state, extras), as one line without its newline."""
+    return (
+        f"{reading.ts_text}\t{copy_number(reading.value)}\t{copy_text(reading.state)}\t{copy_numbers(reading.extras)}"
+    )
 
 
 @dataclass
@@ -366,6 +397,12 @@ class ReadingNormaliser:
         # per field name: time as sent -> (UTC time, its ISO text, why it is refused or None)
         self._times: dict[str, dict[object, tuple]] = {"sensor_datahora_coleta": {}, "timestamp": {}}
         self._states: dict[str, dict[str, tuple | ReadingRejected]] = {"sensor_telemetria": {}, "valor": {}}
+        # copy_line's memory: uuids as sent that need no stripping; a local second -> its UTC second when the whole
+        # second lies inside the window, else None; a state text -> its value and state columns ("" if not good).
+        self._clean_uuids: set[str] = set()
+        self._utc_seconds: dict[str, str | None] = {}
+        self._state_columns: dict[str, str] = {}
+        self._extra_texts = _ExtraTexts({None: NULL})
 
     def time_window(self) -> tuple[datetime, datetime]:
         return self.oldest, self.newest
@@ -389,14 +426,92 @@ class ReadingNormaliser:
         extras = tuple(map(raw.get, _EXTRA_FIELDS))
         # Extras are almost always floats or null that fit a `real`, kept as they are, and repeat from reading
         # to reading; anything else goes through _extra, which reads text and rejects what a `real` cannot hold.
-        # (The types are checked too: True == 1.0, so a boolean would match a remembered float.)
-        if extras not in self._storable_extras or not _FLOAT_OR_NONE.issuperset(map(type, extras)):
+        # (The types are checked first: True == 1.0, so a boolean would match a remembered float, and a list or an
+        # object cannot be looked up at all.)
+        if not _FLOAT_OR_NONE.issuperset(map(type, extras)) or extras not in self._storable_extras:
             if _storable_reals(extras):
                 if len(self._storable_extras) < 50_000:
                     self._storable_extras.add(extras)
             else:
                 extras = tuple(map(_extra, _EXTRA_FIELDS, extras))
         return Reading(sensor_uuid.strip(), ts, ts_text, value, state, extras)
+
+    def copy_line(self, raw: object) -> tuple[str, str] | None:
+        """The sensor uuid and COPY columns (as copy_columns(normalise(raw)) gives them) of a reading in the client's
+        usual shape, read fast: a naive microsecond time whose second lies inside the window, a good state text,
+        extras that are floats or null. None for anything else, which normalise() reads by every rule."""
+        if type(raw) is not dict:
+            return None
+        sensor_uuid = raw.get("sensor_uuid")
+        stamp = raw.get("sensor_datahora_coleta")
+        value = raw.get("sensor_telemetria")
+        if type(sensor_uuid) is not str or type(stamp) is not str or type(value) is not str:
+            return None
+        if sensor_uuid not in self._clean_uuids and not self._clean_uuid(sensor_uuid):
+            return None
+        # "YYYY-MM-DDTHH:MM:SS.ffffff": the second is converted once, the microseconds are copied as they are
+        # (isoformat() leaves out a zero fraction, so that one reads slowly).
+        microseconds = stamp[20:]
+        if len(stamp) != 26 or stamp[19] != "." or not stamp.isascii() or not microseconds.isdigit():
+            return None
+        local_second = stamp[:19]
+        utc_second = self._utc_seconds.get(local_second, "")
+        if utc_second == "":
+            utc_second = self._utc_second(local_second)
+        if utc_second is None or microseconds == "000000":
+            return None
+        columns = self._state_columns.get(value)
+        if columns is None:
+            columns = self._value_columns(value)
+        if not columns:
+            return None
+        try:
+            extras_text = "\t".join(map(self._extra_texts.__getitem__, _extras_of(raw)))
+        except (KeyError, TypeError):  # an extra left out, or one that cannot be a dict key (a list, an object)
+            return None
+        # repr() writes |x| in [1e-4, 1e16) as plain decimals, which a real holds; exponents, inf and nan read slowly.
+        if "e" in extras_text or "n" in extras_text:
+            return None
+        return sensor_uuid, f"{utc_second}.{microseconds}+00:00\t{columns}\t{extras_text}"
+
+    def _clean_uuid(self, sensor_uuid: str) -> bool:
+        if not sensor_uuid or sensor_uuid != sensor_uuid.strip():
+            return False
+        if identity_problem("sensor_uuid", sensor_uuid, self.limits) is not None:
+            return False
+        if len(self._clean_uuids) < 100_000:
+            self._clean_uuids.add(sensor_uuid)
+        return True
+
+    def _utc_second(self, local_second: str) -> str | None:
+        utc_second = None
+        if _LOCAL_SECOND.fullmatch(local_second):
+            try:
+                local = datetime.fromisoformat(local_second)
+            except ValueError:
+                local = None
+            if local is not None:
+                # An offset changes only at whole seconds: the same one holds for the whole second.
+                try:
+                    start = local.replace(tzinfo=self.zone).astimezone(timezone.utc)
+                except OverflowError:  # normalise() rejects it
+                    start = None
+                if start is not None and self.oldest <= start and start + _LAST_MICROSECOND <= self.newest:
+                    utc_second = start.isoformat()[:19]
+        if len(self._utc_seconds) < 200_000:
+            self._utc_seconds[local_second] = utc_second
+        return utc_second
+
+    def _value_columns(self, value: str) -> str:
+        """The value and state columns of a state text, or "" for one that normalise() skips or rejects."""
+        try:
+            number, state = self._state_value("sensor_telemetria", value, self.limits.state)
+            columns = f"{copy_number(number)}\t{copy_text(state)}"
+        except ReadingRejected:
+            columns = ""
+        if len(value) <= 64 and len(self._state_columns) < 100_000:
+            self._state_columns[value] = columns
+        return columns
 
     def _timestamp(self, raw: dict) -> tuple[datetime, str]:
         key = "sensor_datahora_coleta" if "sensor_datahora_coleta" in raw else "timestamp"
@@ -436,7 +551,10 @@ class ReadingNormaliser:
             raise ReadingRejected(f"{key}: not an ISO-8601 time: {stamp[:64]!r}") from None
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=self.zone)
-        return parsed.astimezone(timezone.utc)
+        try:
+            return parsed.astimezone(timezone.utc)
+        except OverflowError:  # year 1 east of UTC, year 9999 west of it
+            raise ReadingRejected(f"{key}: outside the times that can be stored: {stamp[:64]!r}") from None
 
     def _value(self, raw: dict) -> tuple[float | None, str | None]:
         field_name = "sensor_telemetria" if "sensor_telemetria" in raw else "valor"

@@ -306,13 +306,18 @@ class FakeCopyWriter:
     def upsert(self, equipment: object, sensors: list) -> None:
         return None
 
-    def stage(self, rows: list[tuple[str, str]]) -> None:
-        self._staged.extend(rows)
+    def stage(self, rows: dict[str, list[str]]) -> None:
+        self._staged.extend((sensor_uuid, line) for sensor_uuid, lines in rows.items() for line in lines)
 
-    def write(self, rows: list[tuple[str, str]]) -> None:
-        self.rows.extend(rows)
-        self.stored += len(rows)
+    def write(self, rows: dict[str, list[str]]) -> None:
+        written = [(sensor_uuid, line) for sensor_uuid, lines in rows.items() for line in lines]
+        self.rows.extend(written)
+        self.stored += len(written)
+
+    def discard_staged(self) -> None:
+        self._staged = []
 
     def move_staged(self) -> None:
-        self.write(self._staged)
+        self.rows.extend(self._staged)
+        self.stored += len(self._staged)
         self._staged = []

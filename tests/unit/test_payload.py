@@ -101,6 +101,15 @@ def test_distinct_naive_times_around_a_zone_transition_read_as_the_zone_reads_th
         assert (result.ts, result.ts_text) == (expected, expected.isoformat()), local
 
 
+@pytest.mark.parametrize(
+    "zone, stamp", [("Asia/Tokyo", "0001-01-01T00:00:00"), ("America/Sao_Paulo", "9999-12-31T23:00:00")]
+)
+def test_a_naive_time_whose_utc_falls_outside_the_years_python_holds_is_rejected(zone, stamp):
+    with pytest.raises(ReadingRejected) as rejected:
+        normaliser(zone).normalise(reading(sensor_datahora_coleta=stamp))
+    assert rejected.value.reason.startswith("sensor_datahora_coleta: outside the times that can be stored")
+
+
 def test_aware_times_are_converted_to_utc():
     result = normaliser().normalise(reading(sensor_datahora_coleta="2026-11-20T08:00:00-03:00"))
     assert result.ts == datetime(2026, 11, 20, 11, 0, tzinfo=timezone.utc)
@@ -220,6 +229,11 @@ def test_extras_at_the_edges_of_a_real_are_kept():
         normaliser().normalise(reading(sensor_bateria_pct=3.4e38, sensor_sinal_lqi=1e-40, sensor_sinal_rssi=0.0)).extras
     )
     assert extras[:3] == (3.4e38, 1e-40, 0.0)
+
+
+def test_an_extra_that_is_a_list_or_an_object_is_stored_as_unknown():
+    raw = reading(sensor_bateria_pct=[80], sensor_sinal_lqi={"v": 1}, sensor_sinal_rssi=-60.0)
+    assert normaliser().normalise(raw).extras[:3] == (None, None, -60.0)
 
 
 @pytest.mark.parametrize("state", ["a\u0000b", "\ud800", "x\udfffy"])
