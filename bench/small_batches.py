@@ -37,6 +37,7 @@ import psycopg2
 import requests
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
+from uploads import client_reading
 
 from easysmart import accounts
 from easysmart.config import DatabaseSettings, KafkaSettings, ObjectStoreSettings
@@ -78,27 +79,9 @@ def small_upload(device: int, sequence: int, end: datetime, rng: random.Random) 
             else f"{rng.random() * 90:.1f}"
         )
         readings.append(
-            {
-                "sensor_uuid": sensor_uuid,
-                "sensor_nome": f"{name} {label}",
-                "sensor_status": "ATIVO",
-                "sensor_tipo": kind,
-                "sensor_unidade": unit,
-                "sensor_telemetria": value,
-                "sensor_datahora_coleta": taken.isoformat(),
-                "sensor_bateria_pct": float(rng.randint(60, 100)),
-                "sensor_sinal_lqi": float(rng.randint(90, 160)),
-                "sensor_sinal_rssi": float(rng.randint(-80, -40)),
-                "sensor_voltagem_bateria": round(rng.uniform(2.8, 3.1), 2),
-                "sensor_voltagem": None,
-                "sensor_corrente": None,
-                "sensor_potencia": None,
-                "sensor_fabricante": "Aqara",
-                "sensor_modelo": "WSDCGQ11LM",
-                "sensor_firmware": "N/A",
-                "sensor_id_hardware": f"0x00158d0000{device:06x}",
-                "sensor_via_hub": True,
-            }
+            client_reading(
+                sensor_uuid, f"{name} {label}", kind, unit, value, taken.isoformat(), f"0x00158d0000{device:06x}", rng
+            )
         )
     return [
         {

@@ -20,6 +20,33 @@ KINDS = (
 NAMESPACE = uuid.UUID("0b5c6d7e-8f90-4a1b-9c2d-3e4f5a6b7c8d")
 
 
+def client_reading(
+    sensor_uuid: str, name: str, kind: str, unit: str, value: str, stamp: str, hardware_id: str, rng: random.Random
+) -> dict:
+    """One reading with the ~20 fields the client sends, its radio and battery figures drawn from `rng`."""
+    return {
+        "sensor_uuid": sensor_uuid,
+        "sensor_nome": name,
+        "sensor_status": "ATIVO",
+        "sensor_tipo": kind,
+        "sensor_unidade": unit,
+        "sensor_telemetria": value,
+        "sensor_datahora_coleta": stamp,
+        "sensor_bateria_pct": float(rng.randint(60, 100)),
+        "sensor_sinal_lqi": float(rng.randint(90, 160)),
+        "sensor_sinal_rssi": float(rng.randint(-80, -40)),
+        "sensor_voltagem_bateria": round(rng.uniform(2.8, 3.1), 2),
+        "sensor_voltagem": None,
+        "sensor_corrente": None,
+        "sensor_potencia": None,
+        "sensor_fabricante": "Aqara",
+        "sensor_modelo": "WSDCGQ11LM",
+        "sensor_firmware": "N/A",
+        "sensor_id_hardware": hardware_id,
+        "sensor_via_hub": True,
+    }
+
+
 def client_upload(
     readings: int,
     seed: int = 0,
@@ -60,27 +87,7 @@ def client_upload(
                 if distinct_times:
                     stamp = (taken + timedelta(microseconds=1 + position * 1_000 + rng.randrange(1_000))).isoformat()
                 sensor_list.append(
-                    {
-                        "sensor_uuid": sensor_uuid,
-                        "sensor_nome": sensor_name,
-                        "sensor_status": "ATIVO",
-                        "sensor_tipo": kind,
-                        "sensor_unidade": unit,
-                        "sensor_telemetria": value,
-                        "sensor_datahora_coleta": stamp,
-                        "sensor_bateria_pct": float(rng.randint(60, 100)),
-                        "sensor_sinal_lqi": float(rng.randint(90, 160)),
-                        "sensor_sinal_rssi": float(rng.randint(-80, -40)),
-                        "sensor_voltagem_bateria": round(rng.uniform(2.8, 3.1), 2),
-                        "sensor_voltagem": None,
-                        "sensor_corrente": None,
-                        "sensor_potencia": None,
-                        "sensor_fabricante": "Aqara",
-                        "sensor_modelo": "WSDCGQ11LM",
-                        "sensor_firmware": "N/A",
-                        "sensor_id_hardware": f"0x00158d0000{number:06x}",
-                        "sensor_via_hub": True,
-                    }
+                    client_reading(sensor_uuid, sensor_name, kind, unit, value, stamp, f"0x00158d0000{number:06x}", rng)
                 )
         items.append(
             {
