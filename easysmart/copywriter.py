@@ -102,12 +102,10 @@ class CopyWriter:
     # Operations (run on the writer thread)
 
     def upsert(self, equipment: EquipmentInfo, sensors: list[SensorInfo]) -> None:
-        # A row is rewritten only when the upload changes it (most uploads repeat what the last one said); an
-        # unchanged row is still locked, as if updated, and its id comes from the second SELECT.
         self.cursor.execute(
-            "WITH upserted AS (INSERT INTO equipment (tenant_id, uuid, name, location, status,"
+            "INSERT INTO equipment (tenant_id, uuid, name, location, status,"
             " collect_interval_s, siren_active, siren_time_s)"
-            " VALUES (%(tenant)s, %(uuid)s, %(name)s, %(location)s, %(status)s, %(interval)s, %(siren)s, %(siren_s)s)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (tenant_id, uuid) DO UPDATE SET"
             " name = COALESCE(EXCLUDED.name, equipment.name),"
             " location = COALESCE(EXCLUDED.location, equipment.location),"
@@ -115,34 +113,19 @@ class CopyWriter:
             " collect_interval_s = COALESCE(EXCLUDED.collect_interval_s, equipment.collect_interval_s),"
             " siren_active = COALESCE(EXCLUDED.siren_active, equipment.siren_active),"
             " siren_time_s = COALESCE(EXCLUDED.siren_time_s, equipment.siren_time_s), updated_at = now()"
-            " WHERE (equipment.name, equipment.location, equipment.status, equipment.collect_interval_s,"
-            " equipment.siren_active, equipment.siren_time_s) IS DISTINCT FROM"
-            " (COALESCE(EXCLUDED.name, equipment.name), COALESCE(EXCLUDED.location, equipment.location),"
-            " COALESCE(EXCLUDED.status, equipment.status),"
-            " COALESCE(EXCLUDED.collect_interval_s, equipment.collect_interval_s),"
-            " COALESCE(EXCLUDED.siren_active, equipment.siren_active),"
-            " COALESCE(EXCLUDED.siren_time_s, equipment.siren_time_s))"
-            " RETURNING id)"
-            " SELECT id FROM upserted UNION ALL SELECT id FROM equipment"
-            " WHERE tenant_id = %(tenant)s AND uuid = %(uuid)s AND NOT EXISTS (SELECT FROM upserted)",
-            {
-                "tenant": self.tenant_id,
-                "uuid": equipment.uuid,
-                "name": equipment.name,
-                "location": equipment.location,
-                "status": equipment.status,
-                "interval": equipment.collect_interval_s,
-                "siren": equipment.siren_active,
-                "siren_s": equipment.siren_time_s,
-            },
+            " RETURNING id",
+            (
+                self.tenant_id,
+                equipment.uuid,
+                equipment.name,
+                equipment.location,
+                equipment.status,
+                equipment.collect_interval_s,
+                equipment.siren_active,
+                equipment.siren_time_s,
+            ),
         )
-        row = self.cursor.fetchone()
-        if row is None:  # made by a batch that committed after this statement's snapshot: the next one sees it
-            self.cursor.execute(
-                "SELECT id FROM equipment WHERE tenant_id = %s AND uuid = %s", (self.tenant_id, equipment.uuid)
-            )
-            row = one_row(self.cursor)
-        equipment_id = row[0]
+        equipment_id = one_row(self.cursor)[0]
         self.equipment[equipment_id] = equipment.uuid
         if not sensors:
             return
@@ -166,11 +149,9 @@ class CopyWriter:
         ]
         returned = psycopg2.extras.execute_values(
             self.cursor,
-            "WITH wanted (tenant_id, equipment_id, uuid, name, kind, unit, status, manufacturer, model, firmware,"
-            " hardware_id, via_hub) AS (VALUES %s),"
-            " upserted AS (INSERT INTO sensors (tenant_id, equipment_id, uuid, name, kind, unit, status,"
-            " manufacturer, model, firmware, hardware_id, via_hub) SELECT * FROM wanted"
-            " ON CONFLICT (tenant_id, uuid) DO UPDATE SET"
+            "INSERT INTO sensors (tenant_id, equipment_id, uuid, name, kind, unit, status,"
+            " manufacturer, model, firmware,"
+            " hardware_id, via_hub) VALUES %s ON CONFLICT (tenant_id, uuid) DO UPDATE SET"
             " equipment_id = EXCLUDED.equipment_id, name = COALESCE(EXCLUDED.name, sensors.name),"
             " kind = COALESCE(EXCLUDED.kind, sensors.kind), unit = COALESCE(EXCLUDED.unit, sensors.unit),"
             " status = COALESCE(EXCLUDED.status, sensors.status),"
@@ -179,31 +160,11 @@ class CopyWriter:
             " firmware = COALESCE(EXCLUDED.firmware, sensors.firmware),"
             " hardware_id = COALESCE(EXCLUDED.hardware_id, sensors.hardware_id),"
             " via_hub = COALESCE(EXCLUDED.via_hub, sensors.via_hub), updated_at = now()"
-            " WHERE (sensors.equipment_id, sensors.name, sensors.kind, sensors.unit, sensors.status,"
-            " sensors.manufacturer, sensors.model, sensors.firmware, sensors.hardware_id, sensors.via_hub)"
-            " IS DISTINCT FROM (EXCLUDED.equipment_id, COALESCE(EXCLUDED.name, sensors.name),"
-            " COALESCE(EXCLUDED.kind, sensors.kind), COALESCE(EXCLUDED.unit, sensors.unit),"
-            " COALESCE(EXCLUDED.status, sensors.status), COALESCE(EXCLUDED.manufacturer, sensors.manufacturer),"
-            " COALESCE(EXCLUDED.model, sensors.model), COALESCE(EXCLUDED.firmware, sensors.firmware),"
-            " COALESCE(EXCLUDED.hardware_id, sensors.hardware_id), COALESCE(EXCLUDED.via_hub, sensors.via_hub))"
-            " RETURNING uuid, id, equipment_id, kind)"
-            " SELECT uuid, id, equipment_id, kind FROM upserted UNION ALL"
-            " SELECT s.uuid, s.id, s.equipment_id, s.kind FROM wanted w"
-            " JOIN sensors s ON s.tenant_id = w.tenant_id AND s.uuid = w.uuid"
-            " WHERE w.uuid NOT IN (SELECT uuid FROM upserted)",
+            " RETURNING uuid, id, equipment_id, kind",
             rows,
-            template="(%s::uuid, %s::bigint, %s::text, %s::text, %s::text, %s::text, %s::text, %s::text, %s::text,"
-            " %s::text, %s::text, %s::boolean)",
             page_size=1000,
             fetch=True,
         )
-        missing = {row[2] for row in rows} - {uuid_ for uuid_, *_ in returned}
-        if missing:  # made by a batch that committed after the statement's snapshot: the next one sees them
-            self.cursor.execute(
-                "SELECT uuid, id, equipment_id, kind FROM sensors WHERE tenant_id = %s AND uuid = ANY(%s)",
-                (self.tenant_id, sorted(missing)),
-            )
-            returned += self.cursor.fetchall()
         for uuid_, sensor_id, sensor_equipment_id, kind in returned:
             self.sensor_ids[uuid_] = f"{sensor_id}\t{sensor_equipment_id}"
             self.sensors[uuid_] = (sensor_id, sensor_equipment_id, kind)

@@ -84,39 +84,6 @@ def test_same_uuid_in_two_tenants_is_two_unrelated_sensors(processor, blobs, dat
     assert len(rows(database, first.tenant_id)) == len(rows(database, second.tenant_id)) == 2
 
 
-def row_versions(database, tenant_id: str) -> dict[str, str]:
-    """Each equipment and sensor row's xmin: it changes when the row is rewritten."""
-    with database.transaction() as cursor:
-        cursor.execute(
-            "SELECT 'equipment ' || uuid, xmin::text FROM equipment WHERE tenant_id = %(t)s"
-            " UNION ALL SELECT 'sensor ' || uuid, xmin::text FROM sensors WHERE tenant_id = %(t)s",
-            {"t": tenant_id},
-        )
-        return dict(cursor.fetchall())
-
-
-def test_an_upload_that_changes_no_setting_rewrites_no_equipment_or_sensor_row(
-    processor, blobs, database, make_account
-):
-    account = make_account()
-    items = recent_sample("ha-bulk-small.json")
-    processor.process(stage(blobs, account, items))
-    before = row_versions(database, account.tenant_id)
-    for reading in items[0]["sensor"]:
-        reading["sensor_datahora_coleta"] = reading["sensor_datahora_coleta"][:-1] + "1"  # new readings
-    again = processor.process(stage(blobs, account, items))
-    assert again.stored == 40 and again.redelivery is False
-    assert row_versions(database, account.tenant_id) == before
-    items[0]["equip_nome"] = "Freezer Renomeado"
-    changed_sensor = items[0]["sensor"][0]["sensor_uuid"]
-    for reading in items[0]["sensor"]:
-        if reading["sensor_uuid"] == changed_sensor:
-            reading["sensor_firmware"] = "9.9"
-    processor.process(stage(blobs, account, items))
-    changed = {name for name, version in row_versions(database, account.tenant_id).items() if before[name] != version}
-    assert changed == {f"equipment {items[0]['equip_uuid']}", f"sensor {changed_sensor}"}
-
-
 def test_latest_equipment_and_sensor_settings_win(processor, blobs, database, make_account):
     account = make_account()
     items = recent_sample("ha-bulk-small.json")
