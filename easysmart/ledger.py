@@ -66,12 +66,6 @@ _INSERT_CLAIM = (
     " bucket, object_key, size_bytes, decompressed_bytes, received_at)"
     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id)"
 )
-# The same row, inserted only if the `tenant` CTE found the tenant.
-_INSERT_CLAIM_FROM_TENANT = _INSERT_CLAIM.replace(
-    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-    " SELECT %s::uuid, %s::uuid, %s::uuid, %s, %s, %s, %s::int, %s::int, %s, %s, %s::bigint, %s::bigint,"
-    " %s::timestamptz FROM tenant",
-)
 
 
 def _claim_row(claim: ClaimCheck, status: BatchStatus) -> tuple:
@@ -90,6 +84,14 @@ def _claim_row(claim: ClaimCheck, status: BatchStatus) -> tuple:
         claim.decompressed_bytes,
         claim.received_at,
     )
+
+
+# The same row, inserted only if the `tenant` CTE found the tenant.
+_INSERT_CLAIM_FROM_TENANT = _INSERT_CLAIM.replace(
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+    " SELECT %s::uuid, %s::uuid, %s::uuid, %s, %s, %s, %s::int, %s::int, %s, %s, %s::bigint, %s::bigint,"
+    " %s::timestamptz FROM tenant",
+)
 
 
 def _row_of(cursor: psycopg2.extensions.cursor, batch_id: str) -> tuple:
