@@ -3,7 +3,9 @@
 A row moves accepted (ingest recorded it) -> processing (process opened it; the first state
 when ingest could not record it) -> done or failed. `done` is final: a redelivered claim check
 or a late failure never changes it. Loading a batch locks its row and marks it done on the
-caller's transaction, so the readings and the row commit together or not at all.
+caller's transaction, so the readings and the row commit together or not at all. A small batch is opened in
+that transaction too (open_for_load): it goes from accepted to done in one commit, and shows `processing` only
+after an attempt that failed.
 """
 
 from __future__ import annotations
@@ -85,6 +87,14 @@ def _claim_row(claim: ClaimCheck, status: BatchStatus) -> tuple:
     )
 
 
+# The same row, inserted only if the `tenant` CTE found the tenant.
+_INSERT_CLAIM_FROM_TENANT = _INSERT_CLAIM.replace(
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+    " SELECT %s::uuid, %s::uuid, %s::uuid, %s, %s, %s, %s::int, %s::int, %s, %s, %s::bigint, %s::bigint,"
+    " %s::timestamptz FROM tenant",
+)
+
+
 def _row_of(cursor: psycopg2.extensions.cursor, batch_id: str) -> tuple:
     row = cursor.fetchone()
     if row is None:  # process opens a batch before anything else reads it
@@ -141,6 +151,27 @@ class BatchLedger:
             (*_claim_row(claim, BatchStatus.PROCESSING), BatchStatus.DONE, BatchStatus.PROCESSING),
         )
         return BatchStatus(_row_of(cursor, claim.batch_id)[0])
+
+    def open_for_load(self, cursor: psycopg2.extensions.cursor, claim: ClaimCheck) -> tuple[str, BatchStatus] | None:
+        """open_for_processing and lock_for_load in one statement on the caller's transaction, which the batch is
+        loaded in (the row stays locked until it ends); with the tenant's time zone. None when the tenant does not
+        exist (nothing is recorded). The status `processing` is seen by others only if the transaction commits
+        without marking the batch done: a small batch is loaded in milliseconds."""
+        cursor.execute(
+            "WITH tenant AS (SELECT timezone FROM tenants WHERE id = %s),"
+            f" opened AS ({_INSERT_CLAIM_FROM_TENANT} DO UPDATE SET"
+            " status = CASE WHEN batches.status = %s THEN batches.status ELSE %s END,"
+            " attempts = batches.attempts + 1 RETURNING status)"
+            " SELECT tenant.timezone, opened.status FROM tenant, opened",
+            (
+                claim.tenant_id,
+                *_claim_row(claim, BatchStatus.PROCESSING),
+                BatchStatus.DONE,
+                BatchStatus.PROCESSING,
+            ),
+        )
+        row = cursor.fetchone()
+        return None if row is None else (row[0], BatchStatus(row[1]))
 
     def lock_for_load(self, cursor: psycopg2.extensions.cursor, batch_id: str) -> BatchStatus:
         """Locks the row until the caller's transaction ends, so one attempt at a time loads

@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable, Iterator, TypeVar, cast
 
 import orjson
@@ -99,6 +99,10 @@ class BatchFailedError(UnprocessableError):
     def __init__(self, message: str, dead_letter_reason: str = "invalid_upload", **details: object) -> None:
         super().__init__(message, **details)
         self.dead_letter_reason = dead_letter_reason  # its esm_process_dead_lettered_total reason
+
+
+class UnknownTenantError(BatchFailedError):
+    """The claim check names a tenant that does not exist: nothing can be recorded of the batch."""
 
 
 @dataclass
@@ -187,14 +191,26 @@ class BatchProcessor:
         tenant_id_var.set(claim.tenant_id)
         self._authenticate(claim)
         now = now or datetime.now(timezone.utc)
-        zone, status = self._open(claim)
-        if status == BatchStatus.DONE:
-            return self._redelivered(claim.batch_id)
-        normaliser = ReadingNormaliser(zone, now, self.retention.raw_retention_days, self.settings.future_tolerance_s)
+        # A small batch is opened in the transaction that loads it (one round trip, no transaction of its own);
+        # a large one is opened apart first, so that it shows `processing` while it loads.
+        small = claim.decompressed_bytes is not None and claim.decompressed_bytes <= INLINE_WRITE_MAX_BYTES
+        zone = None
+        if not small:
+            zone, status = self._open(claim)
+            if status == BatchStatus.DONE:
+                return self._redelivered(claim.batch_id)
         try:
-            self._ensure_partitions(*normaliser.time_window())
-            result = self._load_with_retries(claim, normaliser)
+            # The normaliser's window (ReadingNormaliser.time_window), known before the tenant's zone is.
+            self._ensure_partitions(
+                now - timedelta(days=self.retention.raw_retention_days),
+                now + timedelta(seconds=self.settings.future_tolerance_s),
+            )
+            result = self._load_with_retries(claim, now, zone, small)
+        except UnknownTenantError:
+            raise
         except Exception as error:
+            if zone is None and self._open_after_failure(claim) == BatchStatus.DONE:
+                return self._redelivered(claim.batch_id)  # a concurrent attempt finished it
             reason = self._permanent_reason(claim, error)
             if reason is None:
                 raise
@@ -254,11 +270,11 @@ class BatchProcessor:
             return None
         return f"failed {failures} times with an unexpected error ({type(error).__name__}); replay it once fixed"
 
-    def _load_with_retries(self, claim: ClaimCheck, normaliser: ReadingNormaliser) -> ProcessResult:
+    def _load_with_retries(self, claim: ClaimCheck, now: datetime, zone: str | None, small: bool) -> ProcessResult:
         attempt = 1
         while True:
             try:
-                return self._load(claim, normaliser)
+                return self._load(claim, now, zone, small)
             except psycopg2.Error as error:
                 if error.pgcode not in _RETRYABLE_CODES:
                     raise
@@ -273,8 +289,14 @@ class BatchProcessor:
             cursor.execute("SELECT timezone FROM tenants WHERE id = %s", (claim.tenant_id,))
             row = cursor.fetchone()
             if row is None:
-                raise BatchFailedError(f"tenant {claim.tenant_id} does not exist")
+                raise UnknownTenantError(f"tenant {claim.tenant_id} does not exist")
             return row[0], self.ledger.open_for_processing(cursor, claim)
+
+    def _open_after_failure(self, claim: ClaimCheck) -> BatchStatus:
+        """A batch opened in its load's transaction, which rolled back, is opened apart: the attempt shows, as
+        `processing`, and its row exists for the failure to be counted or recorded on."""
+        with self.db.transaction() as cursor:
+            return self.ledger.open_for_processing(cursor, claim)
 
     def _redelivered(self, batch_id: str) -> ProcessResult:
         PROCESS_REDELIVERIES.inc()
@@ -350,16 +372,26 @@ class BatchProcessor:
         if rest > 0:
             self.budget.charge(claim.account_id, rest)
 
-    def _load(self, claim: ClaimCheck, normaliser: ReadingNormaliser) -> ProcessResult:
+    def _load(self, claim: ClaimCheck, now: datetime, zone: str | None, small: bool) -> ProcessResult:
+        """Loads the batch in one transaction; opens it there too when `zone` is None (not opened apart)."""
         digest = hashlib.sha256()
         with self.db.connection() as conn:
             with conn.cursor() as cursor:
                 try:
-                    if self.ledger.lock_for_load(cursor, claim.batch_id) == BatchStatus.DONE:
+                    if zone is None:
+                        opened = self.ledger.open_for_load(cursor, claim)
+                        if opened is None:
+                            raise UnknownTenantError(f"tenant {claim.tenant_id} does not exist")
+                        zone, status = opened
+                    else:
+                        status = self.ledger.lock_for_load(cursor, claim.batch_id)
+                    if status == BatchStatus.DONE:
                         conn.rollback()
                         return self._redelivered(claim.batch_id)
+                    normaliser = ReadingNormaliser(
+                        zone, now, self.retention.raw_retention_days, self.settings.future_tolerance_s
+                    )
                     events, release = self._events(claim, digest)
-                    small = claim.decompressed_bytes is not None and claim.decompressed_bytes <= INLINE_WRITE_MAX_BYTES
                     writer = self.writer_factory(cursor, claim.tenant_id, threaded=not small)
                     builder = BatchBuilder(normaliser, writer, self.settings.process_chunk_readings)
                     try:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import email.utils
 import logging
 import time
+from datetime import datetime
 from typing import IO, Iterator, Mapping
 
 import boto3
+import boto3.session
 import botocore.config
 import botocore.exceptions
+import botocore.session
+import botocore.utils
 
 from easysmart.config import ObjectStoreSettings
 from easysmart.errors import EasySmartError, UnavailableError
@@ -33,9 +38,15 @@ class BlobMetadataMismatchError(EasySmartError):
     status, code = 422, "blob_metadata_mismatch"
 
 
-def make_s3_client(settings: ObjectStoreSettings, timeout_s: float):
-    """A client of the object store whose every call (connect, each read) times out after timeout_s."""
-    return boto3.client(
+def make_s3_client(settings: ObjectStoreSettings, timeout_s: float, max_connections: int = 10):
+    """A client of the object store whose every call (connect, each read) times out after timeout_s, keeping up to
+    max_connections open (one per thread that calls it at once: a thread beyond them opens one per call).
+
+    Shared by every thread of the process (boto3 clients are thread-safe); its own botocore session parses the
+    Last-Modified of every answer with the standard library's HTTP-date parser instead of dateutil's."""
+    session = botocore.session.get_session()
+    session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=_parse_timestamp)
+    return boto3.session.Session(botocore_session=session).client(
         "s3",
         endpoint_url=settings.s3_endpoint_url,
         aws_access_key_id=settings.s3_access_key_id,
@@ -45,12 +56,20 @@ def make_s3_client(settings: ObjectStoreSettings, timeout_s: float):
             connect_timeout=timeout_s,
             read_timeout=timeout_s,
             retries={"max_attempts": 2, "mode": "standard"},
+            max_pool_connections=max_connections,
             s3={"addressing_style": "path"},
             # S3Proxy and older stores reject the newer default checksums on PutObject.
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         ),
     )
+
+
+def _parse_timestamp(value: str) -> datetime:
+    try:
+        return email.utils.parsedate_to_datetime(value)  # an HTTP date, as headers carry them
+    except (TypeError, ValueError):
+        return botocore.utils.parse_timestamp(value)  # ISO 8601 (listings) or epoch seconds
 
 
 def _is_missing(error: botocore.exceptions.ClientError) -> bool:

@@ -40,8 +40,11 @@ def _processor() -> BatchProcessor:
     database, store = DatabaseSettings.from_env(), ObjectStoreSettings.from_env()
     timeouts = ProcessDatabaseTimeouts.from_env()
     timeout_s = BackendSettings.from_env().backend_timeout_s
-    # Large blobs stream for a while: the read timeout is per socket read, not per download.
-    blobs = BlobStore(make_s3_client(store, max(timeout_s, 30.0)), store.s3_bucket)
+    # Large blobs stream for a while: the read timeout is per socket read, not per download. A blob is read while
+    # its batch holds a database connection: as many at once as the pool holds connections.
+    blobs = BlobStore(
+        make_s3_client(store, max(timeout_s, 30.0), max_connections=max(database.db_pool_max, 10)), store.s3_bucket
+    )
     redis_client = redis.Redis.from_url(
         RedisSettings.from_env().redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
     )

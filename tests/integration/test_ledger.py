@@ -115,3 +115,21 @@ def test_prune_deletes_the_rows_received_before_the_time(ledger, make_account):
     assert ledger.prune(datetime(2001, 1, 2, tzinfo=timezone.utc)) == 1
     assert ledger.status_for_tenant(account.tenant_id, old.batch_id) is None
     assert ledger.status_for_tenant(account.tenant_id, kept.batch_id) is not None
+
+
+def test_open_for_load_records_the_batch_with_the_tenant_s_zone_and_leaves_done_done(ledger, database, make_account):
+    claim = claim_for(make_account())
+    with database.transaction() as cursor:
+        cursor.execute("SELECT timezone FROM tenants WHERE id = %s", (claim.tenant_id,))
+        (zone,) = cursor.fetchone()
+        assert ledger.open_for_load(cursor, claim) == (zone, BatchStatus.PROCESSING)
+        ledger.mark_done(cursor, claim.batch_id, 0, BatchCounts(0, 0, 0, 0, 0), [], {})
+    with database.transaction() as cursor:
+        assert ledger.open_for_load(cursor, claim) == (zone, BatchStatus.DONE)
+
+
+def test_open_for_load_of_an_unknown_tenant_records_nothing(ledger, database, make_account):
+    claim = dataclasses.replace(claim_for(make_account()), tenant_id=str(uuid.uuid4()))
+    with database.transaction() as cursor:
+        assert ledger.open_for_load(cursor, claim) is None
+    assert ledger.status_for_tenant(claim.tenant_id, claim.batch_id) is None

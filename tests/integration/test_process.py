@@ -53,6 +53,20 @@ def test_streamed_and_one_go_parsing_store_the_same_rows(processor, streaming_pr
     assert rows(database, one_go.tenant_id) == rows(database, streamed.tenant_id)
 
 
+@pytest.mark.parametrize("streamed", [False, True], ids=["small, opened in its load", "large, opened apart"])
+def test_a_claim_check_of_an_unknown_tenant_fails_cleanly_and_records_nothing(
+    processor, blobs, database, make_account, streamed
+):
+    claim = stage(blobs, make_account(), recent_sample("ha-bulk-small.json"))
+    claim = signed(dataclasses.replace(claim, tenant_id=str(uuid.uuid4()), decompressed_bytes=None if streamed else 1))
+    with pytest.raises(BatchFailedError, match="does not exist") as failed:
+        processor.process(claim)
+    assert failed.value.status == 422
+    with database.transaction() as cursor:
+        cursor.execute("SELECT count(*) FROM batches WHERE id = %s", (claim.batch_id,))
+        assert cursor.fetchone() == (0,)
+
+
 def test_redelivered_claim_check_stores_nothing_and_says_so(processor, blobs, database, make_account):
     account = make_account()
     claim = stage(blobs, account, recent_sample("ha-bulk-small.json"))

@@ -126,12 +126,17 @@ class FakeLedger:
     def open_for_processing(self, cursor: object, claim: ClaimCheck) -> BatchStatus:
         if claim.batch_id not in self.rows:
             self._insert(claim, BatchStatus.PROCESSING)
-        elif self.status(claim.batch_id) != BatchStatus.DONE:
+        elif self.status(claim.batch_id) not in (BatchStatus.DONE, BatchStatus.PROCESSING):
+            # (History keeps changes: a load's transaction that rolled back leaves the batch processing.)
             self._set(claim.batch_id, BatchStatus.PROCESSING)
         return self.status(claim.batch_id)
 
     def lock_for_load(self, cursor: object, batch_id: str) -> BatchStatus:
         return self.status(batch_id)
+
+    def open_for_load(self, cursor: FakeCursor, claim: ClaimCheck) -> tuple[str, BatchStatus] | None:
+        zone = cursor.connection.db.tenant_zones.get(claim.tenant_id)
+        return None if zone is None else (zone, self.open_for_processing(cursor, claim))
 
     def mark_done(
         self,
