@@ -31,8 +31,9 @@ from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from ingest_load import BENCH_TOPIC, ensure_bench_topic
+
 ROOT = Path(__file__).resolve().parent.parent
-BENCH_TOPIC = "bench.raw"
 
 
 class Receiver:
@@ -203,18 +204,6 @@ def one_round(args: argparse.Namespace, what: str, endpoint: str | None) -> dict
     return json.loads(child.stdout.strip().splitlines()[-1])
 
 
-def ensure_topic() -> None:
-    from kafka.admin import KafkaAdminClient, NewTopic
-    from kafka.errors import TopicAlreadyExistsError
-
-    admin = KafkaAdminClient(bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"].split(","))
-    try:
-        admin.create_topics([NewTopic(BENCH_TOPIC, 1, 1, topic_configs={"retention.ms": str(3600 * 1000)})])
-    except TopicAlreadyExistsError:
-        pass
-    admin.close()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5)
@@ -236,7 +225,7 @@ def main() -> None:
         print(json.dumps(measured))
         return
 
-    ensure_topic()
+    ensure_bench_topic()
     receiver = Receiver()
     # Throughput, and CPU seconds of the child's threads (the export thread's too): steadier on a shared machine.
     names = ("process_readings_per_s", "process_cpu_s", "ingest_uploads_per_s", "ingest_cpu_s")
