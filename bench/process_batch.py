@@ -29,7 +29,7 @@ import uuid
 from datetime import datetime, timezone
 
 import orjson
-from uploads import client_upload, sized_for_gzip
+from uploads import blob_key, client_upload, sized_for_gzip
 
 from easysmart import accounts
 from easysmart import process as process_module
@@ -79,7 +79,7 @@ def main() -> None:
     readings = sum(len(item["sensor"]) for item in items)
     del items
     batch_id = str(uuid.uuid4())
-    key = f"raw/bench/{tenant_id}/{batch_id}.json.gz"
+    key = blob_key(tenant_id, batch_id)
     # Signed as ingest signs it, with the local stack's key (make bench exports it).
     keyring = ClaimKeyring.from_settings(ClaimSigningSettings.from_env())
     claim = ClaimCheck(

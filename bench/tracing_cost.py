@@ -87,7 +87,7 @@ def function_app(name: str):
 
 def measure_process(batches: int, readings: int, traced: bool, ratio: float) -> dict:
     import orjson
-    from uploads import client_upload
+    from uploads import blob_key, client_upload
 
     from easysmart.claimsig import ClaimKeyring, blob_metadata
     from easysmart.config import ClaimSigningSettings, ObjectStoreSettings
@@ -107,7 +107,7 @@ def measure_process(batches: int, readings: int, traced: bool, ratio: float) -> 
         text = orjson.dumps(client_upload(readings, values_seed=number, end=newest - number * window))
         body = gzip.compress(text, 6)
         batch_id = str(uuid.uuid4())
-        key = f"raw/bench/{tenant_id}/{batch_id}.json.gz"
+        key = blob_key(tenant_id, batch_id)
         claim = ClaimCheck(
             batch_id, tenant_id, account_id, device, blobs.bucket, key, len(body), len(text),
             hashlib.sha256(body).hexdigest(), "gzip", None, None, "bench", datetime.now(timezone.utc).isoformat(),

@@ -22,7 +22,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import orjson
-from uploads import client_upload
+from uploads import blob_key, client_upload
 
 from easysmart import accounts
 from easysmart import process as process_module
@@ -46,7 +46,7 @@ def staged(blobs: BlobStore, keyring: ClaimKeyring, tenant_id: str, account_id: 
     text = orjson.dumps(items)
     body = gzip.compress(text, 6)
     batch_id = str(uuid.uuid4())
-    key = f"raw/bench/{tenant_id}/{batch_id}.json.gz"
+    key = blob_key(tenant_id, batch_id)
     claim = keyring.sign(
         ClaimCheck(
             batch_id,

@@ -7,7 +7,7 @@ import random
 import struct
 import uuid
 import zlib
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import orjson
 
@@ -18,6 +18,11 @@ KINDS = (
     ("Energia", "power", "W"),
 )
 NAMESPACE = uuid.UUID("0b5c6d7e-8f90-4a1b-9c2d-3e4f5a6b7c8d")
+
+
+def blob_key(tenant_id: str, batch_id: str) -> str:
+    """Where ingest would store the batch (raw/<UTC date>/<tenant>/<batch>.json.gz), so blob expiry removes it."""
+    return f"raw/{datetime.now(timezone.utc):%Y/%m/%d}/{tenant_id}/{batch_id}.json.gz"
 
 
 def client_reading(
