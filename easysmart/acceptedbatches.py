@@ -29,7 +29,7 @@ from datetime import datetime
 import orjson
 import redis
 
-from easysmart.errors import EasySmartError, UnavailableError
+from easysmart.errors import UnavailableError
 from easysmart.events import ClaimCheck
 from easysmart.ledger import BatchLedger, BatchRecord, BatchStatus
 
@@ -133,7 +133,7 @@ class AcceptedRows:
             return 0
         try:
             self.ledger.record_accepted_many(claims)
-        except EasySmartError as error:
+        except Exception as error:  # any database error: the thread must live on for the next rows
             logger.warning(
                 "accepted rows not written; process will write them", extra={"rows": len(claims), "error": str(error)}
             )

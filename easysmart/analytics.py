@@ -343,7 +343,8 @@ class AnalyticsService:
         if self.cache is None:
             parts = self._page_parts(cursor, selection, page, shape, page.limit, None)
             return _page(parts[True], parts[False], page.limit, tag)
-        key = cache_key(principal.tenant_id, *self._cached_selection(selection), page)
+        # The tag names the rows' shape: two endpoints selecting the same rows must not share an entry.
+        key = cache_key(principal.tenant_id, tag, *self._cached_selection(selection), page)
         cached = self.cache.get(key)
         # The generation, the watermark, and what the sensors of the cached rows say now.
         cursor.execute(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import psycopg2.errors
+import pytest
 from support.claims import TEST_KEYRING
 
 from easysmart.acceptedbatches import AcceptedRows
@@ -31,14 +33,14 @@ def claim(number: int) -> ClaimCheck:
 
 
 class RecordingLedger:
-    def __init__(self, fail: bool = False) -> None:
+    def __init__(self, fail: Exception | None = None) -> None:
         self.fail = fail
         self.statements: list[list[str]] = []
 
     def record_accepted_many(self, claims: list[ClaimCheck]) -> None:
         self.statements.append([c.batch_id for c in claims])
-        if self.fail:
-            raise UnavailableError("database unavailable")
+        if self.fail is not None:
+            raise self.fail
 
 
 def test_what_is_queued_is_written_in_one_statement_once():
@@ -52,8 +54,11 @@ def test_what_is_queued_is_written_in_one_statement_once():
     assert ledger.statements == [[claim(n).batch_id for n in range(3)]]
 
 
-def test_rows_the_database_refuses_are_dropped_for_process_to_write():
-    ledger = RecordingLedger(fail=True)
+@pytest.mark.parametrize(
+    "error", [UnavailableError("database unavailable"), psycopg2.errors.DeadlockDetected("deadlock detected")]
+)
+def test_rows_the_database_refuses_are_dropped_for_process_to_write(error):
+    ledger = RecordingLedger(fail=error)
     rows = AcceptedRows(ledger, interval_s=3600)  # type: ignore[arg-type]
     rows.add(claim(1))
 
