@@ -19,21 +19,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gzip
-import hashlib
 import io
 import json
 import subprocess
 import sys
 import time
 import uuid
-from datetime import datetime, timezone
 
 import orjson
-from uploads import blob_key, client_upload, sized_for_gzip
+from uploads import client_upload, sized_for_gzip, stage_blob
 
 from easysmart import accounts
 from easysmart import process as process_module
-from easysmart.claimsig import ClaimKeyring, blob_metadata
+from easysmart.claimsig import ClaimKeyring
 from easysmart.config import (
     ClaimSigningSettings,
     DatabaseSettings,
@@ -78,28 +76,12 @@ def main() -> None:
         body = gzip.compress(text, 6)
     readings = sum(len(item["sensor"]) for item in items)
     del items
-    batch_id = str(uuid.uuid4())
-    key = blob_key(tenant_id, batch_id)
     # Signed as ingest signs it, with the local stack's key (make bench exports it).
     keyring = ClaimKeyring.from_settings(ClaimSigningSettings.from_env())
-    claim = ClaimCheck(
-        batch_id,
-        tenant_id,
-        account_id,
-        "bench",
-        blobs.bucket,
-        key,
-        len(body),
-        len(text) if len(text) <= UploadLimits.from_env().ingest_sync_window_bytes else None,
-        hashlib.sha256(body).hexdigest(),
-        "gzip",
-        None,
-        None,
-        "bench",
-        datetime.now(timezone.utc).isoformat(),
+    window_bytes = UploadLimits.from_env().ingest_sync_window_bytes
+    claim = stage_blob(
+        blobs, keyring, tenant_id, account_id, "bench", body, len(text) if len(text) <= window_bytes else None
     )
-    claim = keyring.sign(claim)
-    blobs.put(key, io.BytesIO(body), blob_metadata(claim))
     decompressed = len(text)
     del text, body
     # Processed in a child interpreter, so the peak memory is process's, not the generator's.

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import hashlib
-import io
 import json
 import os
 import random
@@ -27,7 +25,7 @@ import sys
 import threading
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -87,11 +85,11 @@ def function_app(name: str):
 
 def measure_process(batches: int, readings: int, traced: bool, ratio: float) -> dict:
     import orjson
-    from uploads import blob_key, client_upload
+    from uploads import client_upload, stage_blob
 
-    from easysmart.claimsig import ClaimKeyring, blob_metadata
+    from easysmart.claimsig import ClaimKeyring
     from easysmart.config import ClaimSigningSettings, ObjectStoreSettings
-    from easysmart.events import ClaimCheck, to_cloudevent, to_http
+    from easysmart.events import to_cloudevent, to_http
     from easysmart.storage import BlobStore, make_s3_client
 
     suffix = uuid.uuid4().hex[:8]
@@ -106,15 +104,16 @@ def measure_process(batches: int, readings: int, traced: bool, ratio: float) -> 
     for number in range(batches + 1):
         text = orjson.dumps(client_upload(readings, values_seed=number, end=newest - number * window))
         body = gzip.compress(text, 6)
-        batch_id = str(uuid.uuid4())
-        key = blob_key(tenant_id, batch_id)
-        claim = ClaimCheck(
-            batch_id, tenant_id, account_id, device, blobs.bucket, key, len(body), len(text),
-            hashlib.sha256(body).hexdigest(), "gzip", None, None, "bench", datetime.now(timezone.utc).isoformat(),
+        claim = stage_blob(
+            blobs,
+            keyring,
+            tenant_id,
+            account_id,
+            device,
+            body,
+            len(text),
             traceparent(random.random() < ratio) if traced else None,
-        )  # fmt: skip
-        claim = keyring.sign(claim)
-        blobs.put(key, io.BytesIO(body), blob_metadata(claim))
+        )
         headers, data = to_http(to_cloudevent(claim))
         if claim.traceparent:
             headers["traceparent"] = claim.traceparent  # as the bridge's delivery span passes it on

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import hashlib
-import io
 import json
 import statistics
 import time
@@ -22,11 +20,11 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import orjson
-from uploads import blob_key, client_upload
+from uploads import client_upload, stage_blob
 
 from easysmart import accounts
 from easysmart import process as process_module
-from easysmart.claimsig import ClaimKeyring, blob_metadata
+from easysmart.claimsig import ClaimKeyring
 from easysmart.config import (
     ClaimSigningSettings,
     DatabaseSettings,
@@ -45,28 +43,7 @@ from easysmart.uploadstats import record_upload
 def staged(blobs: BlobStore, keyring: ClaimKeyring, tenant_id: str, account_id: str, items: list) -> ClaimCheck:
     text = orjson.dumps(items)
     body = gzip.compress(text, 6)
-    batch_id = str(uuid.uuid4())
-    key = blob_key(tenant_id, batch_id)
-    claim = keyring.sign(
-        ClaimCheck(
-            batch_id,
-            tenant_id,
-            account_id,
-            "bench",
-            blobs.bucket,
-            key,
-            len(body),
-            len(text),
-            hashlib.sha256(body).hexdigest(),
-            "gzip",
-            None,
-            None,
-            "bench",
-            datetime.now(timezone.utc).isoformat(),
-        )
-    )
-    blobs.put(key, io.BytesIO(body), blob_metadata(claim))
-    return claim
+    return stage_blob(blobs, keyring, tenant_id, account_id, "bench", body, len(text))
 
 
 def main() -> None:

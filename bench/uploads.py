@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
+import io
 import random
 import struct
 import uuid
@@ -10,6 +12,10 @@ import zlib
 from datetime import datetime, timedelta, timezone
 
 import orjson
+
+from easysmart.claimsig import ClaimKeyring, blob_metadata
+from easysmart.events import ClaimCheck
+from easysmart.storage import BlobStore
 
 KINDS = (
     ("Temperatura", "temperature", "°C"),
@@ -23,6 +29,42 @@ NAMESPACE = uuid.UUID("0b5c6d7e-8f90-4a1b-9c2d-3e4f5a6b7c8d")
 def blob_key(tenant_id: str, batch_id: str) -> str:
     """Where ingest would store the batch (raw/<UTC date>/<tenant>/<batch>.json.gz), so blob expiry removes it."""
     return f"raw/{datetime.now(timezone.utc):%Y/%m/%d}/{tenant_id}/{batch_id}.json.gz"
+
+
+def stage_blob(
+    blobs: BlobStore,
+    keyring: ClaimKeyring,
+    tenant_id: str,
+    account_id: str,
+    device: str,
+    body: bytes,
+    decompressed_bytes: int | None,
+    traceparent: str | None = None,
+) -> ClaimCheck:
+    """Stores a gzip body where ingest would and returns its claim check, signed as ingest signs it."""
+    batch_id = str(uuid.uuid4())
+    key = blob_key(tenant_id, batch_id)
+    claim = keyring.sign(
+        ClaimCheck(
+            batch_id,
+            tenant_id,
+            account_id,
+            device,
+            blobs.bucket,
+            key,
+            len(body),
+            decompressed_bytes,
+            hashlib.sha256(body).hexdigest(),
+            "gzip",
+            None,
+            None,
+            "bench",
+            datetime.now(timezone.utc).isoformat(),
+            traceparent,
+        )  # fmt: skip
+    )
+    blobs.put(key, io.BytesIO(body), blob_metadata(claim))
+    return claim
 
 
 def client_reading(
