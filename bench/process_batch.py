@@ -44,7 +44,7 @@ from easysmart.copywriter import CopyWriter
 from easysmart.db import Database
 from easysmart.events import ClaimCheck
 from easysmart.process import BatchProcessor
-from easysmart.storage import BlobStore, make_s3_client
+from easysmart.storage import make_blob_store
 
 
 def main() -> None:
@@ -62,7 +62,7 @@ def main() -> None:
 
     store = ObjectStoreSettings.from_env()
     db = Database(DatabaseSettings.from_env().database_url, 4)
-    blobs = BlobStore(make_s3_client(store, timeout_s=60), store.s3_bucket)
+    blobs = make_blob_store(store, timeout_s=60)
     suffix = uuid.uuid4().hex[:8]
     with db.transaction() as cursor:
         tenant_id = accounts.create_tenant(cursor, f"bench-{suffix}", "America/Sao_Paulo")
@@ -153,7 +153,7 @@ def process_only(claim: ClaimCheck, without_outbox: bool) -> None:
         UploadLimits.from_env(),
         RetentionSettings.from_env(),
         Database(DatabaseSettings.from_env().database_url, 4),
-        BlobStore(make_s3_client(store, timeout_s=60), store.s3_bucket),
+        make_blob_store(store, timeout_s=60),
         writer_factory=_WriterWithoutSpans if without_outbox else CopyWriter,
         keyring=ClaimKeyring.from_settings(ClaimSigningSettings.from_env()),
     )

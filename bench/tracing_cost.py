@@ -90,12 +90,12 @@ def measure_process(batches: int, readings: int, traced: bool, ratio: float) -> 
     from easysmart.claimsig import ClaimKeyring
     from easysmart.config import ClaimSigningSettings, ObjectStoreSettings
     from easysmart.events import to_cloudevent, to_http
-    from easysmart.storage import BlobStore, make_s3_client
+    from easysmart.storage import make_blob_store
 
     suffix = uuid.uuid4().hex[:8]
     tenant_id, account_id, device = new_device(suffix)
     store = ObjectStoreSettings.from_env()
-    blobs = BlobStore(make_s3_client(store, timeout_s=60), store.s3_bucket)
+    blobs = make_blob_store(store, timeout_s=60)
     keyring = ClaimKeyring.from_settings(ClaimSigningSettings.from_env())
     deliveries = []
     # One installation's successive uploads: the same sensors, each upload the window before the next one's.

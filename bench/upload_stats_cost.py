@@ -36,7 +36,7 @@ from easysmart.config import (
 from easysmart.db import Database
 from easysmart.events import ClaimCheck
 from easysmart.process import BatchProcessor
-from easysmart.storage import BlobStore, make_s3_client
+from easysmart.storage import BlobStore, make_blob_store
 from easysmart.uploadstats import record_upload
 
 
@@ -55,7 +55,7 @@ def main() -> None:
     args = parser.parse_args()
     store = ObjectStoreSettings.from_env()
     db = Database(DatabaseSettings.from_env().database_url, 4)
-    blobs = BlobStore(make_s3_client(store, timeout_s=60), store.s3_bucket)
+    blobs = make_blob_store(store, timeout_s=60)
     keyring = ClaimKeyring.from_settings(ClaimSigningSettings.from_env())
     processor = BatchProcessor(
         ProcessSettings.from_env(), UploadLimits.from_env(), RetentionSettings.from_env(), db, blobs, keyring=keyring

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 
 class EasySmartError(Exception):
-    """Root of every error this package raises on purpose."""
+    """Root of every error this package raises on purpose.
+
+    A 5xx error's message reads "what failed: why"; only "what failed" is answered (the why names hosts, ports and
+    library errors: internals), and the whole is logged."""
 
     status = 500
     code = "internal_error"
@@ -15,7 +18,8 @@ class EasySmartError(Exception):
         self.details = details
 
     def to_body(self) -> dict:
-        return {"error": self.code, "message": self.message, **self.details}
+        message = self.message.split(": ", 1)[0] if self.status >= 500 else self.message
+        return {"error": self.code, "message": message, **self.details}
 
 
 class BadRequestError(EasySmartError):

@@ -280,7 +280,7 @@ class IngestService:
             spool.seek(0)
             # Process holds the blob's tenant, account, batch and sha256 to the claim check's.
             with span("put blob"):
-                self.blobs.put(key, spool, {**blob_metadata(claim), "request-id": claim.request_id})
+                self.blobs.put(key, spool, {**blob_metadata(claim), "request-id": claim.request_id}, sha256=digest)
         try:
             with span("publish claim check", kind=SpanKind.PRODUCER, attributes=_KAFKA_SEND):
                 self.publisher.publish(with_traceparent(claim))

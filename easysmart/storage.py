@@ -1,4 +1,7 @@
-"""The object store holding raw uploads (any S3-compatible server, through boto3)."""
+"""The object store holding raw uploads (any S3-compatible server).
+
+The blob store's requests are signed here (`s3http`); the boto3 client (`make_s3_client`) serves what lists or
+configures the bucket (retention's expiry rules, the collector's figures)."""
 
 from __future__ import annotations
 
@@ -11,13 +14,14 @@ from typing import IO, Iterator, Mapping
 import boto3
 import boto3.session
 import botocore.config
-import botocore.exceptions
 import botocore.session
 import botocore.utils
+import urllib3.exceptions
 
 from easysmart.config import ObjectStoreSettings
 from easysmart.errors import EasySmartError, UnavailableError
 from easysmart.metrics import OBJECT_STORE_LATENCY
+from easysmart.s3http import S3Http, answer_of, release
 
 logger = logging.getLogger(__name__)
 
@@ -72,68 +76,85 @@ def _parse_timestamp(value: str) -> datetime:
         return botocore.utils.parse_timestamp(value)  # ISO 8601 (listings) or epoch seconds
 
 
-def _is_missing(error: botocore.exceptions.ClientError) -> bool:
-    return str(error.response.get("Error", {}).get("Code")) in _MISSING_CODES
-
-
 class BlobStore:
-    def __init__(self, client, bucket: str) -> None:
+    """The raw uploads' bucket: PUT, GET, DELETE of one blob and a HEAD of the bucket, signed here (`S3Http`)."""
+
+    def __init__(self, client: S3Http, bucket: str) -> None:
         self.client = client
         self.bucket = bucket
 
     @_PUT_LATENCY.time()
-    def put(self, key: str, body: IO[bytes], metadata: dict[str, str], content_type: str = "application/json") -> None:
-        try:
-            self.client.put_object(
-                Bucket=self.bucket,
-                Key=key,
-                Body=body,
-                Metadata=metadata,
-                ContentType=content_type,
-                ContentEncoding="gzip",
-            )
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
-            raise UnavailableError(f"the object store did not store the upload: {error}") from error
+    def put(
+        self,
+        key: str,
+        body: IO[bytes],
+        metadata: Mapping[str, str],
+        content_type: str = "application/json",
+        sha256: str | None = None,
+    ) -> None:
+        """Stores the body from its current position (sha256: its hex digest when the caller has it already)."""
+        headers = {"content-type": content_type, "content-encoding": "gzip"}
+        headers |= {f"x-amz-meta-{name}": value for name, value in metadata.items()}
+        answer = self.client.call("PUT", self.bucket, key, headers=headers, body=body, payload_sha256=sha256)
+        if not answer.ok:
+            raise UnavailableError(f"the object store did not store the upload: it answered {answer}")
 
     def iter_chunks(self, key: str, expected_metadata: Mapping[str, str] | None = None) -> Iterator[bytes]:
-        """The blob's bytes in chunks; BlobMissingError if it does not exist, else UnavailableError.
+        """The blob's bytes in chunks, as stored; BlobMissingError if it does not exist, else UnavailableError.
 
         With expected_metadata, BlobMetadataMismatchError before the first chunk unless the blob's metadata
         holds each of those values."""
-        try:
-            with _GET_LATENCY.time():  # until the answer's headers: the body is read as it is parsed
-                response = self.client.get_object(Bucket=self.bucket, Key=key)
-        except botocore.exceptions.ClientError as error:
-            if _is_missing(error):
-                raise BlobMissingError(f"blob s3://{self.bucket}/{key} does not exist") from error
-            raise UnavailableError(f"the object store failed: {error}") from error
-        except botocore.exceptions.BotoCoreError as error:
-            raise UnavailableError(f"the object store is unavailable: {error}") from error
-        body = response["Body"]
+        with _GET_LATENCY.time():  # until the answer's headers: the body is read as it is parsed
+            response = self.client.open("GET", self.bucket, key)
+        if response.status != 200:
+            answer = answer_of(response)
+            if answer.status == 404 or answer.code in _MISSING_CODES:
+                raise BlobMissingError(f"blob s3://{self.bucket}/{key} does not exist")
+            raise UnavailableError(f"the object store failed: it answered {answer}")
         try:
             if expected_metadata is not None:
-                check_metadata(key, response.get("Metadata") or {}, expected_metadata)
-            while chunk := body.read(READ_CHUNK_BYTES):
+                check_metadata(key, _metadata(response.headers), expected_metadata)
+            while chunk := response.read(READ_CHUNK_BYTES, decode_content=False):
                 yield chunk
-        except (botocore.exceptions.BotoCoreError, OSError) as error:
+        except (urllib3.exceptions.HTTPError, OSError) as error:
             raise UnavailableError(f"reading the blob from the object store failed: {error}") from error
         finally:
-            body.close()
+            release(response)
 
     @_DELETE_LATENCY.time()
     def delete(self, key: str) -> None:
         try:
-            self.client.delete_object(Bucket=self.bucket, Key=key)
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+            answer = self.client.call("DELETE", self.bucket, key)
+        except UnavailableError as error:
             logger.warning("could not delete blob %s: %s", key, error)
+            return
+        if not answer.ok:
+            logger.warning("could not delete blob %s: the object store answered %s", key, answer)
 
     def ping(self) -> float:
         started = time.perf_counter()
-        try:
-            self.client.head_bucket(Bucket=self.bucket)
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
-            raise UnavailableError(f"the object store is unavailable: {error}") from error
+        answer = self.client.call("HEAD", self.bucket)
+        if not answer.ok:
+            raise UnavailableError(f"the object store is unavailable: it answered {answer}")
         return time.perf_counter() - started
+
+
+def make_blob_store(settings: ObjectStoreSettings, timeout_s: float, max_connections: int = 10) -> BlobStore:
+    """The raw uploads' bucket, through a pool keeping up to max_connections connections whose every connect and
+    socket read times out after timeout_s."""
+    client = S3Http(
+        settings.s3_endpoint_url,
+        settings.s3_access_key_id,
+        settings.s3_secret_access_key,
+        settings.s3_region,
+        timeout_s,
+        max_connections,
+    )
+    return BlobStore(client, settings.s3_bucket)
+
+
+def _metadata(headers: Mapping[str, str]) -> dict[str, str]:
+    return {name[11:].lower(): value for name, value in headers.items() if name.lower().startswith("x-amz-meta-")}
 
 
 def check_metadata(key: str, actual: Mapping[str, str], expected: Mapping[str, str]) -> None:

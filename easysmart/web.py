@@ -69,6 +69,14 @@ def error_response(error: EasySmartError) -> flask.Response:
 
 
 MAX_JSON_BODY_BYTES = 64 * 1024
+# A client's X-Request-Id is kept when it is short printable ASCII without spaces: it goes into logs, the claim
+# check and the blob's metadata (an HTTP header of the object store).
+_CLIENT_REQUEST_ID = re.compile(r"[!-~]{1,128}")
+
+
+def request_id_of(sent: str | None) -> str:
+    """The request's id: the client's when usable, else a new one."""
+    return sent if sent is not None and _CLIENT_REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
 
 
 def json_body(request: flask.Request, max_bytes: int = MAX_JSON_BODY_BYTES, optional: bool = False) -> object:
@@ -153,7 +161,7 @@ class Router:
         self._routes.append((method.upper(), regex, pattern, handler))
 
     def __call__(self, request: flask.Request) -> flask.Response:
-        request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+        request_id = request_id_of(request.headers.get("X-Request-Id"))
         token = request_id_var.set(request_id)
         # Worker threads serve many requests: ids of an earlier one must not leak into this one's logs.
         batch_id_var.set(None)

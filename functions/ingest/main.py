@@ -35,7 +35,7 @@ from easysmart.ledger import BatchLedger
 from easysmart.messaging import ClaimCheckPublisher, KafkaProbe
 from easysmart.observability import configure_logging, request_id_var, tenant_id_var
 from easysmart.ratelimit import DecompressionBudget, RateLimiter
-from easysmart.storage import BlobStore, make_s3_client
+from easysmart.storage import make_blob_store
 from easysmart.tracing import configure_tracing
 from easysmart.web import ProxyTrust, Reply, Router, client_address
 
@@ -58,7 +58,7 @@ def _clients():
     redis_client = redis.Redis.from_url(
         RedisSettings.from_env().redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
     )
-    blobs = BlobStore(make_s3_client(store, timeout_s), store.s3_bucket)
+    blobs = make_blob_store(store, timeout_s)
     publisher = ClaimCheckPublisher(kafka.kafka_bootstrap_servers, kafka.kafka_topic_raw, timeout_s)
     limits, retention = UploadLimits.from_env(), RetentionSettings.from_env()
     service = IngestService(

@@ -27,7 +27,7 @@ from easysmart.events import from_cloudevent, from_http_request
 from easysmart.observability import configure_logging
 from easysmart.process import BatchProcessor, counted_claim_check
 from easysmart.ratelimit import DecompressionBudget
-from easysmart.storage import BlobStore, make_s3_client
+from easysmart.storage import make_blob_store
 from easysmart.tracing import configure_tracing
 from easysmart.web import Reply, Router
 
@@ -42,9 +42,7 @@ def _processor() -> BatchProcessor:
     timeout_s = BackendSettings.from_env().backend_timeout_s
     # Large blobs stream for a while: the read timeout is per socket read, not per download. A blob is read while
     # its batch holds a database connection: as many at once as the pool holds connections.
-    blobs = BlobStore(
-        make_s3_client(store, max(timeout_s, 30.0), max_connections=max(database.db_pool_max, 10)), store.s3_bucket
-    )
+    blobs = make_blob_store(store, max(timeout_s, 30.0), max_connections=max(database.db_pool_max, 10))
     redis_client = redis.Redis.from_url(
         RedisSettings.from_env().redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
     )

@@ -91,10 +91,17 @@ def database(database_url: str):
 
 @pytest.fixture(scope="session")
 def blobs(database_url: str):
-    from easysmart.storage import BlobStore, make_s3_client
+    from easysmart.storage import make_blob_store
 
-    store = local_stack(ObjectStoreSettings)
-    return BlobStore(make_s3_client(store, timeout_s=5), store.s3_bucket)
+    return make_blob_store(local_stack(ObjectStoreSettings), timeout_s=5)
+
+
+@pytest.fixture(scope="session")
+def s3_client(database_url: str):
+    """boto3's client of the local object store: what lists and configures the bucket (retention) uses."""
+    from easysmart.storage import make_s3_client
+
+    return make_s3_client(local_stack(ObjectStoreSettings), timeout_s=5)
 
 
 @pytest.fixture(scope="session")

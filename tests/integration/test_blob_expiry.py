@@ -52,9 +52,9 @@ def upload(blobs, account, day: date) -> ClaimCheck:
     return signed(claim)
 
 
-def stored(blobs, key: str) -> bool:
+def stored(s3, bucket: str, key: str) -> bool:
     try:
-        blobs.client.head_object(Bucket=blobs.bucket, Key=key)
+        s3.head_object(Bucket=bucket, Key=key)
         return True
     except botocore.exceptions.ClientError:
         return False
@@ -66,7 +66,7 @@ class BuggyWriter(CopyWriter):
 
 
 def test_a_failed_batch_s_blob_outlives_the_blob_retention_until_the_dead_letter_retention(
-    database, blobs, make_account
+    database, blobs, s3_client, make_account
 ):
     ledger = BatchLedger(database)
     # A day of its own long ago: expiry at the times below touches no blob of the running stack.
@@ -89,16 +89,16 @@ def test_a_failed_batch_s_blob_outlives_the_blob_retention_until_the_dead_letter
     with pytest.raises(BatchFailedError):  # 422: the source dead-letters its claim check
         buggy.process(failed)
     ledger.record_accepted(unfinished)  # the source dead-lettered it after its retries, before any attempt ended
-    expiry = BlobExpiry(blobs.client, blobs.bucket)
+    expiry = BlobExpiry(s3_client, blobs.bucket)
 
     report = expiry.expire(RETENTION, datetime.combine(day + timedelta(days=10), time(3), timezone.utc), ledger)
 
     assert day.isoformat() in report["blob_days_kept_for_replay"]
-    assert not stored(blobs, done.key)
-    assert stored(blobs, failed.key) and stored(blobs, unfinished.key)
+    assert not stored(s3_client, blobs.bucket, done.key)
+    assert stored(s3_client, blobs.bucket, failed.key) and stored(s3_client, blobs.bucket, unfinished.key)
     assert fixed.process(failed).stored == 40  # what `esm dlq replay` after the fix leads to
 
     report = expiry.expire(RETENTION, datetime.combine(day + timedelta(days=31), time(3), timezone.utc), ledger)
 
     assert day.isoformat() in report["blob_days_expired"]
-    assert not stored(blobs, failed.key) and not stored(blobs, unfinished.key)
+    assert not stored(s3_client, blobs.bucket, failed.key) and not stored(s3_client, blobs.bucket, unfinished.key)

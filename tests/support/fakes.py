@@ -8,6 +8,7 @@ steps across them (blob stored, claim check published, ledger row written, commi
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from datetime import datetime
 from typing import BinaryIO, Iterator, Mapping
 
@@ -26,8 +27,18 @@ class FakeBlobStore:
         self.metadata: dict[str, dict[str, str]] = {}
         self.reads = 0
 
-    def put(self, key: str, body: BinaryIO, metadata: dict[str, str], content_type: str = "application/json") -> None:
-        self.blobs[key] = body.read()
+    def put(
+        self,
+        key: str,
+        body: BinaryIO,
+        metadata: Mapping[str, str],
+        content_type: str = "application/json",
+        sha256: str | None = None,
+    ) -> None:
+        data = body.read()
+        if sha256 is not None and sha256 != hashlib.sha256(data).hexdigest():
+            raise UnavailableError("the object store did not store the upload: its digest is not the body's")
+        self.blobs[key] = data
         self.metadata[key] = dict(metadata)
         self.journal.append(("blob stored", key))
 
