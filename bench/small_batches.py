@@ -241,6 +241,9 @@ def through_stack(db_url: str, tokens: list[str], uploads: list[tuple[int, bytes
     }
 
 
+ASSIGNMENT_WAIT_S, ASSIGNMENT_ATTEMPTS = 30.0, 3
+
+
 class Floor:
     """The same bytes through the least the same work needs (see the module's docstring)."""
 
@@ -312,13 +315,24 @@ class Floor:
             with self.conn_lock:
                 self.conn_pool.append(conn)
 
+    def _assigned_consumer(self) -> kafka.KafkaConsumer:
+        """A consumer of a new group holding its partitions. kafka-python can wait for a group coordinator forever
+        (seen right after Kafka starts): after ASSIGNMENT_WAIT_S it is closed and another one tried."""
+        for _ in range(ASSIGNMENT_ATTEMPTS):
+            group = f"bench-small-floor-{uuid.uuid4().hex[:8]}"
+            consumer = kafka.KafkaConsumer(
+                FLOOR_TOPIC, bootstrap_servers=self.bootstrap, group_id=group, auto_offset_reset="latest"
+            )
+            deadline = time.monotonic() + ASSIGNMENT_WAIT_S
+            while not consumer.assignment() and time.monotonic() < deadline:
+                consumer.poll(timeout_ms=100)
+            if consumer.assignment():
+                return consumer
+            consumer.close()
+        raise RuntimeError(f"no partitions of {FLOOR_TOPIC} assigned after {ASSIGNMENT_ATTEMPTS} consumer groups")
+
     def run(self, uploads: list[tuple[int, bytes]], wait_s: float) -> dict:
-        group = f"bench-small-floor-{uuid.uuid4().hex[:8]}"
-        consumer = kafka.KafkaConsumer(
-            FLOOR_TOPIC, bootstrap_servers=self.bootstrap, group_id=group, auto_offset_reset="latest"
-        )
-        while not consumer.assignment():
-            consumer.poll(timeout_ms=100)
+        consumer = self._assigned_consumer()
         consumer.seek_to_end()
         for partition in consumer.assignment():
             consumer.position(partition)  # resolved now: a record produced from here on is consumed
