@@ -17,6 +17,7 @@ from easysmart.events import ClaimCheck, to_kafka
 from easysmart.metrics import KAFKA_PUBLISH_LATENCY
 
 logger = logging.getLogger(__name__)
+_LIBRDKAFKA_LOGGER = logger.getChild("librdkafka")
 
 # librdkafka reports a message's delivery timeout from a scan that runs about once a second.
 DELIVERY_REPORT_GRACE_S = 1.0
@@ -120,7 +121,9 @@ class ClaimCheckPublisher:
             "socket.timeout.ms": timeout_ms,
             "socket.connection.setup.timeout.ms": max(timeout_ms, 1000),  # librdkafka's minimum
             "reconnect.backoff.max.ms": 1000,
-            "logger": logger,
+            # The broker closes idle connections (connections.max.idle.ms); librdkafka reconnects when it needs to.
+            "log.connection.close": False,
+            "logger": _LIBRDKAFKA_LOGGER,  # served by the poller, as structured logs rather than stderr lines
         }
 
     def _get_producer(self) -> confluent_kafka.Producer:
