@@ -36,6 +36,7 @@ _NOT_WRITTEN = frozenset(
         KafkaError.CLUSTER_AUTHORIZATION_FAILED,
         KafkaError._UNKNOWN_TOPIC,
         KafkaError._UNKNOWN_PARTITION,
+        KafkaError._PURGE_QUEUE,  # dropped before it was sent, as a fatal error drops what is queued
     }
 )
 
@@ -154,8 +155,8 @@ class ClaimCheckPublisher:
                 self._kafka_down = kafka_down
 
     def _discard(self, producer: confluent_kafka.Producer) -> None:
-        """Drops a producer a fatal error left unusable (an idempotent producer's sequence broken); the next
-        request makes a new one. Another request may have replaced it already."""
+        """Drops a producer a fatal error left unusable (an idempotent producer's sequence broken: every later
+        produce() raises _FATAL); the next request makes a new one. Another request may have replaced it already."""
         with self._lock:
             if self._producer is not producer:
                 return
@@ -181,7 +182,7 @@ class ClaimCheckPublisher:
                 )
             except (BufferError, KafkaException) as error:
                 # Refused before it was handed over (queue full, too large, unusable producer): it is not in Kafka.
-                if isinstance(error, KafkaException) and error.args[0].fatal():
+                if isinstance(error, KafkaException) and error.args[0].code() == KafkaError._FATAL:
                     self._discard(producer)
                 raise UnavailableError(f"Kafka did not take the claim check: {error}", retry_after_s=10) from error
             kafka_down = True
@@ -190,7 +191,7 @@ class ClaimCheckPublisher:
                     "Kafka did not acknowledge the claim check in time: no delivery report", retry_after_s=10
                 )
             if delivery.error is not None:
-                if delivery.error.fatal():
+                if delivery.error.code() == KafkaError._FATAL:
                     self._discard(producer)
                 if delivery.error.code() in _NOT_WRITTEN:
                     raise UnavailableError(f"Kafka refused the claim check: {delivery.error}", retry_after_s=10)

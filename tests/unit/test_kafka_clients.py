@@ -164,8 +164,8 @@ def test_a_probe_kafka_does_not_acknowledge_lets_the_next_request_probe(publishe
 @pytest.mark.parametrize(
     "broken",
     [
-        {"outcome": KafkaError(KafkaError._FATAL, fatal=True)},
-        {"refusal": KafkaException(KafkaError(KafkaError._FATAL, fatal=True))},
+        {"outcome": KafkaError(KafkaError._FATAL)},
+        {"refusal": KafkaException(KafkaError(KafkaError._FATAL))},
     ],
 )
 def test_a_producer_a_fatal_error_broke_is_replaced(publisher_on, broken):
