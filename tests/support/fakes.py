@@ -1,5 +1,5 @@
-"""Small in-memory stand-ins for the object store, the claim-check publisher, the batch ledger, ingest's accepted
-batches, the database and the COPY writer, for in-process unit tests of ingest and process.
+"""Small in-memory stand-ins for the object store, the claim-check publisher and its Kafka producer, the batch ledger,
+ingest's accepted batches, the database and the COPY writer, for in-process unit tests of ingest and process.
 
 The fakes that take a journal append what they do to it, so a test can assert the order of
 steps across them (blob stored, claim check published, ledger row written, commit).
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import queue
+import threading
 from datetime import datetime
 from typing import BinaryIO, Iterator, Mapping
 
@@ -69,6 +71,50 @@ class FakePublisher:
             raise self.failure
         self.claims.append(claim)
         self.journal.append(("claim published", claim.batch_id))
+
+
+class FakeKafkaProducer:
+    """Stands in for confluent_kafka.Producer and for the function making it (called with the config, it returns
+    itself). produce() raises `refusal` or queues the record's delivery callback; poll() reports queued records with
+    `outcome` (None: delivered). While `holding`, records are kept in `held` for the test to report itself, and
+    `produced` is set when one arrives."""
+
+    def __init__(self, outcome: object = None, refusal: Exception | None = None) -> None:
+        self.outcome = outcome
+        self.refusal = refusal
+        self.holding = False
+        self.configs: list[dict] = []
+        self.records: list[dict] = []
+        self.held: list = []
+        self.produced = threading.Event()
+        self.flushes: list[float] = []
+        self._reports: queue.Queue = queue.Queue()
+
+    def __call__(self, config: dict) -> FakeKafkaProducer:
+        self.configs.append(config)
+        return self
+
+    def produce(self, topic: str, value=None, key=None, headers=None, on_delivery=None) -> None:
+        if self.refusal is not None:
+            raise self.refusal
+        self.records.append({"topic": topic, "key": key, "value": value, "headers": headers})
+        if self.holding:
+            self.held.append(on_delivery)
+            self.produced.set()
+        else:
+            self._reports.put(on_delivery)
+
+    def poll(self, timeout: float) -> int:
+        try:
+            report = self._reports.get(timeout=min(timeout, 0.01))  # returning early lets close() end quickly
+        except queue.Empty:
+            return 0
+        report(self.outcome, None)
+        return 1
+
+    def flush(self, timeout: float) -> int:
+        self.flushes.append(timeout)
+        return 0
 
 
 class FakeLedger:

@@ -9,13 +9,13 @@ import hashlib
 import io
 from typing import cast
 
-import kafka.errors
 import psycopg2
 import pytest
 import urllib3
+from confluent_kafka import KafkaError
 from prometheus_client import REGISTRY
 from support.claims import CLAIM, TEST_KEYRING, signed
-from support.fakes import FakeBlobStore, FakeCopyWriter, FakeDatabase, FakeLedger, FakePublisher
+from support.fakes import FakeBlobStore, FakeCopyWriter, FakeDatabase, FakeKafkaProducer, FakeLedger, FakePublisher
 from support.samples import FIXTURES
 
 from easysmart.claimsig import ClaimNotAuthenticError, blob_metadata
@@ -215,29 +215,22 @@ def test_each_object_store_request_is_timed_by_operation():
     assert moved() == [1, 1, 1]
 
 
-class Broker:
-    """kafka.KafkaProducer whose sends are acknowledged, or fail with `failure`."""
-
-    def __init__(self, failure: Exception | None = None) -> None:
-        self.failure = failure
-
-    def __call__(self, **config: object) -> Broker:
-        return self
-
-    def send(self, topic: str, **record: object) -> Broker:
-        return self
-
-    def get(self, timeout: float) -> None:
-        if self.failure is not None:
-            raise self.failure
-
-
 def test_a_claim_check_kafka_acknowledged_is_timed_and_one_it_did_not_is_not():
     moved = Moved("esm_kafka_publish_seconds_count")
-    ClaimCheckPublisher("127.0.0.1:1", "telemetry.raw", 5.0, make_producer=Broker()).publish(CLAIM)
-    failing = Broker(kafka.errors.KafkaTimeoutError("no answer"))
-    with pytest.raises(UnavailableError):
-        ClaimCheckPublisher("127.0.0.1:1", "telemetry.raw", 5.0, make_producer=failing).publish(CLAIM)
+    acknowledging = ClaimCheckPublisher("127.0.0.1:1", "telemetry.raw", 5.0, make_producer=FakeKafkaProducer())
+    failing = ClaimCheckPublisher(
+        "127.0.0.1:1",
+        "telemetry.raw",
+        5.0,
+        make_producer=FakeKafkaProducer(outcome=KafkaError(KafkaError._MSG_TIMED_OUT)),
+    )
+    try:
+        acknowledging.publish(CLAIM)
+        with pytest.raises(UnavailableError):
+            failing.publish(CLAIM)
+    finally:
+        acknowledging.close()
+        failing.close()
     assert moved() == [1]
 
 
