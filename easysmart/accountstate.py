@@ -31,7 +31,7 @@ from easysmart.db import Database
 from easysmart.errors import UnauthorizedError
 from easysmart.identity import Principal, TokenService, bearer_principal
 from easysmart.observability import tenant_id_var
-from easysmart.ratelimit import Limit, RateLimiter
+from easysmart.ratelimit import BudgetCheck, Limit, RateLimiter
 
 logger = logging.getLogger(__name__)
 
@@ -159,10 +159,20 @@ class AccountStates:
                 logger.warning("account state read from the database, Redis unavailable: %s", error)
         self._refuse_unless_admitted(principal, fields)
 
-    def admit(self, principal: Principal, limiter: RateLimiter, limits: list[Limit]) -> dict[str, str]:
-        """check() and the rate limits in one Redis round trip; the RateLimit-* headers."""
+    def admit(
+        self,
+        principal: Principal,
+        limiter: RateLimiter,
+        limits: list[Limit],
+        budget_check: BudgetCheck | None = None,
+    ) -> dict[str, str]:
+        """check(), the rate limits and (with budget_check) the decompression budget in one Redis round trip, refusing
+        in that order; the RateLimit-* headers."""
         return limiter.check_and_read(
-            limits, state_key(principal.account_id), lambda fields: self._refuse_unless_admitted(principal, fields)
+            limits,
+            state_key(principal.account_id),
+            lambda fields: self._refuse_unless_admitted(principal, fields),
+            budget_check,
         )
 
     def _refuse_unless_admitted(self, principal: Principal, fields: dict | None) -> None:

@@ -60,7 +60,7 @@ from easysmart.metrics import (
 )
 from easysmart.observability import batch_id_var
 from easysmart.payload import structure_violations
-from easysmart.ratelimit import DecompressionBudget, Limit, RateLimiter
+from easysmart.ratelimit import BudgetCheck, DecompressionBudget, DeferredCharges, Limit, RateLimiter
 from easysmart.storage import BlobStore
 from easysmart.tracing import span, with_traceparent
 from easysmart.upload import UploadShape, scan_shape
@@ -80,6 +80,8 @@ class UploadRequest:
     content_encoding: str | None
     content_length: int | None
     body: BinaryIO
+    # True when rate_limit() checked the device's decompression budget (in the rate limits' Redis round trip).
+    budget_checked: bool = False
 
 
 @dataclass
@@ -210,6 +212,7 @@ class IngestService:
         accounts: AccountStates | None = None,
         accepted: AcceptedBatches | None = None,
         accepted_rows: AcceptedRows | None = None,
+        deferred_charges: DeferredCharges | None = None,
     ) -> None:
         self.settings = settings
         self.rate_limits = rate_limits
@@ -220,6 +223,8 @@ class IngestService:
         self.ledger = ledger or BatchLedger(db)
         self.keyring = keyring
         self.budget = budget
+        # What ingest decompressed is charged off the request path when given.
+        self.budget_charges: DeferredCharges | DecompressionBudget | None = deferred_charges or budget
         self.accounts = accounts or AccountStates(db, limiter.client if limiter is not None else None)
         # Without it (or while Redis is down) the ledger finds duplicates and records accepted batches.
         self.accepted = accepted
@@ -227,8 +232,12 @@ class IngestService:
         self.accepted_rows = accepted_rows
 
     def rate_limit(self, principal: Principal, client_addr: str) -> dict[str, str]:
-        """401 when the token's account is blocked, inactive or changed since the token, then the rate limits; one
-        Redis round trip for both."""
+        """401 when the token's account is blocked, inactive or changed since the token, then the rate limits, then
+        (a device's) decompression budget: one Redis round trip for all three. An upload admitted here is sent
+        with budget_checked."""
+        budget_check = None
+        if self.budget is not None and principal.kind == "device":
+            budget_check = BudgetCheck(self.budget, principal.account_id)
         return self.accounts.admit(
             principal,
             self.limiter,
@@ -236,12 +245,13 @@ class IngestService:
                 Limit("device", f"device:{principal.account_id}", self.rate_limits.ratelimit_device_per_minute),
                 Limit("client address", f"addr:{client_addr}", self.rate_limits.ratelimit_address_per_minute),
             ],
+            budget_check,
         )
 
     def upload(self, request: UploadRequest) -> UploadResult:
         if request.principal.kind != "device":
             raise ForbiddenError("only device accounts may upload telemetry")
-        if self.budget is not None:
+        if self.budget is not None and not request.budget_checked:
             self.budget.check(request.principal.account_id)
         gzip_body = self._is_gzip(request.content_encoding)
         max_body = self.settings.ingest_max_body_bytes
@@ -328,8 +338,8 @@ class IngestService:
             return self._stream_body(request, gzip_body, spool, window)
         finally:
             # A refused upload cost its decompression as much as an accepted one.
-            if self.budget is not None and window.seen:
-                self.budget.charge(request.principal.account_id, window.seen)
+            if self.budget_charges is not None and window.seen:
+                self.budget_charges.charge(request.principal.account_id, window.seen)
             INGEST_RECEIVED_BYTES.inc(window.received)
             INGEST_DECOMPRESSED_BYTES.inc(window.seen)
 

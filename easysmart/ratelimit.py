@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -74,25 +76,43 @@ class RateLimiter:
             return {}
         return self._answer(limits, result)
 
-    def check_and_read(self, limits: list[Limit], key: str, inspect: Callable[[dict | None], None]) -> dict[str, str]:
+    def check_and_read(
+        self,
+        limits: list[Limit],
+        key: str,
+        inspect: Callable[[dict | None], None],
+        budget_check: BudgetCheck | None = None,
+    ) -> dict[str, str]:
         """check(), with the hash at `key` read in the same round trip and given to `inspect` before the limits
-        answer (so `inspect` may refuse first): {} when there is no such hash, None when Redis is down."""
+        answer (so `inspect` may refuse first): {} when there is no such hash, None when Redis is down. With
+        budget_check, that device's decompression budget is read in the same round trip and refuses after the
+        limits."""
         keys, args = [f"ratelimit:{limit.key}" for limit in limits], [limit.per_minute for limit in limits]
+        budget = budget_check.budget if budget_check is not None and budget_check.budget.enabled else None
+        balance: float | None = None
         try:
             try:
                 pipe = self.client.pipeline(transaction=False)
                 pipe.evalsha(self._script.sha, len(keys), *keys, *args)
                 pipe.hgetall(key)
-                result, fields = pipe.execute()
+                if budget is not None and budget_check is not None:
+                    budget.queue(pipe, budget_check.account_id, 0)
+                result, fields, *rest = pipe.execute()
+                balance = float(rest[0]) if rest else None
             except redis.exceptions.NoScriptError:
-                # A Redis that restarted has forgotten the script: loaded by the plain call.
+                # A Redis that restarted has forgotten the scripts: loaded by the plain calls.
                 result, fields = self._script(keys=keys, args=args), self.client.hgetall(key)
+                if budget is not None and budget_check is not None:
+                    balance = budget.apply(budget_check.account_id, 0)
         except redis.RedisError as error:
             logger.warning("rate limiting skipped, Redis unavailable: %s", error)
             inspect(None)
             return {}
         inspect(fields)
-        return self._answer(limits, result)
+        headers = self._answer(limits, result)
+        if budget is not None:
+            budget.refuse_if_spent(balance)
+        return headers
 
     @staticmethod
     def _answer(limits: list[Limit], result: list) -> dict[str, str]:
@@ -141,6 +161,14 @@ return tostring(balance)
 """
 
 
+@dataclass(frozen=True)
+class BudgetCheck:
+    """A device's decompression budget, to be checked in the rate limits' round trip."""
+
+    budget: DecompressionBudget
+    account_id: str
+
+
 class DecompressionBudget:
     """Decompressed bytes a device account's uploads may cost per hour (Redis, shared by ingest and process).
 
@@ -154,9 +182,16 @@ class DecompressionBudget:
         self.bytes_per_hour = bytes_per_hour
         self._script = client.register_script(_BUDGET_SCRIPT)
 
+    @property
+    def enabled(self) -> bool:
+        return self.bytes_per_hour > 0
+
     def check(self, account_id: str) -> None:
         """Raises RateLimitedError while the account's budget is spent."""
-        balance = self._apply(account_id, 0)
+        self.refuse_if_spent(self.apply(account_id, 0))
+
+    def refuse_if_spent(self, balance: float | None) -> None:
+        """RateLimitedError when `balance` (None: unknown, Redis down) is spent."""
         if balance is None or balance > 0:
             return
         retry_after = max(1, math.ceil(-balance * 3600 / self.bytes_per_hour))
@@ -169,13 +204,74 @@ class DecompressionBudget:
         )
 
     def charge(self, account_id: str, decompressed_bytes: int) -> None:
-        self._apply(account_id, decompressed_bytes)
+        self.apply(account_id, decompressed_bytes)
 
-    def _apply(self, account_id: str, amount: int) -> float | None:
-        if self.bytes_per_hour <= 0:
+    def apply(self, account_id: str, amount: int) -> float | None:
+        """Charges `amount` (0: reads) and returns the balance; None when disabled or Redis is down."""
+        if not self.enabled:
             return None
         try:
-            return float(self._script(keys=[f"ratelimit:inflated:{account_id}"], args=[self.bytes_per_hour, amount]))
+            return float(self._script(keys=[_budget_key(account_id)], args=[self.bytes_per_hour, amount]))
         except redis.RedisError as error:
             logger.warning("decompression budget skipped, Redis unavailable: %s", error)
             return None
+
+    def queue(self, pipe: redis.client.Pipeline, account_id: str, amount: int) -> None:
+        """apply() as one command of another round trip's pipeline (NoScriptError when Redis forgot the script)."""
+        pipe.evalsha(self._script.sha, 1, _budget_key(account_id), self.bytes_per_hour, amount)
+
+
+def _budget_key(account_id: str) -> str:
+    return f"ratelimit:inflated:{account_id}"
+
+
+class DeferredCharges:
+    """Charges to a decompression budget, applied by one background thread every `interval_s` in one round trip:
+    an upload's answer waits for none of them.
+
+    A charge not applied (Redis down, the worker stopped first, more than `max_accounts` devices waiting) is lost:
+    the budget guards against abuse, it is no bill. The thread starts with the first charge, so in each gunicorn
+    worker after the fork."""
+
+    def __init__(self, budget: DecompressionBudget, interval_s: float = 0.1, max_accounts: int = 10_000) -> None:
+        self.budget = budget
+        self.interval_s = interval_s
+        self.max_accounts = max_accounts
+        self._pending: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def charge(self, account_id: str, decompressed_bytes: int) -> None:
+        if not self.budget.enabled:
+            return
+        with self._lock:
+            if account_id in self._pending or len(self._pending) < self.max_accounts:
+                self._pending[account_id] = self._pending.get(account_id, 0) + decompressed_bytes
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="budget-charges", daemon=True)
+                self._thread.start()
+
+    def flush(self) -> int:
+        """Applies what is queued, one command per device; the number of devices charged (0 when Redis failed)."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        if not pending:
+            return 0
+        try:
+            try:
+                pipe = self.budget.client.pipeline(transaction=False)
+                for account_id, amount in pending.items():
+                    self.budget.queue(pipe, account_id, amount)
+                pipe.execute()
+            except redis.exceptions.NoScriptError:
+                for account_id, amount in pending.items():  # a Redis that restarted: the plain calls load the script
+                    self.budget.apply(account_id, amount)
+        except Exception as error:  # any Redis error: the thread must live on for the next charges
+            logger.warning("decompression budget charges dropped", extra={"devices": len(pending), "error": str(error)})
+            return 0
+        return len(pending)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.interval_s)
+            self.flush()

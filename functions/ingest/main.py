@@ -34,7 +34,7 @@ from easysmart.ingest import IngestService, UploadRequest, counted_upload
 from easysmart.ledger import BatchLedger
 from easysmart.messaging import ClaimCheckPublisher, KafkaProbe
 from easysmart.observability import configure_logging, request_id_var, tenant_id_var
-from easysmart.ratelimit import DecompressionBudget, RateLimiter
+from easysmart.ratelimit import DecompressionBudget, DeferredCharges, RateLimiter
 from easysmart.storage import make_blob_store
 from easysmart.tracing import configure_tracing
 from easysmart.web import ProxyTrust, Reply, Router, client_address
@@ -61,6 +61,7 @@ def _clients():
     blobs = make_blob_store(store, timeout_s)
     publisher = ClaimCheckPublisher(kafka.kafka_bootstrap_servers, kafka.kafka_topic_raw, timeout_s)
     limits, retention = UploadLimits.from_env(), RetentionSettings.from_env()
+    budget = DecompressionBudget(redis_client, limits.ingest_device_decompressed_bytes_per_hour)
     service = IngestService(
         limits,
         RateLimits.from_env(),
@@ -70,7 +71,8 @@ def _clients():
         publisher,
         RateLimiter(redis_client),
         keyring=ClaimKeyring.from_settings(ClaimSigningSettings.from_env()),
-        budget=DecompressionBudget(redis_client, limits.ingest_device_decompressed_bytes_per_hour),
+        budget=budget,
+        deferred_charges=DeferredCharges(budget),
         accepted=AcceptedBatches(redis_client, retention.blob_retention_days * DAY_SECONDS),
         accepted_rows=AcceptedRows(BatchLedger(db)),
     )
@@ -93,6 +95,7 @@ def upload(request: flask.Request) -> Reply:
             content_encoding=request.headers.get("Content-Encoding"),
             content_length=request.content_length,
             body=request.stream,
+            budget_checked=True,
         )
     )
     headers = {**rate_headers, "Location": f"/api/v1/telemetry/batches/{result.batch_id}"}

@@ -22,7 +22,7 @@ from easysmart.errors import RateLimitedError
 from easysmart.identity import Principal
 from easysmart.ingest import IngestService, UploadRequest
 from easysmart.process import BatchFailedError, BatchProcessor
-from easysmart.ratelimit import DecompressionBudget
+from easysmart.ratelimit import DecompressionBudget, DeferredCharges, RateLimiter
 
 KiB, MiB = 1024, 1024 * 1024
 # A small window keeps the uploads small; past it, only process sees the upload.
@@ -167,3 +167,79 @@ def test_without_redis_the_budget_lets_uploads_through():
     budget = DecompressionBudget(unreachable, bytes_per_hour=1)
     budget.charge("a-1", 10 * MiB)
     budget.check("a-1")  # fails open, as the rate limiter does
+
+
+def admitting_ingest(database, redis_client, budget: DecompressionBudget, **limits: int) -> IngestService:
+    return IngestService(
+        UploadLimits(), RateLimits(**limits), RetentionSettings(), database, FakeBlobStore([]), FakePublisher([]),
+        limiter=RateLimiter(redis_client), ledger=FakeLedger([]), budget=budget, keyring=TEST_KEYRING,
+    )  # fmt: skip
+
+
+def test_a_spent_budget_refuses_at_admission_after_the_account_and_the_rate_limits(
+    database, redis_client, make_account
+):
+    budget = DecompressionBudget(redis_client, bytes_per_hour=MiB)
+    spent, fresh = make_account("device"), make_account("device")
+    budget.charge(spent.account_id, 2 * MiB)
+
+    ingest = admitting_ingest(database, redis_client, budget)
+    with pytest.raises(RateLimitedError, match="decompressed more than 1048576 bytes") as refused:
+        ingest.rate_limit(principal_of(spent), "10.30.0.1")
+    assert 1800 < refused.value.retry_after_s <= 3600
+    assert ingest.rate_limit(principal_of(fresh), "10.30.0.1")["RateLimit-Limit"]
+
+    exhausted = admitting_ingest(database, redis_client, budget, ratelimit_device_per_minute=1)
+    with pytest.raises(RateLimitedError, match="decompressed more than"):
+        exhausted.rate_limit(principal_of(spent), "10.30.0.2")  # takes the minute's one token
+    with pytest.raises(RateLimitedError, match="per device"):  # the rate limit answers before the budget
+        exhausted.rate_limit(principal_of(spent), "10.30.0.2")
+
+
+def test_an_admitted_upload_is_not_checked_again_and_its_charge_lands_off_the_request_path(
+    database, redis_client, make_account
+):
+    budget = DecompressionBudget(redis_client, bytes_per_hour=512 * KiB)
+    charges = DeferredCharges(budget, interval_s=3600)  # flushed by hand below
+    ingest = IngestService(
+        LIMITS, RateLimits(), RetentionSettings(), database, FakeBlobStore([]), FakePublisher([]),
+        limiter=RateLimiter(redis_client), ledger=FakeLedger([]), budget=budget, keyring=TEST_KEYRING,
+        deferred_charges=charges,
+    )  # fmt: skip
+    device = principal_of(make_account("device"))
+    body = gzip.compress(backlog_text(300))  # ~730 kB decompressed: one upload spends the budget
+
+    ingest.rate_limit(device, "10.30.0.3")
+    admitted = UploadRequest(device, "req-1", "gzip", len(body), io.BytesIO(body), budget_checked=True)
+    assert ingest.upload(admitted).status == "accepted"
+    assert budget.apply(device.account_id, 0) == pytest.approx(512 * KiB, rel=0.01)  # not charged yet
+
+    assert charges.flush() == 1
+    with pytest.raises(RateLimitedError, match="decompressed more than"):
+        ingest.rate_limit(device, "10.30.0.3")
+
+
+def test_deferred_charges_sum_per_device_and_survive_a_redis_that_forgot_the_script(redis_client):
+    budget = DecompressionBudget(redis_client, bytes_per_hour=MiB)
+    charges = DeferredCharges(budget, interval_s=3600)
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    charges.charge(first, 100 * KiB)
+    charges.charge(first, 200 * KiB)
+    charges.charge(second, 10 * KiB)
+    redis_client.script_flush()
+
+    assert charges.flush() == 2
+    assert budget.apply(first, 0) == pytest.approx(MiB - 300 * KiB, abs=KiB)
+    assert budget.apply(second, 0) == pytest.approx(MiB - 10 * KiB, abs=KiB)
+    assert charges.flush() == 0
+
+
+def test_deferred_charges_are_dropped_without_redis_and_the_next_ones_still_land(redis_client):
+    unreachable = DecompressionBudget(redis.Redis(host="127.0.0.1", port=1, retry=Retry(NoBackoff(), 0)), MiB)
+    charges = DeferredCharges(unreachable, interval_s=3600)
+    charges.charge("a-1", KiB)
+    assert charges.flush() == 0  # logged and dropped; no error reaches the caller
+    charges.budget = DecompressionBudget(redis_client, MiB)
+    account = str(uuid.uuid4())
+    charges.charge(account, KiB)
+    assert charges.flush() == 1

@@ -301,3 +301,11 @@ def test_a_device_whose_budget_is_spent_is_refused_before_its_body_is_read(journ
         service.upload(UploadRequest(DEVICE, "req-1", "gzip", None, body))
     assert refused.value.status == 429 and refused.value.retry_after_s == 60
     assert body.tell() == 0
+
+
+def test_an_upload_admitted_with_its_budget_checked_is_not_checked_again(journal, blobs, ledger):
+    # The route checks the budget in the rate limits' Redis round trip and says so; upload() makes no second one.
+    body = gzip.compress(UPLOAD)
+    service = make_service(blobs, FakePublisher(journal), ledger, FakeBudget(spent=True))
+    request = UploadRequest(DEVICE, "req-1", "gzip", len(body), io.BytesIO(body), budget_checked=True)
+    assert service.upload(request).status == "accepted"
