@@ -9,7 +9,7 @@ mode), for every function that receives them. Attributes and data: docs/architec
 from __future__ import annotations
 
 import uuid
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from datetime import datetime
 from typing import Mapping
 
@@ -122,6 +122,9 @@ class ClaimCheck:
         return cls(**values)  # type: ignore[arg-type]  # every field's type was checked above
 
 
+_CLAIM_FIELDS = fields(ClaimCheck)
+
+
 def to_cloudevent(claim: ClaimCheck) -> CloudEvent:
     attributes = {
         "id": claim.batch_id,
@@ -134,7 +137,8 @@ def to_cloudevent(claim: ClaimCheck) -> CloudEvent:
     }
     if claim.traceparent:
         attributes["traceparent"] = claim.traceparent
-    return CloudEvent(attributes, asdict(claim))
+    # Every field is a str, an int or None: a shallow dict (dataclasses.asdict deep-copies each value).
+    return CloudEvent(attributes, {field.name: getattr(claim, field.name) for field in _CLAIM_FIELDS})
 
 
 def from_cloudevent(event: CloudEvent) -> ClaimCheck:
