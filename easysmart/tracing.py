@@ -148,8 +148,8 @@ def span(
 
 class _Started:
     """A span started on entering the block and current inside it, ended on leaving; an error leaving the block
-    marks it failed (by type). What the SDK's start_as_current_span does with use_span, without their two generator
-    frames: an unsampled request's span cost ~16 us of CPU, ~2/3 of it in those."""
+    marks it failed (by type). What the SDK's start_as_current_span does with use_span, without their generator
+    frames, which were ~5 us of the ~18 us of CPU an unsampled request's span cost."""
 
     __slots__ = ("name", "kind", "attributes", "context", "span", "_token")
 
