@@ -22,9 +22,10 @@ import os
 import random
 import threading
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Iterator, Mapping, Protocol
+from typing import TYPE_CHECKING, Mapping, Protocol
 
 import psycopg2.extensions
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import INVALID_SPAN, NonRecordingSpan, Span, SpanContext, SpanKind, TraceFlags
@@ -145,18 +146,47 @@ def span(
     return _started(name, kind, attributes, context)
 
 
-@contextlib.contextmanager
+class _Started:
+    """A span started on entering the block and current inside it, ended on leaving; an error leaving the block
+    marks it failed (by type). What the SDK's start_as_current_span does with use_span, without their generator
+    frames, which were ~5 us of the ~18 us of CPU an unsampled request's span cost."""
+
+    __slots__ = ("name", "kind", "attributes", "context", "span", "_token")
+
+    def __init__(
+        self,
+        name: str,
+        kind: SpanKind,
+        attributes: Mapping[str, str | int | float | bool] | None,
+        context: Context | None,
+    ) -> None:
+        self.name, self.kind, self.attributes, self.context = name, kind, attributes, context
+
+    def __enter__(self) -> Span:
+        self.span = _tracer().start_span(
+            self.name,
+            context=self.context,
+            kind=self.kind,
+            attributes=self.attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+        self._token = otel_context.attach(trace.set_span_in_context(self.span))
+        return self.span
+
+    def __exit__(self, error_type: type[BaseException] | None, error: object, traceback: object) -> None:
+        try:
+            if error_type is not None:
+                mark_failed(self.span, error_type.__name__)
+        finally:
+            otel_context.detach(self._token)
+            self.span.end()
+
+
 def _started(
     name: str, kind: SpanKind, attributes: Mapping[str, str | int | float | bool] | None, context: Context | None
-) -> Iterator[Span]:
-    with _tracer().start_as_current_span(
-        name, context=context, kind=kind, attributes=attributes, record_exception=False, set_status_on_exception=False
-    ) as current:
-        try:
-            yield current
-        except BaseException as error:
-            mark_failed(current, type(error).__name__)
-            raise
+) -> contextlib.AbstractContextManager[Span]:
+    return _Started(name, kind, attributes, context)
 
 
 def mark_failed(current: Span, error_type: str) -> None:

@@ -18,6 +18,7 @@ from typing import Callable
 import flask
 import orjson
 from opentelemetry.trace import INVALID_SPAN
+from prometheus_client import Counter, Histogram
 
 from easysmart.config import ConfigError, ProxySettings
 from easysmart.errors import (
@@ -154,6 +155,8 @@ class Router:
         self.metrics = metrics
         self.parent_decides_sampling = parent_decides_sampling
         self._routes: list[tuple[str, re.Pattern[str], str, Handler]] = []
+        # The metrics' children of each (route, status): labels() takes a lock and builds a key on every call.
+        self._counted: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
 
     def add(self, method: str, pattern: str, handler: Handler) -> None:
         """pattern uses {name} placeholders for one path segment each."""
@@ -175,16 +178,24 @@ class Router:
                 route_label, response = self._dispatch(request)
             finally:
                 request_id_var.reset(token)
-            if route_label != "unmatched":
-                # The route's template, never the path (ids) or the query (a stream ticket).
-                span.update_name(f"{request.method} {route_label}")
-                span.set_attribute("http.route", route_label)
-            span.set_attribute("http.response.status_code", response.status_code)
-            if response.status_code >= 500:
-                mark_failed(span, str(response.status_code))
+            if span.is_recording():
+                if route_label != "unmatched":
+                    # The route's template, never the path (ids) or the query (a stream ticket).
+                    span.update_name(f"{request.method} {route_label}")
+                    span.set_attribute("http.route", route_label)
+                span.set_attribute("http.response.status_code", response.status_code)
+                if response.status_code >= 500:
+                    mark_failed(span, str(response.status_code))
         response.headers["X-Request-Id"] = request_id
-        HTTP_REQUESTS.labels(self.function, route_label, str(response.status_code)).inc()
-        HTTP_LATENCY.labels(self.function, route_label).observe(time.perf_counter() - started)
+        counted = self._counted.get((route_label, response.status_code))
+        if counted is None:
+            counted = self._counted[(route_label, response.status_code)] = (
+                HTTP_REQUESTS.labels(self.function, route_label, str(response.status_code)),
+                HTTP_LATENCY.labels(self.function, route_label),
+            )
+        requests, latency = counted
+        requests.inc()
+        latency.observe(time.perf_counter() - started)
         return response
 
     def _dispatch(self, request: flask.Request) -> tuple[str, flask.Response]:

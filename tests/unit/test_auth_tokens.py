@@ -262,3 +262,70 @@ def test_the_same_refresh_jti_and_issue_time_sign_the_same_pair_again(tokens, cl
 
     assert again == first
     assert tokens.issue_pair(DEVICE, "b" * 32, issued_at=issued_at)["access_token"] != first["access_token"]
+
+
+@pytest.fixture
+def signature_checks(monkeypatch) -> list[str]:
+    """The tokens PyJWT verified (signature and claims), in order."""
+    checked: list[str] = []
+    verify = jwt.decode
+
+    def counted(token, *args, **kwargs):
+        checked.append(token)
+        return verify(token, *args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", counted)
+    return checked
+
+
+def test_an_access_token_used_again_is_not_verified_again(tokens, signature_checks):
+    token = tokens.access_token(DEVICE)
+
+    assert tokens.verify_access(token) == DEVICE
+    assert tokens.verify_access(token) == DEVICE
+    assert signature_checks == [token]
+
+
+def test_a_kept_token_is_refused_from_the_second_it_expires(clock, signature_checks):
+    tokens = TokenService(replace(SETTINGS, access_token_ttl_s=60), clock)
+    token = tokens.access_token(DEVICE)
+    assert tokens.verify_access(token) == DEVICE
+
+    clock.advance(59.9)
+    assert tokens.verify_access(token) == DEVICE
+    clock.advance(0.1)
+    assert _rejection(tokens, token) == "the token has expired"
+    assert signature_checks == [token]  # refused as kept, by its expiry alone
+    assert _rejection(tokens, token) == "the token has expired"
+
+
+def test_a_token_signed_with_another_key_is_never_kept(tokens, signature_checks):
+    forged = jwt.encode(_claims(), "another-key-entirely-" * 3, algorithm="HS256")
+
+    assert _rejection(tokens, forged) == "the token's signature is not valid"
+    assert _rejection(tokens, forged) == "the token's signature is not valid"
+    assert signature_checks == [forged, forged]
+
+
+def test_a_refused_token_is_never_kept(tokens, signature_checks):
+    refresh = tokens.issue_pair(DEVICE)["refresh_token"]
+
+    assert _rejection(tokens, refresh) == "a refresh token cannot be used as an access token"
+    assert _rejection(tokens, refresh) == "a refresh token cannot be used as an access token"
+    assert signature_checks == [refresh, refresh]
+
+
+def test_only_the_most_recently_used_tokens_are_kept(clock, signature_checks):
+    tokens = TokenService(SETTINGS, clock, verified_tokens_kept=2)
+    first, second, third = (tokens.access_token(replace(DEVICE, username=f"dev-{n}")) for n in range(3))
+    tokens.verify_access(first)
+    tokens.verify_access(second)
+    tokens.verify_access(first)  # now the most recently used of the two
+    tokens.verify_access(third)  # the cache is full: second, the least recently used, leaves
+
+    signature_checks.clear()
+    tokens.verify_access(first)
+    tokens.verify_access(third)
+    tokens.verify_access(second)
+
+    assert signature_checks == [second]

@@ -9,6 +9,7 @@ import hashlib
 import io
 from typing import cast
 
+import flask
 import psycopg2
 import pytest
 import urllib3
@@ -17,6 +18,7 @@ from prometheus_client import REGISTRY
 from support.claims import CLAIM, TEST_KEYRING, signed
 from support.fakes import FakeBlobStore, FakeCopyWriter, FakeDatabase, FakeKafkaProducer, FakeLedger, FakePublisher
 from support.samples import FIXTURES
+from werkzeug.test import EnvironBuilder
 
 from easysmart.claimsig import ClaimNotAuthenticError, blob_metadata
 from easysmart.config import ProcessSettings, RateLimits, RetentionSettings, UploadLimits
@@ -41,7 +43,7 @@ from easysmart.process import BatchProcessor, counted_claim_check
 from easysmart.ratelimit import DecompressionBudget, Limit, RateLimiter
 from easysmart.s3http import Answer, S3Http
 from easysmart.storage import BlobStore
-from easysmart.web import Reply
+from easysmart.web import Reply, Router
 
 DEVICE = Principal(account_id=CLAIM.account_id, tenant_id=CLAIM.tenant_id, kind="device", username="freezer-hub")
 UPLOAD = (FIXTURES / "ha-bulk-small.json").read_bytes()  # 40 readings
@@ -379,3 +381,18 @@ def test_a_claim_check_answered_with_an_error_is_failed_or_retried_by_its_status
     with pytest.raises(type(error)):
         route()
     assert moved() == ([1, 1] if reason else [1])
+
+
+def test_each_answer_is_counted_and_timed_by_its_route_and_status():
+    router = Router("counting")
+    router.add("GET", "/things/{thing_id}", lambda request, thing_id: Reply(200 if thing_id != "gone" else 410, {}))
+    requests = ("esm_http_requests_total", {"function": "counting", "route": "/things/{thing_id}", "status": "200"})
+    gone = ("esm_http_requests_total", {"function": "counting", "route": "/things/{thing_id}", "status": "410"})
+    unmatched = ("esm_http_requests_total", {"function": "counting", "route": "unmatched", "status": "404"})
+    timed = ("esm_http_request_seconds_count", {"function": "counting", "route": "/things/{thing_id}"})
+    moved = Moved(requests, gone, unmatched, timed)
+
+    for path in ("/things/1", "/things/2", "/things/gone", "/nothing", "/things/3"):
+        router(flask.Request(EnvironBuilder(path=path).get_environ()))
+
+    assert moved() == [3, 1, 1, 4]

@@ -176,6 +176,21 @@ def test_an_error_is_recorded_by_its_type_never_its_message(exporter):
     assert "hunter2" not in str(dict(span.attributes)) + str(span.status.description) + str(span.events)
 
 
+@pytest.mark.parametrize("ratio", [1.0, 0.0])
+def test_a_span_stops_being_current_when_its_block_is_left_even_by_an_error(exporter, ratio):
+    trace_to(exporter, ratio)
+    headers = {"traceparent": NOT_SAMPLED}
+
+    with tracing.server_span("POST", headers, parent_decides=False) as request_span:
+        with pytest.raises(ValueError), tracing.span("work") as work:
+            assert trace.get_current_span() is work
+            raise ValueError("no")
+        assert trace.get_current_span() is request_span
+    assert trace.get_current_span() is INVALID_SPAN
+
+    assert sorted(finished(exporter)) == (["POST", "work"] if ratio else [])
+
+
 def test_the_claim_check_carries_the_publish_spans_context_and_stays_signed(exporter):
     trace_to(exporter)
     publisher = FakePublisher([])
