@@ -62,8 +62,6 @@ class S3Http:
         self.access_key_id = access_key_id
         self.secret_access_key = secret_access_key
         self.region = region
-        self.timeout_s = timeout_s
-        self.max_connections = max_connections
         self._now = now
         self._pool = urllib3.connection_from_url(
             f"{endpoint.scheme}://{endpoint.netloc}",

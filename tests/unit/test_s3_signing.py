@@ -1,15 +1,19 @@
-"""The object store's requests are signed exactly as botocore signs them (AWS Signature Version 4)."""
+"""The object store's requests: signed exactly as botocore signs them (AWS Signature Version 4), and sent once more
+after a lost connection or a 5xx."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 from datetime import datetime, timezone
 
 import botocore.auth
 import botocore.awsrequest
 import botocore.credentials
 import pytest
+import urllib3
 
+from easysmart.errors import UnavailableError
 from easysmart.s3http import EMPTY_PAYLOAD_SHA256, S3Http
 
 MOMENT = datetime(2026, 12, 2, 5, 30, 15, tzinfo=timezone.utc)
@@ -78,3 +82,34 @@ def test_an_endpoint_with_a_path_prefix_keeps_it_in_every_url(monkeypatch):
 def test_an_endpoint_that_is_not_an_http_url_is_refused_at_start():
     with pytest.raises(ValueError, match="not an http"):
         S3Http("127.0.0.1:59000", "key", "secret", "us-east-1", 5.0)
+
+
+class FlakyPool:
+    """Stands in for the connection pool: each call's answer in turn (an exception is raised), the bodies it read."""
+
+    def __init__(self, *answers: object) -> None:
+        self.answers = list(answers)
+        self.bodies: list[bytes] = []
+
+    def urlopen(self, method: str, path: str, body=None, **request: object) -> urllib3.HTTPResponse:
+        self.bodies.append(body.read() if body is not None else b"")
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return urllib3.HTTPResponse(
+            body=io.BytesIO(b"<Error><Code>SlowDown</Code></Error>"), status=answer, preload_content=False
+        )
+
+
+def test_a_lost_connection_or_a_5xx_is_sent_once_more_with_the_body_from_where_it_stood():
+    s3 = client()
+    s3._pool = FlakyPool(urllib3.exceptions.ProtocolError("connection reset"), 200)  # type: ignore[assignment]
+    body = io.BytesIO(b"head|blob")
+    body.seek(5)
+
+    assert s3.call("PUT", "telemetry-raw", "k", body=body).status == 200
+    assert s3._pool.bodies == [b"blob", b"blob"]  # type: ignore[attr-defined]
+
+    s3._pool = FlakyPool(503, 503, 200)  # type: ignore[assignment]
+    with pytest.raises(UnavailableError, match="failed PUT: it answered 503 SlowDown"):
+        s3.call("PUT", "telemetry-raw", "k", body=io.BytesIO(b"blob"))
