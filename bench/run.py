@@ -10,7 +10,12 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import psycopg2
+
+from easysmart.config import DatabaseSettings
 
 HERE = Path(__file__).resolve().parent
 PYTHON = sys.executable
@@ -32,6 +37,32 @@ def run(args: list[str]) -> list[dict]:
     for result in results:
         print("  " + json.dumps(result), flush=True)
     return results
+
+
+def settle(timeout_s: float = 180.0, quiet_s: float = 3.0) -> None:
+    """Waits (at most timeout_s) until PostgreSQL has done for quiet_s what the benchmarks before left it to do
+    (autovacuum after their bulk loads, batches still being processed): a side-by-side ratio measured meanwhile
+    charges that work to whichever side ran then."""
+    busy = (
+        "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+        " AND (backend_type = 'autovacuum worker' OR state = 'active')"
+    )
+    conn = psycopg2.connect(DatabaseSettings.from_env().database_url)
+    conn.autocommit = True
+    try:
+        deadline, quiet_since = time.monotonic() + timeout_s, None
+        while time.monotonic() < deadline:
+            with conn.cursor() as cursor:
+                cursor.execute(busy)
+                active = cursor.fetchone()[0]
+            now = time.monotonic()
+            quiet_since = (quiet_since or now) if active == 0 else None
+            if quiet_since is not None and now - quiet_since >= quiet_s:
+                return
+            time.sleep(0.5)
+        print(f"  (PostgreSQL still busy after {timeout_s:.0f} s; measuring anyway)", flush=True)
+    finally:
+        conn.close()
 
 
 def main() -> None:
@@ -57,6 +88,7 @@ def main() -> None:
         "\n== small batches: 40-reading gzip uploads from 16 devices at concurrency 8, first 201 to last done, vs the"
         " floor of the same bytes PUT, produced, consumed, fetched and COPYed (targets: ratio >= 0.5, >= 156/s)"
     )
+    settle()
     run([str(HERE / "small_batches.py"), "--uploads", "400", "--rounds", "3"])
     print("\n== process: the largest upload the limits allow (10 MiB gzip body)")
     run([str(HERE / "process_batch.py"), "--max-gzip-bytes", str(10 * 1024 * 1024)])
@@ -79,6 +111,7 @@ def main() -> None:
         " plus a 1 KB record produced with acks=all), alternating rounds at concurrency 8 and 32"
         " (targets: requests/s >= 0.7x the floor's, p95 <= 1.5x the floor's)"
     )
+    settle()
     run([str(HERE / "ingest_floor.py")])
     print(
         "\n== analytics: 30-day hourly history of one equipment over 10.4 million readings, through the aggregates vs"
