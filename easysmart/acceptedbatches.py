@@ -21,8 +21,6 @@ rows, so a backlog waiting in Kafka (process down) holds silence alerts off as i
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections import deque
 from datetime import datetime
 
@@ -31,6 +29,7 @@ import redis
 
 from easysmart.errors import UnavailableError
 from easysmart.events import ClaimCheck
+from easysmart.flusher import PeriodicFlusher
 from easysmart.ledger import BatchLedger, BatchRecord, BatchStatus
 
 logger = logging.getLogger(__name__)
@@ -102,26 +101,21 @@ class AcceptedBatches:
         )
 
 
-class AcceptedRows:
+class AcceptedRows(PeriodicFlusher):
     """Accepted batches' ledger rows, written by one background thread, many per statement.
 
     A row never written (the database down, the worker stopped first, the queue over `max_pending`) is written by
-    process from the claim check when it opens the batch; until then the batch is missing from the processing lag.
-    The thread starts with the first row, so in each gunicorn worker after the fork."""
+    process from the claim check when it opens the batch; until then the batch is missing from the processing lag."""
 
     def __init__(self, ledger: BatchLedger, interval_s: float = 0.1, max_pending: int = 10_000) -> None:
+        super().__init__("accepted-rows", interval_s)
         self.ledger = ledger
-        self.interval_s = interval_s
         self._pending: deque[ClaimCheck] = deque(maxlen=max_pending)
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
 
     def add(self, claim: ClaimCheck) -> None:
         with self._lock:
             self._pending.append(claim)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="accepted-rows", daemon=True)
-                self._thread.start()
+            self._start_unless_running()
 
     def flush(self) -> int:
         """Writes what is queued; the number of rows written (0 when the database refused them: they are dropped,
@@ -139,8 +133,3 @@ class AcceptedRows:
             )
             return 0
         return len(claims)
-
-    def _run(self) -> None:
-        while True:
-            time.sleep(self.interval_s)
-            self.flush()

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
-import time
 from dataclasses import dataclass
 from typing import Callable
 
 import redis
 
 from easysmart.errors import RateLimitedError
+from easysmart.flusher import PeriodicFlusher
 
 logger = logging.getLogger(__name__)
 
@@ -225,21 +224,18 @@ def _budget_key(account_id: str) -> str:
     return f"ratelimit:inflated:{account_id}"
 
 
-class DeferredCharges:
+class DeferredCharges(PeriodicFlusher):
     """Charges to a decompression budget, applied by one background thread every `interval_s` in one round trip:
     an upload's answer waits for none of them.
 
     A charge not applied (Redis down, the worker stopped first, more than `max_accounts` devices waiting) is lost:
-    the budget guards against abuse, it is no bill. The thread starts with the first charge, so in each gunicorn
-    worker after the fork."""
+    the budget guards against abuse, it is no bill."""
 
     def __init__(self, budget: DecompressionBudget, interval_s: float = 0.1, max_accounts: int = 10_000) -> None:
+        super().__init__("budget-charges", interval_s)
         self.budget = budget
-        self.interval_s = interval_s
         self.max_accounts = max_accounts
         self._pending: dict[str, int] = {}
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
 
     def charge(self, account_id: str, decompressed_bytes: int) -> None:
         if not self.budget.enabled:
@@ -247,9 +243,7 @@ class DeferredCharges:
         with self._lock:
             if account_id in self._pending or len(self._pending) < self.max_accounts:
                 self._pending[account_id] = self._pending.get(account_id, 0) + decompressed_bytes
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="budget-charges", daemon=True)
-                self._thread.start()
+            self._start_unless_running()
 
     def flush(self) -> int:
         """Applies what is queued, one command per device; the number of devices charged (0 when Redis failed)."""
@@ -270,8 +264,3 @@ class DeferredCharges:
             logger.warning("decompression budget charges dropped", extra={"devices": len(pending), "error": str(error)})
             return 0
         return len(pending)
-
-    def _run(self) -> None:
-        while True:
-            time.sleep(self.interval_s)
-            self.flush()
