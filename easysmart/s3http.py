@@ -14,7 +14,7 @@ import re
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import IO, Callable, Mapping
+from typing import IO, Any, Callable, Mapping
 from urllib.parse import quote, urlsplit
 
 import urllib3
@@ -75,18 +75,10 @@ class S3Http:
     def path(self, bucket: str, key: str = "") -> str:
         return quote(f"{self.base_path}/{bucket}" + (f"/{key}" if key else ""), safe="/~")
 
-    def call(
-        self,
-        method: str,
-        bucket: str,
-        key: str = "",
-        *,
-        headers: Mapping[str, str] | None = None,
-        body: IO[bytes] | None = None,
-        payload_sha256: str | None = None,
-    ) -> Answer:
-        """The store's answer to a request whose answer has no body worth keeping (PUT, DELETE, HEAD)."""
-        return answer_of(self.open(method, bucket, key, headers=headers, body=body, payload_sha256=payload_sha256))
+    def call(self, method: str, bucket: str, key: str = "", **request: Any) -> Answer:
+        """The store's answer to a request whose answer has no body worth keeping (PUT, DELETE, HEAD); `request` as
+        open() takes it."""
+        return answer_of(self.open(method, bucket, key, **request))
 
     def open(
         self,
