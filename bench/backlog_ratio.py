@@ -18,6 +18,8 @@ import random
 import uuid
 from datetime import datetime, timedelta
 
+from uploads import client_item, client_reading
+
 KINDS = (
     ("Temperatura", "temperature", "°C"),
     ("Porta", "door", ""),
@@ -32,26 +34,18 @@ def backlog(equipments: int, hours: int, frozen: bool, step_s: int = 10, seed: i
     items = []
     for number in range(equipments):
         name = f"Freezer {number + 1}"
+        # The settings and radio figures of each sensor stay as first drawn; every poll changes its value and time.
         sensors = [
-            {
-                "sensor_uuid": str(uuid.UUID(int=rng.getrandbits(128))),
-                "sensor_nome": f"{name} {label}",
-                "sensor_status": "ATIVO",
-                "sensor_tipo": kind,
-                "sensor_unidade": unit,
-                "sensor_bateria_pct": float(rng.randint(60, 100)),
-                "sensor_sinal_lqi": float(rng.randint(90, 160)),
-                "sensor_sinal_rssi": float(rng.randint(-80, -40)),
-                "sensor_voltagem_bateria": round(rng.uniform(2.8, 3.1), 2),
-                "sensor_voltagem": None,
-                "sensor_corrente": None,
-                "sensor_potencia": None,
-                "sensor_fabricante": "Aqara",
-                "sensor_modelo": "WSDCGQ11LM",
-                "sensor_firmware": "N/A",
-                "sensor_id_hardware": f"0x00158d0000{rng.getrandbits(24):06x}",
-                "sensor_via_hub": True,
-            }
+            client_reading(
+                str(uuid.UUID(int=rng.getrandbits(128))),
+                f"{name} {label}",
+                kind,
+                unit,
+                "",
+                "",
+                f"0x00158d0000{rng.getrandbits(24):06x}",
+                rng,
+            )
             for label, kind, unit in KINDS
         ]
         temperature, humidity, power = -18.0, 60.0, 120.0
@@ -70,18 +64,7 @@ def backlog(equipments: int, hours: int, frozen: bool, step_s: int = 10, seed: i
                 stamp = (polled + timedelta(microseconds=37 * index)).isoformat()
                 state = {"sensor_telemetria": states[sensor["sensor_tipo"]], "sensor_datahora_coleta": stamp}
                 readings.append({**sensor, **state})
-        items.append(
-            {
-                "equip_uuid": str(uuid.UUID(int=rng.getrandbits(128))),
-                "equip_nome": name,
-                "equip_local": "Loja",
-                "equip_status": "ATIVO",
-                "equip_intervalo_coleta": step_s,
-                "equip_sirene_ativa": "NÃO",
-                "equip_sirete_tempo": 120,
-                "sensor": readings,
-            }
-        )
+        items.append(client_item(str(uuid.UUID(int=rng.getrandbits(128))), name, readings, interval_s=step_s))
     return items
 
 

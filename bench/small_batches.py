@@ -37,7 +37,7 @@ import psycopg2
 import requests
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
-from uploads import client_reading
+from uploads import client_item, client_reading
 
 from easysmart import accounts
 from easysmart.config import DatabaseSettings, KafkaSettings, ObjectStoreSettings
@@ -83,18 +83,7 @@ def small_upload(device: int, sequence: int, end: datetime, rng: random.Random) 
                 sensor_uuid, f"{name} {label}", kind, unit, value, taken.isoformat(), f"0x00158d0000{device:06x}", rng
             )
         )
-    return [
-        {
-            "equip_uuid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"bench-small/{device}")),
-            "equip_nome": name,
-            "equip_local": "Loja",
-            "equip_status": "ATIVO",
-            "equip_intervalo_coleta": 10,
-            "equip_sirene_ativa": "NÃO",
-            "equip_sirete_tempo": 120,
-            "sensor": readings,
-        }
-    ]
+    return [client_item(str(uuid.uuid5(uuid.NAMESPACE_URL, f"bench-small/{device}")), name, readings)]
 
 
 def bodies(devices: int, uploads: int, seed: int) -> list[tuple[int, bytes]]:

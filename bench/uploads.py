@@ -136,19 +136,22 @@ def client_upload(
                 sensor_list.append(
                     client_reading(sensor_uuid, sensor_name, kind, unit, value, stamp, f"0x00158d0000{number:06x}", rng)
                 )
-        items.append(
-            {
-                "equip_uuid": str(uuid.uuid5(NAMESPACE, f"{seed}/{name}")),
-                "equip_nome": name,
-                "equip_local": "Loja",
-                "equip_status": "ATIVO",
-                "equip_intervalo_coleta": 10,
-                "equip_sirene_ativa": "NÃO",
-                "equip_sirete_tempo": 120,
-                "sensor": sensor_list,
-            }
-        )
+        items.append(client_item(str(uuid.uuid5(NAMESPACE, f"{seed}/{name}")), name, sensor_list))
     return items
+
+
+def client_item(equip_uuid: str, name: str, readings: list[dict], interval_s: int = 10) -> dict:
+    """One equipment object as the client sends it, with its readings."""
+    return {
+        "equip_uuid": equip_uuid,
+        "equip_nome": name,
+        "equip_local": "Loja",
+        "equip_status": "ATIVO",
+        "equip_intervalo_coleta": interval_s,
+        "equip_sirene_ativa": "NÃO",
+        "equip_sirete_tempo": 120,
+        "sensor": readings,
+    }
 
 
 def sized_for_gzip(target_bytes: int, seed: int = 0, distinct_times: bool = False) -> tuple[list[dict], bytes, bytes]:

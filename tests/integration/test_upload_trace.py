@@ -16,6 +16,7 @@ import pytest
 from functions_framework import create_app
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from support.claims import TEST_CLAIM_SETTINGS
+from support.logs import LogLines
 from support.otlp import OtlpReceiver, ReceivedSpan
 from support.samples import recent_sample
 from test_claim_signing_kafka import InProcessSink, batch_status
@@ -24,23 +25,10 @@ from easysmart import tracing
 from easysmart.bridges.kafka_source import KafkaSourceBridge
 from easysmart.config import KafkaBridgeSettings, KafkaSettings, TracingSettings
 from easysmart.identity import Principal, TokenService
-from easysmart.observability import JsonFormatter
 
 FUNCTIONS = Path(__file__).resolve().parents[2] / "functions"
 CLIENT_TRACE_ID = "5c2a8e0d7b1f4a3e9d6c0b1a2f3e4d5c"
 CLIENT_SPAN_ID = "a1b2c3d4e5f60718"
-
-
-class LogLines(logging.Handler):
-    """Formats each record as it is logged, on the logging thread, as the functions' stderr handler does."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.setFormatter(JsonFormatter())
-        self.lines: list[dict] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(orjson.loads(self.format(record)))
 
 
 @pytest.fixture

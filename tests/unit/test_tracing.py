@@ -9,13 +9,13 @@ import io
 import logging
 
 import flask
-import orjson
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import INVALID_SPAN, SpanKind
 from support.claims import CLAIM, TEST_KEYRING
 from support.fakes import FakeBlobStore, FakeLedger, FakePublisher
+from support.logs import LogLines
 from support.samples import FIXTURES
 from test_kafka_bridge import bridge, record
 
@@ -24,7 +24,6 @@ from easysmart.config import ConfigError, RateLimits, RetentionSettings, Tracing
 from easysmart.events import to_kafka
 from easysmart.identity import Principal
 from easysmart.ingest import IngestService, UploadRequest
-from easysmart.observability import JsonFormatter
 from easysmart.web import Reply, Router
 
 CLIENT_TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -51,16 +50,6 @@ def finished(exporter: InMemorySpanExporter) -> dict:
 
 def hex_id(value: int, digits: int) -> str:
     return format(value, f"0{digits}x")
-
-
-class LogLines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.setFormatter(JsonFormatter())
-        self.lines: list[dict] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(orjson.loads(self.format(record)))
 
 
 @pytest.fixture
