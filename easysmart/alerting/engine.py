@@ -143,26 +143,26 @@ class AlertEngine:
         report.update(fired=[], resolved=[], client_rules_changed=0)
         now = self.clock()
         with self.db.transaction() as cursor:
-            store.lock_tenant(cursor, tenant_id)
-            if not store.claim_batch(cursor, tenant_id, batch_id, now):
+            # Four round trips before the rules are evaluated, whatever the batch: most batches fire nothing.
+            arrival = store.claim_batch(
+                cursor, tenant_id, batch_id, now, [sensor.id for sensor in sensors], equipment_ids
+            )
+            if not arrival.new:
                 report["redelivered"] = True
                 return report
             # The event is process's, but an alert must never name another tenant's sensor or equipment.
-            owned = store.owned_sensors(cursor, tenant_id, [sensor.id for sensor in sensors])
-            sensors = [sensor for sensor in sensors if sensor.id in owned]
-            equipment_ids = store.owned_equipment(cursor, tenant_id, equipment_ids)
-            all_equipment = sorted(set(equipment_ids) | {sensor.equipment_id for sensor in sensors})
-            store.record_uploads(
+            sensors = [sensor for sensor in sensors if sensor.id in arrival.sensors]
+            all_equipment = sorted(set(arrival.equipment) | {sensor.equipment_id for sensor in sensors})
+            uploads = store.record_uploads(
                 cursor, tenant_id, all_equipment, received_at, self.settings.alert_silence_uploads_kept
             )
-            for alert in store.open_silence_alerts(cursor, all_equipment):
-                if received_at > alert["started_at"]:
-                    store.resolve_alert(cursor, alert["id"], received_at, None, 0, now)
-                    lifecycle.emit(cursor, str(alert["id"]), "resolved")
-                    report["resolved"].append(str(alert["id"]))
-            report["client_rules_changed"] = store.sync_client_door_rules(cursor, tenant_id, all_equipment, now)
+            report["client_rules_changed"], resolved = store.follow_upload(
+                cursor, tenant_id, all_equipment, received_at, now
+            )
+            for alert_id in resolved:
+                lifecycle.emit(cursor, alert_id, "resolved")
+            report["resolved"] += resolved
             rules = store.rules_for(cursor, tenant_id, [sensor.id for sensor in sensors], all_equipment)
-            uploads = store.upload_times(cursor, all_equipment)
             for sensor in sensors:
                 gap_s = silence_threshold_s(
                     uploads.get(sensor.equipment_id, []),

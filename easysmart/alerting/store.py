@@ -3,6 +3,7 @@ processed-batch record and the lifecycle's row changes."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg2.extensions
@@ -66,76 +67,98 @@ def alert_for_event(cursor: psycopg2.extensions.cursor, alert_id: str) -> dict:
 # --- Evaluation ----------------------------------------------------------------------------------
 
 
+_LOCK_TENANT = "SELECT pg_advisory_xact_lock(hashtext('esm_alerts:' || %(tenant)s))"
+
+
 def lock_tenant(cursor: psycopg2.extensions.cursor, tenant_id: str) -> None:
     """One evaluation per tenant at a time (arrivals and the tick): each sees the alerts the other wrote."""
-    cursor.execute("SELECT pg_advisory_xact_lock(hashtext('esm_alerts:' || %s))", (tenant_id,))
+    cursor.execute(_LOCK_TENANT, {"tenant": tenant_id})
 
 
-def claim_batch(cursor: psycopg2.extensions.cursor, tenant_id: str, batch_id: str, now: datetime) -> bool:
-    """Records the batch as evaluated; False when it already was (a redelivered event)."""
+@dataclass(frozen=True)
+class Arrival:
+    """What an arriving batch may touch: whether it is new, and which of its sensors and equipment the tenant owns."""
+
+    new: bool
+    sensors: set[int]
+    equipment: list[int]
+
+
+def claim_batch(
+    cursor: psycopg2.extensions.cursor,
+    tenant_id: str,
+    batch_id: str,
+    now: datetime,
+    sensor_ids: list[int],
+    equipment_ids: list[int],
+) -> Arrival:
+    """Locks the tenant and records the batch as evaluated (not new when it already was: a redelivered event), in
+    one round trip that also reads which of the event's sensors and equipment are the tenant's."""
     cursor.execute(
-        "INSERT INTO alert_processed_batches (batch_id, tenant_id, processed_at) VALUES (%s, %s, %s)"
-        " ON CONFLICT (batch_id) DO NOTHING RETURNING batch_id",
-        (batch_id, tenant_id, now),
+        f"{_LOCK_TENANT};"
+        " WITH claimed AS (INSERT INTO alert_processed_batches (batch_id, tenant_id, processed_at)"
+        "  VALUES (%(batch)s, %(tenant)s, %(now)s) ON CONFLICT (batch_id) DO NOTHING RETURNING batch_id)"
+        " SELECT EXISTS (SELECT 1 FROM claimed),"
+        "  ARRAY(SELECT id FROM sensors WHERE tenant_id = %(tenant)s AND id = ANY(%(sensors)s)),"
+        "  ARRAY(SELECT id FROM equipment WHERE tenant_id = %(tenant)s AND id = ANY(%(equipment)s) ORDER BY id)",
+        {"tenant": tenant_id, "batch": batch_id, "now": now, "sensors": sensor_ids, "equipment": equipment_ids},
     )
-    return cursor.fetchone() is not None
-
-
-def owned_sensors(cursor: psycopg2.extensions.cursor, tenant_id: str, sensor_ids: list[int]) -> set[int]:
-    cursor.execute("SELECT id FROM sensors WHERE tenant_id = %s AND id = ANY(%s)", (tenant_id, sensor_ids))
-    return {row[0] for row in cursor.fetchall()}
-
-
-def owned_equipment(cursor: psycopg2.extensions.cursor, tenant_id: str, equipment_ids: list[int]) -> list[int]:
-    cursor.execute("SELECT id FROM equipment WHERE tenant_id = %s AND id = ANY(%s)", (tenant_id, equipment_ids))
-    return sorted(row[0] for row in cursor.fetchall())
+    new, sensors, equipment = cursor.fetchone()  # type: ignore[misc]
+    return Arrival(new, set(sensors), list(equipment))
 
 
 def record_uploads(
     cursor: psycopg2.extensions.cursor, tenant_id: str, equipment_ids: list[int], received_at: datetime, keep: int
-) -> None:
-    """Notes an upload of each equipment; keeps its `keep` most recent upload times."""
+) -> dict[int, list[datetime]]:
+    """Notes an upload of each equipment and keeps its `keep` most recent upload times; returns those times (the
+    upload cadence), in one round trip."""
     if not equipment_ids:
-        return
+        return {}
     cursor.execute(
         "INSERT INTO alert_equipment_state (equipment_id, tenant_id, last_received_at)"
-        " SELECT unnest(%s::bigint[]), %s, %s ON CONFLICT (equipment_id) DO UPDATE"
-        " SET last_received_at = greatest(alert_equipment_state.last_received_at, EXCLUDED.last_received_at)",
-        (equipment_ids, tenant_id, received_at),
-    )
-    cursor.execute(
-        "INSERT INTO alert_equipment_uploads (equipment_id, received_at) SELECT unnest(%s::bigint[]), %s"
-        " ON CONFLICT DO NOTHING",
-        (equipment_ids, received_at),
-    )
-    cursor.execute(
-        "DELETE FROM alert_equipment_uploads u USING ("
+        " SELECT unnest(%(ids)s::bigint[]), %(tenant)s, %(at)s ON CONFLICT (equipment_id) DO UPDATE"
+        " SET last_received_at = greatest(alert_equipment_state.last_received_at, EXCLUDED.last_received_at);"
+        " INSERT INTO alert_equipment_uploads (equipment_id, received_at) SELECT unnest(%(ids)s::bigint[]), %(at)s"
+        " ON CONFLICT DO NOTHING;"
+        " DELETE FROM alert_equipment_uploads u USING ("
         "  SELECT equipment_id, received_at, row_number() OVER (PARTITION BY equipment_id ORDER BY received_at DESC) n"
-        "  FROM alert_equipment_uploads WHERE equipment_id = ANY(%s)) old"
-        " WHERE u.equipment_id = old.equipment_id AND u.received_at = old.received_at AND old.n > %s",
-        (equipment_ids, keep),
+        "  FROM alert_equipment_uploads WHERE equipment_id = ANY(%(ids)s)) old"
+        " WHERE u.equipment_id = old.equipment_id AND u.received_at = old.received_at AND old.n > %(keep)s;"
+        f" {_UPLOAD_TIMES}",
+        {"ids": equipment_ids, "tenant": tenant_id, "at": received_at, "keep": keep},
     )
+    return _times_by_equipment(cursor)
+
+
+_UPLOAD_TIMES = "SELECT equipment_id, received_at FROM alert_equipment_uploads WHERE equipment_id = ANY(%(ids)s)"
 
 
 def upload_times(cursor: psycopg2.extensions.cursor, equipment_ids: list[int]) -> dict[int, list[datetime]]:
-    cursor.execute(
-        "SELECT equipment_id, received_at FROM alert_equipment_uploads WHERE equipment_id = ANY(%s)",
-        (equipment_ids,),
-    )
+    cursor.execute(_UPLOAD_TIMES, {"ids": equipment_ids})
+    return _times_by_equipment(cursor)
+
+
+def _times_by_equipment(cursor: psycopg2.extensions.cursor) -> dict[int, list[datetime]]:
     times: dict[int, list[datetime]] = {}
     for equipment_id, received_at in cursor.fetchall():
         times.setdefault(equipment_id, []).append(received_at)
     return times
 
 
-def sync_client_door_rules(
-    cursor: psycopg2.extensions.cursor, tenant_id: str, equipment_ids: list[int], now: datetime
-) -> int:
-    """Makes each equipment's client door rule follow its siren settings: created when the siren is on, its
-    duration the client's, disabled when the client turns it off. A rule a user edited or deleted is left as it
-    is. Returns how many rules were created or changed."""
+def follow_upload(
+    cursor: psycopg2.extensions.cursor, tenant_id: str, equipment_ids: list[int], received_at: datetime, now: datetime
+) -> tuple[int, list[str]]:
+    """What an upload settles by itself, in one statement: the equipment's open silence alerts that began before
+    it are resolved at its arrival, and each equipment's client door rule follows its siren settings (created when
+    the siren is on, its duration the client's, disabled when the client turns it off; a rule a user edited or
+    deleted is left as it is). Returns (client rules created or changed, silence alerts resolved)."""
     cursor.execute(
-        "WITH wanted AS ("
+        "WITH resolved AS ("
+        "  UPDATE alerts SET state = 'resolved', ended_at = %(at)s, peak_value = NULL,"
+        "         transitions = greatest(transitions, 1) + 1, updated_at = %(now)s"
+        "  WHERE type = 'silence' AND state <> 'resolved' AND equipment_id = ANY(%(ids)s) AND started_at < %(at)s"
+        "  RETURNING id),"
+        " wanted AS ("
         "  SELECT id AS equipment_id, coalesce(siren_active, false) AND siren_time_s IS NOT NULL AS active,"
         "         siren_time_s FROM equipment"
         "  WHERE tenant_id = %(tenant)s AND id = ANY(%(ids)s)"
@@ -152,10 +175,11 @@ def sync_client_door_rules(
         "  WHERE NOT alert_rules.user_edited AND alert_rules.deleted_at IS NULL"
         "    AND (alert_rules.for_s IS DISTINCT FROM EXCLUDED.for_s OR alert_rules.enabled <> EXCLUDED.enabled)"
         "  RETURNING 1)"
-        " SELECT count(*) FROM changed",
-        {"tenant": tenant_id, "ids": equipment_ids, "now": now},
+        " SELECT (SELECT count(*) FROM changed), ARRAY(SELECT id::text FROM resolved ORDER BY id)",
+        {"tenant": tenant_id, "ids": equipment_ids, "at": received_at, "now": now},
     )
-    return int(cursor.fetchone()[0])  # type: ignore[index]
+    changed, resolved = cursor.fetchone()  # type: ignore[misc]
+    return int(changed), list(resolved)
 
 
 def rules_for(cursor: psycopg2.extensions.cursor, tenant_id: str, sensor_ids: list[int], equipment_ids: list[int]):
@@ -261,14 +285,6 @@ def update_open_alert(
 
 
 # --- Silence -------------------------------------------------------------------------------------
-
-
-def open_silence_alerts(cursor: psycopg2.extensions.cursor, equipment_ids: list[int]) -> list[dict]:
-    cursor.execute(
-        "SELECT * FROM alerts WHERE type = 'silence' AND state <> 'resolved' AND equipment_id = ANY(%s) FOR UPDATE",
-        (equipment_ids,),
-    )
-    return _dicts(cursor)
 
 
 def processing_lag_s(cursor: psycopg2.extensions.cursor, now: datetime, since: datetime) -> float:

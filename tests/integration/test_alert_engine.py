@@ -265,12 +265,19 @@ def test_silence_fires_past_the_threshold_is_resolved_by_the_next_upload_and_wai
     assert str(alert["id"]) in ticked["fired"] and not ticked["skipped"]  # earlier tests' tenants may fire too
     assert (alert["type"], alert["state"], alert["sensor_id"]) == ("silence", "firing", None)
     assert alert["started_at"] == datetime.fromisoformat(data["received_at"])
+    # An event of an upload received before the silence began (delivered late) does not end it.
+    earlier = datetime.fromisoformat(data["received_at"]) - timedelta(minutes=1)
+    late = AlertEngine(database, settings).on_stored(
+        dict(data, batch_id=str(uuid.uuid4()), received_at=earlier.isoformat())
+    )
+    assert late["resolved"] == [] and alerts_of(database, account.tenant_id)[0]["state"] == "firing"
 
     upload = store_upload(processor, blobs, database, account, item({PROBE: ("temperature", [(minutes_ago(0), -18)])}))
     AlertEngine(database, settings).on_stored(upload)
 
     (alert,) = alerts_of(database, account.tenant_id)
     assert (alert["state"], alert["ended_at"]) == ("resolved", datetime.fromisoformat(upload["received_at"]))
+    assert (alert["peak_value"], alert["transitions"]) == (None, 2)
     assert [event["transition"] for _, event in events_of(database, account.tenant_id)] == ["fired", "resolved"]
 
 
