@@ -8,6 +8,8 @@ from datetime import datetime
 
 import psycopg2.extensions
 
+from easysmart.db import PreparedStatement, prepared
+
 # An alert row as alert_view reads it: the alerts table's columns plus the equipment's and sensor's uuids.
 ALERT_SELECT = (
     "SELECT a.*, e.uuid AS equipment_uuid, s.uuid AS sensor_uuid"
@@ -67,12 +69,99 @@ def alert_for_event(cursor: psycopg2.extensions.cursor, alert_id: str) -> dict:
 # --- Evaluation ----------------------------------------------------------------------------------
 
 
-_LOCK_TENANT = "SELECT pg_advisory_xact_lock(hashtext('esm_alerts:' || %(tenant)s))"
+# The statements every stored batch runs, prepared (see easysmart.db.PreparedStatement).
+_LOCK_TENANT = PreparedStatement(
+    "alerts_lock_tenant", "SELECT pg_advisory_xact_lock(hashtext('esm_alerts:' || %(tenant)s))", tenant="text"
+)
+_CLAIM = PreparedStatement(
+    "alerts_claim_batch",
+    "WITH claimed AS (INSERT INTO alert_processed_batches (batch_id, tenant_id, processed_at)"
+    "  VALUES (%(batch)s, %(tenant)s, %(now)s) ON CONFLICT (batch_id) DO NOTHING RETURNING batch_id)"
+    " SELECT EXISTS (SELECT 1 FROM claimed),"
+    "  ARRAY(SELECT id FROM sensors WHERE tenant_id = %(tenant)s AND id = ANY(%(sensors)s)),"
+    "  ARRAY(SELECT id FROM equipment WHERE tenant_id = %(tenant)s AND id = ANY(%(equipment)s) ORDER BY id)",
+    batch="uuid",
+    tenant="uuid",
+    now="timestamptz",
+    sensors="bigint[]",
+    equipment="bigint[]",
+)
+_NOTE_LAST_UPLOAD = PreparedStatement(
+    "alerts_note_last_upload",
+    "INSERT INTO alert_equipment_state (equipment_id, tenant_id, last_received_at)"
+    " SELECT unnest(%(ids)s::bigint[]), %(tenant)s, %(at)s ON CONFLICT (equipment_id) DO UPDATE"
+    " SET last_received_at = greatest(alert_equipment_state.last_received_at, EXCLUDED.last_received_at)",
+    ids="bigint[]",
+    tenant="uuid",
+    at="timestamptz",
+)
+_NOTE_UPLOAD = PreparedStatement(
+    "alerts_note_upload",
+    "INSERT INTO alert_equipment_uploads (equipment_id, received_at) SELECT unnest(%(ids)s::bigint[]), %(at)s"
+    " ON CONFLICT DO NOTHING",
+    ids="bigint[]",
+    at="timestamptz",
+)
+_FORGET_OLD_UPLOADS = PreparedStatement(
+    "alerts_forget_old_uploads",
+    "DELETE FROM alert_equipment_uploads u USING ("
+    "  SELECT equipment_id, received_at, row_number() OVER (PARTITION BY equipment_id ORDER BY received_at DESC) n"
+    "  FROM alert_equipment_uploads WHERE equipment_id = ANY(%(ids)s)) old"
+    " WHERE u.equipment_id = old.equipment_id AND u.received_at = old.received_at AND old.n > %(keep)s",
+    ids="bigint[]",
+    keep="integer",
+)
+_UPLOAD_TIMES = PreparedStatement(
+    "alerts_upload_times",
+    "SELECT equipment_id, received_at FROM alert_equipment_uploads WHERE equipment_id = ANY(%(ids)s)",
+    ids="bigint[]",
+)
+_FOLLOW_UPLOAD = PreparedStatement(
+    "alerts_follow_upload",
+    "WITH resolved AS ("
+    "  UPDATE alerts SET state = 'resolved', ended_at = %(at)s, peak_value = NULL,"
+    "         transitions = greatest(transitions, 1) + 1, updated_at = %(now)s"
+    "  WHERE type = 'silence' AND state <> 'resolved' AND equipment_id = ANY(%(ids)s) AND started_at < %(at)s"
+    "  RETURNING id),"
+    " wanted AS ("
+    "  SELECT id AS equipment_id, coalesce(siren_active, false) AND siren_time_s IS NOT NULL AS active,"
+    "         siren_time_s FROM equipment"
+    "  WHERE tenant_id = %(tenant)s AND id = ANY(%(ids)s)"
+    "    AND (siren_active OR EXISTS (SELECT 1 FROM alert_rules r WHERE r.equipment_id = equipment.id"
+    "                                 AND r.origin = 'client'))),"
+    " changed AS ("
+    "  INSERT INTO alert_rules (id, tenant_id, type, origin, severity, name, equipment_id, sensor_kind, for_s,"
+    "                           enabled, created_at, updated_at)"
+    "  SELECT gen_random_uuid(), %(tenant)s, 'door_open', 'client', 'warning',"
+    "         'door open (client siren)', w.equipment_id, 'door', coalesce(w.siren_time_s, 0), w.active,"
+    "         %(now)s, %(now)s FROM wanted w"
+    "  ON CONFLICT (equipment_id) WHERE origin = 'client' DO UPDATE"
+    "  SET for_s = EXCLUDED.for_s, enabled = EXCLUDED.enabled, updated_at = EXCLUDED.updated_at"
+    "  WHERE NOT alert_rules.user_edited AND alert_rules.deleted_at IS NULL"
+    "    AND (alert_rules.for_s IS DISTINCT FROM EXCLUDED.for_s OR alert_rules.enabled <> EXCLUDED.enabled)"
+    "  RETURNING 1)"
+    " SELECT (SELECT count(*) FROM changed), ARRAY(SELECT id::text FROM resolved ORDER BY id)",
+    tenant="uuid",
+    ids="bigint[]",
+    at="timestamptz",
+    now="timestamptz",
+)
+# The columns evaluation reads (a prepared statement names its columns: see PreparedStatement).
+_RULES_FOR = PreparedStatement(
+    "alerts_rules_for",
+    "SELECT id, type, severity, equipment_id, sensor_id, sensor_kind, above, below, hysteresis, for_s, resolve_for_s"
+    " FROM alert_rules WHERE tenant_id = %(tenant)s AND enabled AND deleted_at IS NULL AND type <> 'silence'"
+    " AND (sensor_id = ANY(%(sensors)s)"
+    "      OR (sensor_id IS NULL AND (equipment_id IS NULL OR equipment_id = ANY(%(equipment)s))))",
+    tenant="uuid",
+    sensors="bigint[]",
+    equipment="bigint[]",
+)
 
 
 def lock_tenant(cursor: psycopg2.extensions.cursor, tenant_id: str) -> None:
     """One evaluation per tenant at a time (arrivals and the tick): each sees the alerts the other wrote."""
-    cursor.execute(_LOCK_TENANT, {"tenant": tenant_id})
+    cursor.execute(prepared(cursor, _LOCK_TENANT), {"tenant": tenant_id})
 
 
 @dataclass(frozen=True)
@@ -95,12 +184,7 @@ def claim_batch(
     """Locks the tenant and records the batch as evaluated (not new when it already was: a redelivered event), in
     one round trip that also reads which of the event's sensors and equipment are the tenant's."""
     cursor.execute(
-        f"{_LOCK_TENANT};"
-        " WITH claimed AS (INSERT INTO alert_processed_batches (batch_id, tenant_id, processed_at)"
-        "  VALUES (%(batch)s, %(tenant)s, %(now)s) ON CONFLICT (batch_id) DO NOTHING RETURNING batch_id)"
-        " SELECT EXISTS (SELECT 1 FROM claimed),"
-        "  ARRAY(SELECT id FROM sensors WHERE tenant_id = %(tenant)s AND id = ANY(%(sensors)s)),"
-        "  ARRAY(SELECT id FROM equipment WHERE tenant_id = %(tenant)s AND id = ANY(%(equipment)s) ORDER BY id)",
+        prepared(cursor, _LOCK_TENANT, _CLAIM),
         {"tenant": tenant_id, "batch": batch_id, "now": now, "sensors": sensor_ids, "equipment": equipment_ids},
     )
     new, sensors, equipment = cursor.fetchone()  # type: ignore[misc]
@@ -115,26 +199,14 @@ def record_uploads(
     if not equipment_ids:
         return {}
     cursor.execute(
-        "INSERT INTO alert_equipment_state (equipment_id, tenant_id, last_received_at)"
-        " SELECT unnest(%(ids)s::bigint[]), %(tenant)s, %(at)s ON CONFLICT (equipment_id) DO UPDATE"
-        " SET last_received_at = greatest(alert_equipment_state.last_received_at, EXCLUDED.last_received_at);"
-        " INSERT INTO alert_equipment_uploads (equipment_id, received_at) SELECT unnest(%(ids)s::bigint[]), %(at)s"
-        " ON CONFLICT DO NOTHING;"
-        " DELETE FROM alert_equipment_uploads u USING ("
-        "  SELECT equipment_id, received_at, row_number() OVER (PARTITION BY equipment_id ORDER BY received_at DESC) n"
-        "  FROM alert_equipment_uploads WHERE equipment_id = ANY(%(ids)s)) old"
-        " WHERE u.equipment_id = old.equipment_id AND u.received_at = old.received_at AND old.n > %(keep)s;"
-        f" {_UPLOAD_TIMES}",
+        prepared(cursor, _NOTE_LAST_UPLOAD, _NOTE_UPLOAD, _FORGET_OLD_UPLOADS, _UPLOAD_TIMES),
         {"ids": equipment_ids, "tenant": tenant_id, "at": received_at, "keep": keep},
     )
     return _times_by_equipment(cursor)
 
 
-_UPLOAD_TIMES = "SELECT equipment_id, received_at FROM alert_equipment_uploads WHERE equipment_id = ANY(%(ids)s)"
-
-
 def upload_times(cursor: psycopg2.extensions.cursor, equipment_ids: list[int]) -> dict[int, list[datetime]]:
-    cursor.execute(_UPLOAD_TIMES, {"ids": equipment_ids})
+    cursor.execute(prepared(cursor, _UPLOAD_TIMES), {"ids": equipment_ids})
     return _times_by_equipment(cursor)
 
 
@@ -153,41 +225,18 @@ def follow_upload(
     the siren is on, its duration the client's, disabled when the client turns it off; a rule a user edited or
     deleted is left as it is). Returns (client rules created or changed, silence alerts resolved)."""
     cursor.execute(
-        "WITH resolved AS ("
-        "  UPDATE alerts SET state = 'resolved', ended_at = %(at)s, peak_value = NULL,"
-        "         transitions = greatest(transitions, 1) + 1, updated_at = %(now)s"
-        "  WHERE type = 'silence' AND state <> 'resolved' AND equipment_id = ANY(%(ids)s) AND started_at < %(at)s"
-        "  RETURNING id),"
-        " wanted AS ("
-        "  SELECT id AS equipment_id, coalesce(siren_active, false) AND siren_time_s IS NOT NULL AS active,"
-        "         siren_time_s FROM equipment"
-        "  WHERE tenant_id = %(tenant)s AND id = ANY(%(ids)s)"
-        "    AND (siren_active OR EXISTS (SELECT 1 FROM alert_rules r WHERE r.equipment_id = equipment.id"
-        "                                 AND r.origin = 'client'))),"
-        " changed AS ("
-        "  INSERT INTO alert_rules (id, tenant_id, type, origin, severity, name, equipment_id, sensor_kind, for_s,"
-        "                           enabled, created_at, updated_at)"
-        "  SELECT gen_random_uuid(), %(tenant)s, 'door_open', 'client', 'warning',"
-        "         'door open (client siren)', w.equipment_id, 'door', coalesce(w.siren_time_s, 0), w.active,"
-        "         %(now)s, %(now)s FROM wanted w"
-        "  ON CONFLICT (equipment_id) WHERE origin = 'client' DO UPDATE"
-        "  SET for_s = EXCLUDED.for_s, enabled = EXCLUDED.enabled, updated_at = EXCLUDED.updated_at"
-        "  WHERE NOT alert_rules.user_edited AND alert_rules.deleted_at IS NULL"
-        "    AND (alert_rules.for_s IS DISTINCT FROM EXCLUDED.for_s OR alert_rules.enabled <> EXCLUDED.enabled)"
-        "  RETURNING 1)"
-        " SELECT (SELECT count(*) FROM changed), ARRAY(SELECT id::text FROM resolved ORDER BY id)",
-        {"tenant": tenant_id, "ids": equipment_ids, "at": received_at, "now": now},
+        prepared(cursor, _FOLLOW_UPLOAD), {"tenant": tenant_id, "ids": equipment_ids, "at": received_at, "now": now}
     )
     changed, resolved = cursor.fetchone()  # type: ignore[misc]
     return int(changed), list(resolved)
 
 
-def rules_for(cursor: psycopg2.extensions.cursor, tenant_id: str, sensor_ids: list[int], equipment_ids: list[int]):
+def rules_for(
+    cursor: psycopg2.extensions.cursor, tenant_id: str, sensor_ids: list[int], equipment_ids: list[int]
+) -> list[dict]:
     """The tenant's enabled rules that may watch these sensors: theirs, their equipment's, the tenant's."""
     cursor.execute(
-        "SELECT * FROM alert_rules WHERE tenant_id = %s AND enabled AND deleted_at IS NULL AND type <> 'silence'"
-        " AND (sensor_id = ANY(%s) OR (sensor_id IS NULL AND (equipment_id IS NULL OR equipment_id = ANY(%s))))",
-        (tenant_id, sensor_ids, equipment_ids),
+        prepared(cursor, _RULES_FOR), {"tenant": tenant_id, "sensors": sensor_ids, "equipment": equipment_ids}
     )
     return _dicts(cursor)
 
