@@ -16,12 +16,84 @@ import psycopg2.extensions
 import psycopg2.extras
 
 from easysmart.copytext import copy_text
-from easysmart.db import one_row
+from easysmart.db import PreparedStatement, one_row, prepared
 from easysmart.payload import EquipmentInfo, SensorInfo
 
 _VALUE_COLUMNS = "ts, value, state, battery_pct, lqi, rssi, battery_voltage, voltage, current, power"
 _STAGING_COLUMNS = f"sensor_uuid, {_VALUE_COLUMNS}"
 _DATA_COLUMNS = f"sensor_id, equipment_id, {_VALUE_COLUMNS}"
+
+
+# Every batch upserts its equipment and their sensors (see easysmart.db.PreparedStatement).
+_UPSERT_EQUIPMENT = PreparedStatement(
+    "copywriter_upsert_equipment",
+    "INSERT INTO equipment (tenant_id, uuid, name, location, status, collect_interval_s, siren_active, siren_time_s)"
+    " VALUES (%(tenant)s, %(uuid)s, %(name)s, %(location)s, %(status)s, %(collect_interval_s)s, %(siren_active)s,"
+    "  %(siren_time_s)s)"
+    " ON CONFLICT (tenant_id, uuid) DO UPDATE SET"
+    " name = COALESCE(EXCLUDED.name, equipment.name),"
+    " location = COALESCE(EXCLUDED.location, equipment.location),"
+    " status = COALESCE(EXCLUDED.status, equipment.status),"
+    " collect_interval_s = COALESCE(EXCLUDED.collect_interval_s, equipment.collect_interval_s),"
+    " siren_active = COALESCE(EXCLUDED.siren_active, equipment.siren_active),"
+    " siren_time_s = COALESCE(EXCLUDED.siren_time_s, equipment.siren_time_s), updated_at = now()"
+    " RETURNING id",
+    tenant="uuid",
+    uuid="text",
+    name="text",
+    location="text",
+    status="text",
+    collect_interval_s="integer",
+    siren_active="boolean",
+    siren_time_s="integer",
+)
+# (parameter, SensorInfo attribute): one array per column, the sensors in the same order in each.
+_SENSOR_ARRAYS = (
+    ("uuids", "uuid"),
+    ("names", "name"),
+    ("kinds", "kind"),
+    ("units", "unit"),
+    ("statuses", "status"),
+    ("manufacturers", "manufacturer"),
+    ("models", "model"),
+    ("firmwares", "firmware"),
+    ("hardware_ids", "hardware_id"),
+    ("via_hubs", "via_hub"),
+)
+_UPSERT_SENSORS = PreparedStatement(
+    "copywriter_upsert_sensors",
+    "INSERT INTO sensors (tenant_id, equipment_id, uuid, name, kind, unit, status, manufacturer, model, firmware,"
+    " hardware_id, via_hub)"
+    " SELECT %(tenant)s, %(equipment)s, sensor.uuid, sensor.name, sensor.kind, sensor.unit, sensor.status,"
+    "  sensor.manufacturer, sensor.model, sensor.firmware, sensor.hardware_id, sensor.via_hub"
+    " FROM unnest(%(uuids)s::text[], %(names)s::text[], %(kinds)s::text[],"
+    "  %(units)s::text[], %(statuses)s::text[], %(manufacturers)s::text[], %(models)s::text[], %(firmwares)s::text[],"
+    "  %(hardware_ids)s::text[], %(via_hubs)s::boolean[]) WITH ORDINALITY"
+    "  AS sensor (uuid, name, kind, unit, status, manufacturer, model, firmware, hardware_id, via_hub, position)"
+    " ORDER BY sensor.position"
+    " ON CONFLICT (tenant_id, uuid) DO UPDATE SET"
+    " equipment_id = EXCLUDED.equipment_id, name = COALESCE(EXCLUDED.name, sensors.name),"
+    " kind = COALESCE(EXCLUDED.kind, sensors.kind), unit = COALESCE(EXCLUDED.unit, sensors.unit),"
+    " status = COALESCE(EXCLUDED.status, sensors.status),"
+    " manufacturer = COALESCE(EXCLUDED.manufacturer, sensors.manufacturer),"
+    " model = COALESCE(EXCLUDED.model, sensors.model),"
+    " firmware = COALESCE(EXCLUDED.firmware, sensors.firmware),"
+    " hardware_id = COALESCE(EXCLUDED.hardware_id, sensors.hardware_id),"
+    " via_hub = COALESCE(EXCLUDED.via_hub, sensors.via_hub), updated_at = now()"
+    " RETURNING uuid, id, equipment_id, kind",
+    tenant="uuid",
+    equipment="bigint",
+    uuids="text[]",
+    names="text[]",
+    kinds="text[]",
+    units="text[]",
+    statuses="text[]",
+    manufacturers="text[]",
+    models="text[]",
+    firmwares="text[]",
+    hardware_ids="text[]",
+    via_hubs="boolean[]",
+)
 
 
 def create_staging_table(cursor: psycopg2.extensions.cursor) -> None:
@@ -101,69 +173,33 @@ class CopyWriter:
 
     def upsert(self, equipment: EquipmentInfo, sensors: list[SensorInfo]) -> None:
         self.cursor.execute(
-            "INSERT INTO equipment (tenant_id, uuid, name, location, status,"
-            " collect_interval_s, siren_active, siren_time_s)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (tenant_id, uuid) DO UPDATE SET"
-            " name = COALESCE(EXCLUDED.name, equipment.name),"
-            " location = COALESCE(EXCLUDED.location, equipment.location),"
-            " status = COALESCE(EXCLUDED.status, equipment.status),"
-            " collect_interval_s = COALESCE(EXCLUDED.collect_interval_s, equipment.collect_interval_s),"
-            " siren_active = COALESCE(EXCLUDED.siren_active, equipment.siren_active),"
-            " siren_time_s = COALESCE(EXCLUDED.siren_time_s, equipment.siren_time_s), updated_at = now()"
-            " RETURNING id",
-            (
-                self.tenant_id,
-                equipment.uuid,
-                equipment.name,
-                equipment.location,
-                equipment.status,
-                equipment.collect_interval_s,
-                equipment.siren_active,
-                equipment.siren_time_s,
-            ),
+            prepared(self.cursor, _UPSERT_EQUIPMENT),
+            {
+                "tenant": self.tenant_id,
+                "uuid": equipment.uuid,
+                "name": equipment.name,
+                "location": equipment.location,
+                "status": equipment.status,
+                "collect_interval_s": equipment.collect_interval_s,
+                "siren_active": equipment.siren_active,
+                "siren_time_s": equipment.siren_time_s,
+            },
         )
         equipment_id = one_row(self.cursor)[0]
         self.equipment[equipment_id] = equipment.uuid
         if not sensors:
             return
         # Sorted so concurrent batches lock sensor rows in one order (no deadlocks).
-        rows = [
-            (
-                self.tenant_id,
-                equipment_id,
-                s.uuid,
-                s.name,
-                s.kind,
-                s.unit,
-                s.status,
-                s.manufacturer,
-                s.model,
-                s.firmware,
-                s.hardware_id,
-                s.via_hub,
-            )
-            for s in sorted(sensors, key=lambda s: s.uuid)
-        ]
-        returned = psycopg2.extras.execute_values(
-            self.cursor,
-            "INSERT INTO sensors (tenant_id, equipment_id, uuid, name, kind, unit, status,"
-            " manufacturer, model, firmware,"
-            " hardware_id, via_hub) VALUES %s ON CONFLICT (tenant_id, uuid) DO UPDATE SET"
-            " equipment_id = EXCLUDED.equipment_id, name = COALESCE(EXCLUDED.name, sensors.name),"
-            " kind = COALESCE(EXCLUDED.kind, sensors.kind), unit = COALESCE(EXCLUDED.unit, sensors.unit),"
-            " status = COALESCE(EXCLUDED.status, sensors.status),"
-            " manufacturer = COALESCE(EXCLUDED.manufacturer, sensors.manufacturer),"
-            " model = COALESCE(EXCLUDED.model, sensors.model),"
-            " firmware = COALESCE(EXCLUDED.firmware, sensors.firmware),"
-            " hardware_id = COALESCE(EXCLUDED.hardware_id, sensors.hardware_id),"
-            " via_hub = COALESCE(EXCLUDED.via_hub, sensors.via_hub), updated_at = now()"
-            " RETURNING uuid, id, equipment_id, kind",
-            rows,
-            page_size=1000,
-            fetch=True,
+        ordered = sorted(sensors, key=lambda sensor: sensor.uuid)
+        self.cursor.execute(
+            prepared(self.cursor, _UPSERT_SENSORS),
+            {
+                "tenant": self.tenant_id,
+                "equipment": equipment_id,
+                **{column: [getattr(sensor, attribute) for sensor in ordered] for column, attribute in _SENSOR_ARRAYS},
+            },
         )
-        for uuid_, sensor_id, sensor_equipment_id, kind in returned:
+        for uuid_, sensor_id, sensor_equipment_id, kind in self.cursor.fetchall():
             self.sensor_ids[uuid_] = f"{sensor_id}\t{sensor_equipment_id}"
             self.sensors[uuid_] = (sensor_id, sensor_equipment_id, kind)
 

@@ -90,7 +90,7 @@ class PreparedStatement:
     parameters, each given its SQL type. Name columns rather than `*`: a prepared statement whose result columns
     change under it (a migration adding one) fails until its connection is closed."""
 
-    def __init__(self, name: str, text: str, **types: str) -> None:
+    def __init__(self, name: str, text: str, /, **types: str) -> None:
         names = list(dict.fromkeys(_PARAMETER.findall(text)))
         if set(names) != set(types):
             raise ValueError(f"{name}: parameters {sorted(names)} but types for {sorted(types)}")
@@ -99,7 +99,8 @@ class PreparedStatement:
         self.name = name
         self.text = text
         declared = f" ({', '.join(types[parameter] for parameter in names)})" if names else ""
-        arguments = f" ({', '.join(f'%({parameter})s' for parameter in names)})" if names else ""
+        # Each argument cast as declared: psycopg2 writes an array of only NULLs as ARRAY[NULL], text[] otherwise.
+        arguments = f" ({', '.join(f'%({parameter})s::{types[parameter]}' for parameter in names)})" if names else ""
         self.definition = f"PREPARE {name}{declared} AS {body}"
         self.call = f"EXECUTE {name}{arguments}"
 
@@ -171,13 +172,23 @@ class Database:
                 return conn
             conn.close()  # the server went away (a restart) while it was idle
         settings = {"options": self.options} if self.options else {}
-        return psycopg2.connect(
+        conn = psycopg2.connect(
             self.dsn,
             connect_timeout=self.connect_timeout_s,
             connection_factory=_PoolConnection,
             cursor_factory=self.cursor_factory,
             **settings,
         )
+        try:
+            with conn.cursor() as cursor:
+                # The prepared statements are keyed lookups, whose generic plan is what a custom plan would be; but
+                # PostgreSQL prices an array parameter's generic plan dearer and would plan them anew every time.
+                cursor.execute("SET plan_cache_mode = force_generic_plan")
+            conn.commit()
+        except psycopg2.Error:
+            conn.close()
+            raise
+        return conn
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[psycopg2.extensions.connection]:

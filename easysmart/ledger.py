@@ -17,7 +17,7 @@ from enum import Enum
 import psycopg2.extensions
 import psycopg2.extras
 
-from easysmart.db import Database
+from easysmart.db import Database, PreparedStatement, prepared
 from easysmart.errors import EasySmartError
 from easysmart.events import ClaimCheck
 
@@ -87,11 +87,65 @@ def _claim_row(claim: ClaimCheck, status: BatchStatus) -> tuple:
     )
 
 
-# The same row, inserted only if the `tenant` CTE found the tenant.
-_INSERT_CLAIM_FROM_TENANT = _INSERT_CLAIM.replace(
-    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-    " SELECT %s::uuid, %s::uuid, %s::uuid, %s, %s, %s, %s::int, %s::int, %s, %s, %s::bigint, %s::bigint,"
-    " %s::timestamptz FROM tenant",
+def _claim_parameters(claim: ClaimCheck) -> dict:
+    return {
+        "batch": claim.batch_id,
+        "tenant": claim.tenant_id,
+        "account": claim.account_id,
+        "request": claim.request_id,
+        "sha256": claim.sha256,
+        "items": claim.items,
+        "readings": claim.readings,
+        "bucket": claim.bucket,
+        "key": claim.key,
+        "size": claim.size_bytes,
+        "decompressed": claim.decompressed_bytes,
+        "received": claim.received_at,
+    }
+
+
+# Every small batch runs these two (see easysmart.db.PreparedStatement). Opening: the claim's row, inserted only
+# if the `tenant` CTE found the tenant, or counted as one more attempt.
+_OPEN_FOR_LOAD = PreparedStatement(
+    "ledger_open_for_load",
+    "WITH tenant AS (SELECT timezone FROM tenants WHERE id = %(tenant)s),"
+    f" opened AS ({_INSERT_INTO_BATCHES}"
+    "  SELECT %(batch)s, %(tenant)s, %(account)s, %(request)s, %(sha256)s,"
+    f" '{BatchStatus.PROCESSING.value}', %(items)s, %(readings)s, %(bucket)s, %(key)s, %(size)s, %(decompressed)s,"
+    "  %(received)s FROM tenant"
+    " ON CONFLICT (id) DO UPDATE SET"
+    f" status = CASE WHEN batches.status = '{BatchStatus.DONE.value}' THEN batches.status"
+    f" ELSE '{BatchStatus.PROCESSING.value}' END,"
+    " attempts = batches.attempts + 1 RETURNING status)"
+    " SELECT tenant.timezone, opened.status FROM tenant, opened",
+    tenant="uuid",
+    batch="uuid",
+    account="uuid",
+    request="text",
+    sha256="text",
+    items="integer",
+    readings="integer",
+    bucket="text",
+    key="text",
+    size="bigint",
+    decompressed="bigint",
+    received="timestamptz",
+)
+_MARK_DONE = PreparedStatement(
+    "ledger_mark_done",
+    f"UPDATE batches SET status = '{BatchStatus.DONE.value}', received_items = %(items)s, readings = %(readings)s,"
+    " stored = %(stored)s, duplicate = %(duplicate)s, skipped = %(skipped)s, rejected = %(rejected)s,"
+    " reasons = %(reasons)s, reason_counts = %(reason_counts)s, processed_at = clock_timestamp()"
+    " WHERE id = %(batch)s",
+    items="integer",
+    readings="integer",
+    stored="integer",
+    duplicate="integer",
+    skipped="integer",
+    rejected="integer",
+    reasons="jsonb",
+    reason_counts="jsonb",
+    batch="uuid",
 )
 
 
@@ -157,19 +211,7 @@ class BatchLedger:
         loaded in (the row stays locked until it ends); with the tenant's time zone. None when the tenant does not
         exist (nothing is recorded). The status `processing` is seen by others only if the transaction commits
         without marking the batch done: a small batch is loaded in milliseconds."""
-        cursor.execute(
-            "WITH tenant AS (SELECT timezone FROM tenants WHERE id = %s),"
-            f" opened AS ({_INSERT_CLAIM_FROM_TENANT} DO UPDATE SET"
-            " status = CASE WHEN batches.status = %s THEN batches.status ELSE %s END,"
-            " attempts = batches.attempts + 1 RETURNING status)"
-            " SELECT tenant.timezone, opened.status FROM tenant, opened",
-            (
-                claim.tenant_id,
-                *_claim_row(claim, BatchStatus.PROCESSING),
-                BatchStatus.DONE,
-                BatchStatus.PROCESSING,
-            ),
-        )
+        cursor.execute(prepared(cursor, _OPEN_FOR_LOAD), _claim_parameters(claim))
         row = cursor.fetchone()
         return None if row is None else (row[0], BatchStatus(row[1]))
 
@@ -189,21 +231,18 @@ class BatchLedger:
         reason_counts: dict[str, int],
     ) -> None:
         cursor.execute(
-            "UPDATE batches SET status = %s, received_items = %s, readings = %s, stored = %s, duplicate = %s,"
-            " skipped = %s, rejected = %s, reasons = %s, reason_counts = %s, processed_at = clock_timestamp()"
-            " WHERE id = %s",
-            (
-                BatchStatus.DONE,
-                items,
-                counts.readings,
-                counts.stored,
-                counts.duplicate,
-                counts.skipped,
-                counts.rejected,
-                psycopg2.extras.Json(reasons),
-                psycopg2.extras.Json(reason_counts),
-                batch_id,
-            ),
+            prepared(cursor, _MARK_DONE),
+            {
+                "items": items,
+                "readings": counts.readings,
+                "stored": counts.stored,
+                "duplicate": counts.duplicate,
+                "skipped": counts.skipped,
+                "rejected": counts.rejected,
+                "reasons": psycopg2.extras.Json(reasons),
+                "reason_counts": psycopg2.extras.Json(reason_counts),
+                "batch": batch_id,
+            },
         )
 
     def counts_of(self, batch_id: str) -> BatchCounts:

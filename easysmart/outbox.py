@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import psycopg2.extensions
 from psycopg2.extras import Json
 
+from easysmart.db import PreparedStatement, prepared
+
 TELEMETRY_STORED_TOPIC = "telemetry.stored"
 TELEMETRY_STORED_TYPE = "com.easysmart.telemetry.stored"
 ALERT_EVENTS_TOPIC = "alerts.events"
@@ -33,10 +35,33 @@ class OutboxEvent:
     event_id: uuid.UUID = field(default_factory=uuid.uuid4)
 
 
+# Every stored batch adds one (see easysmart.db.PreparedStatement).
+_ENQUEUE = PreparedStatement(
+    "outbox_enqueue",
+    "INSERT INTO event_outbox (event_id, topic, kafka_key, type, source, subject, data)"
+    " VALUES (%(event_id)s, %(topic)s, %(kafka_key)s, %(type)s, %(source)s, %(subject)s, %(data)s)"
+    " ON CONFLICT (event_id) DO NOTHING",
+    event_id="uuid",
+    topic="text",
+    kafka_key="text",
+    type="text",
+    source="text",
+    subject="text",
+    data="jsonb",
+)
+
+
 def enqueue(cursor: psycopg2.extensions.cursor, event: OutboxEvent) -> None:
     """Adds the event in the caller's transaction; it is published only if that transaction commits."""
     cursor.execute(
-        "INSERT INTO event_outbox (event_id, topic, kafka_key, type, source, subject, data)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (event_id) DO NOTHING",
-        (str(event.event_id), event.topic, event.kafka_key, event.type, event.source, event.subject, Json(event.data)),
+        prepared(cursor, _ENQUEUE),
+        {
+            "event_id": str(event.event_id),
+            "topic": event.topic,
+            "kafka_key": event.kafka_key,
+            "type": event.type,
+            "source": event.source,
+            "subject": event.subject,
+            "data": Json(event.data),
+        },
     )

@@ -29,7 +29,7 @@ from easysmart.claimsig import ClaimKeyring, ClaimNotAuthenticError, blob_metada
 from easysmart.compression import BoundedGunzip, CorruptGzipError
 from easysmart.config import ProcessSettings, RetentionSettings, UploadLimits
 from easysmart.copywriter import CopyWriter
-from easysmart.db import Database
+from easysmart.db import Database, PreparedStatement, prepared
 from easysmart.errors import (
     DatabaseTimeoutError,
     EasySmartError,
@@ -75,6 +75,12 @@ MAX_UNEXPECTED_FAILURES = 5
 # Serialization failures and deadlocks are retried here this many times before the source retries.
 _LOCAL_RETRIES = 3
 _RETRYABLE_CODES = {"40001", "40P01"}
+_LOG_AGGREGATE_RANGE = PreparedStatement(
+    "process_log_aggregate_range",
+    "INSERT INTO aggregate_touched (lo, hi) VALUES (%(lo)s, %(hi)s)",
+    lo="timestamptz",
+    hi="timestamptz",
+)
 # SQLSTATE classes the database raises for what a batch holds, not for its own state: no retry helps.
 _PERMANENT_CLASSES = {"22": "data exception", "23": "integrity violation", "54": "program limit exceeded"}
 
@@ -417,8 +423,7 @@ class BatchProcessor:
                         # Logged in this transaction, so no refresh of the aggregates can miss the range.
                         with span("log aggregate range"):
                             closing.execute(
-                                "INSERT INTO aggregate_touched (lo, hi) VALUES (%s, %s)",
-                                (builder.oldest, builder.newest),
+                                prepared(cursor, _LOG_AGGREGATE_RANGE), {"lo": builder.oldest, "hi": builder.newest}
                             )
                     with span("ledger"):
                         self.ledger.mark_done(
@@ -553,6 +558,11 @@ class DeferredStatements:
 
     def execute(self, query: str, params: tuple | dict | None = None) -> None:
         self._statements.append(self.cursor.mogrify(query, params))
+
+    @property
+    def connection(self) -> psycopg2.extensions.connection:
+        """The cursor's (easysmart.db.prepared prepares statements on it)."""
+        return self.cursor.connection
 
     def as_cursor(self) -> psycopg2.extensions.cursor:
         """This, for functions that take a cursor only to execute statements on it."""

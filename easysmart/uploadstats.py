@@ -11,11 +11,14 @@ from datetime import datetime, timedelta
 
 import psycopg2.extensions
 
+from easysmart.db import PreparedStatement, prepared
+
 KEPT_HOURS = 48
 # The counts "in the last 24 h" are the current hour's and the 23 before it.
 WINDOW_HOURS = 24
 
-_RECORD = (
+_RECORD = PreparedStatement(
+    "uploadstats_record",
     "WITH counted AS ("
     "  INSERT INTO account_upload_stats (account_id, hour, uploads, readings)"
     "  VALUES (%(account)s, date_trunc('hour', %(received)s::timestamptz, 'UTC'), 1, %(readings)s)"
@@ -23,7 +26,12 @@ _RECORD = (
     "  readings = account_upload_stats.readings + EXCLUDED.readings),"
     " pruned AS (DELETE FROM account_upload_stats WHERE account_id = %(account)s AND hour < %(oldest_kept)s)"
     " UPDATE accounts SET last_upload_at = greatest(last_upload_at, %(received)s),"
-    " last_reading_at = greatest(last_reading_at, %(newest)s) WHERE id = %(account)s"
+    " last_reading_at = greatest(last_reading_at, %(newest)s) WHERE id = %(account)s",
+    account="uuid",
+    received="timestamptz",
+    readings="integer",
+    oldest_kept="timestamptz",
+    newest="timestamptz",
 )
 
 
@@ -36,7 +44,7 @@ def record_upload(
 ) -> None:
     """Counts one processed upload of `readings` readings (the newest taken at `newest_reading`) for the account."""
     cursor.execute(
-        _RECORD,
+        prepared(cursor, _RECORD),
         {
             "account": account_id,
             "received": received_at,

@@ -100,3 +100,9 @@ def test_a_connection_of_its_own_runs_the_statements_text(database):
             assert cursor.fetchone()[0] == 0
     finally:
         conn.close()
+
+
+def test_pooled_connections_plan_prepared_statements_once(pool):
+    with pool.transaction() as cursor:
+        cursor.execute("SHOW plan_cache_mode")
+        assert cursor.fetchone()[0] == "force_generic_plan"

@@ -15,7 +15,7 @@ def test_parameters_are_numbered_in_order_of_first_use_and_typed():
     assert (
         statement.definition == "PREPARE s (uuid, bigint[]) AS SELECT a FROM t WHERE b = $1 AND c = ANY($2) AND d = $1"
     )
-    assert statement.call == "EXECUTE s (%(b)s, %(c)s)"
+    assert statement.call == "EXECUTE s (%(b)s::uuid, %(c)s::bigint[])"
 
 
 def test_a_literal_percent_reaches_the_server_once():
