@@ -80,6 +80,8 @@ def _alive(conn: psycopg2.extensions.connection) -> bool:
 
 
 _PARAMETER = re.compile(r"%\((\w+)\)s")
+# A name is a connection's handle on its statement: two statements under one name would run each other's.
+_PREPARED_NAMES: dict[str, str] = {}
 
 
 class PreparedStatement:
@@ -94,6 +96,8 @@ class PreparedStatement:
         names = list(dict.fromkeys(_PARAMETER.findall(text)))
         if set(names) != set(types):
             raise ValueError(f"{name}: parameters {sorted(names)} but types for {sorted(types)}")
+        if _PREPARED_NAMES.setdefault(name, text) != text:
+            raise ValueError(f"another statement is prepared as {name}")
         position = {parameter: index for index, parameter in enumerate(names, start=1)}
         body = _PARAMETER.sub(lambda match: f"${position[match[1]]}", text).replace("%%", "%")
         self.name = name
