@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 from typing import Iterable
 
-import kafka
-from kafka.structs import TopicPartition
+import confluent_kafka
+from confluent_kafka import TopicPartition
 from prometheus_client import CollectorRegistry, start_http_server
 
 from easysmart.clock import MonotonicClock
@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 LAG_REFRESH_S = 5.0
 DLQ_REFRESH_S = 30.0
 # Each offset request of a refresh waits at most this long: the poll loop must not stall behind a slow broker.
-OFFSETS_TIMEOUT_MS = 2000
+OFFSETS_TIMEOUT_S = 2.0
 
 
 def status_class(status: int | None) -> str:
@@ -61,7 +61,7 @@ class RouteMetrics:
     def dead_lettered(self) -> None:
         BRIDGE_DEAD_LETTERS.labels(self.topic).inc()
 
-    def refresh(self, consumer: kafka.KafkaConsumer) -> None:
+    def refresh(self, consumer: confluent_kafka.Consumer) -> None:
         """Reads the lag and the dead-letter depth when they are due; a failed read keeps the last values."""
         now = self.monotonic()
         if self._lag_read_at is None or now - self._lag_read_at >= LAG_REFRESH_S:
@@ -77,20 +77,16 @@ class RouteMetrics:
             except Exception as error:
                 logger.warning("dead-letter topic depth not read", extra={"topic": self.dlq_topic, "error": str(error)})
 
-    def _read_lag(self, consumer: kafka.KafkaConsumer) -> None:
-        assigned = sorted(tp for tp in consumer.assignment() if tp.topic == self.topic)
-        ends = consumer.end_offsets(assigned, timeout_ms=OFFSETS_TIMEOUT_MS) if assigned else {}
-        never_committed = []
+    def _read_lag(self, consumer: confluent_kafka.Consumer) -> None:
+        assigned = [TopicPartition(tp.topic, tp.partition) for tp in consumer.assignment() if tp.topic == self.topic]
+        committed = consumer.committed(assigned, timeout=OFFSETS_TIMEOUT_S) if assigned else []
         lag: dict[int, int] = {}
-        for tp in assigned:
-            committed = consumer.committed(tp, timeout_ms=OFFSETS_TIMEOUT_MS)
-            if committed is None:
-                never_committed.append(tp)  # the group starts at the earliest record (auto_offset_reset)
-            else:
-                lag[tp.partition] = max(0, ends[tp] - committed)
-        if never_committed:
-            beginnings = consumer.beginning_offsets(never_committed, timeout_ms=OFFSETS_TIMEOUT_MS)
-            lag.update({tp.partition: ends[tp] - beginnings[tp] for tp in never_committed})
+        for tp in committed:
+            beginning, end = consumer.get_watermark_offsets(
+                TopicPartition(tp.topic, tp.partition), timeout=OFFSETS_TIMEOUT_S
+            )
+            # Never committed (a negative logical offset): the group starts at the earliest record.
+            lag[tp.partition] = max(0, end - (tp.offset if tp.offset >= 0 else beginning))
         self._set_lag(lag)
 
     def _set_lag(self, lag: dict[int, int]) -> None:
@@ -101,13 +97,17 @@ class RouteMetrics:
             BRIDGE_CONSUMER_LAG.labels(self.topic, str(partition)).set(records)
         self._lag_partitions = set(lag)
 
-    def _read_dlq_depth(self, consumer: kafka.KafkaConsumer) -> None:
-        partitions = [TopicPartition(self.dlq_topic, p) for p in sorted(consumer.partitions_for_topic(self.dlq_topic))]
-        if not partitions:
+    def _read_dlq_depth(self, consumer: confluent_kafka.Consumer) -> None:
+        topic = consumer.list_topics(self.dlq_topic, timeout=OFFSETS_TIMEOUT_S).topics.get(self.dlq_topic)
+        if topic is None or topic.error is not None or not topic.partitions:
             return  # no such topic (yet): nothing to report
-        ends = consumer.end_offsets(partitions, timeout_ms=OFFSETS_TIMEOUT_MS)
-        beginnings = consumer.beginning_offsets(partitions, timeout_ms=OFFSETS_TIMEOUT_MS)
-        BRIDGE_DLQ_DEPTH.labels(self.topic).set(sum(ends[tp] - beginnings[tp] for tp in partitions))
+        depth = 0
+        for partition in topic.partitions:
+            beginning, end = consumer.get_watermark_offsets(
+                TopicPartition(self.dlq_topic, partition), timeout=OFFSETS_TIMEOUT_S
+            )
+            depth += end - beginning
+        BRIDGE_DLQ_DEPTH.labels(self.topic).set(depth)
 
 
 BRIDGE_METRICS = (

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import uuid
 from collections import namedtuple
+from types import SimpleNamespace
 
 import requests
-from kafka.structs import TopicPartition
+from confluent_kafka import OFFSET_INVALID, TopicPartition
 from prometheus_client import REGISTRY, generate_latest
 from support.claims import CLAIM
 from support.clock import SetClock
@@ -21,7 +22,7 @@ Record = namedtuple("Record", "topic partition offset key value headers")
 
 
 class OffsetsConsumer:
-    """The offset calls of a KafkaConsumer, answered from dicts the test sets; counts its calls."""
+    """The offset calls of librdkafka's consumer, answered from dicts the test sets; counts its calls."""
 
     def __init__(self, topic: str, dlq: str) -> None:
         self.topic, self.dlq = topic, dlq
@@ -33,22 +34,20 @@ class OffsetsConsumer:
         self.broken = False
 
     def assignment(self):
-        return set(self.assigned)
+        return list(self.assigned)
 
-    def end_offsets(self, partitions, timeout_ms):
+    def get_watermark_offsets(self, tp, timeout):
         self.calls += 1
         if self.broken:
             raise RuntimeError("broker gone")
-        return {tp: self.ends[tp] for tp in partitions}
+        return self.beginnings[tp], self.ends[tp]
 
-    def beginning_offsets(self, partitions, timeout_ms):
-        return {tp: self.beginnings[tp] for tp in partitions}
+    def committed(self, partitions, timeout):
+        return [TopicPartition(tp.topic, tp.partition, self.commits.get(tp, OFFSET_INVALID)) for tp in partitions]
 
-    def committed(self, tp, timeout_ms):
-        return self.commits.get(tp)
-
-    def partitions_for_topic(self, topic):
-        return {0} if topic == self.dlq else set()
+    def list_topics(self, topic, timeout):
+        partitions = {0: object()} if topic == self.dlq else {}
+        return SimpleNamespace(topics={topic: SimpleNamespace(error=None, partitions=partitions)})
 
 
 def lag(topic: str, partition: int) -> float | None:
@@ -149,11 +148,19 @@ class AnsweringSession:
 
 
 class TakingProducer:
-    def send(self, topic, key, value, headers):
-        return self
+    """Acknowledges every record at the flush."""
 
-    def get(self, timeout):
-        return None
+    def __init__(self) -> None:
+        self.reports: list = []
+
+    def produce(self, topic, key, value, headers, on_delivery):
+        self.reports.append(on_delivery)
+
+    def flush(self, timeout):
+        for report in self.reports:
+            report(None, None)
+        self.reports.clear()
+        return 0
 
 
 def test_the_bridge_counts_each_attempt_its_retries_and_its_dead_letters(monkeypatch):

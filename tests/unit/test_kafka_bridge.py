@@ -22,18 +22,22 @@ from easysmart.events import to_kafka
 Record = namedtuple("Record", "topic partition offset key value headers")
 
 
-class FakeFuture:
-    def get(self, timeout):
-        return None
-
-
 class FakeProducer:
+    """librdkafka's producer as the dead-lettering uses it: each record acknowledged at the flush."""
+
     def __init__(self, sent: list) -> None:
         self.sent = sent
+        self.reports: list = []
 
-    def send(self, topic, key, value, headers):
+    def produce(self, topic, key, value, headers, on_delivery):
         self.sent.append((topic, headers))
-        return FakeFuture()
+        self.reports.append(on_delivery)
+
+    def flush(self, timeout):
+        for report in self.reports:
+            report(None, None)
+        self.reports.clear()
+        return 0
 
 
 class FakeSession:
@@ -246,17 +250,17 @@ class UnassignedConsumer:
     def __init__(self, clock: SetClock, bridge: KafkaSourceBridge) -> None:
         self.clock, self.bridge, self.closed, self.polls = clock, bridge, False, 0
 
-    def assignment(self):
-        return set()
+    def subscribe(self, topics, on_assign, on_revoke):
+        pass  # never assigned anything
 
-    def poll(self, timeout_ms):
+    def assignment(self):
+        return []
+
+    def poll(self, timeout):
         self.polls += 1
         assert self.polls < 20, "kept polling without partitions for 100 s"
         self.clock.advance(5)
-        return {}
-
-    def paused(self):
-        return []
+        return None
 
     def close(self):
         self.closed = True
