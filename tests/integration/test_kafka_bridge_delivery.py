@@ -13,6 +13,7 @@ import kafka
 import pytest
 import requests
 from confluent_kafka import TopicPartition
+from confluent_kafka.admin import AdminClient
 from prometheus_client import REGISTRY
 from support.claims import CLAIM
 
@@ -210,7 +211,12 @@ def test_delivered_partitions_are_committed_past_their_last_record_and_the_lag_r
         assert committed() == [3, 3]
         # The metrics read the same offsets from librdkafka: nothing left, two dead letters.
         committed_reader.assign(partitions)
-        metrics = RouteMetrics(topic, dlq, time.monotonic)
+        metrics = RouteMetrics(
+            topic,
+            dlq,
+            time.monotonic,
+            lambda: AdminClient({"bootstrap.servers": kafka_settings.kafka_bootstrap_servers}),
+        )
         metrics.refresh(committed_reader)
         assert [
             REGISTRY.get_sample_value("esm_bridge_consumer_lag_messages", {"topic": topic, "partition": p})

@@ -271,6 +271,7 @@ def test_a_consumer_left_without_partitions_joins_again_after_a_while(monkeypatc
     subject = KafkaSourceBridge(
         KafkaSettings(kafka_bootstrap_servers="k:1"), KafkaBridgeSettings(), FakeSession([200]), clock.monotonic
     )
+    subject.metrics.refresh = lambda consumer: None  # no offsets to read here
     consumers: list[UnassignedConsumer] = []
 
     def connect():
