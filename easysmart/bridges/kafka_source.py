@@ -18,6 +18,7 @@ import base64
 import logging
 import random
 import signal
+import syslog
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -124,6 +125,30 @@ class InFlight:
     owned: bool = True
 
 
+class KafkaErrorLog:
+    """Logs a kind of Kafka error (what failed, the error's code) when it first comes, then at most once every
+    interval_s with how many were left out: while Kafka is down librdkafka reports a failed connection every
+    ~50 ms, and goes on reconnecting by itself."""
+
+    def __init__(self, monotonic: MonotonicClock, interval_s: float = 30.0) -> None:
+        self.monotonic = monotonic
+        self.interval_s = interval_s
+        self._lock = threading.Lock()
+        self._logged_at: dict[tuple[str, int], float] = {}
+        self._left_out: dict[tuple[str, int], int] = {}
+
+    def warning(self, what: str, error: KafkaError, topic: str) -> None:
+        kind, now = (what, error.code()), self.monotonic()
+        with self._lock:
+            logged_at = self._logged_at.get(kind)
+            if logged_at is not None and now - logged_at < self.interval_s:
+                self._left_out[kind] = self._left_out.get(kind, 0) + 1
+                return
+            self._logged_at[kind] = now
+            left_out = self._left_out.pop(kind, 0)
+        logger.warning(what, extra={"topic": topic, "error": str(error), "repeated_since_last_logged": left_out})
+
+
 @dataclass(frozen=True)
 class Route:
     """One KafkaSource: a topic, the sink its records are POSTed to, a consumer group and a dead-letter topic."""
@@ -196,6 +221,7 @@ class KafkaSourceBridge:
         # Touched by the poll loop and the rebalance callbacks it runs, on one thread.
         self._in_flight: dict[int, InFlight] = {}
         self._assigned: set[int] = set()
+        self._errors = KafkaErrorLog(monotonic)
 
     def deliver(self, record: Record) -> Outcome:
         """POST one record until it is done, retrying retriable failures with backoff; one span, a child of the
@@ -332,6 +358,9 @@ class KafkaSourceBridge:
             # The broker closes idle connections (connections.max.idle.ms); librdkafka reconnects when it needs to.
             "log.connection.close": False,
             "logger": _LIBRDKAFKA_LOGGER,  # as structured logs rather than stderr lines
+            # Errors come to error_cb, logged there without their repeats; librdkafka's own log of each (FAIL at
+            # ERR level) would repeat them every ~50 ms while Kafka is down.
+            "log_level": syslog.LOG_CRIT,
             "error_cb": self._kafka_error,
         }
 
@@ -341,7 +370,7 @@ class KafkaSourceBridge:
 
     def _kafka_error(self, error: KafkaError) -> None:
         # librdkafka reconnects by itself (Kafka down, a broker restarting): said, never fatal to the bridge.
-        logger.warning("Kafka client error", extra={"topic": self.route.topic, "error": str(error)})
+        self._errors.warning("Kafka client error", error, self.route.topic)
 
     def handle_partition(self, records: list[Record]) -> int | None:
         """Deliver records of one partition, those of one key in order and different keys in parallel; the last
@@ -446,7 +475,7 @@ class KafkaSourceBridge:
             first = consumer.poll(timeout_s)
             messages = [] if first is None else [first, *consumer.consume(CONSUME_BATCH, 0)]
         except KafkaException as error:
-            logger.warning("poll failed", extra={"topic": self.route.topic, "error": str(error)})
+            self._errors.warning("poll failed", error.args[0], self.route.topic)
             self.stopping.wait(1)
             return []
         records = []
@@ -455,7 +484,7 @@ class KafkaSourceBridge:
             if failure is None:
                 records.append(Record.of(message))
             else:  # librdkafka goes on by itself (a topic not created yet, a broker gone)
-                logger.warning("poll error", extra={"topic": self.route.topic, "error": str(failure)})
+                self._errors.warning("poll error", failure, self.route.topic)
         return records
 
     def run(self) -> None:

@@ -3,10 +3,12 @@ from collections import namedtuple
 
 import pytest
 import requests
+from confluent_kafka import KafkaError
 from support.claims import CLAIM
 from support.clock import SetClock
 
 from easysmart.bridges.kafka_source import (
+    KafkaErrorLog,
     KafkaSourceBridge,
     Outcome,
     Route,
@@ -285,3 +287,19 @@ def test_a_consumer_left_without_partitions_joins_again_after_a_while(monkeypatc
 
     assert len(consumers) == 3
     assert consumers[0].closed and consumers[1].closed
+
+
+def test_a_kafka_error_repeating_while_kafka_is_down_is_logged_once_per_interval_with_its_count(caplog):
+    clock = SetClock()
+    errors = KafkaErrorLog(clock.monotonic, interval_s=30)
+    refused, down = KafkaError(KafkaError._TRANSPORT), KafkaError(KafkaError._ALL_BROKERS_DOWN)
+
+    for _ in range(20):  # librdkafka reconnects every ~50 ms
+        errors.warning("Kafka client error", refused, "telemetry.raw")
+        clock.advance(0.05)
+    errors.warning("Kafka client error", down, "telemetry.raw")  # another kind: logged at once
+    clock.advance(30)
+    errors.warning("Kafka client error", refused, "telemetry.raw")
+
+    logged = [(r.error, r.repeated_since_last_logged) for r in caplog.records if r.message == "Kafka client error"]
+    assert logged == [(str(refused), 0), (str(down), 0), (str(refused), 19)]
