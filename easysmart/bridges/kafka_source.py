@@ -417,6 +417,10 @@ class KafkaSourceBridge:
                 "group.id": self.route.group_id,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
+                # kafka-python's 10 s rather than librdkafka's 45 s: after Kafka was down longer than this the
+                # consumer rejoins under a new member id, and the group waits for the old one's session to end on
+                # the broker (so does a bridge restarted after a crash): 10 s, not 45, without deliveries.
+                "session.timeout.ms": 10000,
             }
         )
         self._assigned = set()
