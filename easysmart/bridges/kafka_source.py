@@ -424,7 +424,9 @@ class KafkaSourceBridge:
             }
         )
         self._assigned = set()
-        consumer.subscribe([self.route.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        consumer.subscribe(
+            [self.route.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
         return consumer
 
     def _on_assign(self, consumer: confluent_kafka.Consumer, partitions: list[TopicPartition]) -> None:
@@ -446,9 +448,14 @@ class KafkaSourceBridge:
             consumer.resume(free)
 
     def _on_revoke(self, consumer: confluent_kafka.Consumer, partitions: list[TopicPartition]) -> None:
-        """Partitions leave this member (a rebalance, a lost membership, close): what is done of them is committed
-        while they are still owned; the deliveries still going on finish without committing."""
+        """Partitions leave this member (a rebalance, close): what is done of them is committed while they are still
+        owned; the deliveries still going on finish without committing."""
         self._finish_done(consumer)
+        self._on_lost(consumer, partitions)
+
+    def _on_lost(self, consumer: confluent_kafka.Consumer, partitions: list[TopicPartition]) -> None:
+        """Partitions this member no longer owns (its session ended, Kafka down longer than the session timeout):
+        nothing of them is committed, their records come again."""
         for tp in partitions:
             self._assigned.discard(tp.partition)
             entry = self._in_flight.get(tp.partition)

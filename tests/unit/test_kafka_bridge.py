@@ -252,7 +252,7 @@ class UnassignedConsumer:
     def __init__(self, clock: SetClock, bridge: KafkaSourceBridge) -> None:
         self.clock, self.bridge, self.closed, self.polls = clock, bridge, False, 0
 
-    def subscribe(self, topics, on_assign, on_revoke):
+    def subscribe(self, topics, on_assign, on_revoke, on_lost):
         pass  # never assigned anything
 
     def assignment(self):

@@ -62,8 +62,8 @@ class ScriptedConsumer:
         self.assigned: list[TopicPartition] = []
         self.closed = False
 
-    def subscribe(self, topics, on_assign, on_revoke):
-        self.on_assign, self.on_revoke = on_assign, on_revoke
+    def subscribe(self, topics, on_assign, on_revoke, on_lost):
+        self.on_assign, self.on_revoke, self.on_lost = on_assign, on_revoke, on_lost
 
     def assign(self, partitions):
         self.assigned = list(partitions)
@@ -141,7 +141,7 @@ def subject_with(statuses=(200,)) -> tuple[KafkaSourceBridge, ScriptedConsumer]:
     consumer = ScriptedConsumer(subject, [])
 
     def connect() -> ScriptedConsumer:
-        consumer.subscribe([TOPIC], subject._on_assign, subject._on_revoke)
+        consumer.subscribe([TOPIC], subject._on_assign, subject._on_revoke, subject._on_lost)
         return consumer
 
     subject._connect = connect  # type: ignore[method-assign]
@@ -230,6 +230,22 @@ def test_what_is_done_when_a_partition_is_revoked_is_committed_while_it_is_still
     subject.run()
 
     assert consumer.kept("commit") == [("commit", 0, 3)]
+
+
+def test_nothing_is_committed_of_partitions_whose_assignment_was_lost():
+    subject, consumer = subject_with()
+    gate = Gate(subject, held_partition=0)
+
+    def lost_after_delivery(consumer: ScriptedConsumer) -> list[Message]:
+        gate.open_and_wait()  # done, but not yet committed by the loop
+        consumer.on_lost(consumer, [tp(0)])  # the session ended while Kafka was down: another member may own it
+        return []
+
+    consumer.steps = [assigned(0), handing_over(Message(0, 2)), lost_after_delivery]
+
+    subject.run()
+
+    assert consumer.kept("commit") == []
 
 
 def test_a_partition_given_back_while_in_flight_stays_paused_until_done_then_fetches_on_after_it():
