@@ -4,16 +4,20 @@ and the HTTP server of its own that /metrics is served on (the bridge is one pro
 The lag of a route's partition is its end offset minus the group's committed offset: the records the bridge has
 not finished (delivered or dead-lettered). The poll loop asks Kafka for both at most every LAG_REFRESH_S, and for
 the dead-letter topic's depth (end minus beginning offsets) at most every DLQ_REFRESH_S, so a few small requests
-every few seconds is all the reading costs; deliveries run on their own threads meanwhile.
+every few seconds is all the reading costs; deliveries run on their own threads meanwhile. The committed offsets
+come from the consumer (its coordinator's connection); the end and beginning offsets and the dead-letter topic's
+partitions from an admin client of its own: on the consumer's broker connection each request waits behind the
+fetch the broker holds open (up to fetch.wait.max.ms, 500 ms), which stalled the poll loop ~2 s every refresh.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Iterable
+from typing import Callable, Iterable
 
-import kafka
-from kafka.structs import TopicPartition
+import confluent_kafka
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
 from prometheus_client import CollectorRegistry, start_http_server
 
 from easysmart.clock import MonotonicClock
@@ -32,7 +36,7 @@ logger = logging.getLogger(__name__)
 LAG_REFRESH_S = 5.0
 DLQ_REFRESH_S = 30.0
 # Each offset request of a refresh waits at most this long: the poll loop must not stall behind a slow broker.
-OFFSETS_TIMEOUT_MS = 2000
+OFFSETS_TIMEOUT_S = 2.0
 
 
 def status_class(status: int | None) -> str:
@@ -41,12 +45,17 @@ def status_class(status: int | None) -> str:
 
 
 class RouteMetrics:
-    """One route's metrics; `monotonic` paces the offset reads of `refresh`."""
+    """One route's metrics; `monotonic` paces the offset reads of `refresh`, `make_admin` makes the admin client
+    they use (on the first refresh)."""
 
-    def __init__(self, topic: str, dlq_topic: str, monotonic: MonotonicClock) -> None:
+    def __init__(
+        self, topic: str, dlq_topic: str, monotonic: MonotonicClock, make_admin: Callable[[], AdminClient]
+    ) -> None:
         self.topic = topic
         self.dlq_topic = dlq_topic
         self.monotonic = monotonic
+        self._make_admin = make_admin
+        self._admin: AdminClient | None = None
         self._lag_read_at: float | None = None
         self._dlq_read_at: float | None = None
         self._lag_partitions: set[int] = set()
@@ -61,7 +70,7 @@ class RouteMetrics:
     def dead_lettered(self) -> None:
         BRIDGE_DEAD_LETTERS.labels(self.topic).inc()
 
-    def refresh(self, consumer: kafka.KafkaConsumer) -> None:
+    def refresh(self, consumer: confluent_kafka.Consumer) -> None:
         """Reads the lag and the dead-letter depth when they are due; a failed read keeps the last values."""
         now = self.monotonic()
         if self._lag_read_at is None or now - self._lag_read_at >= LAG_REFRESH_S:
@@ -77,21 +86,28 @@ class RouteMetrics:
             except Exception as error:
                 logger.warning("dead-letter topic depth not read", extra={"topic": self.dlq_topic, "error": str(error)})
 
-    def _read_lag(self, consumer: kafka.KafkaConsumer) -> None:
-        assigned = sorted(tp for tp in consumer.assignment() if tp.topic == self.topic)
-        ends = consumer.end_offsets(assigned, timeout_ms=OFFSETS_TIMEOUT_MS) if assigned else {}
-        never_committed = []
-        lag: dict[int, int] = {}
-        for tp in assigned:
-            committed = consumer.committed(tp, timeout_ms=OFFSETS_TIMEOUT_MS)
-            if committed is None:
-                never_committed.append(tp)  # the group starts at the earliest record (auto_offset_reset)
-            else:
-                lag[tp.partition] = max(0, ends[tp] - committed)
-        if never_committed:
-            beginnings = consumer.beginning_offsets(never_committed, timeout_ms=OFFSETS_TIMEOUT_MS)
-            lag.update({tp.partition: ends[tp] - beginnings[tp] for tp in never_committed})
-        self._set_lag(lag)
+    def _read_lag(self, consumer: confluent_kafka.Consumer) -> None:
+        assigned = [TopicPartition(tp.topic, tp.partition) for tp in consumer.assignment() if tp.topic == self.topic]
+        committed = consumer.committed(assigned, timeout=OFFSETS_TIMEOUT_S) if assigned else []
+        ends = self._offsets(assigned, OffsetSpec.latest())
+        # Never committed (a negative logical offset): the group starts at the earliest record.
+        never_committed = [TopicPartition(tp.topic, tp.partition) for tp in committed if tp.offset < 0]
+        beginnings = self._offsets(never_committed, OffsetSpec.earliest())
+        self._set_lag(
+            {
+                tp.partition: max(0, ends[tp.partition] - (tp.offset if tp.offset >= 0 else beginnings[tp.partition]))
+                for tp in committed
+            }
+        )
+
+    def _offsets(self, partitions: list[TopicPartition], spec: OffsetSpec) -> dict[int, int]:
+        """Each partition's offset at `spec` (latest: the end, earliest: the beginning), in one request."""
+        if not partitions:
+            return {}
+        if self._admin is None:
+            self._admin = self._make_admin()
+        answers = self._admin.list_offsets({tp: spec for tp in partitions}, request_timeout=OFFSETS_TIMEOUT_S)
+        return {tp.partition: answer.result().offset for tp, answer in answers.items()}
 
     def _set_lag(self, lag: dict[int, int]) -> None:
         # A partition another member took (or that a rejoin moved) is no longer this bridge's to report.
@@ -101,13 +117,16 @@ class RouteMetrics:
             BRIDGE_CONSUMER_LAG.labels(self.topic, str(partition)).set(records)
         self._lag_partitions = set(lag)
 
-    def _read_dlq_depth(self, consumer: kafka.KafkaConsumer) -> None:
-        partitions = [TopicPartition(self.dlq_topic, p) for p in sorted(consumer.partitions_for_topic(self.dlq_topic))]
-        if not partitions:
+    def _read_dlq_depth(self, consumer: confluent_kafka.Consumer) -> None:
+        if self._admin is None:
+            self._admin = self._make_admin()
+        topic = self._admin.list_topics(self.dlq_topic, timeout=OFFSETS_TIMEOUT_S).topics.get(self.dlq_topic)
+        if topic is None or topic.error is not None or not topic.partitions:
             return  # no such topic (yet): nothing to report
-        ends = consumer.end_offsets(partitions, timeout_ms=OFFSETS_TIMEOUT_MS)
-        beginnings = consumer.beginning_offsets(partitions, timeout_ms=OFFSETS_TIMEOUT_MS)
-        BRIDGE_DLQ_DEPTH.labels(self.topic).set(sum(ends[tp] - beginnings[tp] for tp in partitions))
+        partitions = [TopicPartition(self.dlq_topic, partition) for partition in sorted(topic.partitions)]
+        ends = self._offsets(partitions, OffsetSpec.latest())
+        beginnings = self._offsets(partitions, OffsetSpec.earliest())
+        BRIDGE_DLQ_DEPTH.labels(self.topic).set(sum(ends[p] - beginnings[p] for p in ends))
 
 
 BRIDGE_METRICS = (

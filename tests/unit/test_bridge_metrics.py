@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import uuid
 from collections import namedtuple
+from types import SimpleNamespace
 
 import requests
-from kafka.structs import TopicPartition
+from confluent_kafka import OFFSET_INVALID, TopicPartition
+from confluent_kafka.admin import OffsetSpec
 from prometheus_client import REGISTRY, generate_latest
 from support.claims import CLAIM
 from support.clock import SetClock
@@ -21,7 +23,8 @@ Record = namedtuple("Record", "topic partition offset key value headers")
 
 
 class OffsetsConsumer:
-    """The offset calls of a KafkaConsumer, answered from dicts the test sets; counts its calls."""
+    """The offset calls of librdkafka's consumer (assignment, committed) and admin client (list_offsets,
+    list_topics), answered from dicts the test sets; counts its offset requests."""
 
     def __init__(self, topic: str, dlq: str) -> None:
         self.topic, self.dlq = topic, dlq
@@ -33,37 +36,40 @@ class OffsetsConsumer:
         self.broken = False
 
     def assignment(self):
-        return set(self.assigned)
+        return list(self.assigned)
 
-    def end_offsets(self, partitions, timeout_ms):
+    def list_offsets(self, specs, request_timeout):
         self.calls += 1
         if self.broken:
             raise RuntimeError("broker gone")
-        return {tp: self.ends[tp] for tp in partitions}
+        answers = {}
+        for tp, spec in specs.items():
+            offsets = self.ends if spec == OffsetSpec.latest() else self.beginnings
+            answers[tp] = SimpleNamespace(result=lambda tp=tp, offsets=offsets: SimpleNamespace(offset=offsets[tp]))
+        return answers
 
-    def beginning_offsets(self, partitions, timeout_ms):
-        return {tp: self.beginnings[tp] for tp in partitions}
+    def committed(self, partitions, timeout):
+        return [TopicPartition(tp.topic, tp.partition, self.commits.get(tp, OFFSET_INVALID)) for tp in partitions]
 
-    def committed(self, tp, timeout_ms):
-        return self.commits.get(tp)
-
-    def partitions_for_topic(self, topic):
-        return {0} if topic == self.dlq else set()
+    def list_topics(self, topic, timeout):
+        partitions = {0: object()} if topic == self.dlq else {}
+        return SimpleNamespace(topics={topic: SimpleNamespace(error=None, partitions=partitions)})
 
 
 def lag(topic: str, partition: int) -> float | None:
     return REGISTRY.get_sample_value("esm_bridge_consumer_lag_messages", {"topic": topic, "partition": str(partition)})
 
 
-def route() -> tuple[str, str, SetClock, RouteMetrics]:
+def route() -> tuple[str, OffsetsConsumer, SetClock, RouteMetrics]:
+    """A route's topic, the consumer and admin client it reads offsets with, its clock and its metrics."""
     topic = f"t-{uuid.uuid4().hex[:8]}"
     clock = SetClock()
-    return topic, f"{topic}.dlq", clock, RouteMetrics(topic, f"{topic}.dlq", clock.monotonic)
+    kafka = OffsetsConsumer(topic, f"{topic}.dlq")
+    return topic, kafka, clock, RouteMetrics(topic, f"{topic}.dlq", clock.monotonic, lambda: kafka)
 
 
 def test_lag_is_the_end_offset_minus_the_committed_one_or_the_beginning_when_nothing_was_committed():
-    topic, dlq, _, metrics = route()
-    consumer = OffsetsConsumer(topic, dlq)
+    topic, consumer, _, metrics = route()
 
     metrics.refresh(consumer)
 
@@ -73,8 +79,7 @@ def test_lag_is_the_end_offset_minus_the_committed_one_or_the_beginning_when_not
 
 
 def test_offsets_are_read_at_most_every_few_seconds_and_a_failed_read_keeps_the_last_lag():
-    topic, dlq, clock, metrics = route()
-    consumer = OffsetsConsumer(topic, dlq)
+    topic, consumer, clock, metrics = route()
     metrics.refresh(consumer)
     reads = consumer.calls
 
@@ -95,8 +100,7 @@ def test_offsets_are_read_at_most_every_few_seconds_and_a_failed_read_keeps_the_
 
 
 def test_a_partition_no_longer_assigned_is_no_longer_reported():
-    topic, dlq, clock, metrics = route()
-    consumer = OffsetsConsumer(topic, dlq)
+    topic, consumer, clock, metrics = route()
     metrics.refresh(consumer)
 
     consumer.assigned = {TopicPartition(topic, 0)}
@@ -149,11 +153,19 @@ class AnsweringSession:
 
 
 class TakingProducer:
-    def send(self, topic, key, value, headers):
-        return self
+    """Acknowledges every record at the flush."""
 
-    def get(self, timeout):
-        return None
+    def __init__(self) -> None:
+        self.reports: list = []
+
+    def produce(self, topic, key, value, headers, on_delivery):
+        self.reports.append(on_delivery)
+
+    def flush(self, timeout):
+        for report in self.reports:
+            report(None, None)
+        self.reports.clear()
+        return 0
 
 
 def test_the_bridge_counts_each_attempt_its_retries_and_its_dead_letters(monkeypatch):

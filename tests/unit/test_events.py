@@ -1,18 +1,24 @@
 import base64
+import dataclasses
+from datetime import datetime, timezone
 
 import orjson
 import pytest
 from cloudevents.conversion import to_structured
 from support.claims import ACCOUNT_ID, CLAIM, TENANT_ID
 
+from easysmart.bridges.outbox_relay import OutboxRow
+from easysmart.bridges.outbox_relay import to_kafka as outbox_record
 from easysmart.bridges.ping_source import ping_headers
 from easysmart.events import (
     InvalidClaimCheckError,
     InvalidCloudEventError,
+    NotBinaryCloudEventError,
     cloudevent_from_http,
     from_cloudevent,
     from_http_request,
     from_kafka,
+    kafka_to_http_headers,
     to_cloudevent,
     to_http,
     to_kafka,
@@ -26,6 +32,58 @@ def test_kafka_binary_mode_round_trip_keeps_id_type_source_and_key():
     event = from_kafka(message.headers, message.key, message.value)
     assert (event["id"], event["source"]) == (CLAIM.batch_id, "/easysmart/ingest")
     assert from_cloudevent(event) == CLAIM
+
+
+def sdk_http(headers: list, key: bytes, value: bytes) -> tuple[dict, bytes]:
+    """The Kafka record to HTTP through the cloudevents SDK, header values as they go on the wire."""
+    http, body = to_http(from_kafka(dict(headers), key, value))
+    return {name: v.decode("latin-1") if isinstance(v, bytes) else v for name, v in http.items()}, body
+
+
+def test_a_kafka_record_gets_the_http_headers_and_body_the_sdk_round_trip_gives():
+    traced = dataclasses.replace(CLAIM, traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+    message = to_kafka(traced)
+    headers, key = list(message.headers.items()), message.key.encode()
+
+    http = kafka_to_http_headers(headers, key, message.value)
+
+    assert (http, message.value) == sdk_http(headers, key, message.value)
+    assert http["ce-traceparent"] == traced.traceparent
+    assert from_cloudevent(from_http_request(http, message.value)) == traced
+
+
+def test_an_outbox_event_gets_the_http_headers_the_sdk_round_trip_gives():
+    row = OutboxRow(
+        7,
+        "0b6c8f5e-8a3f-5a53-9a57-2f1f0c9e4d11",
+        "telemetry.stored",
+        "tenant-1",
+        "com.easysmart.telemetry.stored",
+        "/easysmart/process",
+        "tenants/tenant-1/batches/b-1",
+        {"batch_id": "b-1"},
+        datetime(2026, 12, 1, 10, 0, tzinfo=timezone.utc),
+    )
+    message = outbox_record(row)
+    headers, key = list(message.headers.items()), message.key.encode()
+
+    assert kafka_to_http_headers(headers, key, message.value) == sdk_http(headers, key, message.value)[0]
+
+
+@pytest.mark.parametrize(
+    "drop, value, reason",
+    [
+        ("ce_id", b"{}", "no ce_id header"),
+        ("ce_type", b"{}", "no ce_type header"),
+        (None, b"not json", "not a binary-mode CloudEvent"),
+        (None, None, "not a binary-mode CloudEvent"),
+    ],
+)
+def test_a_kafka_record_that_is_not_a_binary_mode_cloudevent_is_refused_saying_why(drop, value, reason):
+    headers = [(name, raw) for name, raw in to_kafka(CLAIM).headers.items() if name != drop]
+
+    with pytest.raises(NotBinaryCloudEventError, match=reason):
+        kafka_to_http_headers(headers, None, value)
 
 
 def test_http_binary_mode_round_trip():

@@ -3,10 +3,12 @@ from collections import namedtuple
 
 import pytest
 import requests
+from confluent_kafka import KafkaError
 from support.claims import CLAIM
 from support.clock import SetClock
 
 from easysmart.bridges.kafka_source import (
+    KafkaErrorLog,
     KafkaSourceBridge,
     Outcome,
     Route,
@@ -22,18 +24,22 @@ from easysmart.events import to_kafka
 Record = namedtuple("Record", "topic partition offset key value headers")
 
 
-class FakeFuture:
-    def get(self, timeout):
-        return None
-
-
 class FakeProducer:
+    """librdkafka's producer as the dead-lettering uses it: each record acknowledged at the flush."""
+
     def __init__(self, sent: list) -> None:
         self.sent = sent
+        self.reports: list = []
 
-    def send(self, topic, key, value, headers):
+    def produce(self, topic, key, value, headers, on_delivery):
         self.sent.append((topic, headers))
-        return FakeFuture()
+        self.reports.append(on_delivery)
+
+    def flush(self, timeout):
+        for report in self.reports:
+            report(None, None)
+        self.reports.clear()
+        return 0
 
 
 class FakeSession:
@@ -246,17 +252,17 @@ class UnassignedConsumer:
     def __init__(self, clock: SetClock, bridge: KafkaSourceBridge) -> None:
         self.clock, self.bridge, self.closed, self.polls = clock, bridge, False, 0
 
-    def assignment(self):
-        return set()
+    def subscribe(self, topics, on_assign, on_revoke, on_lost):
+        pass  # never assigned anything
 
-    def poll(self, timeout_ms):
+    def assignment(self):
+        return []
+
+    def poll(self, timeout):
         self.polls += 1
         assert self.polls < 20, "kept polling without partitions for 100 s"
         self.clock.advance(5)
-        return {}
-
-    def paused(self):
-        return []
+        return None
 
     def close(self):
         self.closed = True
@@ -267,6 +273,7 @@ def test_a_consumer_left_without_partitions_joins_again_after_a_while(monkeypatc
     subject = KafkaSourceBridge(
         KafkaSettings(kafka_bootstrap_servers="k:1"), KafkaBridgeSettings(), FakeSession([200]), clock.monotonic
     )
+    subject.metrics.refresh = lambda consumer: None  # no offsets to read here
     consumers: list[UnassignedConsumer] = []
 
     def connect():
@@ -280,3 +287,19 @@ def test_a_consumer_left_without_partitions_joins_again_after_a_while(monkeypatc
 
     assert len(consumers) == 3
     assert consumers[0].closed and consumers[1].closed
+
+
+def test_a_kafka_error_repeating_while_kafka_is_down_is_logged_once_per_interval_with_its_count(caplog):
+    clock = SetClock()
+    errors = KafkaErrorLog(clock.monotonic, interval_s=30)
+    refused, down = KafkaError(KafkaError._TRANSPORT), KafkaError(KafkaError._ALL_BROKERS_DOWN)
+
+    for _ in range(20):  # librdkafka reconnects every ~50 ms
+        errors.warning("Kafka client error", refused, "telemetry.raw")
+        clock.advance(0.05)
+    errors.warning("Kafka client error", down, "telemetry.raw")  # another kind: logged at once
+    clock.advance(30)
+    errors.warning("Kafka client error", refused, "telemetry.raw")
+
+    logged = [(r.error, r.repeated_since_last_logged) for r in caplog.records if r.message == "Kafka client error"]
+    assert logged == [(str(refused), 0), (str(down), 0), (str(refused), 19)]
