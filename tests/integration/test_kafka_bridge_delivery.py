@@ -60,31 +60,9 @@ def test_every_partition_is_delivered_in_full_while_others_are_in_flight(kafka_s
     producer.close()
 
     sink = SlowSink()
-    bridge = KafkaSourceBridge(
-        KafkaSettings(
-            kafka_bootstrap_servers=kafka_settings.kafka_bootstrap_servers,
-            kafka_topic_raw=topic,
-            kafka_topic_dlq=f"{topic}.dlq",
-        ),
-        KafkaBridgeSettings(
-            sink_url="http://process/",
-            group_id=f"test-{uuid.uuid4().hex}",
-            backoff_base_s=0.01,
-            backoff_max_s=0.02,
-            retry_max_elapsed_s=5,
-            request_timeout_s=5,
-        ),
-        session=sink,
+    run_until(
+        bridge_of(kafka_settings, topic, f"test-{uuid.uuid4().hex}", sink), lambda: len(sink.delivered) >= len(ids)
     )
-    runner = threading.Thread(target=bridge.run)
-    runner.start()
-    try:
-        deadline = time.monotonic() + 60
-        while len(sink.delivered) < len(ids) and time.monotonic() < deadline:
-            time.sleep(0.2)
-    finally:
-        bridge.stopping.set()
-        runner.join(timeout=30)
     assert sorted(sink.delivered) == sorted(ids)
     assert set(sink.delivered.values()) == {1}
 

@@ -383,3 +383,22 @@ class FakeCopyWriter:
         self.rows.extend(self._staged)
         self.stored += len(self._staged)
         self._staged = []
+
+
+class AcknowledgingProducer:
+    """librdkafka's producer as the kafka-source bridge's dead-lettering uses it: each record acknowledged at the
+    flush, its (topic, headers) appended to `sent`."""
+
+    def __init__(self, sent: list | None = None) -> None:
+        self.sent = [] if sent is None else sent
+        self.reports: list = []
+
+    def produce(self, topic, key, value, headers, on_delivery):
+        self.sent.append((topic, headers))
+        self.reports.append(on_delivery)
+
+    def flush(self, timeout):
+        for report in self.reports:
+            report(None, None)
+        self.reports.clear()
+        return 0

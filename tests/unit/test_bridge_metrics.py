@@ -13,6 +13,7 @@ from confluent_kafka.admin import OffsetSpec
 from prometheus_client import REGISTRY, generate_latest
 from support.claims import CLAIM
 from support.clock import SetClock
+from support.fakes import AcknowledgingProducer
 
 from easysmart.bridges.bridge_metrics import DLQ_REFRESH_S, LAG_REFRESH_S, RouteMetrics, bridge_registry, status_class
 from easysmart.bridges.kafka_source import KafkaSourceBridge, Route
@@ -152,22 +153,6 @@ class AnsweringSession:
         return response
 
 
-class TakingProducer:
-    """Acknowledges every record at the flush."""
-
-    def __init__(self) -> None:
-        self.reports: list = []
-
-    def produce(self, topic, key, value, headers, on_delivery):
-        self.reports.append(on_delivery)
-
-    def flush(self, timeout):
-        for report in self.reports:
-            report(None, None)
-        self.reports.clear()
-        return 0
-
-
 def test_the_bridge_counts_each_attempt_its_retries_and_its_dead_letters(monkeypatch):
     topic = f"t-{uuid.uuid4().hex[:8]}"
     settings = KafkaBridgeSettings(backoff_base_s=0.001, backoff_max_s=0.002, retry_max_elapsed_s=60)
@@ -175,7 +160,7 @@ def test_the_bridge_counts_each_attempt_its_retries_and_its_dead_letters(monkeyp
     subject = KafkaSourceBridge(
         KafkaSettings(kafka_bootstrap_servers="k:1"), settings, AnsweringSession([503, None, 200, 400]), route=route
     )
-    monkeypatch.setattr(subject, "_dlq_producer", TakingProducer)
+    monkeypatch.setattr(subject, "_dlq_producer", AcknowledgingProducer)
     message = to_kafka(CLAIM)
     headers = list(message.headers.items())
     records = [Record(topic, 0, offset, message.key.encode(), message.value, headers) for offset in (0, 1)]

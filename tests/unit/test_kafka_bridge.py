@@ -6,6 +6,7 @@ import requests
 from confluent_kafka import KafkaError
 from support.claims import CLAIM
 from support.clock import SetClock
+from support.fakes import AcknowledgingProducer
 
 from easysmart.bridges.kafka_source import (
     KafkaErrorLog,
@@ -22,24 +23,6 @@ from easysmart.dlq import dead_letter_topic
 from easysmart.events import to_kafka
 
 Record = namedtuple("Record", "topic partition offset key value headers")
-
-
-class FakeProducer:
-    """librdkafka's producer as the dead-lettering uses it: each record acknowledged at the flush."""
-
-    def __init__(self, sent: list) -> None:
-        self.sent = sent
-        self.reports: list = []
-
-    def produce(self, topic, key, value, headers, on_delivery):
-        self.sent.append((topic, headers))
-        self.reports.append(on_delivery)
-
-    def flush(self, timeout):
-        for report in self.reports:
-            report(None, None)
-        self.reports.clear()
-        return 0
 
 
 class FakeSession:
@@ -224,7 +207,7 @@ def test_a_route_posts_to_its_sink_and_dead_letters_to_its_own_topic():
         KafkaSettings(kafka_bootstrap_servers="k:1"), KafkaBridgeSettings(), FakeSession([400], SetClock()), route=route
     )
     sent = []
-    routed._dlq_producer = lambda: FakeProducer(sent)
+    routed._dlq_producer = lambda: AcknowledgingProducer(sent)
 
     outcome = routed.deliver(record())
     routed.dead_letter(record(), outcome)
