@@ -401,6 +401,14 @@ class UploadLimits(Group):
         " checks it)",
         MiB,
     )
+    # A shop's installation has tens of sensors. The bounds keep one upload's telemetry.stored event (~200 bytes a
+    # sensor, ~80 an equipment) far under the 16 MiB Kafka takes: a larger one would stop the outbox for everyone.
+    upload_max_sensors: int = env(
+        "UPLOAD_MAX_SENSORS", "most sensors with readings stored one upload may carry (process fails the batch)", 10_000
+    )
+    upload_max_equipment: int = env(
+        "UPLOAD_MAX_EQUIPMENT", "most equipment items one upload may carry (process fails the batch)", 10_000
+    )
     # That backlog is 119 MiB of JSON a day: the budget takes a whole raw retention (30 days) of it in an hour.
     ingest_device_decompressed_bytes_per_hour: int = env(
         "INGEST_DEVICE_DECOMPRESSED_BYTES_PER_HOUR",

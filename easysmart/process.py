@@ -413,6 +413,7 @@ class BatchProcessor:
                         )
                     if digest.hexdigest() != claim.sha256:
                         raise BatchFailedError("the blob's sha256 does not match the claim check", "blob_mismatch")
+                    self._check_breadth(writer)
                     tally = builder.tally
                     counts = BatchCounts(
                         tally.readings, writer.stored, tally.valid - writer.stored, tally.skipped, tally.rejected
@@ -451,6 +452,17 @@ class BatchProcessor:
                     if not conn.closed:
                         conn.rollback()
                     raise
+
+    def _check_breadth(self, writer: CopyWriter) -> None:
+        """Fails a batch carrying more equipment or sensors than one upload may (UPLOAD_MAX_EQUIPMENT,
+        UPLOAD_MAX_SENSORS): its stored event, which names each, must stay far under what Kafka takes."""
+        equipment, sensors = len(writer.equipment), len(writer.stored_spans)
+        if equipment > self.limits.upload_max_equipment or sensors > self.limits.upload_max_sensors:
+            raise BatchFailedError(
+                f"the upload carries {equipment} equipment items and {sensors} sensors with readings;"
+                f" one upload may carry at most {self.limits.upload_max_equipment} and"
+                f" {self.limits.upload_max_sensors}"
+            )
 
     def _mark_failed(self, claim: ClaimCheck, reason: str) -> None:
         logger.warning("batch failed", extra={"reason": reason})

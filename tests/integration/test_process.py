@@ -133,6 +133,38 @@ def test_permanently_bad_batches_are_marked_failed_with_a_reason(
     assert rows(database, account.tenant_id) == []
 
 
+@pytest.mark.parametrize(
+    ("limits", "carried"),
+    [
+        (UploadLimits(upload_max_sensors=7), "2 equipment items and 8 sensors"),
+        (UploadLimits(upload_max_equipment=1), "2 equipment items and 8 sensors"),
+    ],
+    ids=["sensors", "equipment"],
+)
+def test_an_upload_carrying_more_equipment_or_sensors_than_allowed_fails_and_stores_nothing(
+    database, blobs, make_account, limits, carried
+):
+    # Its telemetry.stored event names every one: unbounded, it could outgrow what Kafka takes and stop the outbox.
+    processor = BatchProcessor(ProcessSettings(), limits, RetentionSettings(), database, blobs, keyring=TEST_KEYRING)
+    account = make_account()
+    claim = stage(blobs, account, recent_sample("ha-bulk-mixed.json"))
+
+    with pytest.raises(BatchFailedError, match=carried):
+        processor.process(claim)
+
+    with database.transaction() as cursor:
+        cursor.execute("SELECT status FROM batches WHERE id = %s", (claim.batch_id,))
+        assert cursor.fetchone() == ("failed",)
+        cursor.execute("SELECT count(*) FROM event_outbox WHERE data->>'batch_id' = %s", (claim.batch_id,))
+        assert cursor.fetchone() == (0,)
+    assert rows(database, account.tenant_id) == []
+    at_the_bound = UploadLimits(upload_max_sensors=8, upload_max_equipment=2)
+    processor = BatchProcessor(
+        ProcessSettings(), at_the_bound, RetentionSettings(), database, blobs, keyring=TEST_KEYRING
+    )
+    assert processor.process(stage(blobs, make_account(), recent_sample("ha-bulk-mixed.json"))).stored == 57
+
+
 def reasons_of(database, batch_id: str) -> tuple[dict, list]:
     with database.transaction() as cursor:
         cursor.execute("SELECT reason_counts, reasons FROM batches WHERE id = %s", (batch_id,))
