@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 
 import orjson
 
+from easysmart.bridges.outbox_relay import OutboxRow
 from easysmart.claimsig import ClaimKeyring, blob_metadata
 from easysmart.config import ClaimSigningSettings
 from easysmart.events import ClaimCheck
@@ -79,3 +80,18 @@ def stage(blobs, account, items, *, sha256: str | None = None, raw: bytes | None
     )
     blobs.put(key, io.BytesIO(body), blob_metadata(claim))
     return claim
+
+
+def stored_event_row() -> OutboxRow:
+    """An outbox row of a telemetry.stored event, as the relay reads it."""
+    return OutboxRow(
+        7,
+        "0b6c8f5e-8a3f-5a53-9a57-2f1f0c9e4d11",
+        "telemetry.stored",
+        "tenant-1",
+        "com.easysmart.telemetry.stored",
+        "/easysmart/process",
+        "tenants/tenant-1/batches/b-1",
+        {"batch_id": "b-1", "sensors": [{"sensor_id": 3, "count": 2}]},
+        datetime(2026, 12, 1, 10, 0, tzinfo=timezone.utc),
+    )

@@ -1,13 +1,11 @@
 import base64
 import dataclasses
-from datetime import datetime, timezone
 
 import orjson
 import pytest
 from cloudevents.conversion import to_structured
-from support.claims import ACCOUNT_ID, CLAIM, TENANT_ID
+from support.claims import ACCOUNT_ID, CLAIM, TENANT_ID, stored_event_row
 
-from easysmart.bridges.outbox_relay import OutboxRow
 from easysmart.bridges.outbox_relay import to_kafka as outbox_record
 from easysmart.bridges.ping_source import ping_headers
 from easysmart.events import (
@@ -53,17 +51,7 @@ def test_a_kafka_record_gets_the_http_headers_and_body_the_sdk_round_trip_gives(
 
 
 def test_an_outbox_event_gets_the_http_headers_the_sdk_round_trip_gives():
-    row = OutboxRow(
-        7,
-        "0b6c8f5e-8a3f-5a53-9a57-2f1f0c9e4d11",
-        "telemetry.stored",
-        "tenant-1",
-        "com.easysmart.telemetry.stored",
-        "/easysmart/process",
-        "tenants/tenant-1/batches/b-1",
-        {"batch_id": "b-1"},
-        datetime(2026, 12, 1, 10, 0, tzinfo=timezone.utc),
-    )
+    row = stored_event_row()
     message = outbox_record(row)
     headers, key = list(message.headers.items()), message.key.encode()
 
