@@ -17,6 +17,7 @@ from functions_framework import create_app
 from support.claims import TEST_KEYRING, stage
 from support.clock import SetClock
 from support.samples import recent_sample
+from support.stack import wait_until
 
 from easysmart import accounts
 from easysmart.accountstate import AccountStates
@@ -135,6 +136,12 @@ def audit_actions(database, tenant: Tenant) -> list[tuple]:
         return cursor.fetchall()
 
 
+def batches_of(database, account_id: str) -> int:
+    with database.transaction() as cursor:
+        cursor.execute("SELECT count(*) FROM batches WHERE account_id = %s", (account_id,))
+        return cursor.fetchone()[0]
+
+
 def test_a_created_device_logs_in_with_the_answered_credentials_and_uploads(functions, make_tenant, database):
     tenant = make_tenant()
     username = f"it-ha-{uuid.uuid4().hex[:12]}"
@@ -251,6 +258,8 @@ def test_a_deleted_device_cannot_log_in_its_username_stays_taken_and_its_batches
     token = device_login(functions, device["username"], device["password"]).get_json()["access_token"]
     batch = upload(functions, token)
     assert batch.status_code == 201
+    # ingest writes the accepted batch's ledger row off the request path, within its flush interval
+    wait_until(lambda: batches_of(database, device["id"]) == 1, 10, 0.05, "the accepted batch's ledger row")
 
     deleted = functions["admin"].delete(f"/api/v1/admin/devices/{device['id']}", headers=tenant.headers["admin"])
 
@@ -261,9 +270,7 @@ def test_a_deleted_device_cannot_log_in_its_username_stays_taken_and_its_batches
         taken = functions["admin"].post("/api/v1/admin/devices", json={"username": device["username"]}, headers=headers)
         assert taken.status_code == 409
         assert tenant.name not in taken.get_data(as_text=True)
-    with database.transaction() as cursor:
-        cursor.execute("SELECT count(*) FROM batches WHERE account_id = %s", (device["id"],))
-        assert cursor.fetchone()[0] == 1
+    assert batches_of(database, device["id"]) == 1
     again = functions["admin"].post(f"/api/v1/admin/devices/{device['id']}/unblock", headers=tenant.headers["admin"])
     assert again.status_code == 409
 
