@@ -44,6 +44,8 @@ from easysmart.metrics import (
     METRICS_DIR,
     OBJECT_STORE_BYTES,
     OBJECT_STORE_OBJECTS,
+    OUTBOX_OLDEST_WAITING_AGE,
+    OUTBOX_REFUSED,
     RAW_OLDEST_DAY,
 )
 
@@ -188,9 +190,9 @@ class TimescaleFigures(DatabaseFigures):
 
 @dataclass
 class DatabaseSource:
-    """Sizes, partitions, the aggregates' last refresh, the oldest raw day and stuck batches, in one read-only
-    transaction of catalogue lookups and small counts. `figures` is the mode's (found from the migrations unless
-    given)."""
+    """Sizes, partitions, the aggregates' last refresh, the oldest raw day, stuck batches and the outbox's oldest
+    waiting and refused events, in one read-only transaction of catalogue lookups and small counts. `figures` is the
+    mode's (found from the migrations unless given)."""
 
     db: Database
     stuck_after_s: float
@@ -215,6 +217,14 @@ class DatabaseSource:
                 (now - STUCK_LOOKBACK, now - timedelta(seconds=self.stuck_after_s)),
             )
             stuck = float(one_row(cursor)[0])
+            # The relay's partial index gives the oldest waiting row; refused rows are few (kept a week).
+            cursor.execute(
+                "SELECT created_at FROM event_outbox WHERE published_at IS NULL AND refused_at IS NULL"
+                " ORDER BY id LIMIT 1"
+            )
+            oldest_waiting = cursor.fetchone()
+            cursor.execute("SELECT topic, count(*) FROM event_outbox WHERE refused_at IS NOT NULL GROUP BY topic")
+            refused: dict[tuple[str, ...], float] = {(topic,): float(count) for topic, count in cursor.fetchall()}
         figures: Figures = {
             DB_RAW_BYTES: {(): raw_bytes},
             DB_PARTITIONS: {(_RAW_TABLE,): float(raw_partitions)},
@@ -222,6 +232,10 @@ class DatabaseSource:
             AGGREGATE_WATERMARK_AGE: {(name,): at for name, at in refreshed.items()},
             DB_DATABASE_BYTES: {(): database_bytes},
             BATCHES_STUCK: {(): stuck},
+            OUTBOX_OLDEST_WAITING_AGE: {
+                (): max(0.0, (now - oldest_waiting[0]).total_seconds()) if oldest_waiting else 0.0
+            },
+            OUTBOX_REFUSED: refused,
         }
         if oldest is not None:
             figures[RAW_OLDEST_DAY] = {(): oldest.timestamp()}
@@ -268,6 +282,8 @@ SERVED = (
     AGGREGATE_WATERMARK_AGE,
     RAW_OLDEST_DAY,
     BATCHES_STUCK,
+    OUTBOX_OLDEST_WAITING_AGE,
+    OUTBOX_REFUSED,
     FILESYSTEM_FREE,
     FILESYSTEM_SIZE,
 )

@@ -160,6 +160,17 @@ BATCHES_STUCK = Gauge(
     "Batches in processing for longer than COLLECTOR_STUCK_AFTER_S",
     multiprocess_mode="mostrecent",
 )
+OUTBOX_OLDEST_WAITING_AGE = Gauge(
+    "esm_outbox_oldest_waiting_age_seconds",
+    "Age of the oldest outbox event waiting for the relay when the collector read it (0: none waits)",
+    multiprocess_mode="mostrecent",
+)
+OUTBOX_REFUSED = Gauge(
+    "esm_outbox_events_refused",
+    "Outbox events Kafka refused for good and the relay skipped, kept for a week",
+    ["topic"],
+    multiprocess_mode="mostrecent",
+)
 # volume: a name given in COLLECTOR_WATCH_PATHS (the local stack watches its state folder)
 FILESYSTEM_FREE = Gauge(
     "esm_filesystem_free_bytes", "Free bytes of a watched filesystem", ["volume"], multiprocess_mode="mostrecent"

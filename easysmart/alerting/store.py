@@ -344,7 +344,8 @@ def processing_lag_s(cursor: psycopg2.extensions.cursor, now: datetime, since: d
         " (SELECT min(received_at) FROM batches"
         "   WHERE status IN ('accepted', 'processing') AND received_at > %(since)s),"
         " (SELECT min(created_at) FROM event_outbox"
-        "   WHERE topic = 'telemetry.stored' AND published_at IS NULL AND created_at > %(since)s),"
+        "   WHERE topic = 'telemetry.stored' AND published_at IS NULL AND refused_at IS NULL"
+        "   AND created_at > %(since)s),"
         " (SELECT min(o.created_at) FROM event_outbox o WHERE o.topic = 'telemetry.stored'"
         "   AND o.published_at IS NOT NULL AND o.created_at > %(since)s"
         "   AND NOT EXISTS (SELECT 1 FROM alert_processed_batches p WHERE p.batch_id::text = o.data->>'batch_id')))",

@@ -157,15 +157,16 @@ def make_account(database: Database):
 
 @pytest.fixture
 def new_topic(kafka_settings: KafkaSettings):
-    """new_topic(prefix, partitions=1) -> the name of a fresh Kafka topic, deleted afterwards."""
+    """new_topic(prefix, partitions=1, configs=None) -> the name of a fresh Kafka topic (with those topic configs,
+    e.g. {"max.message.bytes": "1024"}), deleted afterwards."""
     from kafka.admin import KafkaAdminClient, NewTopic
 
     admin = KafkaAdminClient(bootstrap_servers=kafka_settings.kafka_bootstrap_servers.split(","))
     topics: list[str] = []
 
-    def make(prefix: str, partitions: int = 1) -> str:
+    def make(prefix: str, partitions: int = 1, configs: dict[str, str] | None = None) -> str:
         name = f"{prefix}.{uuid.uuid4().hex[:8]}"
-        admin.create_topics([NewTopic(name, partitions, 1)])
+        admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs or {})])
         topics.append(name)
         return name
 

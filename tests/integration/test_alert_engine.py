@@ -12,6 +12,7 @@ from support.claims import TEST_KEYRING, stage
 
 from easysmart.alerting import lifecycle
 from easysmart.alerting.engine import AlertEngine
+from easysmart.alerting.store import processing_lag_s
 from easysmart.config import AlertSettings, ProcessSettings, RetentionSettings, UploadLimits
 from easysmart.outbox import ALERT_EVENTS_TOPIC, ALERT_FIRED_TYPE
 from easysmart.process import STORED_EVENT_NAMESPACE, BatchProcessor
@@ -227,6 +228,27 @@ def test_client_door_rule_follows_the_siren_until_a_user_edits_it_and_fires(
     closed = [(minutes_ago(0) + timedelta(seconds=10), 0)]
     engine.on_stored(store_upload(processor, blobs, database, account, item({DOOR: ("door", closed)}, ("SIM", 900))))
     assert rule_settings(database, account.tenant_id) == [(60, False)]
+
+
+def test_a_stored_event_kafka_refused_does_not_hold_silence_alerts_off(database):
+    # Two days ahead: the shared database's own waiting rows are too old to count.
+    later = datetime.now(timezone.utc) + timedelta(days=2)
+    event_id = str(uuid.uuid4())
+    with database.transaction() as cursor:
+        cursor.execute(
+            "INSERT INTO event_outbox (event_id, topic, kafka_key, type, source, data, created_at)"
+            " VALUES (%s, 'telemetry.stored', 'tenant', 'com.easysmart.telemetry.stored', '/test', '{}', %s)",
+            (event_id, later - timedelta(minutes=10)),
+        )
+        waiting = processing_lag_s(cursor, later, later - timedelta(minutes=30))
+        cursor.execute(
+            "UPDATE event_outbox SET refused_at = now(), refusal = 'MessageSizeTooLargeError' WHERE event_id = %s",
+            (event_id,),
+        )
+        refused = processing_lag_s(cursor, later, later - timedelta(minutes=30))
+        cursor.execute("DELETE FROM event_outbox WHERE event_id = %s", (event_id,))
+
+    assert (waiting, refused) == (600, 0)
 
 
 def rule_settings(database, tenant_id: str) -> list[tuple]:

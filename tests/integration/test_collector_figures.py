@@ -169,3 +169,33 @@ def test_a_database_that_cannot_be_reached_keeps_the_last_figures(database_url: 
     assert (
         after[("esm_collector_last_success_timestamp_seconds", (("source", "database"),))] == clock.now.timestamp() - 60
     )
+
+
+def test_the_outbox_figures_count_refused_events_by_topic_and_age_the_oldest_waiting_one(database: Database):
+    topic = f"test.collector.{uuid.uuid4().hex[:8]}"
+    now = datetime.now(timezone.utc)
+    with database.transaction() as cursor:
+        for refused_at in (now, now, None):
+            cursor.execute(
+                "INSERT INTO event_outbox (event_id, topic, kafka_key, type, source, data, created_at, refused_at)"
+                " VALUES (%s, %s, 'tenant', 'com.easysmart.test', '/test', '{}', %s, %s)",
+                (str(uuid.uuid4()), topic, now - timedelta(hours=1), refused_at),
+            )
+        cursor.execute(
+            "SELECT created_at FROM event_outbox WHERE published_at IS NULL AND refused_at IS NULL ORDER BY id LIMIT 1"
+        )
+        first_waiting = one_row(cursor)[0]  # this test's row, or one another test left waiting before it
+    clock = SetClock(now + timedelta(minutes=5))
+    collector = Collector(
+        [DatabaseSource(database, stuck_after_s=600, interval_s=60, clock=clock)], clock, clock.monotonic
+    )
+    try:
+        collector.refresh_due()
+        seen = scrape(collector)
+    finally:
+        with database.transaction() as cursor:
+            cursor.execute("DELETE FROM event_outbox WHERE topic = %s", (topic,))
+
+    assert seen[("esm_outbox_events_refused", (("topic", topic),))] == 2
+    age = seen[("esm_outbox_oldest_waiting_age_seconds", ())]
+    assert age == pytest.approx((clock() - first_waiting).total_seconds(), abs=1e-3) and age >= 300

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import kafka
 import kafka.errors
 import pytest
 from kafka.admin import KafkaAdminClient, NewTopic
 from support.claims import TEST_KEYRING, stage
+from support.clock import SetClock
 from support.samples import recent_sample
 
 from easysmart import outbox
@@ -82,6 +84,13 @@ class TopicTail:
 
     def close(self) -> None:
         self.consumer.close()
+
+
+def refusal(database, event_id: str) -> tuple[bool, str | None]:
+    """Whether the row was published, and why Kafka refused it (None when it did not)."""
+    with database.transaction() as cursor:
+        cursor.execute("SELECT published_at IS NOT NULL, refusal FROM event_outbox WHERE event_id = %s", (event_id,))
+        return cursor.fetchone()
 
 
 def unpublished(database, event_id: str) -> bool | None:
@@ -186,3 +195,89 @@ def test_a_second_relay_stands_by_while_one_is_active(database, kafka_settings, 
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", (0x65736D2D6F7574,))
         # The lock is held by this transaction, as an active relay holds it during its cycle.
         assert relay.relay_once() == 0
+
+
+def enqueue_all(database, events: list[OutboxEvent]) -> None:
+    with database.transaction() as cursor:
+        for event in events:
+            outbox.enqueue(cursor, event)
+
+
+@pytest.fixture
+def small_topic(new_topic, database):
+    """A topic of the test's own taking records of at most 2 KiB; its rows leave the outbox with it."""
+    name = new_topic("test.outbox.small", configs={"max.message.bytes": "2048"})
+    yield name
+    with database.transaction() as cursor:
+        cursor.execute("DELETE FROM event_outbox WHERE topic = %s", (name,))
+
+
+def test_an_event_the_topic_refuses_is_skipped_and_the_events_after_it_are_published(
+    relay, database, kafka_settings, small_topic
+):
+    fits, too_large, after = (
+        OutboxEvent(small_topic, "tenant-a", "com.easysmart.test", "/test", {"n": n, "pad": "x" * size})
+        for n, size in ((0, 10), (1, 4096), (2, 10))
+    )
+    enqueue_all(database, [fits, too_large, after])
+    tail = TopicTail(kafka_settings, small_topic)
+    try:
+        relay_all(relay)
+        taken_again = relay.relay_once()
+        delivered = [len(tail.records_with_id(str(event.event_id))) for event in (fits, after)]
+        refused_delivered = tail.records_with_id(str(too_large.event_id), polls=2)
+    finally:
+        tail.close()
+
+    assert taken_again == 0
+    assert delivered == [1, 1] and refused_delivered == []
+    assert refusal(database, str(fits.event_id)) == refusal(database, str(after.event_id)) == (True, None)
+    published, why = refusal(database, str(too_large.event_id))
+    assert not published and why.startswith("MessageSizeTooLargeError")
+
+
+def test_an_event_too_large_for_the_producer_is_refused_with_why_and_the_next_is_published(
+    database, kafka_settings, topic
+):
+    events = [
+        OutboxEvent(topic, "tenant-a", "com.easysmart.test", "/test", {"n": n, "pad": "x" * size})
+        for n, size in ((0, 4096), (1, 10))
+    ]
+    enqueue_all(database, events)
+    small_requests = OutboxRelay(
+        database,
+        kafka_settings.kafka_bootstrap_servers,
+        OutboxRelaySettings(),
+        make_producer=lambda **config: kafka.KafkaProducer(**{**config, "max_request_size": 1024}),
+    )
+    try:
+        relay_all(small_requests)
+    finally:
+        small_requests._drop_producer()
+
+    published, why = refusal(database, str(events[0].event_id))
+    assert not published and why.startswith("MessageSizeTooLargeError")
+    assert refusal(database, str(events[1].event_id)) == (True, None)
+
+
+def test_refused_rows_are_deleted_after_a_week(database, kafka_settings, topic):
+    event = OutboxEvent(topic, "tenant-a", "com.easysmart.test", "/test", {"pad": "x" * 4096})
+    enqueue_all(database, [event])
+    clock = SetClock()
+    small_requests = OutboxRelay(
+        database,
+        kafka_settings.kafka_bootstrap_servers,
+        OutboxRelaySettings(),
+        make_producer=lambda **config: kafka.KafkaProducer(**{**config, "max_request_size": 1024}),
+        monotonic=clock.monotonic,
+        clock=clock,
+    )
+    try:
+        relay_all(small_requests)  # refuses it, and prunes nothing younger than a week
+        assert refusal(database, str(event.event_id))[1] is not None
+        clock.advance(timedelta(days=7, minutes=1).total_seconds())  # the next prune is due, a week later
+        small_requests.relay_once()
+    finally:
+        small_requests._drop_producer()
+
+    assert refusal(database, str(event.event_id)) is None
