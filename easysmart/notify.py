@@ -502,18 +502,19 @@ class NotifyService:
 
     def remind(self) -> int:
         """Notifies again every critical alert still firing unacknowledged NOTIFY_CRITICAL_REMINDER_S after its
-        last notification."""
+        last notification, unless a user snoozed it (alerts.snoozed_until): then at the first tick after the snooze."""
         interval = self.settings.notify_critical_reminder_s
         if interval <= 0:
             return 0
         now = self.clock()
         with self.db.transaction() as cursor:
             cursor.execute(
-                "SELECT alert_id, tenant_id, reminders, event FROM notified_alerts"
-                " WHERE transition = 'fired' AND severity = 'critical' AND last_notified_at <= %s"
-                " AND event->'data'->'alert'->>'ended_at' IS NULL"
-                " ORDER BY last_notified_at LIMIT %s FOR UPDATE SKIP LOCKED",
-                (now - timedelta(seconds=interval), _REMINDERS_PER_TICK),
+                "SELECT n.alert_id, n.tenant_id, n.reminders, n.event FROM notified_alerts n"
+                " WHERE n.transition = 'fired' AND n.severity = 'critical' AND n.last_notified_at <= %s"
+                " AND n.event->'data'->'alert'->>'ended_at' IS NULL"
+                " AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.id = n.alert_id AND a.snoozed_until > %s)"
+                " ORDER BY n.last_notified_at LIMIT %s FOR UPDATE OF n SKIP LOCKED",
+                (now - timedelta(seconds=interval), now, _REMINDERS_PER_TICK),
             )
             rows = cursor.fetchall()
             for alert_id, tenant_id, reminders, fired in rows:

@@ -1,11 +1,13 @@
-"""Checking admin request bodies: every problem of a body at once, as a 422 naming each one's JSON path."""
+"""Checking request bodies (the admin API's, maintenance windows, snoozes): every problem of a body at once, as a
+422 naming each one's JSON path."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Iterable
 
 from easysmart.errors import UnprocessableError
-from easysmart.params import json_type_name
+from easysmart.params import EARLIEST, LATEST, json_type_name
 
 
 class BodyProblems:
@@ -65,6 +67,30 @@ class BodyProblems:
             self.add(f"$.{name}", f"must be between {low} and {high}, not {value}")
             return None
         return value
+
+    def time(self, name: str, required: bool = False) -> datetime | None:
+        """An ISO-8601 time with its UTC offset (a naive time would be read in some zone the caller did not say),
+        between EARLIEST and LATEST; None when absent or null."""
+        value = self.body.get(name)
+        if value is None:
+            if required:
+                self.add(f"$.{name}", "required")
+            return None
+        if not isinstance(value, str):
+            self.add(f"$.{name}", f"must be an ISO-8601 time, not {json_type_name(value)}")
+            return None
+        try:
+            parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            self.add(f"$.{name}", f"not an ISO-8601 time: {value[:64]!r}")
+            return None
+        if parsed.tzinfo is None:
+            self.add(f"$.{name}", "must carry its UTC offset, e.g. 2026-12-02T02:00:00-03:00 or ...Z")
+            return None
+        if not EARLIEST <= parsed <= LATEST:
+            self.add(f"$.{name}", f"must be between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}")
+            return None
+        return parsed
 
     def raise_if_any(self) -> None:
         if self.problems:

@@ -1,5 +1,5 @@
-"""The alerts API: the tenant's alerts with filters and keyset pages, their acknowledgement, and the open
-alerts of one equipment (the Home Assistant view). Alerts have one shape everywhere: lifecycle.alert_view.
+"""The alerts API: the tenant's alerts with filters and keyset pages, their acknowledgement and snooze, and the
+open alerts of one equipment (the Home Assistant view). Alerts have one shape everywhere: lifecycle.alert_view.
 
 Newest first (`started_at` descending, then id), the order of the index alerts_tenant_started. `start_date`
 and `end_date` select the alerts that were open at some time in [start_date, end_date): started before its
@@ -10,16 +10,18 @@ answer yet.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Mapping
 
 import psycopg2.extensions
 
+from easysmart.admin.bodies import BodyProblems
 from easysmart.alerting import lifecycle
 from easysmart.alerting.store import ALERT_SELECT
 from easysmart.authz import Role, require_role
 from easysmart.clock import Clock, utc_now
 from easysmart.db import Database, dict_rows
-from easysmart.errors import BadRequestError, ForbiddenError, NotFoundError
+from easysmart.errors import BadRequestError, ConflictError, ForbiddenError, NotFoundError
 from easysmart.identity import Principal
 from easysmart.params import (
     bad_parameter,
@@ -37,6 +39,10 @@ SEVERITIES = ("warning", "critical")
 DEFAULT_ALERTS_PAGE = 100
 MAX_COMMENT_CHARS = 2000
 MAX_ACK_BODY_BYTES = 16 * 1024
+MAX_SNOOZE_BODY_BYTES = 1024
+# A snooze holds back the reminders of a critical alert nobody acknowledged: a week at most, a minute at least.
+MAX_SNOOZE = timedelta(days=7)
+MIN_SNOOZE = timedelta(minutes=1)
 # The Home Assistant view shows at most this many open alerts of an equipment, newest first.
 MAX_OPEN_ALERTS_SHOWN = 100
 
@@ -61,6 +67,27 @@ def parse_comment(body: object) -> str | None:
     if "\x00" in comment:
         raise bad_parameter("comment", "must not hold NUL characters")
     return comment or None
+
+
+def parse_snooze(body: object, now: datetime) -> datetime | None:
+    """Until when a snooze body says: {"for_s": seconds} or {"until": "<time with offset>"}; {"until": null} lifts
+    the snooze (None)."""
+    check = BodyProblems(body, ("until", "for_s"))
+    given = [name for name in ("until", "for_s") if name in check.body]
+    if len(given) != 1 and not check.problems:
+        check.add("$", "give exactly one of for_s (seconds) or until (a time; null lifts the snooze)")
+    check.raise_if_any()
+    if given == ["until"] and check.body["until"] is None:
+        return None
+    if given == ["for_s"]:
+        seconds = check.integer("for_s", int(MIN_SNOOZE.total_seconds()), int(MAX_SNOOZE.total_seconds()))
+        check.raise_if_any()
+        return now + timedelta(seconds=seconds)  # type: ignore[arg-type]
+    until = check.time("until")
+    if until is not None and not now + MIN_SNOOZE <= until <= now + MAX_SNOOZE:
+        check.add("$.until", f"must be between a minute and {MAX_SNOOZE.days} days from now")
+    check.raise_if_any()
+    return until
 
 
 def open_alerts(cursor: psycopg2.extensions.cursor, equipment_id: int) -> list[dict]:
@@ -137,6 +164,20 @@ class AlertsService:
         )
         if view is None:
             raise NotFoundError(f"alert {alert_id} not found")
+        return view
+
+    def snooze(self, principal: Principal, alert_id: str, body: object) -> dict:
+        """Viewers may snooze, as they may acknowledge: no reminder of the alert is sent until the snooze ends.
+        The alert stays open and still resolves; 409 for a resolved one."""
+        require_role(principal, Role.VIEWER)
+        now = self.clock()
+        until = parse_snooze(body, now)
+        alert_id = path_uuid("alert", alert_id)
+        view = lifecycle.snooze(self.db, principal.tenant_id, alert_id, until, now)
+        if view is None:
+            raise NotFoundError(f"alert {alert_id} not found")
+        if view["state"] == "resolved":
+            raise ConflictError(f"alert {alert_id} is resolved: there is nothing to snooze")
         return view
 
 

@@ -1,5 +1,5 @@
 """alerts: evaluates the rules when a batch is stored and on the minute's ping (CloudEvents at POST /), and
-serves the rules and alerts API (easysmart.alerting)."""
+serves the rules, alerts and maintenance windows API (easysmart.alerting)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import functions_framework
 import redis
 
 from easysmart.accountstate import AccountStates
-from easysmart.alerting.api import MAX_ACK_BODY_BYTES, AlertsService
+from easysmart.alerting.api import MAX_ACK_BODY_BYTES, MAX_SNOOZE_BODY_BYTES, AlertsService
 from easysmart.alerting.engine import AlertEngine
+from easysmart.alerting.maintenance import MAX_WINDOW_BODY_BYTES, MaintenanceWindows
 from easysmart.alerting.rules import MAX_RULE_BODY_BYTES, RuleStore
 from easysmart.alerting.triggers import dispatch
 from easysmart.config import (
@@ -53,17 +54,23 @@ def _engine() -> AlertEngine:
 
 
 @functools.cache
-def _api() -> tuple[RuleStore, AlertsService, TokenService, AccountStates]:
+def _api() -> tuple[RuleStore, AlertsService, MaintenanceWindows, TokenService, AccountStates]:
     timeout_s = BackendSettings.from_env().backend_timeout_s
     redis_client = redis.Redis.from_url(
         RedisSettings.from_env().redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
     )
     db = _database()
-    return RuleStore(db), AlertsService(db), TokenService(TokenSettings.from_env()), AccountStates(db, redis_client)
+    return (
+        RuleStore(db),
+        AlertsService(db),
+        MaintenanceWindows(db),
+        TokenService(TokenSettings.from_env()),
+        AccountStates(db, redis_client),
+    )
 
 
 def _principal(request: flask.Request) -> Principal:
-    _, _, tokens, states = _api()
+    _, _, _, tokens, states = _api()
     return states.principal(request.headers, tokens)
 
 
@@ -107,6 +114,25 @@ def acknowledge(request: flask.Request, alert_id: str) -> Reply:
     return Reply(200, _api()[1].acknowledge(principal, alert_id, json_body(request, MAX_ACK_BODY_BYTES, optional=True)))
 
 
+def snooze(request: flask.Request, alert_id: str) -> Reply:
+    principal = _principal(request)
+    return Reply(200, _api()[1].snooze(principal, alert_id, json_body(request, MAX_SNOOZE_BODY_BYTES)))
+
+
+def list_maintenance(request: flask.Request) -> Reply:
+    return Reply(200, _api()[2].list(_principal(request), request.args))
+
+
+def create_maintenance(request: flask.Request) -> Reply:
+    principal = _principal(request)
+    return Reply(201, _api()[2].create(principal, json_body(request, MAX_WINDOW_BODY_BYTES)))
+
+
+def delete_maintenance(request: flask.Request, window_id: str) -> Reply:
+    _api()[2].delete(_principal(request), window_id)
+    return Reply(204, None)
+
+
 router = Router("alerts")
 router.add("POST", "/", receive)
 router.add("GET", "/api/v1/alerts", list_alerts)
@@ -115,7 +141,11 @@ router.add("POST", "/api/v1/alerts/rules", create_rule)
 router.add("GET", "/api/v1/alerts/rules/{rule_id}", get_rule)
 router.add("PUT", "/api/v1/alerts/rules/{rule_id}", replace_rule)
 router.add("DELETE", "/api/v1/alerts/rules/{rule_id}", delete_rule)
+router.add("GET", "/api/v1/alerts/maintenance", list_maintenance)
+router.add("POST", "/api/v1/alerts/maintenance", create_maintenance)
+router.add("DELETE", "/api/v1/alerts/maintenance/{window_id}", delete_maintenance)
 router.add("POST", "/api/v1/alerts/{alert_id}/ack", acknowledge)
+router.add("POST", "/api/v1/alerts/{alert_id}/snooze", snooze)
 
 
 @functions_framework.http

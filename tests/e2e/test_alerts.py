@@ -49,6 +49,7 @@ PROCESS_URL = os.environ.get("PROCESS_URL", "http://127.0.0.1:8083/")
 RULES = f"{BASE_URL}/api/v1/alerts/rules"
 CHANNELS = f"{BASE_URL}/api/v1/alerts/channels"
 ALERTS = f"{BASE_URL}/api/v1/alerts"
+MAINTENANCE = f"{BASE_URL}/api/v1/alerts/maintenance"
 # notify sends at once, else on its minute tick; a retry waits NOTIFY_BACKOFF_BASE_S (30 s) and then the next tick.
 DELIVERED_WITHIN_S = 150
 
@@ -394,6 +395,49 @@ def test_an_excursion_uploaded_three_hours_late_is_an_alert_with_its_real_times_
     assert datetime.fromisoformat(alert["started_at"]) == began
     assert datetime.fromisoformat(alert["ended_at"]) == began + timedelta(minutes=20)
     assert datetime.fromisoformat(alert["learnt_at"]) - datetime.fromisoformat(alert["ended_at"]) > timedelta(hours=2)
+
+
+def test_a_defrost_inside_a_maintenance_window_raises_nothing_and_a_snooze_holds_the_alert_after_it():
+    tenant, other = new_tenant(ZONE), new_tenant(ZONE)
+    headers, other_headers = user_headers(tenant), user_headers(other)
+    equip, probe = str(uuid.uuid4()), str(uuid.uuid4())
+    uploaded(tenant, [equipment(equip, series(probe, "temperature", ["-18.0"], minutes_ago(60)))])
+    made(RULES, {"type": "threshold", "sensor_uuid": probe, "above": -15.0, "for_s": 300}, headers)
+    began = minutes_ago(40).replace(second=0, microsecond=0)
+    window = made(
+        MAINTENANCE,
+        {
+            "equipment_uuid": equip,
+            "starts_at": (began - timedelta(minutes=1)).isoformat(),
+            "ends_at": (began + timedelta(minutes=30)).isoformat(),
+            "reason": "degelo",
+        },
+        headers,
+    )
+    # A 20-minute defrost inside the window, cold again before it ends: no alert.
+    uploaded(tenant, [equipment(equip, series(probe, "temperature", ["2.0"] * 20 + ["-18.0"] * 3, began))])
+    assert alerts_of(headers) == []
+    listed = requests.get(MAINTENANCE, params={"equipment_uuid": equip}, headers=headers, timeout=10).json()
+    assert listed["windows"] == [window] and window["reason"] == "degelo"
+    assert requests.get(MAINTENANCE, headers=other_headers, timeout=10).json()["windows"] == []
+
+    # Warm again after the window: the alert fires, and a snooze holds its reminders for an hour.
+    uploaded(tenant, [equipment(equip, series(probe, "temperature", ["2.0"] * 8, minutes_ago(9)))])
+    [alert] = alerts_of(headers)
+    snoozed = requests.post(f"{ALERTS}/{alert['id']}/snooze", json={"for_s": 3600}, headers=headers, timeout=10)
+    assert snoozed.status_code == 200, snoozed.text
+    until = datetime.fromisoformat(snoozed.json()["snoozed_until"])
+    assert timedelta(minutes=59) < until - datetime.now(timezone.utc) <= timedelta(hours=1)
+    too_short = requests.post(f"{ALERTS}/{alert['id']}/snooze", json={"for_s": 5}, headers=headers, timeout=10)
+    assert too_short.status_code == 422 and too_short.json()["paths"] == ["$.for_s"]
+    theirs = requests.post(f"{ALERTS}/{alert['id']}/snooze", json={"for_s": 60}, headers=other_headers, timeout=10)
+    assert theirs.status_code == 404
+    lifted = requests.post(f"{ALERTS}/{alert['id']}/snooze", json={"until": None}, headers=headers, timeout=10)
+    assert lifted.json()["snoozed_until"] is None
+
+    assert requests.delete(f"{MAINTENANCE}/{window['id']}", headers=other_headers, timeout=10).status_code == 404
+    assert requests.delete(f"{MAINTENANCE}/{window['id']}", headers=headers, timeout=10).status_code == 204
+    assert requests.get(MAINTENANCE, headers=headers, timeout=10).json()["windows"] == []
 
 
 def test_another_tenant_sees_none_of_this_tenants_rules_alerts_and_channels():

@@ -1,6 +1,7 @@
 """The alerts function's API and CloudEvent entry, as functions-framework serves it, in process, against the real
 PostgreSQL and Redis: rules (CRUD, validation with paths, client rules), alerts (filters, keyset pages,
-acknowledgement), roles and device tokens, tenant isolation, and open_alerts in the Home Assistant view. Alerts
+acknowledgement, snooze), maintenance windows, roles and device tokens, tenant isolation, and open_alerts in the
+Home Assistant view. Alerts
 are written as the engine writes them (rows in `alerts`), so these tests hold the API, not the evaluation."""
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class Tenant:
     tenant_id: str
     user: dict  # Authorization headers
     device: dict
+    viewer: dict  # the user's account, with a token of the viewer role
     user_account_id: str
     equipment_uuid: str
     equipment_id: int
@@ -83,6 +85,7 @@ def make_tenant(database, token_settings):
             tenant_id,
             _bearer(tokens, Principal(user_id, tenant_id, "user")),
             _bearer(tokens, Principal(device_id, tenant_id, "device")),
+            _bearer(tokens, Principal(user_id, tenant_id, "user", role="viewer")),
             user_id,
             f"freezer-{suffix}",
             equipment_id,
@@ -98,7 +101,8 @@ def make_tenant(database, token_settings):
     with database.transaction() as cursor:
         for tenant in made:
             cursor.execute("DELETE FROM event_outbox WHERE data->>'tenant_id' = %s", (tenant.tenant_id,))
-            for table in ("alerts", "alert_rules", "sensors", "equipment", "audit_log", "accounts", "tenants"):
+            tables = ("alerts", "maintenance_windows", "alert_rules", "sensors", "equipment", "audit_log", "accounts")
+            for table in (*tables, "tenants"):
                 column = "id" if table == "tenants" else "tenant_id"
                 cursor.execute(f"DELETE FROM {table} WHERE {column} = %s", (tenant.tenant_id,))
 
@@ -505,6 +509,117 @@ def test_device_tokens_are_403_on_rules_the_alerts_list_and_acknowledgement(func
     ]
 
     assert [answer.status_code for answer in answers] == [403, 403, 403, 403, 401]
+
+
+def test_a_snooze_is_set_and_lifted_by_viewers_and_is_409_on_a_resolved_alert(functions, make_tenant, database):
+    alerts, _, _ = functions
+    tenant = make_tenant()
+    open_id, resolved_id = add_alert(database, tenant, T0), add_alert(database, tenant, T0, state="resolved")
+
+    snoozed = alerts.post(f"/api/v1/alerts/{open_id}/snooze", json={"for_s": 600}, headers=tenant.viewer)
+    lifted = alerts.post(f"/api/v1/alerts/{open_id}/snooze", json={"until": None}, headers=tenant.user)
+    answers = [
+        alerts.post(f"/api/v1/alerts/{resolved_id}/snooze", json={"for_s": 600}, headers=tenant.user),
+        alerts.post(f"/api/v1/alerts/{open_id}/snooze", json={"for_s": 600}, headers=tenant.device),
+        alerts.post(f"/api/v1/alerts/{open_id}/snooze", headers=tenant.user),
+        alerts.post(f"/api/v1/alerts/{open_id}/snooze", data=b"{" + b" " * 2000 + b"}", headers=tenant.user),
+        alerts.post(f"/api/v1/alerts/{uuid.uuid4()}/snooze", json={"for_s": 600}, headers=tenant.user),
+    ]
+
+    assert snoozed.status_code == 200, snoozed.get_json()
+    until = datetime.fromisoformat(snoozed.get_json()["snoozed_until"])
+    assert timedelta(seconds=590) < until - datetime.now(timezone.utc) <= timedelta(seconds=600)
+    assert (lifted.status_code, lifted.get_json()["snoozed_until"]) == (200, None)
+    assert [answer.status_code for answer in answers] == [409, 403, 400, 413, 404]
+
+
+def window_body(tenant: Tenant, starts_in: timedelta, lasts: timedelta, **changes) -> dict:
+    starts_at = datetime.now(timezone.utc) + starts_in
+    return {
+        "equipment_uuid": tenant.equipment_uuid,
+        "starts_at": starts_at.isoformat(),
+        "ends_at": (starts_at + lasts).isoformat(),
+        **changes,
+    }
+
+
+def test_maintenance_windows_are_made_and_deleted_by_admins_listed_by_viewers_and_paged(functions, make_tenant):
+    alerts, _, _ = functions
+    tenant, other = make_tenant(), make_tenant()
+    made = []
+    for days in (1, 3, 2):
+        answer = alerts.post(
+            "/api/v1/alerts/maintenance",
+            json=window_body(tenant, timedelta(days=days), timedelta(hours=1), reason=f"degelo {days}"),
+            headers=tenant.user,
+        )
+        assert answer.status_code == 201, answer.get_json()
+        made.append(answer.get_json())
+
+    first = alerts.get("/api/v1/alerts/maintenance?limit=2", headers=tenant.viewer).get_json()
+    rest = alerts.get(f"/api/v1/alerts/maintenance?cursor={first['next_cursor']}", headers=tenant.viewer).get_json()
+    in_window = alerts.get(
+        "/api/v1/alerts/maintenance",
+        query_string={"start_date": made[2]["starts_at"], "end_date": made[2]["ends_at"]},
+        headers=tenant.viewer,
+    ).get_json()
+
+    assert [w["reason"] for w in first["windows"] + rest["windows"]] == ["degelo 3", "degelo 2", "degelo 1"]
+    assert rest["next_cursor"] is None
+    assert in_window["windows"] == [made[2]]
+    assert made[0]["created_by"] == tenant.user_account_id and made[0]["equipment_uuid"] == tenant.equipment_uuid
+    window_id = made[0]["id"]
+    answers = [
+        alerts.post(
+            "/api/v1/alerts/maintenance", json=window_body(tenant, timedelta(0), timedelta(1)), headers=tenant.viewer
+        ),
+        alerts.delete(f"/api/v1/alerts/maintenance/{window_id}", headers=tenant.viewer),
+        alerts.get("/api/v1/alerts/maintenance", headers=tenant.device),
+        alerts.delete(f"/api/v1/alerts/maintenance/{window_id}", headers=other.user),
+        alerts.delete("/api/v1/alerts/maintenance/not-a-uuid", headers=tenant.user),
+        alerts.delete(f"/api/v1/alerts/maintenance/{window_id}", headers=tenant.user),
+        alerts.delete(f"/api/v1/alerts/maintenance/{window_id}", headers=tenant.user),
+    ]
+    assert [answer.status_code for answer in answers] == [403, 403, 403, 404, 404, 204, 404]
+    assert alerts.get("/api/v1/alerts/maintenance", headers=other.user).get_json()["windows"] == []
+
+
+def test_a_window_names_the_tenants_own_equipment_and_an_equipment_has_a_bounded_number_pending(
+    functions, make_tenant, database, monkeypatch
+):
+    alerts, _, _ = functions
+    tenant, other = make_tenant(), make_tenant()
+    theirs = alerts.post(
+        "/api/v1/alerts/maintenance",
+        json=window_body(tenant, timedelta(hours=1), timedelta(hours=1), equipment_uuid=other.equipment_uuid),
+        headers=tenant.user,
+    )
+    assert (theirs.status_code, theirs.get_json()["paths"]) == (422, ["$.equipment_uuid"])
+    monkeypatch.setattr("easysmart.alerting.maintenance.MAX_PENDING_PER_EQUIPMENT", 2)
+    now = datetime.now(timezone.utc)
+    with database.transaction() as cursor:  # one ended window, which does not count
+        cursor.execute(
+            "INSERT INTO maintenance_windows (id, tenant_id, equipment_id, starts_at, ends_at)"
+            " VALUES (%s, %s, %s, %s, %s)",
+            (
+                str(uuid.uuid4()),
+                tenant.tenant_id,
+                tenant.equipment_id,
+                now - timedelta(days=2),
+                now - timedelta(days=1),
+            ),
+        )
+    answers = [
+        alerts.post(
+            "/api/v1/alerts/maintenance",
+            json=window_body(tenant, timedelta(hours=h), timedelta(hours=1)),
+            headers=tenant.user,
+        )
+        for h in (1, 2, 3)
+    ]
+
+    assert [answer.status_code for answer in answers] == [201, 201, 422]
+    assert "2 maintenance windows not yet ended" in answers[2].get_json()["message"]
 
 
 def test_the_home_assistant_view_carries_the_equipments_open_alerts(functions, make_tenant, database):

@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from email import message_from_bytes
 from email.policy import default as default_policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -443,6 +444,45 @@ def test_an_unacknowledged_critical_alert_is_notified_again_until_acknowledged(s
         (alert_id, "reminder"),
         (alert_id, "acknowledged"),
     ]
+
+
+def snoozed_alert(database, tenant_id: str, until) -> str:
+    """An open critical alert of a rule and equipment of the tenant, snoozed until `until`."""
+    alert_id, rule_id = str(uuid.uuid4()), str(uuid.uuid4())
+    with database.transaction() as cursor:
+        cursor.execute(
+            "INSERT INTO equipment (tenant_id, uuid, name) VALUES (%s, %s, 'Freezer 1') RETURNING id",
+            (tenant_id, f"eq-{alert_id}"),
+        )
+        equipment_id = cursor.fetchone()[0]
+        cursor.execute(
+            "INSERT INTO alert_rules (id, tenant_id, type, severity, equipment_id) VALUES (%s, %s, 'silence',"
+            " 'critical', %s)",
+            (rule_id, tenant_id, equipment_id),
+        )
+        cursor.execute(
+            "INSERT INTO alerts (id, tenant_id, rule_id, type, severity, equipment_id, state, started_at,"
+            " snoozed_until) VALUES (%s, %s, %s, 'silence', 'critical', %s, 'firing', now(), %s)",
+            (alert_id, tenant_id, rule_id, equipment_id, until),
+        )
+    return alert_id
+
+
+def test_a_snoozed_critical_alert_is_reminded_only_once_the_snooze_ends(service, make_account, receiver):
+    notifier, clock = service
+    account = make_account("user")
+    principal = Principal(account.account_id, account.tenant_id, "user")
+    notifier.create_channel(principal, orjson.dumps({"type": "webhook", "url": receiver.url()}))
+    alert_id = snoozed_alert(notifier.db, account.tenant_id, until=clock() + timedelta(hours=2))
+    notifier.receive(transition_event(account.tenant_id, alert_id, "fired", 1))
+
+    clock.advance(3600)  # reminders due since 900 s, held by the snooze
+    held = notifier.tick()["reminders"]
+    clock.advance(3601)  # the snooze ended
+    after = notifier.tick()["reminders"]
+
+    assert (held, after) == (0, 1)
+    assert [event["data"]["transition"] for event in receiver.events()] == ["fired", "reminder"]
 
 
 def test_concurrent_ticks_send_each_delivery_once(database, mailbox, make_account, receiver):
