@@ -189,7 +189,12 @@ func CheckKnative(repo *Repo, rd *Rendered, kindConfig map[string]any, r *Report
 	for _, o := range rd.Objects {
 		for _, ps := range podSpecs(o) {
 			for _, c := range containers(ps) {
-				CheckImage(repo, o.ID(), str(c, "image"), r)
+				image := str(c, "image")
+				CheckImage(repo, o.ID(), image, r)
+				// dev.local images exist only in kind's nodes (make kind-up loads them); elsewhere they cannot be pulled.
+				if !strings.HasSuffix(rd.Label, "/kind") && strings.HasPrefix(image, "dev.local/") {
+					r.Errorf(o.ID(), "image %q is kind's; this overlay must name it in its registry (kustomize images)", image)
+				}
 			}
 		}
 	}

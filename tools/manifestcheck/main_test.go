@@ -256,6 +256,7 @@ func TestEachCheckCanFail(t *testing.T) {
 		{"function scraped on the queue-proxy's port", process, `prometheus.io/port: "8080"`, `prometheus.io/port: "9091"`, []string{"Service easysmart/process", `annotation prometheus.io/port is "9091", must be "8080"`}},
 		{"stack function without scrape annotations", stackYML, "      prometheus.io/path: /metrics\n", "", []string{"stack.yml function auth", "annotation prometheus.io/path: \"/metrics\" is required"}},
 		// Code and image conventions.
+		{"production pulls a kind image", "infra/k8s/overlays/production/kustomization.yaml", "  - name: dev.local/stream\n    newName: registry.example.com/easysmart/stream\n", "", []string{"infra/k8s/overlays/production", "Service easysmart/stream", "image \"dev.local/stream:0.1.0\" is kind's"}},
 		{"version bump without new tags", "pyproject.toml", `version = "`, `version = "9`, []string{"the Dockerfile builds"}},
 		{"root Dockerfile", "Dockerfile", "USER 10001:10001", "USER root", []string{"Dockerfile", "non-root"}},
 	}
