@@ -3,7 +3,8 @@
 A producer (process after storing a batch, the alerts engine after a transition) adds a row to `event_outbox`
 inside its own transaction; the outbox relay publishes unpublished rows to Kafka in id order and marks them.
 A crash between commit and publish loses nothing, and a row published twice carries the same CloudEvents id,
-on which consumers are idempotent.
+on which consumers are idempotent. A row carries the traceparent of the span that wrote it, when tracing is on,
+so the event's consumers continue that trace.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import psycopg2.extensions
 from psycopg2.extras import Json
 
 from easysmart.db import PreparedStatement, prepared
+from easysmart.tracing import current_traceparent
 
 TELEMETRY_STORED_TOPIC = "telemetry.stored"
 TELEMETRY_STORED_TYPE = "com.easysmart.telemetry.stored"
@@ -38,8 +40,8 @@ class OutboxEvent:
 # Every stored batch adds one (see easysmart.db.PreparedStatement).
 _ENQUEUE = PreparedStatement(
     "outbox_enqueue",
-    "INSERT INTO event_outbox (event_id, topic, kafka_key, type, source, subject, data)"
-    " VALUES (%(event_id)s, %(topic)s, %(kafka_key)s, %(type)s, %(source)s, %(subject)s, %(data)s)"
+    "INSERT INTO event_outbox (event_id, topic, kafka_key, type, source, subject, data, traceparent)"
+    " VALUES (%(event_id)s, %(topic)s, %(kafka_key)s, %(type)s, %(source)s, %(subject)s, %(data)s, %(traceparent)s)"
     " ON CONFLICT (event_id) DO NOTHING",
     event_id="uuid",
     topic="text",
@@ -48,6 +50,7 @@ _ENQUEUE = PreparedStatement(
     source="text",
     subject="text",
     data="jsonb",
+    traceparent="text",
 )
 
 
@@ -63,5 +66,6 @@ def enqueue(cursor: psycopg2.extensions.cursor, event: OutboxEvent) -> None:
             "source": event.source,
             "subject": event.subject,
             "data": Json(event.data),
+            "traceparent": current_traceparent(),
         },
     )

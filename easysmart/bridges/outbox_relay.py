@@ -74,6 +74,7 @@ class OutboxRow:
     subject: str | None
     data: dict
     created_at: datetime
+    traceparent: str | None = None
 
 
 def to_kafka(row: OutboxRow) -> KafkaMessage:
@@ -88,6 +89,8 @@ def to_kafka(row: OutboxRow) -> KafkaMessage:
     }
     if row.subject:
         attributes["subject"] = row.subject
+    if row.traceparent:
+        attributes["traceparent"] = row.traceparent  # the distributed-tracing extension: ce_traceparent
     return _to_kafka_binary(CloudEvent(attributes, row.data), data_marshaller=orjson.dumps)
 
 
@@ -221,7 +224,8 @@ class OutboxRelay:
                         conn.rollback()
                         return 0
                     cursor.execute(
-                        "SELECT id, event_id::text, topic, kafka_key, type, source, subject, data, created_at"
+                        "SELECT id, event_id::text, topic, kafka_key, type, source, subject, data, created_at,"
+                        " traceparent"
                         " FROM event_outbox WHERE published_at IS NULL AND refused_at IS NULL ORDER BY id LIMIT %s",
                         (self.settings.outbox_relay_batch,),
                     )

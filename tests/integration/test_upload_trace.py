@@ -1,5 +1,5 @@
 """One upload traced end to end: ingest, the claim check through the real Kafka broker, the kafka-source bridge's
-delivery and process (functions in-process, this tree's code), exported over OTLP/HTTP to a receiver in the test
+delivery and process, up to its telemetry.stored event (functions in-process, this tree's code), exported over OTLP/HTTP to a receiver in the test
 that decodes with OpenTelemetry's protobuf classes; and analytics' SQL."""
 
 from __future__ import annotations
@@ -136,6 +136,14 @@ def test_one_upload_is_one_trace_from_ingest_through_kafka_and_the_bridge_to_pro
         assert spans[name].parent_span_id == upload.span_id
     for name in ("download blob", "parse upload", "normalise and COPY", "log aggregate range", "ledger", "commit"):
         assert spans[name].parent_span_id == batch.span_id
+    # The batch's telemetry.stored event carries the trace on to the alerts delivery (the relay sends it as the
+    # record's ce_traceparent, which the bridge's delivery continues).
+    with database.transaction() as cursor:
+        cursor.execute("SELECT traceparent FROM event_outbox WHERE data->>'batch_id' = %s", (batch_id,))
+        [(stored_traceparent,)] = cursor.fetchall()
+    _, trace_id, parent_id, _ = stored_traceparent.split("-")
+    writer = next(span for span in receiver.spans if span.span_id == parent_id)
+    assert trace_id == CLIENT_TRACE_ID and batch.span_id in (writer.span_id, writer.parent_span_id)
     attributes = str([span.attributes for span in receiver.spans])
     assert token not in attributes and device.username not in attributes and batch_id not in attributes
     # Ingest's and process's log lines carry the trace id.
