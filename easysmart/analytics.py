@@ -22,6 +22,7 @@ from easysmart.config import AggregateSettings
 from easysmart.db import Database
 from easysmart.errors import ForbiddenError, NotFoundError
 from easysmart.identity import Principal
+from easysmart.metrics import ANALYTICS_CACHE_LOOKUPS
 from easysmart.params import (
     MAX_LIMIT,
     bad_parameter,
@@ -355,7 +356,9 @@ class AnalyticsService:
             (CACHE_GENERATION_KEY, [sensor[0] for sensor in cached.sensors] if cached else [], selection.relation),
         )
         watermark, generation, sensors_now = cursor.fetchone()
-        if cached is None or (cached.generation, cached.sensors) != (generation, sensors_now):
+        stale = cached is not None and (cached.generation, cached.sensors) != (generation, sensors_now)
+        ANALYTICS_CACHE_LOOKUPS.labels("miss" if cached is None else "stale" if stale else "hit").inc()
+        if cached is None or stale:
             parts = self._page_parts(cursor, selection, page, shape, page.limit, watermark, ("-infinity", watermark))
             rows_json, count, last, sensors = parts[True]
             cached = MaterialisedPart(generation, watermark, rows_json, count, last, sensors)

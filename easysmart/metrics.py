@@ -103,6 +103,13 @@ AUTH_REFRESH_REUSE = Counter(
     "esm_auth_refresh_reuse_detections_total", "Refresh tokens presented again after rotation (the family is revoked)"
 )
 
+# --- analytics -----------------------------------------------------------------------------------
+# outcome: hit (the materialised part came from Redis), miss (no entry, or Redis unused after an error), stale
+# (an entry of an older cache generation or sensors since renamed: read again and replaced); plain PostgreSQL only
+ANALYTICS_CACHE_LOOKUPS = Counter(
+    "esm_analytics_cache_lookups_total", "History pages' materialised parts looked up in the cache", ["outcome"]
+)
+
 # --- kafka-source bridge (its own metrics port) ------------------------------------------------
 BRIDGE_CONSUMER_LAG = Gauge(
     "esm_bridge_consumer_lag_messages",

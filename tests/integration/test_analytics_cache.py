@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 import orjson
 import pytest
 import redis
+from prometheus_client import REGISTRY
 
 from easysmart import aggregates
 from easysmart.aggregates import PlainAggregates
@@ -147,8 +148,20 @@ def past(freezers, database) -> tuple[Freezer, datetime]:
     return freezer, now
 
 
+def lookups() -> dict[str, float]:
+    return {
+        outcome: REGISTRY.get_sample_value("esm_analytics_cache_lookups_total", {"outcome": outcome}) or 0.0
+        for outcome in ("hit", "miss", "stale")
+    }
+
+
+def counted_since(before: dict[str, float]) -> dict[str, float]:
+    return {outcome: count - before[outcome] for outcome, count in lookups().items()}
+
+
 def test_a_second_answer_comes_from_the_cache_and_says_the_same(past, cached, uncached, redis_client, database):
     freezer, now = past
+    before = lookups()
     first = history(cached, freezer, now)
     assert cache_keys(redis_client, freezer)
     # Changed behind the refresh's back: only an answer read from the cache still shows the old statistics.
@@ -158,6 +171,7 @@ def test_a_second_answer_comes_from_the_cache_and_says_the_same(past, cached, un
     second = history(cached, freezer, now)
 
     assert second == first
+    assert counted_since(before) == {"hit": 1, "miss": 1, "stale": 0}
     assert list(samples(first).values()) == [3, 2]
     assert list(samples(history(uncached, freezer, now)).values()) == [99, 99]
 
@@ -170,7 +184,9 @@ def test_late_data_in_the_equipment_s_hours_is_in_the_answer_after_the_refresh(p
 
     refresh(database)
 
+    before = lookups()
     answer = history(cached, freezer, now)
+    assert counted_since(before) == {"hit": 0, "miss": 0, "stale": 1}
     assert list(samples(answer).values()) == [4, 2]
     assert answer == history(uncached, freezer, now)
 

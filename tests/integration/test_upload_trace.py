@@ -1,6 +1,6 @@
 """One upload traced end to end: ingest, the claim check through the real Kafka broker, the kafka-source bridge's
-delivery and process, up to its telemetry.stored event (functions in-process, this tree's code), exported over OTLP/HTTP to a receiver in the test
-that decodes with OpenTelemetry's protobuf classes; and analytics' SQL."""
+delivery and process, up to its telemetry.stored event (functions in-process, this tree's code), exported over
+OTLP/HTTP to a receiver in the test that decodes with OpenTelemetry's protobuf classes; and analytics' SQL."""
 
 from __future__ import annotations
 
