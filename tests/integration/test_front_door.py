@@ -9,13 +9,17 @@ address (127.0.0.5) differs from the echo server's (127.0.0.1): a believed X-Rea
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import re
 import shutil
 import socket
 import subprocess
 import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Iterator
 
 import flask
 import orjson
@@ -120,15 +124,15 @@ def knative_front_proxy(prefix: Path, port: int, upstream_port: int) -> str:
     )
 
 
-@pytest.fixture(scope="module", params=[local_front_door, knative_front_proxy], ids=["local", "knative"])
-def front_door(request, echo_port, tmp_path_factory) -> int:
+@contextlib.contextmanager
+def nginx_serving(render, echo_port: int, prefix: Path) -> Iterator[int]:
+    """A private nginx with the configuration `render` makes, until the block ends; its port."""
     if not Path(NGINX).exists():
         pytest.skip("nginx is not installed")
-    prefix = tmp_path_factory.mktemp("nginx")
     for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (prefix / "tmp" / name).mkdir(parents=True)
     port = free_port()
-    (prefix / "nginx.conf").write_text(request.param(prefix, port, echo_port))
+    (prefix / "nginx.conf").write_text(render(prefix, port, echo_port))
     ACCESS_LOGS[port] = prefix / "frontdoor-access.log"
     command = [NGINX, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -138,6 +142,44 @@ def front_door(request, echo_port, tmp_path_factory) -> int:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module", params=[local_front_door, knative_front_proxy], ids=["local", "knative"])
+def front_door(request, echo_port, tmp_path_factory) -> Iterator[int]:
+    with nginx_serving(request.param, echo_port, tmp_path_factory.mktemp("nginx")) as port:
+        yield port
+
+
+class ConnectionEcho(BaseHTTPRequestHandler):
+    """Answers which of its connections (the peer's port) a request came on, keeping connections open as
+    gunicorn does (werkzeug's server closes each after one request)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        body = orjson.dumps({"connection": self.client_address[1]})
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def local_door(tmp_path_factory) -> Iterator[int]:
+    """The local front door in front of functions that keep connections open."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), ConnectionEcho)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with nginx_serving(local_front_door, server.server_port, tmp_path_factory.mktemp("nginx")) as port:
+            yield port
+    finally:
+        server.shutdown()
+        thread.join()
 
 
 # Each front door's access log (both render theirs into the nginx prefix), by its port.
@@ -271,3 +313,24 @@ def test_without_a_valid_traceparent_the_front_door_makes_one_and_logs_it(front_
         assert trace_id.strip("0") and parent_id.strip("0") and parent_id == trace_id[16:]
         wait_until(lambda: traceparent in logged_traceparents(front_door), 10, 0.05, "the access log line")
     assert made[0] != made[1]  # one trace per request
+
+
+def test_the_local_front_door_reuses_a_functions_connection_and_closes_it_first_when_idle(local_door):
+    # gunicorn closes a connection idle for 2 s; a POST nginx sent on it just then would be a 502, so nginx must
+    # close its idle connections sooner (1 s). This waits for nginx's real idle timer. One client connection, so
+    # one nginx worker (each keeps its own connections to the functions).
+    client = http.client.HTTPConnection("127.0.0.1", local_door, timeout=10)
+
+    def connection_used() -> int:
+        client.request("GET", "/api/v1/telemetry/batches/x")
+        return orjson.loads(client.getresponse().read())["connection"]
+
+    try:
+        connections = [connection_used() for _ in range(3)]
+        time.sleep(1.5)
+        after_idle = connection_used()
+    finally:
+        client.close()
+
+    assert connections[0] == connections[1] == connections[2]
+    assert after_idle != connections[0]
