@@ -25,6 +25,7 @@ from collections import deque
 from datetime import datetime
 
 import orjson
+import psycopg2
 import redis
 
 from easysmart.errors import UnavailableError
@@ -105,7 +106,8 @@ class AcceptedRows(PeriodicFlusher):
     """Accepted batches' ledger rows, written by one background thread, many per statement.
 
     A row never written (the database down, the worker stopped first, the queue over `max_pending`) is written by
-    process from the claim check when it opens the batch; until then the batch is missing from the processing lag."""
+    process from the claim check when it opens the batch; until then the batch is missing from the processing lag.
+    A row the database refuses for what it holds (its tenant or account deleted since) is skipped alone."""
 
     def __init__(self, ledger: BatchLedger, interval_s: float = 0.1, max_pending: int = 10_000) -> None:
         super().__init__("accepted-rows", interval_s)
@@ -127,9 +129,26 @@ class AcceptedRows(PeriodicFlusher):
             return 0
         try:
             self.ledger.record_accepted_many(claims)
+        except psycopg2.IntegrityError:
+            return self._write_one_by_one(claims)
         except Exception as error:  # any database error: the thread must live on for the next rows
             logger.warning(
                 "accepted rows not written; process will write them", extra={"rows": len(claims), "error": str(error)}
             )
             return 0
         return len(claims)
+
+    def _write_one_by_one(self, claims: list[ClaimCheck]) -> int:
+        """The rows of a statement one of them failed, each on its own: the one refused costs the others nothing."""
+        written = 0
+        for claim in claims:
+            try:
+                self.ledger.record_accepted(claim)
+            except Exception as error:  # as in flush: the thread lives on; process writes the row
+                logger.warning(
+                    "accepted row not written; process will write it",
+                    extra={"batch_id": claim.batch_id, "error": str(error)},
+                )
+                continue
+            written += 1
+        return written

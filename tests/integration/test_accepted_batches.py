@@ -164,3 +164,21 @@ def test_the_ledger_row_is_written_off_the_request_path_and_counts_in_the_proces
     with database.transaction() as cursor:
         lag = processing_lag_s(cursor, received + timedelta(minutes=10), received - timedelta(seconds=1))
     assert lag == pytest.approx(600, abs=1)
+
+
+def test_an_accepted_row_of_a_tenant_deleted_since_costs_the_rows_written_with_it_nothing(
+    database, blobs, publisher, redis_client, make_account
+):
+    rows = AcceptedRows(BatchLedger(database), interval_s=3600)  # flushed by the test
+    ingest = ingest_with(database, blobs, publisher, redis_client)
+    ingest.accepted_rows = rows
+    kept = send(ingest, principal_of(make_account()))
+    gone = send(ingest, principal_of(make_account()), UPLOAD.replace(b"Freezer", b"Frigobar"))
+    # The second tenant goes before the rows are written (make_account's tenants have nothing else yet).
+    gone_tenant = publisher.claims[1].tenant_id
+    with database.transaction() as cursor:
+        cursor.execute("DELETE FROM accounts WHERE tenant_id = %s", (gone_tenant,))
+        cursor.execute("DELETE FROM tenants WHERE id = %s", (gone_tenant,))
+
+    assert rows.flush() == 1
+    assert (ledger_status(database, kept.batch_id), ledger_status(database, gone.batch_id)) == ("accepted", None)

@@ -42,6 +42,14 @@ class RecordingLedger:
         if self.fail is not None:
             raise self.fail
 
+    def record_accepted(self, claim: ClaimCheck) -> None:
+        self.statements.append([claim.batch_id])
+        if claim.batch_id == REFUSED.batch_id:
+            raise psycopg2.errors.ForeignKeyViolation("its tenant is gone")
+
+
+REFUSED = claim(1)
+
 
 def test_what_is_queued_is_written_in_one_statement_once():
     ledger = RecordingLedger()
@@ -65,6 +73,16 @@ def test_rows_the_database_refuses_are_dropped_for_process_to_write(error):
     assert rows.flush() == 0
     assert rows.flush() == 0
     assert len(ledger.statements) == 1
+
+
+def test_a_row_the_database_refuses_costs_the_others_in_its_statement_nothing():
+    ledger = RecordingLedger(fail=psycopg2.errors.ForeignKeyViolation("a tenant is gone"))
+    rows = AcceptedRows(ledger, interval_s=3600)  # type: ignore[arg-type]
+    for number in range(3):
+        rows.add(claim(number))
+
+    assert rows.flush() == 2
+    assert ledger.statements == [[claim(n).batch_id for n in range(3)]] + [[claim(n).batch_id] for n in range(3)]
 
 
 def test_the_queue_keeps_the_newest_rows_when_full():
