@@ -111,6 +111,13 @@ def iso(value: datetime | None) -> str | None:
     return None if value is None else value.astimezone(timezone.utc).isoformat()
 
 
+def newest_first_after(time_column: str, id_column: str) -> str:
+    """The keyset condition of a page ordered by `time_column` descending, then `id_column` (a uuid) ascending,
+    after the row of %(after_time)s and %(after_id)s: no row comparison fits the mixed order; the first term
+    bounds the index scan."""
+    return f"{time_column} <= %(after_time)s AND ({time_column} < %(after_time)s OR {id_column} > %(after_id)s::uuid)"
+
+
 def cursor_uuid(raw: str) -> str:
     """A uuid a cursor carries (as text); 400 naming `cursor` when it is not one."""
     try:

@@ -16,7 +16,7 @@ from typing import Mapping
 import psycopg2.extensions
 
 from easysmart.admin.bodies import BodyProblems
-from easysmart.alerting import lifecycle
+from easysmart.alerting import lifecycle, store
 from easysmart.alerting.store import ALERT_SELECT
 from easysmart.authz import Role, require_role
 from easysmart.clock import Clock, utc_now
@@ -29,6 +29,7 @@ from easysmart.params import (
     decode_cursor,
     encode_cursor,
     iso,
+    newest_first_after,
     parse_limit,
     parse_window,
     path_uuid,
@@ -134,10 +135,7 @@ class AlertsService:
             where.append("a.started_at < %(end)s")
             params["end"] = end
         if after:
-            # started_at descending, id ascending: no row comparison fits; the first term bounds the index scan.
-            where.append(
-                "a.started_at <= %(after_time)s AND (a.started_at < %(after_time)s OR a.id > %(after_id)s::uuid)"
-            )
+            where.append(newest_first_after("a.started_at", "a.id"))
             params.update(after_time=after[0], after_id=cursor_uuid(after[1]))
         with self.db.transaction() as cursor:
             for name, table in (("equipment_uuid", "equipment"), ("sensor_uuid", "sensors")):
@@ -183,8 +181,7 @@ class AlertsService:
 
 def _id_of(cursor: psycopg2.extensions.cursor, table: str, tenant_id: str, parameter: str, raw: str) -> int:
     """The id of the tenant's equipment or sensor a filter names; 404 for one it does not have."""
-    cursor.execute(f"SELECT id FROM {table} WHERE tenant_id = %s AND uuid = %s", (tenant_id, raw))
-    row = cursor.fetchone()
-    if row is None:
+    found = store.id_by_uuid(cursor, table, tenant_id, raw)
+    if found is None:
         raise NotFoundError(f"{parameter}: the tenant has no {table.rstrip('s')} {raw[:64]!r}", parameter=parameter)
-    return row[0]
+    return found

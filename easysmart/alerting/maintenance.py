@@ -27,6 +27,7 @@ from easysmart.params import (
     decode_cursor,
     encode_cursor,
     iso,
+    newest_first_after,
     parse_limit,
     parse_window,
     path_uuid,
@@ -108,10 +109,7 @@ class MaintenanceWindows:
             where.append("e.uuid = %(equipment)s")
             params["equipment"] = args["equipment_uuid"][:MAX_UUID_CHARS]
         if after:
-            # starts_at descending, id ascending, as the alerts list pages.
-            where.append(
-                "w.starts_at <= %(after_time)s AND (w.starts_at < %(after_time)s OR w.id > %(after_id)s::uuid)"
-            )
+            where.append(newest_first_after("w.starts_at", "w.id"))
             params.update(after_time=after[0], after_id=cursor_uuid(after[1]))
         with self.db.transaction() as cursor:
             cursor.execute(
@@ -165,13 +163,12 @@ class MaintenanceWindows:
 
 
 def _equipment_id(cursor: psycopg2.extensions.cursor, tenant_id: str, equipment_uuid: str) -> int:
-    cursor.execute("SELECT id FROM equipment WHERE tenant_id = %s AND uuid = %s", (tenant_id, equipment_uuid))
-    row = cursor.fetchone()
-    if row is None:
+    equipment_id = store.id_by_uuid(cursor, "equipment", tenant_id, equipment_uuid)
+    if equipment_id is None:
         raise UnprocessableError(
             f"$.equipment_uuid: the tenant has no equipment {equipment_uuid!r}", paths=["$.equipment_uuid"]
         )
-    return row[0]
+    return equipment_id
 
 
 def _row(cursor: psycopg2.extensions.cursor, tenant_id: str, window_id: str) -> dict:

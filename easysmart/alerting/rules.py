@@ -463,19 +463,13 @@ def _resolve(cursor: psycopg2.extensions.cursor, tenant_id: str, spec: RuleSpec)
     problems = []
     equipment_id = sensor_id = None
     if spec.sensor_uuid is not None:
-        cursor.execute("SELECT id FROM sensors WHERE tenant_id = %s AND uuid = %s", (tenant_id, spec.sensor_uuid))
-        row = cursor.fetchone()
-        if row is None:
+        sensor_id = store.id_by_uuid(cursor, "sensors", tenant_id, spec.sensor_uuid)
+        if sensor_id is None:
             problems.append(("sensor_uuid", f"the tenant has no sensor {spec.sensor_uuid!r}"))
-        else:
-            sensor_id = row[0]
     if spec.equipment_uuid is not None:
-        cursor.execute("SELECT id FROM equipment WHERE tenant_id = %s AND uuid = %s", (tenant_id, spec.equipment_uuid))
-        row = cursor.fetchone()
-        if row is None:
+        equipment_id = store.id_by_uuid(cursor, "equipment", tenant_id, spec.equipment_uuid)
+        if equipment_id is None:
             problems.append(("equipment_uuid", f"the tenant has no equipment {spec.equipment_uuid!r}"))
-        else:
-            equipment_id = row[0]
     if problems:
         raise RuleInvalidError(problems)
     return equipment_id, sensor_id

@@ -159,6 +159,15 @@ _RULES_FOR = PreparedStatement(
 )
 
 
+def id_by_uuid(cursor: psycopg2.extensions.cursor, table: str, tenant_id: str, uuid: str) -> int | None:
+    """The id of the tenant's equipment or sensor (`table`: "equipment" or "sensors") with that uuid, if any."""
+    if table not in ("equipment", "sensors"):
+        raise ValueError(f"not a table of uuids: {table}")
+    cursor.execute(f"SELECT id FROM {table} WHERE tenant_id = %s AND uuid = %s", (tenant_id, uuid))
+    row = cursor.fetchone()
+    return None if row is None else row[0]
+
+
 def lock_tenant(cursor: psycopg2.extensions.cursor, tenant_id: str) -> None:
     """One evaluation per tenant at a time (arrivals and the tick): each sees the alerts the other wrote."""
     cursor.execute(prepared(cursor, _LOCK_TENANT), {"tenant": tenant_id})
